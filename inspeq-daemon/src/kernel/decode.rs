@@ -1,0 +1,191 @@
+//! Raw ring-buffer records → [`Observation`]s. Pure: bytes in, values out, and a
+//! typed error for a record this build does not understand (never a panic).
+
+use std::mem::size_of;
+
+use inspeq_common::{
+    EXIT_FLAG_OOM_KILLED, EXIT_FLAG_RSS_KNOWN, EXIT_FLAG_STATUS_KNOWN, EventKind, Header, ProcessExit, ProcessFork,
+    RSS_CROSSED_DOWN, RSS_CROSSED_UP, RSS_MOVED, RssChange,
+};
+
+use super::observation::{ExitStatus, Observation, ProcessExited, RssDirection, WatchId};
+
+/// Why a record was not decoded.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its header")]
+    Short { len: usize },
+    #[error("unknown record kind {kind}")]
+    UnknownKind { kind: u8 },
+    #[error("record of kind {kind:?} is {len} bytes, expected {expected}")]
+    BadSize { kind: EventKind, len: usize, expected: usize },
+    #[error("RSS record with unknown direction {0}")]
+    BadDirection(u32),
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> T {
+    debug_assert!(bytes.len() >= size_of::<T>());
+    // SAFETY: the caller checked the length; the wire types are Pod and
+    // read_unaligned does not need the ring's 8-byte alignment.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+fn sized<T: Copy>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::BadSize { kind, len: bytes.len(), expected: size_of::<T>() });
+    }
+    Ok(read(bytes))
+}
+
+fn comm(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Decodes one record.
+pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
+    if bytes.len() < size_of::<Header>() {
+        return Err(DecodeError::Short { len: bytes.len() });
+    }
+    let header: Header = read(bytes);
+    let kind = EventKind::from_u8(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
+    let watch = WatchId(header.watch_id);
+    Ok(match kind {
+        EventKind::Exit => {
+            let e: ProcessExit = sized(kind, bytes)?;
+            let status = if e.flags & EXIT_FLAG_STATUS_KNOWN != 0 {
+                ExitStatus::from_wait_status(e.exit_status)
+            } else {
+                ExitStatus::Unknown
+            };
+            Observation::ProcessExited(ProcessExited {
+                watch,
+                pid: e.tgid,
+                ppid: e.ppid,
+                status,
+                oom_killed: e.flags & EXIT_FLAG_OOM_KILLED != 0,
+                rss_bytes: (e.flags & EXIT_FLAG_RSS_KNOWN != 0).then_some(e.rss_bytes),
+                cgroup_id: e.cgroup_id,
+                comm: comm(&e.comm),
+                ktime_ns: e.header.ktime_ns,
+            })
+        }
+        EventKind::Fork => {
+            let e: ProcessFork = sized(kind, bytes)?;
+            Observation::ProcessForked {
+                watch,
+                parent: e.parent_tgid,
+                child: e.child_tgid,
+                cgroup_id: e.cgroup_id,
+                ktime_ns: e.header.ktime_ns,
+            }
+        }
+        EventKind::Rss => {
+            let e: RssChange = sized(kind, bytes)?;
+            let direction = match e.direction {
+                RSS_CROSSED_UP => RssDirection::Up,
+                RSS_CROSSED_DOWN => RssDirection::Down,
+                RSS_MOVED => RssDirection::Moved,
+                other => return Err(DecodeError::BadDirection(other)),
+            };
+            Observation::RssCrossed {
+                watch,
+                pid: e.tgid,
+                direction,
+                rss_bytes: e.rss_bytes,
+                threshold_bytes: e.threshold_bytes,
+                cgroup_id: e.cgroup_id,
+                ktime_ns: e.header.ktime_ns,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
+        // SAFETY: wire types are Pod with no padding.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn exit(status: u32, flags: u32) -> ProcessExit {
+        let mut comm = [0u8; 16];
+        comm[..5].copy_from_slice(b"sleep");
+        ProcessExit {
+            header: Header::new(EventKind::Exit, size_of::<ProcessExit>(), 7, 1234),
+            tgid: 42,
+            ppid: 1,
+            exit_status: status,
+            flags,
+            rss_bytes: 4096,
+            cgroup_id: 99,
+            comm,
+        }
+    }
+
+    #[test]
+    fn exit_records_become_process_exited() {
+        let raw = exit(3 << 8, EXIT_FLAG_STATUS_KNOWN | EXIT_FLAG_RSS_KNOWN);
+        let Observation::ProcessExited(e) = decode(&bytes_of(&raw)).unwrap() else { panic!("not an exit") };
+        assert_eq!(e.status, ExitStatus::Exited(3));
+        assert_eq!((e.pid, e.watch, e.rss_bytes, e.comm.as_str()), (42, WatchId(7), Some(4096), "sleep"));
+        assert!(!e.oom_killed);
+
+        let raw = exit(9, EXIT_FLAG_STATUS_KNOWN | EXIT_FLAG_OOM_KILLED);
+        let Observation::ProcessExited(e) = decode(&bytes_of(&raw)).unwrap() else { panic!("not an exit") };
+        assert_eq!(e.status, ExitStatus::Signaled { signal: 9, core_dumped: false });
+        assert!(e.oom_killed);
+        assert_eq!(e.rss_bytes, None);
+
+        let raw = exit(0, 0);
+        let Observation::ProcessExited(e) = decode(&bytes_of(&raw)).unwrap() else { panic!("not an exit") };
+        assert_eq!(e.status, ExitStatus::Unknown);
+    }
+
+    #[test]
+    fn malformed_records_are_errors() {
+        assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short { len: 3 }));
+        let mut raw = bytes_of(&exit(0, 0));
+        raw[0] = 77;
+        assert_eq!(decode(&raw), Err(DecodeError::UnknownKind { kind: 77 }));
+        let raw = bytes_of(&exit(0, 0));
+        assert!(matches!(decode(&raw[..40]), Err(DecodeError::BadSize { .. })));
+        let rss = RssChange {
+            header: Header::new(EventKind::Rss, size_of::<RssChange>(), 1, 5),
+            tgid: 1,
+            direction: 9,
+            rss_bytes: 0,
+            threshold_bytes: 0,
+            cgroup_id: 0,
+        };
+        assert_eq!(decode(&bytes_of(&rss)), Err(DecodeError::BadDirection(9)));
+    }
+
+    #[test]
+    fn fork_and_rss_records() {
+        let fork = ProcessFork {
+            header: Header::new(EventKind::Fork, size_of::<ProcessFork>(), 2, 10),
+            parent_tgid: 5,
+            child_tgid: 6,
+            cgroup_id: 3,
+        };
+        assert_eq!(
+            decode(&bytes_of(&fork)).unwrap(),
+            Observation::ProcessForked { watch: WatchId(2), parent: 5, child: 6, cgroup_id: 3, ktime_ns: 10 }
+        );
+        let rss = RssChange {
+            header: Header::new(EventKind::Rss, size_of::<RssChange>(), 2, 11),
+            tgid: 5,
+            direction: RSS_CROSSED_UP,
+            rss_bytes: 64 << 20,
+            threshold_bytes: 32 << 20,
+            cgroup_id: 3,
+        };
+        assert!(matches!(
+            decode(&bytes_of(&rss)).unwrap(),
+            Observation::RssCrossed { direction: RssDirection::Up, rss_bytes, .. } if rss_bytes == 64 << 20
+        ));
+    }
+}

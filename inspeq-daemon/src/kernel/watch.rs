@@ -1,0 +1,69 @@
+//! What the daemon asks the kernel side to watch: targets and per-watch settings,
+//! and their translation into the wire format's [`WatchConfig`].
+
+use std::path::PathBuf;
+
+use inspeq_common::{WATCH_FLAG_FORKS, WATCH_FLAG_RSS, WatchConfig};
+
+use super::observation::WatchId;
+
+/// What to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchTarget {
+    /// A cgroup v2 directory (absolute, or relative to the cgroup2 mount) and every
+    /// cgroup below it.
+    Cgroup(PathBuf),
+    /// A cgroup v2 id (its directory's inode), with descendants.
+    CgroupId(u64),
+    /// A process and every process it forks from now on; descendants it already
+    /// has are added when the watch starts.
+    Tree(u32),
+}
+
+/// RSS limits of a watch, per process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RssLimits {
+    /// Report when a process's RSS reaches this many bytes (0: never).
+    pub threshold: u64,
+    /// Report the way back down when it falls below `threshold - hysteresis`.
+    pub hysteresis: u64,
+    /// Report whenever RSS moved this many bytes since the last report (0: never).
+    pub delta: u64,
+}
+
+impl RssLimits {
+    /// A threshold with the default hysteresis of one eighth of it, so a process
+    /// hovering at the line does not flap.
+    pub fn threshold(bytes: u64) -> Self {
+        Self { threshold: bytes, hysteresis: bytes / 8, delta: 0 }
+    }
+}
+
+/// How to watch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// Report forks (process-tree tracking happens either way).
+    pub forks: bool,
+    /// Track RSS with these limits.
+    pub rss: Option<RssLimits>,
+}
+
+impl WatchSettings {
+    pub(crate) fn to_wire(self, id: WatchId) -> WatchConfig {
+        let rss = self.rss.unwrap_or_default();
+        let mut flags = 0;
+        if self.forks {
+            flags |= WATCH_FLAG_FORKS;
+        }
+        if self.rss.is_some() {
+            flags |= WATCH_FLAG_RSS;
+        }
+        WatchConfig {
+            watch_id: id.0,
+            flags,
+            rss_threshold: rss.threshold,
+            rss_hysteresis: rss.hysteresis,
+            rss_delta: rss.delta,
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! `inspeqd trace`: watch one cgroup or process tree and print every observation
+//! as it arrives, one line each (human text, or one JSON object with `--json`).
+//! For operators checking what inspeq sees, and for tests and benchmarks.
+
+use std::{io::Write as _, path::PathBuf, time::Duration};
+
+use serde_json::json;
+
+use crate::kernel::{
+    ExitStatus, KernelError, Mode, Monitor, Observation, Options, RssLimits, WatchSettings, WatchTarget, monotonic_ns,
+};
+
+/// What `inspeqd trace` was asked to do.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TraceArgs {
+    /// Watch this cgroup v2 directory and its descendants (absolute, or relative
+    /// to the cgroup2 mount).
+    #[arg(long, required_unless_present = "pid", conflicts_with = "pid")]
+    pub cgroup: Option<PathBuf>,
+    /// Watch this process and every process it forks.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Report when a process's RSS reaches this size (k, m, g suffixes: powers of 1024).
+    #[arg(long, value_parser = parse_size)]
+    pub rss_threshold: Option<u64>,
+    /// Report whenever a process's RSS moved by this much.
+    #[arg(long, value_parser = parse_size)]
+    pub rss_delta: Option<u64>,
+    /// One JSON object per line; the first line is `{"kind":"ready",...}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Add `received_ns` (CLOCK_MONOTONIC when the daemon had the record) to JSON lines.
+    #[arg(long)]
+    pub timing: bool,
+    /// Do not use eBPF; poll /proc (the fallback) instead.
+    #[arg(long)]
+    pub no_ebpf: bool,
+    /// The fallback's polling period in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// Ring-buffer size in bytes (power of two, at least the page size).
+    #[arg(long)]
+    pub ring_bytes: Option<u32>,
+    /// How often batched records (forks, RSS moves) are drained, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    pub drain_ms: u64,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+/// Parses `32m`, `1.5g`, `4096`: sizes with powers-of-1024 suffixes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let shift = match unit.to_ascii_lowercase().trim_end_matches(['b', 'i']) {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("unknown size unit `{unit}` (use k, m, g or t)")),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a size"))?;
+    if !(value >= 0.0) {
+        return Err(format!("`{text}` is not a size"));
+    }
+    Ok((value * (1u64 << shift) as f64) as u64)
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// One observation as a JSON object (the `--json` format documented in the README).
+pub fn to_json(o: &Observation) -> serde_json::Value {
+    match o {
+        Observation::ProcessExited(e) => json!({
+            "kind": "exited",
+            "pid": e.pid,
+            "exit_code": e.status.exit_code(),
+            "signal": e.status.signal(),
+            "core_dumped": e.status.core_dumped(),
+            "oom_killed": e.oom_killed,
+            "rss_bytes": e.rss_bytes,
+            "cgroup_id": e.cgroup_id,
+            "ktime_ns": e.ktime_ns,
+        }),
+        Observation::ProcessForked { parent, child, cgroup_id, ktime_ns, .. } => json!({
+            "kind": "forked",
+            "pid": child,
+            "parent_pid": parent,
+            "cgroup_id": cgroup_id,
+            "ktime_ns": ktime_ns,
+        }),
+        Observation::RssCrossed { pid, direction, rss_bytes, threshold_bytes, cgroup_id, ktime_ns, .. } => json!({
+            "kind": "rss",
+            "pid": pid,
+            "direction": direction.to_string(),
+            "rss_bytes": rss_bytes,
+            "threshold_bytes": threshold_bytes,
+            "cgroup_id": cgroup_id,
+            "ktime_ns": ktime_ns,
+        }),
+        Observation::EventsLost { kind, count } => json!({ "kind": "lost", "record": kind, "count": count }),
+    }
+}
+
+/// One observation as a line for people.
+pub fn to_text(o: &Observation) -> String {
+    match o {
+        Observation::ProcessExited(e) => {
+            let how = match e.status {
+                ExitStatus::Exited(code) => format!("code={code}"),
+                ExitStatus::Signaled { signal, core_dumped } => {
+                    format!("signal={signal} ({}){}", signal_name(signal), if core_dumped { " core dumped" } else { "" })
+                }
+                ExitStatus::Unknown => "status=unknown".to_owned(),
+            };
+            let oom = if e.oom_killed { " OOM-killed" } else { "" };
+            let rss = e.rss_bytes.map(|b| format!(" rss={}", mib(b))).unwrap_or_default();
+            format!("exited  pid={} comm={} {how}{oom}{rss} ppid={} cgroup={}", e.pid, e.comm, e.ppid, e.cgroup_id)
+        }
+        Observation::ProcessForked { parent, child, cgroup_id, .. } => {
+            format!("forked  pid={child} parent={parent} cgroup={cgroup_id}")
+        }
+        Observation::RssCrossed { pid, direction, rss_bytes, threshold_bytes, .. } => {
+            format!("rss     pid={pid} {direction} rss={} threshold={}", mib(*rss_bytes), mib(*threshold_bytes))
+        }
+        Observation::EventsLost { kind, count } => format!("lost    {count} {kind} records (ring buffer full)"),
+    }
+}
+
+/// Runs `inspeqd trace` until SIGINT/SIGTERM or `--duration`.
+pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
+    let options = Options {
+        force_fallback: args.no_ebpf,
+        ring_bytes: args.ring_bytes,
+        drain_interval: Duration::from_millis(args.drain_ms.max(1)),
+        cycle: Duration::from_millis(args.poll_ms.max(1)),
+    };
+    let mut monitor = Monitor::start(&options);
+    let target = match (&args.cgroup, args.pid) {
+        (Some(path), _) => WatchTarget::Cgroup(path.clone()),
+        (None, Some(pid)) => WatchTarget::Tree(pid),
+        (None, None) => anyhow::bail!("give --cgroup PATH or --pid PID"),
+    };
+    let rss = match (args.rss_threshold, args.rss_delta) {
+        (None, None) => None,
+        (threshold, delta) => Some(RssLimits {
+            delta: delta.unwrap_or(0),
+            ..RssLimits::threshold(threshold.unwrap_or(0))
+        }),
+    };
+    monitor
+        .watch(&target, WatchSettings { forks: true, rss })
+        .map_err(|e: KernelError| anyhow::Error::new(e).context(format!("cannot watch {target:?}")))?;
+
+    let mode = match monitor.mode() {
+        Mode::Ebpf => "ebpf".to_owned(),
+        Mode::Fallback { .. } => "fallback".to_owned(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let attach_us = monitor.attach_time().map(|d| d.as_micros() as u64);
+    if args.json {
+        writeln!(stdout, "{}", json!({ "kind": "ready", "mode": mode, "attach_us": attach_us, "missing": monitor.missing_tracepoints() }))?;
+    } else {
+        eprintln!("inspeqd trace: watching {target:?} ({mode}); Ctrl-C stops");
+    }
+    stdout.flush()?;
+
+    let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut batch = Vec::new();
+    loop {
+        batch.clear();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = monitor.next_batch(&mut batch) => result?,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = sleep => break,
+        }
+        let received_ns = monotonic_ns();
+        for o in &batch {
+            if args.json {
+                let mut value = to_json(o);
+                if args.timing {
+                    value["received_ns"] = received_ns.into();
+                }
+                writeln!(stdout, "{value}")?;
+            } else {
+                writeln!(stdout, "{}", to_text(o))?;
+            }
+        }
+        stdout.flush()?;
+    }
+    let stats = monitor.stats();
+    if args.json {
+        writeln!(
+            stdout,
+            "{}",
+            json!({ "kind": "stats", "emitted": stats.emitted, "dropped": stats.dropped, "undecodable": stats.undecodable })
+        )?;
+    } else {
+        eprintln!(
+            "inspeqd trace: records emitted (exit, fork, rss) {:?}, dropped {:?}",
+            stats.emitted, stats.dropped
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("32m"), Ok(32 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("2KiB"), Ok(2048));
+        assert!(parse_size("12q").is_err());
+        assert!(parse_size("m").is_err());
+        assert!(parse_size("-1m").is_err());
+    }
+
+    #[test]
+    fn exit_json_has_the_documented_fields() {
+        let o = Observation::ProcessExited(crate::kernel::ProcessExited {
+            watch: crate::kernel::WatchId(1),
+            pid: 10,
+            ppid: 1,
+            status: ExitStatus::Signaled { signal: 9, core_dumped: false },
+            oom_killed: true,
+            rss_bytes: Some(8192),
+            cgroup_id: 77,
+            comm: "x".into(),
+            ktime_ns: 5,
+        });
+        assert_eq!(
+            to_json(&o),
+            json!({"kind": "exited", "pid": 10, "exit_code": null, "signal": 9, "core_dumped": false,
+                   "oom_killed": true, "rss_bytes": 8192, "cgroup_id": 77, "ktime_ns": 5})
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! Is the current task watched, and by which watch? A task is watched when its
+//! tgid is in `WATCH_TGIDS` (a process tree the daemon named, children inherit at
+//! fork) or when its cgroup v2 or an ancestor is in `WATCH_CGROUPS`.
+
+use aya_ebpf::{
+    helpers::generated::bpf_get_current_ancestor_cgroup_id,
+    macros::map,
+    maps::HashMap,
+};
+use inspeq_common::WatchConfig;
+
+/// Deepest cgroup level looked at; systemd services sit at level 2 or 3.
+const MAX_CGROUP_DEPTH: i32 = 16;
+
+#[map(name = "WATCH_CGROUPS")]
+pub static WATCH_CGROUPS: HashMap<u64, WatchConfig> = HashMap::with_max_entries(4096, 0);
+
+// Not preallocated: most slots stay empty, and 6.1+ kernels allow it in tracing programs.
+#[map(name = "WATCH_TGIDS")]
+pub static WATCH_TGIDS: HashMap<u32, WatchConfig> = HashMap::with_max_entries(65536, 1);
+
+/// How the current task is watched.
+#[derive(Clone, Copy)]
+pub enum Origin {
+    /// Through `WATCH_TGIDS`.
+    Tree,
+    /// Through `WATCH_CGROUPS`.
+    Cgroup,
+}
+
+/// The watch of the current task, deepest cgroup winning over its ancestors, a
+/// process-tree watch winning over both.
+#[inline(always)]
+pub fn current(tgid: u32) -> Option<(WatchConfig, Origin)> {
+    if let Some(cfg) = unsafe { WATCH_TGIDS.get(&tgid) } {
+        return Some((*cfg, Origin::Tree));
+    }
+    let mut found = None;
+    let mut level = 1;
+    while level <= MAX_CGROUP_DEPTH {
+        // Level 0 is the root; past the task's own depth the helper returns 0.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 {
+            break;
+        }
+        if let Some(cfg) = unsafe { WATCH_CGROUPS.get(&id) } {
+            found = Some((*cfg, Origin::Cgroup));
+        }
+        level += 1;
+    }
+    found
+}
