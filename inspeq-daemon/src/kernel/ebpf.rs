@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap as StdHashMap,
     os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -304,9 +304,4 @@ fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Observation>, stats: &m
             }
         }
     }
-}
-
-/// Where a cgroup given by path lives; used by `trace` to print it.
-pub fn cgroup_dir(path: &Path) -> Result<PathBuf, KernelError> {
-    Ok(cgroup::resolve(path)?)
 }

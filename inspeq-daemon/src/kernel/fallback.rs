@@ -10,7 +10,6 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::PathBuf,
-    time::Duration,
 };
 
 use super::{
@@ -226,10 +225,6 @@ impl ProcMonitor {
 
     pub fn stats(&self) -> KernelStats {
         self.stats
-    }
-
-    pub fn cycle(&self) -> Duration {
-        self.interval.period()
     }
 }
 

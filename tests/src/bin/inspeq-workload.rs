@@ -1,0 +1,95 @@
+//! `inspeq-workload`: deterministic process workloads for the integration tests and
+//! benchmarks — allocate and free memory, fork storms, sequences of exits. With
+//! `INSPEQ_JOIN_CGROUP=DIR` it first moves itself into that cgroup.
+//!
+//! Usage:
+//!   inspeq-workload alloc MIB HOLD_MS AFTER_MS   touch MIB of anonymous memory, hold, free, linger
+//!   inspeq-workload storm SECS                   fork + child _exit(0) + waitpid in a loop; prints forks/s
+//!   inspeq-workload storm-n N                    the same, N times
+//!   inspeq-workload exits N GAP_US               N children exiting with code i % 256, GAP_US apart;
+//!                                                prints "pid status" per child
+
+use std::{io::Write as _, time::Duration, time::Instant};
+
+fn join_cgroup() {
+    if let Ok(dir) = std::env::var("INSPEQ_JOIN_CGROUP") {
+        std::fs::write(format!("{dir}/cgroup.procs"), "0").unwrap_or_else(|e| panic!("joining cgroup {dir}: {e}"));
+    }
+}
+
+fn alloc(mib: usize, hold: Duration, after: Duration) {
+    let len = mib << 20;
+    // SAFETY: anonymous private mapping, checked for failure, unmapped below.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap of {mib} MiB failed");
+    let page = 4096;
+    for off in (0..len).step_by(page) {
+        // SAFETY: off < len, inside the mapping.
+        unsafe { (p as *mut u8).add(off).write_volatile(1) };
+    }
+    std::thread::sleep(hold);
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(p, len) };
+    std::thread::sleep(after);
+}
+
+fn fork_exit() {
+    // SAFETY: the child only calls _exit.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        0 => unsafe { libc::_exit(0) },
+        p if p > 0 => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(p, &mut status, 0) };
+        }
+        _ => panic!("fork failed: {}", std::io::Error::last_os_error()),
+    }
+}
+
+fn main() {
+    join_cgroup();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize| -> u64 { args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("argument {i} missing or not a number")) };
+    match args.first().map(String::as_str) {
+        Some("alloc") => alloc(num(1) as usize, Duration::from_millis(num(2)), Duration::from_millis(num(3))),
+        Some("storm") => {
+            let secs = Duration::from_secs(num(1));
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < secs {
+                fork_exit();
+                n += 1;
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            println!("{{\"forks\":{n},\"secs\":{elapsed},\"per_sec\":{}}}", n as f64 / elapsed);
+        }
+        Some("storm-n") => {
+            for _ in 0..num(1) {
+                fork_exit();
+            }
+        }
+        Some("exits") => {
+            let gap = Duration::from_micros(num(2));
+            let mut out = std::io::stdout().lock();
+            for i in 0..num(1) {
+                // SAFETY: the child only calls _exit.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    unsafe { libc::_exit((i % 256) as i32) };
+                }
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                writeln!(out, "{pid} {status}").unwrap();
+                std::thread::sleep(gap);
+            }
+        }
+        _ => {
+            eprintln!("usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US");
+            std::process::exit(2);
+        }
+    }
+}

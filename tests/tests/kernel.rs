@@ -1,0 +1,342 @@
+//! The kernel pipeline against the running kernel: the eBPF programs load, watch
+//! what they are told to, and report exits, forks, RSS crossings, OOM kills and
+//! drops exactly; the /proc fallback reports the same exits. Root and BTF needed
+//! (see `tests::privileged`).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::process::ExitStatusExt as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use inspeq_daemon::kernel::{
+    ExitStatus, Mode, Monitor, Observation, Options, ProcessExited, RssDirection, RssLimits, WatchSettings,
+    WatchTarget, monotonic_ns,
+};
+use tests::{TestCgroup, inspeqd, join_cgroups, privileged, sh_in};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_inspeq-workload");
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn ebpf(options: Options) -> Monitor {
+    let monitor = Monitor::start(&options);
+    assert_eq!(monitor.mode(), &Mode::Ebpf, "eBPF did not start");
+    monitor
+}
+
+/// Reads observations until `done` says so or `limit` passes (a guard against a
+/// hang, not a performance assertion).
+async fn collect(monitor: &mut Monitor, limit: Duration, mut done: impl FnMut(&[Observation]) -> bool) -> Vec<Observation> {
+    let mut all = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(&all) {
+        let mut batch = Vec::new();
+        match tokio::time::timeout_at(deadline, monitor.next_batch(&mut batch)).await {
+            Ok(result) => result.expect("reading the kernel side"),
+            Err(_) => break,
+        }
+        all.extend(batch);
+    }
+    all
+}
+
+fn exits(observations: &[Observation]) -> Vec<&ProcessExited> {
+    observations
+        .iter()
+        .filter_map(|o| match o {
+            Observation::ProcessExited(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn status_of(status: std::process::ExitStatus) -> ExitStatus {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitStatus::Exited(code),
+        (None, Some(signal)) => ExitStatus::Signaled { signal, core_dumped: status.core_dumped() },
+        _ => unreachable!("a waited child either exited or was signaled"),
+    }
+}
+
+#[test]
+fn exits_in_a_watched_cgroup_match_waitpid() {
+    if !privileged("exits_in_a_watched_cgroup_match_waitpid") {
+        return;
+    }
+    let cg = TestCgroup::new("exits");
+    runtime().block_on(async {
+        let mut monitor = ebpf(Options::default());
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
+
+        // Exit codes 0..=255 and the common signals, interleaved.
+        let signals = ["TERM", "KILL", "INT", "HUP", "USR1", "ABRT", "QUIT", "PIPE"];
+        let mut expected = BTreeMap::new();
+        for i in 0..200 {
+            let script = if i % 5 == 4 { format!("kill -{} $$", signals[i / 5 % signals.len()]) } else { format!("exit {}", (i * 37) % 256) };
+            let mut child = sh_in(&script, &[&cg.dir]);
+            let pid = child.id();
+            expected.insert(pid, status_of(child.wait().unwrap()));
+        }
+        let seen = collect(&mut monitor, Duration::from_secs(10), |o| exits(o).len() >= expected.len()).await;
+        let mut reported = BTreeMap::new();
+        for e in exits(&seen) {
+            assert!(reported.insert(e.pid, e.status).is_none(), "pid {} reported twice", e.pid);
+            assert!(!e.oom_killed);
+            assert_eq!(e.cgroup_id, std::fs::metadata(&cg.dir).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap());
+        }
+        assert_eq!(reported, expected, "reported exits differ from what waitpid said");
+        assert!(expected.values().any(|s| matches!(s, ExitStatus::Signaled { signal: 9, .. })));
+    });
+}
+
+#[test]
+fn an_unwatched_cgroup_produces_nothing() {
+    if !privileged("an_unwatched_cgroup_produces_nothing") {
+        return;
+    }
+    let watched = TestCgroup::new("watched");
+    let other = TestCgroup::new("unwatched");
+    runtime().block_on(async {
+        let mut monitor = ebpf(Options::default());
+        monitor.watch(&WatchTarget::Cgroup(watched.dir.clone()), WatchSettings { forks: true, rss: None }).unwrap();
+        let mut quiet = Vec::new();
+        for i in 0..20 {
+            let mut child = sh_in(&format!("sh -c 'exit {i}'; exit {i}"), &[&other.dir]);
+            quiet.push(child.id());
+            child.wait().unwrap();
+        }
+        // A sentinel in the watched cgroup: once it is reported, anything about
+        // the other cgroup would have been too (one ring, in order per CPU).
+        let mut sentinel = sh_in("exit 42", &[&watched.dir]);
+        let sentinel_pid = sentinel.id();
+        sentinel.wait().unwrap();
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == sentinel_pid)).await;
+        assert!(exits(&seen).iter().any(|e| e.pid == sentinel_pid && e.status == ExitStatus::Exited(42)));
+        for o in &seen {
+            let pids = match o {
+                Observation::ProcessExited(e) => vec![e.pid, e.ppid],
+                Observation::ProcessForked { parent, child, .. } => vec![*parent, *child],
+                other => panic!("unexpected {other:?}"),
+            };
+            assert!(pids.iter().all(|p| !quiet.contains(p)), "unwatched process reported: {o:?}");
+        }
+    });
+}
+
+#[test]
+fn a_watched_pid_tree_includes_children_and_grandchildren() {
+    if !privileged("a_watched_pid_tree_includes_children_and_grandchildren") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut monitor = ebpf(Options::default());
+        // The root waits for a line on stdin, so the watch is in place before it forks.
+        let mut root = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("read go; ( sh -c 'exit 4'; exit 5 ); exit 6")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let root_pid = root.id();
+        let id = monitor.watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None }).unwrap();
+
+        let mut unrelated = Command::new("/bin/sh").arg("-c").arg("exit 9").spawn().unwrap();
+        let unrelated_pid = unrelated.id();
+        unrelated.wait().unwrap();
+
+        writeln!(root.stdin.take().unwrap(), "go").unwrap();
+        assert_eq!(root.wait().unwrap().code(), Some(6));
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == root_pid)).await;
+
+        let forks: Vec<(u32, u32)> = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observation::ProcessForked { parent, child, watch, .. } if *watch == id => Some((*parent, *child)),
+                _ => None,
+            })
+            .collect();
+        let codes: BTreeSet<(u32, Option<i32>)> = exits(&seen).iter().map(|e| (e.ppid, e.status.exit_code())).collect();
+        assert!(exits(&seen).iter().all(|e| e.pid != unrelated_pid), "an unrelated process was reported");
+        // root forks the subshell (child), the subshell forks sh -c 'exit 4' (grandchild).
+        assert_eq!(forks.len(), 2, "forks: {forks:?}");
+        let (root_fork, child_fork) = (forks[0], forks[1]);
+        assert_eq!(root_fork.0, root_pid);
+        assert_eq!(child_fork.0, root_fork.1);
+        assert!(codes.contains(&(root_fork.1, Some(4))), "grandchild exit missing: {codes:?}");
+        assert!(codes.contains(&(root_pid, Some(5))), "child exit missing: {codes:?}");
+        assert_eq!(exits(&seen).len(), 3);
+    });
+}
+
+#[test]
+fn rss_crossing_is_reported_once_each_way() {
+    if !privileged("rss_crossing_is_reported_once_each_way") {
+        return;
+    }
+    let cg = TestCgroup::new("rss");
+    runtime().block_on(async {
+        let mut monitor = ebpf(Options::default());
+        let settings = WatchSettings { forks: false, rss: Some(RssLimits::threshold(32 << 20)) };
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), settings).unwrap();
+        let mut command = Command::new(WORKLOAD);
+        command.args(["alloc", "64", "100", "100"]);
+        let mut child = join_cgroups(&mut command, &[&cg.dir]).spawn().unwrap();
+        let pid = child.id();
+        assert!(child.wait().unwrap().success());
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == pid)).await;
+        let crossings: Vec<(RssDirection, u64)> = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observation::RssCrossed { pid: p, direction, rss_bytes, .. } if *p == pid => Some((*direction, *rss_bytes)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(crossings.len(), 2, "crossings: {crossings:?}");
+        assert_eq!(crossings[0].0, RssDirection::Up);
+        assert!(crossings[0].1 >= 32 << 20);
+        assert_eq!(crossings[1].0, RssDirection::Down);
+        assert!(crossings[1].1 < 28 << 20);
+    });
+}
+
+#[test]
+fn an_oom_killed_process_is_reported_as_such() {
+    if !privileged("an_oom_killed_process_is_reported_as_such") {
+        return;
+    }
+    let watched = TestCgroup::new("oom");
+    // The memory limit: cgroup v1's memory controller on hybrid hosts, else v2's memory.max.
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
+    let (limit_cg, limit_file) = if v1.join("memory.limit_in_bytes").exists() {
+        (Some(TestCgroup::new_under(v1, "oom")), "memory.limit_in_bytes")
+    } else {
+        (None, "memory.max")
+    };
+    let limit_dir = limit_cg.as_ref().map(|c| c.dir.clone()).unwrap_or_else(|| watched.dir.clone());
+    std::fs::write(limit_dir.join(limit_file), (16u64 << 20).to_string()).unwrap();
+    runtime().block_on(async {
+        let mut monitor = ebpf(Options::default());
+        monitor.watch(&WatchTarget::Cgroup(watched.dir.clone()), WatchSettings::default()).unwrap();
+        let mut command = Command::new(WORKLOAD);
+        command.args(["alloc", "128", "0", "0"]);
+        let cgroups: Vec<&std::path::Path> = if limit_cg.is_some() { vec![&watched.dir, &limit_dir] } else { vec![&watched.dir] };
+        let mut child = join_cgroups(&mut command, &cgroups).spawn().unwrap();
+        let pid = child.id();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "the workload was not OOM-killed: {status:?}");
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == pid)).await;
+        let exit = exits(&seen).into_iter().find(|e| e.pid == pid).expect("exit reported");
+        assert!(exit.oom_killed, "{exit:?}");
+        assert_eq!(exit.status, ExitStatus::Signaled { signal: 9, core_dumped: false });
+    });
+}
+
+#[test]
+fn a_full_ring_buffer_reports_lost_events_with_the_kernel_count() {
+    if !privileged("a_full_ring_buffer_reports_lost_events_with_the_kernel_count") {
+        return;
+    }
+    let cg = TestCgroup::new("storm");
+    runtime().block_on(async {
+        // One page of ring, and nobody reading while the storm runs.
+        let mut monitor = ebpf(Options { ring_bytes: Some(4096), ..Options::default() });
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings { forks: true, rss: None }).unwrap();
+        let mut command = Command::new(WORKLOAD);
+        command.args(["storm-n", "2000"]);
+        assert!(join_cgroups(&mut command, &[&cg.dir]).status().unwrap().success());
+
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| o.iter().any(|o| matches!(o, Observation::EventsLost { .. }))).await;
+        let mut lost = [0u64; 3];
+        for o in &seen {
+            if let Observation::EventsLost { kind, count } = o {
+                lost[["exit", "fork", "rss"].iter().position(|k| k == kind).unwrap()] += count;
+            }
+        }
+        let stats = monitor.stats();
+        assert!(lost.iter().sum::<u64>() > 0, "no loss reported: {seen:?}");
+        assert_eq!(lost, stats.dropped, "reported losses differ from the kernel's counters");
+        // 2000 forks and 2001 exits were produced; each was either delivered or counted as dropped.
+        assert_eq!(stats.emitted[1] + stats.dropped[1], 2000);
+        assert_eq!(stats.emitted[0] + stats.dropped[0], 2001);
+    });
+}
+
+#[test]
+fn the_proc_fallback_reports_the_same_exits_within_a_cycle() {
+    if !privileged("the_proc_fallback_reports_the_same_exits_within_a_cycle") {
+        return;
+    }
+    let cg = TestCgroup::new("fallback");
+    let cycle = Duration::from_millis(300);
+    runtime().block_on(async {
+        let mut monitor = Monitor::start(&Options { force_fallback: true, cycle, ..Options::default() });
+        assert!(matches!(monitor.mode(), Mode::Fallback { .. }));
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
+        // Children that live longer than a cycle, so polling can see them at all.
+        let mut children: Vec<_> = (0..10).map(|i| (sh_in(&format!("exec sleep 0.{}", 4 + i % 5), &[&cg.dir]), i)).collect();
+        let mut exited_at = BTreeMap::new();
+        let reaper = std::thread::spawn(move || {
+            for (child, _) in &mut children {
+                child.wait().unwrap();
+                exited_at.insert(child.id(), monotonic_ns());
+            }
+            exited_at
+        });
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).len() >= 10).await;
+        let exited_at = reaper.join().unwrap();
+        let reported: BTreeMap<u32, u64> = exits(&seen).iter().map(|e| (e.pid, e.ktime_ns)).collect();
+        assert_eq!(reported.keys().collect::<Vec<_>>(), exited_at.keys().collect::<Vec<_>>());
+        for (pid, at) in &exited_at {
+            // Reaped (hence gone) by `at`; the next poll, at most one cycle later,
+            // reports it. The reaper thread may run late, hence no lower bound.
+            let late = reported[pid].saturating_sub(*at);
+            assert!(late <= (cycle + cycle / 2).as_nanos() as u64, "pid {pid} reported {late} ns after it was reaped");
+        }
+    });
+}
+
+#[test]
+fn inspeqd_trace_prints_the_documented_json() {
+    if !privileged("inspeqd_trace_prints_the_documented_json") {
+        return;
+    }
+    let cg = TestCgroup::new("trace");
+    let mut trace = Command::new(inspeqd())
+        .args(["trace", "--json", "--cgroup"])
+        .arg(&cg.dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(trace.stdout.take().unwrap()).lines();
+    let ready: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(ready["kind"], "ready");
+    assert_eq!(ready["mode"], "ebpf");
+
+    let mut child = sh_in("kill -TERM $$", &[&cg.dir]);
+    let pid = child.id();
+    child.wait().unwrap();
+    let started = Instant::now();
+    let exit = loop {
+        let value: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if value["kind"] == "exited" && value["pid"] == pid {
+            break value;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no exit line for {pid}");
+    };
+    unsafe { libc::kill(trace.id() as i32, libc::SIGTERM) };
+    trace.wait().unwrap();
+    let keys: BTreeSet<&str> = exit.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["kind", "pid", "exit_code", "signal", "core_dumped", "oom_killed", "rss_bytes", "cgroup_id", "ktime_ns"])
+    );
+    assert_eq!(exit["exit_code"], serde_json::Value::Null);
+    assert_eq!(exit["signal"], 15);
+    assert_eq!(exit["core_dumped"], false);
+    assert_eq!(exit["oom_killed"], false);
+}
