@@ -32,6 +32,9 @@ pub struct TraceArgs {
     /// Add `received_ns` (CLOCK_MONOTONIC when the daemon had the record) to JSON lines.
     #[arg(long)]
     pub timing: bool,
+    /// Print no observations, only the closing counts (for benchmarks).
+    #[arg(long)]
+    pub quiet: bool,
     /// Do not use eBPF; poll /proc (the fallback) instead.
     #[arg(long)]
     pub no_ebpf: bool,
@@ -195,6 +198,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut batch = Vec::new();
+    // Observations received per kind (exit, fork, rss), and records lost.
+    let mut received = [0u64; 3];
+    let mut lost = 0;
     loop {
         batch.clear();
         let sleep = async {
@@ -211,6 +217,15 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         }
         let received_ns = monotonic_ns();
         for o in &batch {
+            match o {
+                Observation::ProcessExited(_) => received[0] += 1,
+                Observation::ProcessForked { .. } => received[1] += 1,
+                Observation::RssCrossed { .. } => received[2] += 1,
+                Observation::EventsLost { count, .. } => lost += count,
+            }
+            if args.quiet {
+                continue;
+            }
             if args.json {
                 let mut value = to_json(o);
                 if args.timing {
@@ -228,11 +243,11 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         writeln!(
             stdout,
             "{}",
-            json!({ "kind": "stats", "emitted": stats.emitted, "dropped": stats.dropped, "undecodable": stats.undecodable })
+            json!({ "kind": "stats", "received": received, "lost": lost, "emitted": stats.emitted, "dropped": stats.dropped, "undecodable": stats.undecodable })
         )?;
     } else {
         eprintln!(
-            "inspeqd trace: records emitted (exit, fork, rss) {:?}, dropped {:?}",
+            "inspeqd trace: observations received (exits, forks, rss) {received:?}, lost {lost}; kernel counters: emitted {:?}, dropped {:?}",
             stats.emitted, stats.dropped
         );
     }

@@ -1,9 +1,12 @@
 //! The ring buffer, its wakeup policy and the per-CPU counters.
 //!
-//! Waking the reader costs the traced task about 11 µs on the project's VM, so only
-//! urgent records (exits, threshold crossings) force a wakeup. High-rate records
-//! (forks, RSS moves) are submitted without one; the daemon drains them on a short
-//! timer, or earlier when `WAKEUP_BYTES` are waiting.
+//! Waking the reader costs the traced task about 11 µs on the project's VM, so:
+//! - high-rate records (forks, RSS moves) never wake it; the daemon drains them on
+//!   a short timer, or earlier when `WAKEUP_BYTES` are waiting;
+//! - urgent records (exits, threshold crossings) wake it at once, unless this CPU
+//!   woke it less than `WAKEUP_GAP_NS` ago: that reader is busy draining and polls
+//!   again within the same gap, so in an exit storm wakeups stay at most one per
+//!   gap per CPU while no exit waits longer than about two gaps.
 
 use aya_ebpf::{
     Global,
@@ -19,8 +22,14 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+/// When this CPU last forced a wakeup (ktime ns).
+#[map(name = "LAST_WAKEUP")]
+static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: Global<u32> = Global::new(DEFAULT_RING_BYTES / 4);
+#[unsafe(no_mangle)]
+static WAKEUP_GAP_NS: Global<u64> = Global::new(500_000);
 
 /// Whether the reader must hear of a record now.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -38,14 +47,14 @@ fn count(slot: u32) {
 
 /// Reserves, fills and submits one record; a full ring counts a drop.
 #[inline(always)]
-pub fn emit<T: 'static>(kind: EventKind, record: T, urgency: Urgency) {
+pub fn emit<T: 'static>(kind: EventKind, record: T, urgency: Urgency, now_ns: u64) {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         count(COUNTER_DROPPED + kind as u32);
         return;
     };
     entry.write(record);
     let flags = match urgency {
-        Urgency::Now => BPF_RB_FORCE_WAKEUP,
+        Urgency::Now => urgent_flags(now_ns),
         Urgency::Batched if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() as u64 => {
             BPF_RB_FORCE_WAKEUP
         }
@@ -53,4 +62,19 @@ pub fn emit<T: 'static>(kind: EventKind, record: T, urgency: Urgency) {
     };
     entry.submit(flags as u64);
     count(COUNTER_EMITTED + kind as u32);
+}
+
+#[inline(always)]
+fn urgent_flags(now_ns: u64) -> u32 {
+    let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else {
+        return BPF_RB_FORCE_WAKEUP;
+    };
+    // SAFETY: a per-CPU slot; this program cannot be preempted on this CPU.
+    let last = unsafe { &mut *last };
+    if now_ns.wrapping_sub(*last) >= WAKEUP_GAP_NS.load() {
+        *last = now_ns;
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }

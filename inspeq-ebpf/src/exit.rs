@@ -60,10 +60,9 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if oom {
         flags |= EXIT_FLAG_OOM_KILLED;
     }
+    let now = unsafe { bpf_ktime_get_ns() };
     let record = ProcessExit {
-        header: Header::new(EventKind::Exit, core::mem::size_of::<ProcessExit>(), cfg.watch_id, unsafe {
-            bpf_ktime_get_ns()
-        }),
+        header: Header::new(EventKind::Exit, core::mem::size_of::<ProcessExit>(), cfg.watch_id, now),
         tgid,
         ppid: task::parent_tgid(task).unwrap_or(0),
         exit_status,
@@ -72,7 +71,7 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    emit(EventKind::Exit, record, Urgency::Now);
+    emit(EventKind::Exit, record, Urgency::Now, now);
 
     let _ = WATCH_TGIDS.remove(&tgid);
     let _ = RSS_STATE.remove(&tgid);

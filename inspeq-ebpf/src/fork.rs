@@ -47,15 +47,14 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
         let _ = WATCH_TGIDS.insert(&child_tgid, &cfg, 0);
     }
     if cfg.flags & WATCH_FLAG_FORKS != 0 {
+        let now = unsafe { bpf_ktime_get_ns() };
         let record = ProcessFork {
-            header: Header::new(EventKind::Fork, core::mem::size_of::<ProcessFork>(), cfg.watch_id, unsafe {
-                bpf_ktime_get_ns()
-            }),
+            header: Header::new(EventKind::Fork, core::mem::size_of::<ProcessFork>(), cfg.watch_id, now),
             parent_tgid,
             child_tgid,
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         };
-        emit(EventKind::Fork, record, Urgency::Batched);
+        emit(EventKind::Fork, record, Urgency::Batched, now);
     }
     Ok(())
 }

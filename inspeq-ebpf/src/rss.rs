@@ -74,16 +74,15 @@ pub fn try_rss(ctx: &TracePointContext) -> Result<(), i64> {
     };
     state.last_bytes = rss;
     let urgency = if direction == RSS_MOVED { Urgency::Batched } else { Urgency::Now };
+    let now = unsafe { bpf_ktime_get_ns() };
     let record = RssChange {
-        header: Header::new(EventKind::Rss, core::mem::size_of::<RssChange>(), cfg.watch_id, unsafe {
-            bpf_ktime_get_ns()
-        }),
+        header: Header::new(EventKind::Rss, core::mem::size_of::<RssChange>(), cfg.watch_id, now),
         tgid,
         direction,
         rss_bytes: rss,
         threshold_bytes: cfg.rss_threshold,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
     };
-    emit(EventKind::Rss, record, urgency);
+    emit(EventKind::Rss, record, urgency, now);
     Ok(())
 }

@@ -1,1 +1,50 @@
-fn main(){}
+//! `cargo xtask`: what cargo alone cannot do for inspeq. Each subcommand first
+//! installs what is missing (`setup`), then builds with cargo.
+//!
+//! - `setup`: rust-src, bpf-linker, apt packages the tests need, tracefs.
+//! - `demo`: the README's first command — inspeq on a bundled example workload.
+//! - `test`: the README's second command — the whole test suite (what CI runs).
+//! - `bench kernel`: the kernel pipeline's latency, throughput and cost.
+
+mod bench;
+mod command;
+mod demo;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need and is missing.
+    Setup,
+    /// Build inspeq and run it on the bundled example workload.
+    Demo,
+    /// Run the whole test suite, privileged tests included.
+    Test {
+        /// Extra arguments for the test binaries (a name filter, --nocapture, ...).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run a benchmark, print its table and write target/bench/NAME.json.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Demo => demo::run(),
+        Command::Test { args } => test::run(&args),
+        Command::Bench { which } => bench::run(which),
+    }
+}

@@ -3,7 +3,9 @@
 //!
 //! Exits and threshold crossings wake the reader at once; forks and RSS moves are
 //! batched in the kernel and drained here on a short timer (see `emit.rs` on the
-//! kernel side for why). Drops are counted per CPU in the kernel and turned into
+//! kernel side for why). While records keep coming the reader is "busy": it polls
+//! every [`BUSY_POLL`] instead of waiting for wakeups, which the kernel side then
+//! skips — that is what keeps an exit storm from paying a wakeup per exit. Drops are counted per CPU in the kernel and turned into
 //! [`Observation::EventsLost`] here.
 
 use std::{
@@ -32,6 +34,10 @@ use super::{
     tracefs,
     watch::{WatchSettings, WatchTarget},
 };
+
+/// How often a busy reader polls, and (as `WAKEUP_GAP_NS`) how long the kernel
+/// side holds back further wakeups after one: an exit waits at most about twice this.
+const BUSY_POLL: Duration = Duration::from_micros(500);
 
 /// The object built by build.rs from `inspeq-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspeq"));
@@ -88,6 +94,8 @@ pub struct EbpfMonitor {
     tgids: HashMap<MapData, u32, WatchConfig>,
     counters: PerCpuArray<MapData, u64>,
     drain: tokio::time::Interval,
+    /// The last drain found records: poll again after BUSY_POLL.
+    busy: bool,
     /// Last seen totals of the per-CPU counters, to report drops as deltas.
     seen_dropped: [u64; 4],
     last_counter_check: Instant,
@@ -132,6 +140,8 @@ impl EbpfMonitor {
             loader.override_global(name, value, true);
         }
         loader.override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true);
+        let gap_ns = BUSY_POLL.as_nanos() as u64;
+        loader.override_global(globals::WAKEUP_GAP_NS, &gap_ns, true);
         if let Some(bytes) = options.ring_bytes {
             loader.map_max_entries(MAP_EVENTS, bytes);
         }
@@ -173,6 +183,7 @@ impl EbpfMonitor {
             tgids,
             counters,
             drain,
+            busy: false,
             seen_dropped: [0; 4],
             last_counter_check: Instant::now(),
             watches: StdHashMap::new(),
@@ -247,16 +258,22 @@ impl EbpfMonitor {
     /// appends their observations to `out`; returns when `out` is not empty.
     pub async fn next_batch(&mut self, out: &mut Vec<Observation>) -> Result<(), KernelError> {
         loop {
+            let before = out.len();
+            let busy = self.busy;
             tokio::select! {
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.map_err(|source| KernelError::Io { what: "waiting on the ring buffer", source })?;
                     drain_ring(guard.get_inner_mut(), out, &mut self.stats);
                     guard.clear_ready();
                 }
-                _ = self.drain.tick() => {
+                _ = tokio::time::sleep(BUSY_POLL), if busy => {
+                    drain_ring(self.ring.get_mut(), out, &mut self.stats);
+                }
+                _ = self.drain.tick(), if !busy => {
                     drain_ring(self.ring.get_mut(), out, &mut self.stats);
                 }
             }
+            self.busy = out.len() > before;
             if !out.is_empty() || self.last_counter_check.elapsed() >= Duration::from_secs(1) {
                 self.check_counters(out);
             }

@@ -1,0 +1,287 @@
+//! `cargo xtask bench kernel`: the kernel pipeline measured on this machine.
+//!
+//! - Latency: `inspeq-workload exits` forks children that exit at once, 2 ms
+//!   apart, in a watched cgroup; `inspeqd trace --json --timing` stamps each exit
+//!   record with CLOCK_MONOTONIC on receipt, and the kernel stamped it in the exit
+//!   tracepoint with the same clock.
+//! - Storms: two `inspeq-workload storm` loops (fork, child `_exit(0)`, wait), one
+//!   per core, with no daemon, with the daemon watching their cgroup, and with the
+//!   daemon watching another cgroup. Daemon CPU is its utime+stime over the storm.
+//! - Daemon RSS after start-up, and time from exec to attached.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use super::{machine, output_path, quantile};
+use crate::command::{self, cargo, is_root, workspace_root};
+
+struct Binaries {
+    inspeqd: PathBuf,
+    workload: PathBuf,
+}
+
+/// A cgroup for one scenario, removed when dropped.
+struct Cgroup(PathBuf);
+
+impl Cgroup {
+    fn new(name: &str) -> anyhow::Result<Self> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+        let root = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .context("no cgroup2 mount")?;
+        let dir = root.join(format!("inspeq-bench-{name}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A running `inspeqd trace`, its stdout lines arriving on a channel.
+struct Tracer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    ready: Value,
+    exec_to_ready: Duration,
+}
+
+impl Tracer {
+    fn start(bin: &Binaries, cgroup: &Path, quiet: bool) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let mut child = Command::new(&bin.inspeqd)
+            .args(["trace", "--json", "--timing"])
+            .args(quiet.then_some("--quiet"))
+            .arg("--cgroup")
+            .arg(cgroup)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting inspeqd trace")?;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines.recv_timeout(Duration::from_secs(10)).context("inspeqd trace did not get ready")?;
+        let exec_to_ready = started.elapsed();
+        let ready: Value = serde_json::from_str(&first)?;
+        if ready["mode"] != "ebpf" {
+            bail!("inspeqd trace did not start eBPF: {first}");
+        }
+        Ok(Self { child, lines, ready, exec_to_ready })
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Stops the tracer and returns every JSON line it printed.
+    fn stop(mut self) -> anyhow::Result<Vec<Value>> {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        self.child.wait()?;
+        Ok(self.lines.try_iter().filter_map(|l| serde_json::from_str(&l).ok()).collect())
+    }
+}
+
+/// utime + stime of `pid` in seconds.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 of stat; `after_comm` starts at field 3.
+    let ticks: f64 = fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn vm_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+fn workload(bin: &Binaries, cgroup: &Path) -> Command {
+    let mut command = Command::new(&bin.workload);
+    command.env("INSPEQ_JOIN_CGROUP", cgroup);
+    command
+}
+
+/// Runs two storm loops in `cgroup` for `secs`; returns total forks per second.
+fn storm(bin: &Binaries, cgroup: &Path, secs: u32) -> anyhow::Result<f64> {
+    let children: Vec<Child> = (0..2)
+        .map(|_| workload(bin, cgroup).args(["storm", &secs.to_string()]).stdout(Stdio::piped()).spawn())
+        .collect::<Result<_, _>>()?;
+    let mut total = 0.0;
+    for child in children {
+        let out = child.wait_with_output()?;
+        let v: Value = serde_json::from_slice(&out.stdout).context("storm output")?;
+        total += v["per_sec"].as_f64().unwrap_or(0.0);
+    }
+    Ok(total)
+}
+
+fn latency(bin: &Binaries, exits: u32) -> anyhow::Result<Value> {
+    let cg = Cgroup::new("latency")?;
+    let tracer = Tracer::start(bin, &cg.0, false)?;
+    let rss_kib = vm_rss_kib(tracer.pid());
+    let attach_us = tracer.ready["attach_us"].as_u64().unwrap_or(0);
+    let exec_to_ready = tracer.exec_to_ready;
+    let out = workload(bin, &cg.0).args(["exits", &exits.to_string(), "2000"]).output()?;
+    if !out.status.success() {
+        bail!("inspeq-workload exits failed");
+    }
+    let children: std::collections::HashSet<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_after_kib = vm_rss_kib(tracer.pid());
+    let lines = tracer.stop()?;
+    let mut lat_us: Vec<f64> = lines
+        .iter()
+        .filter(|v| v["kind"] == "exited" && v["pid"].as_u64().is_some_and(|p| children.contains(&p)))
+        .map(|v| (v["received_ns"].as_u64().unwrap_or(0) as f64 - v["ktime_ns"].as_u64().unwrap_or(0) as f64) / 1000.0)
+        .collect();
+    lat_us.sort_by(f64::total_cmp);
+    Ok(json!({
+        "exits_sent": exits,
+        "exits_seen": lat_us.len(),
+        "p50_us": quantile(&lat_us, 0.5),
+        "p90_us": quantile(&lat_us, 0.9),
+        "p99_us": quantile(&lat_us, 0.99),
+        "max_us": lat_us.last().copied().unwrap_or(f64::NAN),
+        "daemon_rss_kib_started": rss_kib,
+        "daemon_rss_kib_after_exits": rss_after_kib,
+        "attach_ms": attach_us as f64 / 1000.0,
+        "exec_to_ready_ms": exec_to_ready.as_secs_f64() * 1000.0,
+    }))
+}
+
+fn storms(bin: &Binaries, secs: u32) -> anyhow::Result<Value> {
+    let storm_cg = Cgroup::new("storm")?;
+    let other_cg = Cgroup::new("other")?;
+    eprintln!("xtask: storm without a daemon ({secs} s)");
+    let baseline_before = storm(bin, &storm_cg.0, secs)?;
+
+    let run = |watched: &Path, label: &str| -> anyhow::Result<Value> {
+        eprintln!("xtask: storm with the daemon watching {label} ({secs} s)");
+        // Quiet: the cost measured is the kernel path's, not printing 20k JSON lines a second.
+        let tracer = Tracer::start(bin, watched, true)?;
+        let cpu0 = cpu_seconds(tracer.pid());
+        let started = Instant::now();
+        let rate = storm(bin, &storm_cg.0, secs)?;
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(tracer.pid()) - cpu0;
+        std::thread::sleep(Duration::from_millis(100));
+        let lines = tracer.stop()?;
+        let stats = lines.iter().find(|v| v["kind"] == "stats").cloned().context("no stats line from inspeqd trace")?;
+        let records: u64 = stats["received"].as_array().map(|a| a.iter().filter_map(Value::as_u64).sum()).unwrap_or(0);
+        let lost = stats["lost"].as_u64().unwrap_or(0);
+        Ok(json!({
+            "forks_per_sec": rate,
+            "records": records,
+            "records_per_sec": records as f64 / wall,
+            "wall_secs": wall,
+            "lost": lost,
+            "daemon_cpu_pct": cpu / wall * 100.0,
+            "kernel_counters": stats,
+        }))
+    };
+    let watched = run(&storm_cg.0, "the storm's cgroup")?;
+    let unwatched = run(&other_cg.0, "another cgroup")?;
+    eprintln!("xtask: storm without a daemon again ({secs} s)");
+    let baseline_after = storm(bin, &storm_cg.0, secs)?;
+    let baseline = (baseline_before + baseline_after) / 2.0;
+    let slowdown = |v: &mut Value| {
+        let rate = v["forks_per_sec"].as_f64().unwrap_or(0.0);
+        v["slowdown_pct"] = ((1.0 - rate / baseline) * 100.0).into();
+    };
+    let (mut watched, mut unwatched) = (watched, unwatched);
+    slowdown(&mut watched);
+    slowdown(&mut unwatched);
+    Ok(json!({
+        "baseline_forks_per_sec": baseline,
+        "baseline_runs": [baseline_before, baseline_after],
+        "watched": watched,
+        "unwatched": unwatched,
+    }))
+}
+
+pub fn run(exits: u32, storm_secs: u32) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the kernel benchmark loads eBPF programs: run it as root");
+    }
+    command::run(cargo().args(["build", "--release", "-p", "inspeq-daemon", "-p", "tests", "--bins"]))?;
+    let release = workspace_root().join("target/release");
+    let bin = Binaries { inspeqd: release.join("inspeqd"), workload: release.join("inspeq-workload") };
+
+    eprintln!("xtask: timing {exits} exits");
+    let latency = latency(&bin, exits)?;
+    let storms = storms(&bin, storm_secs)?;
+    let report = json!({ "machine": machine(), "latency": latency, "storms": storms });
+
+    let path = output_path("kernel");
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    print_table(&report);
+    println!("\nwritten to {}", path.display());
+    Ok(())
+}
+
+fn f(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.2}"),
+        None => "-".into(),
+    }
+}
+
+fn print_table(r: &Value) {
+    let l = &r["latency"];
+    let s = &r["storms"];
+    let m = &r["machine"];
+    println!("\ninspeq kernel benchmark — Linux {}, {} CPUs ({})", m["kernel"].as_str().unwrap_or("?"), m["cpus"], m["cpu_model"].as_str().unwrap_or("?"));
+    println!("{:<58} {:>12} {:>14}", "figure", "measured", "target");
+    let row = |name: &str, value: String, target: &str| println!("{name:<58} {value:>12} {target:>14}");
+    row(&format!("exit → observation p50 (µs, {} exits)", l["exits_seen"]), f(&l["p50_us"]), "");
+    row("exit → observation p90 (µs)", f(&l["p90_us"]), "");
+    row("exit → observation p99 (µs)", f(&l["p99_us"]), "< 1000");
+    row("exit → observation max (µs)", f(&l["max_us"]), "");
+    row("storm, no daemon (forks/s, 2 loops, mean of 2 runs)", f(&s["baseline_forks_per_sec"]), "");
+    for (key, label, cpu_target, slow_target) in
+        [("watched", "watched cgroup", "< 2", "< 10"), ("unwatched", "unwatched cgroup", "≈ 0", "< 5")]
+    {
+        let w = &s[key];
+        row(&format!("storm, {label}: forks/s"), f(&w["forks_per_sec"]), "");
+        row(&format!("storm, {label}: records/s to daemon"), f(&w["records_per_sec"]), "");
+        row(&format!("storm, {label}: records lost"), f(&w["lost"]), if key == "watched" { "0" } else { "" });
+        row(&format!("storm, {label}: daemon CPU (% of a core)"), f(&w["daemon_cpu_pct"]), cpu_target);
+        row(&format!("storm, {label}: slowdown of the storm (%)"), f(&w["slowdown_pct"]), slow_target);
+    }
+    row("daemon RSS after start (MiB)", format!("{:.1}", l["daemon_rss_kib_started"].as_f64().unwrap_or(0.0) / 1024.0), "≤ 7.6");
+    row("daemon RSS after the exits (MiB)", format!("{:.1}", l["daemon_rss_kib_after_exits"].as_f64().unwrap_or(0.0) / 1024.0), "≤ 7.6");
+    row("start → attached, in-process (ms)", f(&l["attach_ms"]), "< 100");
+    row("exec → ready line (ms)", f(&l["exec_to_ready_ms"]), "");
+}

@@ -1,0 +1,58 @@
+//! `cargo xtask bench NAME`: benchmarks that print a table and write
+//! `target/bench/NAME.json`. Figures are measured, never asserted: a benchmark
+//! reports misses against its targets, it does not fail on them.
+
+mod kernel;
+
+use std::path::PathBuf;
+
+use crate::command::workspace_root;
+
+#[derive(clap::Subcommand)]
+pub enum Which {
+    /// Exit → observation latency, fork/exit storms, daemon CPU, RSS and start-up.
+    Kernel {
+        /// Exits to time (at least 500 for the reported percentiles).
+        #[arg(long, default_value_t = 1000)]
+        exits: u32,
+        /// Seconds per storm run.
+        #[arg(long, default_value_t = 5)]
+        storm_secs: u32,
+    },
+}
+
+pub fn run(which: Which) -> anyhow::Result<()> {
+    crate::setup::run()?;
+    match which {
+        Which::Kernel { exits, storm_secs } => kernel::run(exits, storm_secs),
+    }
+}
+
+/// Where a benchmark writes its JSON.
+fn output_path(name: &str) -> PathBuf {
+    workspace_root().join("target/bench").join(format!("{name}.json"))
+}
+
+/// The `q` quantile (0..=1) of sorted `values`, nearest rank.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// A description of the machine, written beside the figures.
+fn machine() -> serde_json::Value {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    serde_json::json!({
+        "kernel": kernel.trim(),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+    })
+}
