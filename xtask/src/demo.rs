@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: the README's first command. Builds `inspeqd` and runs
-//! `inspeqd trace` on a bundled misbehaving service (`examples/demo/service.sh`):
-//! crashes, signals, a memory bloat and an OOM kill, each reported the instant the
+//! `inspeqd trace` on a bundled misbehaving service (`inspeq-workload demo`):
+//! a crash, signals, a memory bloat and an OOM kill, each reported the instant the
 //! kernel sees it. The full daemon demo (rules, alerts, restarts) builds on this.
 
 use std::{
@@ -42,14 +42,12 @@ fn cgroup2_root() -> Option<PathBuf> {
 pub fn run() -> anyhow::Result<()> {
     crate::setup::run()?;
     command::run(cargo().args(["build", "--release", "-p", "inspeq-daemon", "-p", "tests", "--bins"]))?;
-    let root = workspace_root();
-    let release = root.join("target/release");
-    let script = root.join("examples/demo/service.sh");
+    let release = workspace_root().join("target/release");
 
     let mut trace = Command::new(release.join("inspeqd"));
     trace.args(["trace", "--rss-threshold", "32m"]);
-    let mut service = Command::new(&script);
-    service.env("WORKLOAD", release.join("inspeq-workload"));
+    let mut service = Command::new(release.join("inspeq-workload"));
+    service.arg("demo");
 
     let mut cgroups = Cgroups(Vec::new());
     let root_cg = if is_root() { cgroup2_root() } else { None };
@@ -59,18 +57,15 @@ pub fn run() -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             cgroups.0.push(dir.clone());
             trace.arg("--cgroup").arg(&dir);
-            let procs = dir.join("cgroup.procs");
             // The service joins the watched cgroup before it starts.
-            service = Command::new("/bin/sh");
-            service.arg("-c").arg(format!("echo $$ > {} && exec {}", procs.display(), script.display()));
-            service.env("WORKLOAD", release.join("inspeq-workload"));
+            service.env("INSPEQ_JOIN_CGROUP", &dir);
             let v1_memory = Path::new("/sys/fs/cgroup/memory");
             if v1_memory.join("memory.limit_in_bytes").exists() {
                 let oom = v1_memory.join("inspeq-demo");
                 std::fs::create_dir_all(&oom)?;
                 std::fs::write(oom.join("memory.limit_in_bytes"), (16u64 << 20).to_string())?;
                 cgroups.0.push(oom.clone());
-                service.env("OOM_CGROUP", &oom);
+                service.env("INSPEQ_OOM_CGROUP", &oom);
             }
         }
         None => {

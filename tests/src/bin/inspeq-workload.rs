@@ -8,6 +8,9 @@
 //!   inspeq-workload storm-n N                    the same, N times
 //!   inspeq-workload exits N GAP_US               N children exiting with code i % 256, GAP_US apart;
 //!                                                prints "pid status" per child
+//!   inspeq-workload demo                         the misbehaving service of `cargo xtask demo`: a crash,
+//!                                                SIGTERM, SIGKILL, a 64 MiB bloat, and (with
+//!                                                INSPEQ_OOM_CGROUP=DIR, a memory-limited cgroup) an OOM kill
 
 use std::{io::Write as _, time::Duration, time::Instant};
 
@@ -49,11 +52,62 @@ fn fork_exit() {
     }
 }
 
+/// Runs `child` in a forked process and waits for it; returns the wait status.
+fn in_child(child: impl FnOnce()) -> i32 {
+    // SAFETY: the child runs `child` and exits without returning.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        child();
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    status
+}
+
+fn demo() {
+    // The pause comes first, so what inspeq printed about the last step shows before the next.
+    let step = |text: &str| {
+        std::thread::sleep(Duration::from_millis(400));
+        eprintln!("demo: {text}");
+    };
+    step("a worker crashes with exit code 3");
+    in_child(|| unsafe { libc::_exit(3) });
+    step("a worker is terminated by SIGTERM");
+    in_child(|| unsafe {
+        libc::raise(libc::SIGTERM);
+    });
+    step("a hung worker is killed with SIGKILL");
+    // SAFETY: the child only pauses; the parent kills and reaps it.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        loop {
+            unsafe { libc::pause() };
+        }
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    step("a worker bloats to 64 MiB (the threshold is 32 MiB), then frees it");
+    in_child(|| alloc(64, Duration::from_millis(300), Duration::from_millis(300)));
+    if let Ok(dir) = std::env::var("INSPEQ_OOM_CGROUP") {
+        step("a worker runs into its cgroup's 16 MiB memory limit and is OOM-killed");
+        in_child(|| {
+            std::fs::write(format!("{dir}/cgroup.procs"), "0").expect("joining the memory-limited cgroup");
+            alloc(128, Duration::ZERO, Duration::ZERO);
+        });
+    }
+    step("the service exits cleanly");
+    std::thread::sleep(Duration::from_millis(100));
+}
+
 fn main() {
     join_cgroup();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| -> u64 { args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("argument {i} missing or not a number")) };
     match args.first().map(String::as_str) {
+        Some("demo") => demo(),
         Some("alloc") => alloc(num(1) as usize, Duration::from_millis(num(2)), Duration::from_millis(num(3))),
         Some("storm") => {
             let secs = Duration::from_secs(num(1));
@@ -88,7 +142,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US");
+            eprintln!("usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | demo");
             std::process::exit(2);
         }
     }
