@@ -22,7 +22,7 @@ pub const MAP_EVENTS: &str = "EVENTS";
 /// size). 256 KiB hold about 3,000 exit records.
 pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 
-/// Loader-set globals (`EbpfLoader::override_global`), `u32` unless noted.
+/// Loader-set globals (`EbpfLoader::override_global`), all `u32`.
 pub mod globals {
     /// `task_struct.exit_code` byte offset (from BTF).
     pub const TASK_EXIT_CODE: &str = "TASK_EXIT_CODE_OFF";
@@ -54,11 +54,6 @@ pub mod globals {
     pub const TP_OOM_PID: &str = "TP_OOM_PID_OFF";
     /// The page size, to turn `rss_stat` page counts into bytes.
     pub const PAGE_SIZE: &str = "PAGE_SIZE";
-    /// Wake the reader for batched records once this many bytes wait in the ring.
-    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
-    /// `u64`: an urgent record forces a wakeup only if this CPU forced none in
-    /// the last this-many nanoseconds (the reader is draining, and polls again).
-    pub const WAKEUP_GAP_NS: &str = "WAKEUP_GAP_NS";
 }
 
 /// `mm_struct.rss_stat` members counted as resident: MM_FILEPAGES, MM_ANONPAGES,

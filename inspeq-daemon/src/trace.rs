@@ -44,9 +44,6 @@ pub struct TraceArgs {
     /// Ring-buffer size in bytes (power of two, at least the page size).
     #[arg(long)]
     pub ring_bytes: Option<u32>,
-    /// How often batched records (forks, RSS moves) are drained, in milliseconds.
-    #[arg(long, default_value_t = 10)]
-    pub drain_ms: u64,
     /// Stop after this many seconds.
     #[arg(long)]
     pub duration: Option<f64>,
@@ -162,7 +159,6 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let options = Options {
         force_fallback: args.no_ebpf,
         ring_bytes: args.ring_bytes,
-        drain_interval: Duration::from_millis(args.drain_ms.max(1)),
         cycle: Duration::from_millis(args.poll_ms.max(1)),
     };
     let mut monitor = Monitor::start(&options);

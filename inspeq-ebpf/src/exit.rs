@@ -14,7 +14,7 @@ use inspeq_common::{
 };
 
 use crate::{
-    emit::{Urgency, emit},
+    emit::emit,
     oom::OOM_VICTIMS,
     rss::RSS_STATE,
     task,
@@ -71,7 +71,7 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    emit(EventKind::Exit, record, Urgency::Now, now);
+    emit(EventKind::Exit, record);
 
     let _ = WATCH_TGIDS.remove(&tgid);
     let _ = RSS_STATE.remove(&tgid);

@@ -17,7 +17,7 @@ use aya_ebpf::{
 use inspeq_common::{EventKind, Header, ProcessFork, WATCH_FLAG_FORKS};
 
 use crate::{
-    emit::{Urgency, emit},
+    emit::emit,
     watch::{self, Origin, WATCH_TGIDS},
 };
 
@@ -54,7 +54,7 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
             child_tgid,
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         };
-        emit(EventKind::Fork, record, Urgency::Batched, now);
+        emit(EventKind::Fork, record);
     }
     Ok(())
 }

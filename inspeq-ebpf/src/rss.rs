@@ -20,7 +20,7 @@ use inspeq_common::{
 };
 
 use crate::{
-    emit::{Urgency, emit},
+    emit::emit,
     task, watch,
 };
 
@@ -73,7 +73,6 @@ pub fn try_rss(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     state.last_bytes = rss;
-    let urgency = if direction == RSS_MOVED { Urgency::Batched } else { Urgency::Now };
     let now = unsafe { bpf_ktime_get_ns() };
     let record = RssChange {
         header: Header::new(EventKind::Rss, core::mem::size_of::<RssChange>(), cfg.watch_id, now),
@@ -83,6 +82,6 @@ pub fn try_rss(ctx: &TracePointContext) -> Result<(), i64> {
         threshold_bytes: cfg.rss_threshold,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
     };
-    emit(EventKind::Rss, record, urgency, now);
+    emit(EventKind::Rss, record);
     Ok(())
 }

@@ -15,9 +15,19 @@ use inspeq_daemon::kernel::{
     ExitStatus, Mode, Monitor, Observation, Options, ProcessExited, RssDirection, RssLimits, WatchSettings,
     WatchTarget, monotonic_ns,
 };
-use tests::{TestCgroup, inspeqd, join_cgroups, privileged, sh_in};
+use tests::{TestCgroup, inspeqd, privileged, sh_in};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_inspeq-workload");
+
+/// `inspeq-workload ARGS`, joining `cgroups` itself right after exec: a child
+/// moved between fork and exec would bring a copy of this (large, multi-threaded)
+/// test process's address space into the cgroup first.
+fn workload(args: &[&str], cgroups: &[&std::path::Path]) -> Command {
+    let mut command = Command::new(WORKLOAD);
+    let joined: Vec<String> = cgroups.iter().map(|c| c.display().to_string()).collect();
+    command.args(args).env("INSPEQ_JOIN_CGROUP", joined.join(":"));
+    command
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -183,9 +193,7 @@ fn rss_crossing_is_reported_once_each_way() {
         let mut monitor = ebpf(Options::default());
         let settings = WatchSettings { forks: false, rss: Some(RssLimits::threshold(32 << 20)) };
         monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), settings).unwrap();
-        let mut command = Command::new(WORKLOAD);
-        command.args(["alloc", "64", "100", "100"]);
-        let mut child = join_cgroups(&mut command, &[&cg.dir]).spawn().unwrap();
+        let mut child = workload(&["alloc", "64", "100", "100"], &[&cg.dir]).spawn().unwrap();
         let pid = child.id();
         assert!(child.wait().unwrap().success());
         let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == pid)).await;
@@ -222,10 +230,8 @@ fn an_oom_killed_process_is_reported_as_such() {
     runtime().block_on(async {
         let mut monitor = ebpf(Options::default());
         monitor.watch(&WatchTarget::Cgroup(watched.dir.clone()), WatchSettings::default()).unwrap();
-        let mut command = Command::new(WORKLOAD);
-        command.args(["alloc", "128", "0", "0"]);
         let cgroups: Vec<&std::path::Path> = if limit_cg.is_some() { vec![&watched.dir, &limit_dir] } else { vec![&watched.dir] };
-        let mut child = join_cgroups(&mut command, &cgroups).spawn().unwrap();
+        let mut child = workload(&["alloc", "128", "0", "0"], &cgroups).spawn().unwrap();
         let pid = child.id();
         let status = child.wait().unwrap();
         assert_eq!(status.signal(), Some(9), "the workload was not OOM-killed: {status:?}");
@@ -246,9 +252,7 @@ fn a_full_ring_buffer_reports_lost_events_with_the_kernel_count() {
         // One page of ring, and nobody reading while the storm runs.
         let mut monitor = ebpf(Options { ring_bytes: Some(4096), ..Options::default() });
         monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings { forks: true, rss: None }).unwrap();
-        let mut command = Command::new(WORKLOAD);
-        command.args(["storm-n", "2000"]);
-        assert!(join_cgroups(&mut command, &[&cg.dir]).status().unwrap().success());
+        assert!(workload(&["storm-n", "2000"], &[&cg.dir]).status().unwrap().success());
 
         let seen = collect(&mut monitor, Duration::from_secs(5), |o| o.iter().any(|o| matches!(o, Observation::EventsLost { .. }))).await;
         let mut lost = [0u64; 3];

@@ -1,11 +1,11 @@
 //! The eBPF path: load the embedded object, set its globals from BTF and tracefs,
 //! attach the tracepoints, keep the watch maps, and read the ring buffer on tokio.
 //!
-//! Exits and threshold crossings wake the reader at once; forks and RSS moves are
-//! batched in the kernel and drained here on a short timer (see `emit.rs` on the
-//! kernel side for why). While records keep coming the reader is "busy": it polls
-//! every [`BUSY_POLL`] instead of waiting for wakeups, which the kernel side then
-//! skips — that is what keeps an exit storm from paying a wakeup per exit. Drops are counted per CPU in the kernel and turned into
+//! The kernel wakes the reader only for a record landing in a drained ring (see
+//! `emit.rs` on the kernel side). Once woken the reader is "busy": it polls every
+//! [`BUSY_POLL`] for as long as polls find records, and the kernel, seeing the
+//! reader behind, wakes nobody meanwhile. A quiet reader sleeps on the ring's fd
+//! with no timer, so an idle daemon costs nothing. Drops are counted per CPU in the kernel and turned into
 //! [`Observation::EventsLost`] here.
 
 use std::{
@@ -21,7 +21,7 @@ use aya::{
     programs::TracePoint,
 };
 use inspeq_common::{
-    COUNTER_DROPPED, COUNTER_EMITTED, DEFAULT_RING_BYTES, MAP_COUNTERS, MAP_EVENTS, MAP_WATCH_CGROUPS,
+    COUNTER_DROPPED, COUNTER_EMITTED, MAP_COUNTERS, MAP_EVENTS, MAP_WATCH_CGROUPS,
     MAP_WATCH_TGIDS, WatchConfig, globals,
 };
 use tokio::io::{Interest, unix::AsyncFd};
@@ -35,9 +35,11 @@ use super::{
     watch::{WatchSettings, WatchTarget},
 };
 
-/// How often a busy reader polls, and (as `WAKEUP_GAP_NS`) how long the kernel
-/// side holds back further wakeups after one: an exit waits at most about twice this.
+/// How often a busy reader polls: the longest a record waits while records flow.
 const BUSY_POLL: Duration = Duration::from_micros(500);
+
+/// How often a busy reader reads the drop counters (a few syscalls).
+const COUNTER_PERIOD: Duration = Duration::from_millis(100);
 
 /// The object built by build.rs from `inspeq-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspeq"));
@@ -93,7 +95,6 @@ pub struct EbpfMonitor {
     cgroups: HashMap<MapData, u64, WatchConfig>,
     tgids: HashMap<MapData, u32, WatchConfig>,
     counters: PerCpuArray<MapData, u64>,
-    drain: tokio::time::Interval,
     /// The last drain found records: poll again after BUSY_POLL.
     busy: bool,
     /// Last seen totals of the per-CPU counters, to report drops as deltas.
@@ -130,7 +131,6 @@ impl EbpfMonitor {
         }
         let tracefs_root = tracefs::root()?;
         let offsets = Offsets::resolve(&tracefs_root)?;
-        let wakeup_bytes = options.ring_bytes.unwrap_or(DEFAULT_RING_BYTES) / 4;
 
         let mut loader = EbpfLoader::new();
         // The programs have no CO-RE relocations; skipping aya's parse of the
@@ -139,9 +139,6 @@ impl EbpfMonitor {
         for (name, value) in &offsets.0 {
             loader.override_global(name, value, true);
         }
-        loader.override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true);
-        let gap_ns = BUSY_POLL.as_nanos() as u64;
-        loader.override_global(globals::WAKEUP_GAP_NS, &gap_ns, true);
         if let Some(bytes) = options.ring_bytes {
             loader.map_max_entries(MAP_EVENTS, bytes);
         }
@@ -173,8 +170,6 @@ impl EbpfMonitor {
         let cgroups = map(&mut ebpf, MAP_WATCH_CGROUPS)?;
         let tgids = map(&mut ebpf, MAP_WATCH_TGIDS)?;
         let counters = map(&mut ebpf, MAP_COUNTERS)?;
-        let mut drain = tokio::time::interval(options.drain_interval);
-        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         log::debug!("kernel: ring buffer fd {}", ring.get_ref().as_raw_fd());
         Ok(Self {
             _ebpf: ebpf,
@@ -182,7 +177,6 @@ impl EbpfMonitor {
             cgroups,
             tgids,
             counters,
-            drain,
             busy: false,
             seen_dropped: [0; 4],
             last_counter_check: Instant::now(),
@@ -254,29 +248,32 @@ impl EbpfMonitor {
         }
     }
 
-    /// Waits for records (a wakeup, or the drain timer finding batched ones) and
-    /// appends their observations to `out`; returns when `out` is not empty.
+    /// Waits for records and appends their observations to `out`; returns when
+    /// `out` is not empty.
     pub async fn next_batch(&mut self, out: &mut Vec<Observation>) -> Result<(), KernelError> {
         loop {
             let before = out.len();
-            let busy = self.busy;
-            tokio::select! {
-                guard = self.ring.readable_mut() => {
-                    let mut guard = guard.map_err(|source| KernelError::Io { what: "waiting on the ring buffer", source })?;
-                    drain_ring(guard.get_inner_mut(), out, &mut self.stats);
-                    guard.clear_ready();
-                }
-                _ = tokio::time::sleep(BUSY_POLL), if busy => {
-                    drain_ring(self.ring.get_mut(), out, &mut self.stats);
-                }
-                _ = self.drain.tick(), if !busy => {
-                    drain_ring(self.ring.get_mut(), out, &mut self.stats);
-                }
+            if self.busy {
+                tokio::time::sleep(BUSY_POLL).await;
+                drain_ring(self.ring.get_mut(), out, &mut self.stats);
+            } else {
+                let mut guard = self
+                    .ring
+                    .readable_mut()
+                    .await
+                    .map_err(|source| KernelError::Io { what: "waiting on the ring buffer", source })?;
+                // Cleared before draining: a wakeup for a record committed after
+                // the drain must not be cleared with it.
+                guard.clear_ready();
+                drain_ring(guard.get_inner_mut(), out, &mut self.stats);
             }
-            self.busy = out.len() > before;
-            if !out.is_empty() || self.last_counter_check.elapsed() >= Duration::from_secs(1) {
+            let found = out.len() > before;
+            // Drops happen only while records flow: read the counters now and then
+            // while busy, and once when the flow stops.
+            if (found && self.last_counter_check.elapsed() >= COUNTER_PERIOD) || (self.busy && !found) {
                 self.check_counters(out);
             }
+            self.busy = found;
             if !out.is_empty() {
                 return Ok(());
             }

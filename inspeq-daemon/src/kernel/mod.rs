@@ -82,8 +82,6 @@ pub struct Options {
     pub force_fallback: bool,
     /// Ring-buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: Option<u32>,
-    /// How often batched records (forks, RSS moves) are drained.
-    pub drain_interval: Duration,
     /// The /proc fallback's polling period.
     pub cycle: Duration,
 }
@@ -93,7 +91,6 @@ impl Default for Options {
         Self {
             force_fallback: false,
             ring_bytes: None,
-            drain_interval: Duration::from_millis(10),
             cycle: Duration::from_secs(15),
         }
     }

@@ -1,6 +1,8 @@
 //! `inspeq-workload`: deterministic process workloads for the integration tests and
 //! benchmarks — allocate and free memory, fork storms, sequences of exits. With
-//! `INSPEQ_JOIN_CGROUP=DIR` it first moves itself into that cgroup.
+//! `INSPEQ_JOIN_CGROUP=DIR[:DIR...]` it first moves itself into those cgroups:
+//! joining after exec, rather than between fork and exec, keeps the spawning
+//! process's address space (and RSS) out of the watched cgroup.
 //!
 //! Usage:
 //!   inspeq-workload alloc MIB HOLD_MS AFTER_MS   touch MIB of anonymous memory, hold, free, linger
@@ -15,8 +17,10 @@
 use std::{io::Write as _, time::Duration, time::Instant};
 
 fn join_cgroup() {
-    if let Ok(dir) = std::env::var("INSPEQ_JOIN_CGROUP") {
-        std::fs::write(format!("{dir}/cgroup.procs"), "0").unwrap_or_else(|e| panic!("joining cgroup {dir}: {e}"));
+    if let Ok(dirs) = std::env::var("INSPEQ_JOIN_CGROUP") {
+        for dir in dirs.split(':').filter(|d| !d.is_empty()) {
+            std::fs::write(format!("{dir}/cgroup.procs"), "0").unwrap_or_else(|e| panic!("joining cgroup {dir}: {e}"));
+        }
     }
 }
 
