@@ -185,7 +185,13 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let attach_us = monitor.attach_time().map(|d| d.as_micros() as u64);
     if args.json {
-        writeln!(stdout, "{}", json!({ "kind": "ready", "mode": mode, "attach_us": attach_us, "missing": monitor.missing_tracepoints() }))?;
+        let programs: serde_json::Map<String, serde_json::Value> =
+            monitor.program_ids().iter().map(|(name, id)| ((*name).to_owned(), (*id).into())).collect();
+        writeln!(
+            stdout,
+            "{}",
+            json!({ "kind": "ready", "mode": mode, "attach_us": attach_us, "missing": monitor.missing_tracepoints(), "programs": programs })
+        )?;
     } else {
         eprintln!("inspeqd trace: watching {target:?} ({mode}); Ctrl-C stops");
     }

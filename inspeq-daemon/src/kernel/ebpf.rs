@@ -104,6 +104,8 @@ pub struct EbpfMonitor {
     stats: KernelStats,
     /// Programs that did not attach (optional ones), for `status`.
     pub missing: Vec<String>,
+    /// Kernel ids of the attached programs (for `bpftool prog show id N`).
+    pub program_ids: Vec<(&'static str, u32)>,
     /// Time from `start` being called to the last program attached.
     pub attach_time: Duration,
 }
@@ -145,6 +147,7 @@ impl EbpfMonitor {
         let mut ebpf = loader.load(OBJECT).map_err(|source| KernelError::Load { source: Box::new(source) })?;
 
         let mut missing = Vec::new();
+        let mut program_ids = Vec::new();
         for (program, category, tracepoint, required) in PROGRAMS {
             let result = (|| {
                 let prog: &mut TracePoint = ebpf
@@ -152,14 +155,18 @@ impl EbpfMonitor {
                     .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
                     .try_into()?;
                 prog.load()?;
-                prog.attach(category, tracepoint)
+                prog.attach(category, tracepoint)?;
+                prog.info().map(|info| info.id())
             })();
-            if let Err(source) = result {
+            match result {
+                Ok(id) => program_ids.push((program, id)),
+                Err(source) => {
                 if required {
                     return Err(KernelError::Attach { program, source: Box::new(source) });
                 }
-                log::warn!("kernel: {category}:{tracepoint} not attached ({source}); that feature is off");
-                missing.push(format!("{category}:{tracepoint}"));
+                    log::warn!("kernel: {category}:{tracepoint} not attached ({source}); that feature is off");
+                    missing.push(format!("{category}:{tracepoint}"));
+                }
             }
         }
 
@@ -183,6 +190,7 @@ impl EbpfMonitor {
             watches: StdHashMap::new(),
             stats: KernelStats::default(),
             missing,
+            program_ids,
             attach_time: started.elapsed(),
         })
     }

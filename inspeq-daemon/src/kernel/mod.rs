@@ -169,6 +169,14 @@ impl Monitor {
         }
     }
 
+    /// Kernel ids of the attached programs, by program name (eBPF path only).
+    pub fn program_ids(&self) -> &[(&'static str, u32)] {
+        match &self.backend {
+            Backend::Ebpf(m) => &m.program_ids,
+            Backend::Proc(_) => &[],
+        }
+    }
+
     /// Starts watching `target`; observations about it carry the returned id.
     pub fn watch(&mut self, target: &WatchTarget, settings: WatchSettings) -> Result<WatchId, KernelError> {
         let id = WatchId(self.next_id);

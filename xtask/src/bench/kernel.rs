@@ -179,57 +179,123 @@ fn latency(bin: &Binaries, exits: u32) -> anyhow::Result<Value> {
     }))
 }
 
-fn storms(bin: &Binaries, secs: u32) -> anyhow::Result<Value> {
-    let storm_cg = Cgroup::new("storm")?;
-    let other_cg = Cgroup::new("other")?;
-    eprintln!("xtask: storm without a daemon ({secs} s)");
-    let baseline_before = storm(bin, &storm_cg.0, secs)?;
-
-    let run = |watched: &Path, label: &str| -> anyhow::Result<Value> {
-        eprintln!("xtask: storm with the daemon watching {label} ({secs} s)");
-        // Quiet: the cost measured is the kernel path's, not printing 20k JSON lines a second.
-        let tracer = Tracer::start(bin, watched, true)?;
-        let cpu0 = cpu_seconds(tracer.pid());
-        let started = Instant::now();
-        let rate = storm(bin, &storm_cg.0, secs)?;
-        let wall = started.elapsed().as_secs_f64();
-        let cpu = cpu_seconds(tracer.pid()) - cpu0;
-        std::thread::sleep(Duration::from_millis(100));
-        let lines = tracer.stop()?;
-        let stats = lines.iter().find(|v| v["kind"] == "stats").cloned().context("no stats line from inspeqd trace")?;
-        let records: u64 = stats["received"].as_array().map(|a| a.iter().filter_map(Value::as_u64).sum()).unwrap_or(0);
-        let lost = stats["lost"].as_u64().unwrap_or(0);
-        Ok(json!({
-            "forks_per_sec": rate,
-            "records": records,
-            "records_per_sec": records as f64 / wall,
-            "wall_secs": wall,
-            "lost": lost,
-            "daemon_cpu_pct": cpu / wall * 100.0,
-            "kernel_counters": stats,
-        }))
-    };
-    let watched = run(&storm_cg.0, "the storm's cgroup")?;
-    let unwatched = run(&other_cg.0, "another cgroup")?;
-    eprintln!("xtask: storm without a daemon again ({secs} s)");
-    let baseline_after = storm(bin, &storm_cg.0, secs)?;
-    let baseline = (baseline_before + baseline_after) / 2.0;
-    let slowdown = |v: &mut Value| {
-        let rate = v["forks_per_sec"].as_f64().unwrap_or(0.0);
-        v["slowdown_pct"] = ((1.0 - rate / baseline) * 100.0).into();
-    };
-    let (mut watched, mut unwatched) = (watched, unwatched);
-    slowdown(&mut watched);
-    slowdown(&mut unwatched);
+/// One storm with the daemon watching `watched` (the storm's cgroup or another).
+fn storm_with_daemon(bin: &Binaries, storm_cg: &Path, watched: &Path, secs: u32) -> anyhow::Result<Value> {
+    // Quiet: the cost measured is the kernel path's, not printing 20k JSON lines a second.
+    let tracer = Tracer::start(bin, watched, true)?;
+    let cpu0 = cpu_seconds(tracer.pid());
+    let started = Instant::now();
+    let rate = storm(bin, storm_cg, secs)?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(tracer.pid()) - cpu0;
+    std::thread::sleep(Duration::from_millis(100));
+    let lines = tracer.stop()?;
+    let stats = lines.iter().find(|v| v["kind"] == "stats").cloned().context("no stats line from inspeqd trace")?;
+    let records: u64 = stats["received"].as_array().map(|a| a.iter().filter_map(Value::as_u64).sum()).unwrap_or(0);
     Ok(json!({
-        "baseline_forks_per_sec": baseline,
-        "baseline_runs": [baseline_before, baseline_after],
-        "watched": watched,
-        "unwatched": unwatched,
+        "forks_per_sec": rate,
+        "records": records,
+        "records_per_sec": records as f64 / wall,
+        "lost": stats["lost"],
+        "daemon_cpu_pct": cpu / wall * 100.0,
+        "kernel_counters": stats,
     }))
 }
 
-pub fn run(exits: u32, storm_secs: u32) -> anyhow::Result<()> {
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    quantile(&values, 0.5)
+}
+
+/// Interleaved rounds of (no daemon, daemon watching the storm, daemon watching
+/// another cgroup): the VM's fork rate drifts by ±10 % between runs, so each
+/// figure is the median of its rounds and slowdowns compare medians.
+fn storms(bin: &Binaries, secs: u32, rounds: u32) -> anyhow::Result<Value> {
+    let storm_cg = Cgroup::new("storm")?;
+    let other_cg = Cgroup::new("other")?;
+    let (mut baseline, mut watched, mut unwatched) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        eprintln!("xtask: storm round {round}/{rounds}: no daemon, daemon watching it, daemon watching another cgroup ({secs} s each)");
+        baseline.push(storm(bin, &storm_cg.0, secs)?);
+        watched.push(storm_with_daemon(bin, &storm_cg.0, &storm_cg.0, secs)?);
+        unwatched.push(storm_with_daemon(bin, &storm_cg.0, &other_cg.0, secs)?);
+    }
+    let base = median(baseline.clone());
+    let summary = |runs: &[Value]| -> Value {
+        let field = |name: &str| median(runs.iter().filter_map(|r| r[name].as_f64()).collect());
+        let rate = field("forks_per_sec");
+        json!({
+            "forks_per_sec": rate,
+            "slowdown_pct": (1.0 - rate / base) * 100.0,
+            "records_per_sec": field("records_per_sec"),
+            "lost": runs.iter().filter_map(|r| r["lost"].as_u64()).sum::<u64>(),
+            "daemon_cpu_pct": field("daemon_cpu_pct"),
+            "runs": runs,
+        })
+    };
+    Ok(json!({
+        "baseline_forks_per_sec": base,
+        "baseline_runs": baseline,
+        "watched": summary(&watched),
+        "unwatched": summary(&unwatched),
+    }))
+}
+
+/// CPU time and wakeups of a daemon watching an empty cgroup for `secs`.
+fn idle(bin: &Binaries, secs: u32) -> anyhow::Result<Value> {
+    let cg = Cgroup::new("idle")?;
+    let tracer = Tracer::start(bin, &cg.0, true)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let switches = |pid: i32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    let (cpu0, sw0) = (cpu_seconds(tracer.pid()), switches(tracer.pid()));
+    std::thread::sleep(Duration::from_secs(secs as u64));
+    let (cpu, sw) = (cpu_seconds(tracer.pid()) - cpu0, switches(tracer.pid()) - sw0);
+    let rss = vm_rss_kib(tracer.pid());
+    tracer.stop()?;
+    Ok(json!({ "secs": secs, "cpu_secs": cpu, "cpu_pct": cpu / secs as f64 * 100.0, "context_switches": sw, "rss_kib": rss }))
+}
+
+/// Run time per invocation of each program (kernel BPF statistics, switched on
+/// for this run only) during one watched storm.
+fn program_costs(bin: &Binaries, secs: u32) -> anyhow::Result<Value> {
+    let cg = Cgroup::new("cost")?;
+    let stats_file = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(stats_file).unwrap_or_default();
+    std::fs::write(stats_file, "1").context("enabling BPF statistics")?;
+    let result = (|| -> anyhow::Result<Value> {
+        let tracer = Tracer::start(bin, &cg.0, true)?;
+        storm(bin, &cg.0, secs)?;
+        // Each program fd's fdinfo carries its name's tag and run statistics.
+        let mut costs = serde_json::Map::new();
+        for entry in std::fs::read_dir(format!("/proc/{}/fdinfo", tracer.pid()))?.flatten() {
+            let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let get = |key: &str| {
+                info.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok()))
+            };
+            let (Some(id), Some(time), Some(count)) = (get("prog_id:"), get("run_time_ns:"), get("run_cnt:")) else {
+                continue;
+            };
+            let name = tracer.ready["programs"]
+                .as_object()
+                .and_then(|p| p.iter().find(|(_, v)| v.as_u64() == Some(id)).map(|(k, _)| k.clone()))
+                .unwrap_or_else(|| format!("prog {id}"));
+            costs.insert(name, json!({ "runs": count, "ns_per_run": if count > 0 { time as f64 / count as f64 } else { 0.0 } }));
+        }
+        tracer.stop()?;
+        Ok(Value::Object(costs))
+    })();
+    std::fs::write(stats_file, before.trim())?;
+    result
+}
+
+pub fn run(exits: u32, storm_secs: u32, rounds: u32) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the kernel benchmark loads eBPF programs: run it as root");
     }
@@ -239,8 +305,12 @@ pub fn run(exits: u32, storm_secs: u32) -> anyhow::Result<()> {
 
     eprintln!("xtask: timing {exits} exits");
     let latency = latency(&bin, exits)?;
-    let storms = storms(&bin, storm_secs)?;
-    let report = json!({ "machine": machine(), "latency": latency, "storms": storms });
+    eprintln!("xtask: idle daemon for 10 s");
+    let idle = idle(&bin, 10)?;
+    let storms = storms(&bin, storm_secs, rounds)?;
+    eprintln!("xtask: per-program cost during a watched storm");
+    let costs = program_costs(&bin, storm_secs)?;
+    let report = json!({ "machine": machine(), "latency": latency, "idle": idle, "storms": storms, "program_costs": costs });
 
     let path = output_path("kernel");
     std::fs::create_dir_all(path.parent().unwrap())?;
@@ -269,7 +339,9 @@ fn print_table(r: &Value) {
     row("exit → observation p90 (µs)", f(&l["p90_us"]), "");
     row("exit → observation p99 (µs)", f(&l["p99_us"]), "< 1000");
     row("exit → observation max (µs)", f(&l["max_us"]), "");
-    row("storm, no daemon (forks/s, 2 loops, mean of 2 runs)", f(&s["baseline_forks_per_sec"]), "");
+    row("idle daemon: CPU (% of a core, 10 s)", format!("{:.3}", r["idle"]["cpu_pct"].as_f64().unwrap_or(f64::NAN)), "< 0.08");
+    row("idle daemon: context switches in 10 s", f(&r["idle"]["context_switches"]), "");
+    row("storm, no daemon (forks/s, 2 loops, median)", f(&s["baseline_forks_per_sec"]), "");
     for (key, label, cpu_target, slow_target) in
         [("watched", "watched cgroup", "< 2", "< 10"), ("unwatched", "unwatched cgroup", "≈ 0", "< 5")]
     {
@@ -284,4 +356,9 @@ fn print_table(r: &Value) {
     row("daemon RSS after the exits (MiB)", format!("{:.1}", l["daemon_rss_kib_after_exits"].as_f64().unwrap_or(0.0) / 1024.0), "≤ 7.6");
     row("start → attached, in-process (ms)", f(&l["attach_ms"]), "< 100");
     row("exec → ready line (ms)", f(&l["exec_to_ready_ms"]), "");
+    if let Some(costs) = r["program_costs"].as_object() {
+        for (name, cost) in costs {
+            row(&format!("kernel cost of {name} (ns per run, watched storm)"), f(&cost["ns_per_run"]), "");
+        }
+    }
 }

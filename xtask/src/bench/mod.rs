@@ -16,15 +16,18 @@ pub enum Which {
         #[arg(long, default_value_t = 1000)]
         exits: u32,
         /// Seconds per storm run.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 3)]
         storm_secs: u32,
+        /// Interleaved storm rounds (no daemon, watched, unwatched); medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
     crate::setup::run()?;
     match which {
-        Which::Kernel { exits, storm_secs } => kernel::run(exits, storm_secs),
+        Which::Kernel { exits, storm_secs, rounds } => kernel::run(exits, storm_secs, rounds),
     }
 }
 
