@@ -65,7 +65,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         _ => return Err(format!("unknown size unit `{unit}` (use k, m, g or t)")),
     };
     let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a size"))?;
-    if !(value >= 0.0) {
+    // Also rejects NaN, which compares false to everything.
+    if value.is_nan() || value < 0.0 || value.is_infinite() {
         return Err(format!("`{text}` is not a size"));
     }
     Ok((value * (1u64 << shift) as f64) as u64)

@@ -33,15 +33,15 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     let group_dead: u8 = unsafe { ctx.read_at(TP_EXIT_GROUP_DEAD_OFF.load() as usize) }.map_err(|e| e as i64)?;
-    let marked_thread = unsafe { OOM_VICTIMS.get(&pid) }.is_some();
+    let marked_thread = unsafe { OOM_VICTIMS.get(pid) }.is_some();
     if group_dead == 0 {
         // The OOM killer may have marked this thread rather than the leader.
         if marked_thread && pid != tgid {
-            let _ = OOM_VICTIMS.insert(&tgid, &1, 0);
+            let _ = OOM_VICTIMS.insert(tgid, 1, 0);
         }
         return Ok(());
     }
-    let oom = marked_thread || unsafe { OOM_VICTIMS.get(&tgid) }.is_some();
+    let oom = marked_thread || unsafe { OOM_VICTIMS.get(tgid) }.is_some();
 
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let mut flags = 0;
@@ -73,11 +73,11 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     };
     emit(EventKind::Exit, record);
 
-    let _ = WATCH_TGIDS.remove(&tgid);
-    let _ = RSS_STATE.remove(&tgid);
-    let _ = OOM_VICTIMS.remove(&tgid);
+    let _ = WATCH_TGIDS.remove(tgid);
+    let _ = RSS_STATE.remove(tgid);
+    let _ = OOM_VICTIMS.remove(tgid);
     if pid != tgid {
-        let _ = OOM_VICTIMS.remove(&pid);
+        let _ = OOM_VICTIMS.remove(pid);
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     let child_tgid = child as u32;
     if let Origin::Tree = origin {
         // A cgroup child is found through its cgroup; only trees need the entry.
-        let _ = WATCH_TGIDS.insert(&child_tgid, &cfg, 0);
+        let _ = WATCH_TGIDS.insert(child_tgid, cfg, 0);
     }
     if cfg.flags & WATCH_FLAG_FORKS != 0 {
         let now = unsafe { bpf_ktime_get_ns() };

@@ -14,5 +14,5 @@ pub static OOM_VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024
 #[inline(always)]
 pub fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
     let pid: i32 = unsafe { ctx.read_at(TP_OOM_PID_OFF.load() as usize) }.map_err(|e| e as i64)?;
-    OOM_VICTIMS.insert(&(pid as u32), &1, 0).map_err(|e| e as i64)
+    OOM_VICTIMS.insert(pid as u32, 1, 0).map_err(|e| e as i64)
 }

@@ -48,12 +48,12 @@ pub fn try_rss(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(rss) = task::rss_bytes(task) else {
         return Ok(());
     };
-    let state = match RSS_STATE.get_ptr_mut(&tgid) {
+    let state = match RSS_STATE.get_ptr_mut(tgid) {
         Some(state) => state,
         None => {
             let first = RssState { last_bytes: rss, above: 0, _pad: 0 };
-            RSS_STATE.insert(&tgid, &first, 0).map_err(|e| e as i64)?;
-            RSS_STATE.get_ptr_mut(&tgid).ok_or(0i64)?
+            RSS_STATE.insert(tgid, first, 0).map_err(|e| e as i64)?;
+            RSS_STATE.get_ptr_mut(tgid).ok_or(0i64)?
         }
     };
     let state = unsafe { &mut *state };

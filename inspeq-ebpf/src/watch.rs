@@ -32,7 +32,7 @@ pub enum Origin {
 /// process-tree watch winning over both.
 #[inline(always)]
 pub fn current(tgid: u32) -> Option<(WatchConfig, Origin)> {
-    if let Some(cfg) = unsafe { WATCH_TGIDS.get(&tgid) } {
+    if let Some(cfg) = unsafe { WATCH_TGIDS.get(tgid) } {
         return Some((*cfg, Origin::Tree));
     }
     let mut found = None;
@@ -43,7 +43,7 @@ pub fn current(tgid: u32) -> Option<(WatchConfig, Origin)> {
         if id == 0 {
             break;
         }
-        if let Some(cfg) = unsafe { WATCH_CGROUPS.get(&id) } {
+        if let Some(cfg) = unsafe { WATCH_CGROUPS.get(id) } {
             found = Some((*cfg, Origin::Cgroup));
         }
         level += 1;
