@@ -4,6 +4,8 @@
 //! Privileged tests fail when `CI` is set and they cannot run; elsewhere they
 //! skip with a printed reason.
 
+pub mod alert_harness;
+
 use std::{
     ffi::CString,
     os::unix::process::CommandExt as _,

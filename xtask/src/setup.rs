@@ -16,7 +16,14 @@ use crate::command::{self, is_root, output, succeeds};
 const BPF_LINKER_VERSION: &str = "0.10.4";
 
 /// Debian packages the test suite needs (binaries the tests run for real).
-const APT_PACKAGES: &[(&str, &str)] = &[];
+const APT_PACKAGES: &[(&str, &str)] = &[
+    // The alert tests' SMTP server (tests/fixtures/smtp_recorder.py runs it with
+    // Debian's /usr/bin/python3), their Alertmanager, and the CLI that makes
+    // their test CA and checks webhook signatures.
+    ("python3-aiosmtpd", "/usr/lib/python3/dist-packages/aiosmtpd/__init__.py"),
+    ("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager"),
+    ("openssl", "/usr/bin/openssl"),
+];
 
 pub fn run() -> anyhow::Result<()> {
     cargo_bin_on_path();

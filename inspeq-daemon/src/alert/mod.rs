@@ -1,0 +1,516 @@
+//! Alerts: what happened to a service, told to people through channels (email,
+//! Slack, webhook, PagerDuty, Alertmanager, the log).
+//!
+//! The executor turns the engine's alert actions into [`Alert`]s and hands them
+//! to the [`outbox::Outbox`], which picks a route ([`route`]), writes each alert
+//! to disk before anything else and delivers it from a tokio task, so the event
+//! loop never waits for a mail server. Each route has exactly one [`Channel`];
+//! channels render with [`template`] and only know how to talk to their service.
+//!
+//! An alert names a *condition* (the service's process, one rule, one job) and
+//! whether it now fires or is resolved: receivers that pair alerts (PagerDuty,
+//! Alertmanager, webhooks) get one stable fingerprint per host, service and
+//! condition, so a recovery closes the incident its failure opened.
+
+pub mod alertmanager;
+pub mod email;
+pub mod gmail;
+pub mod log;
+pub mod outbox;
+pub mod pagerduty;
+pub mod route;
+pub mod slack;
+pub mod template;
+pub mod webhook;
+
+use std::{fmt, future::Future, path::PathBuf, pin::Pin, time::Duration, time::SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+pub use outbox::{Outbox, OutboxConfig};
+pub use route::{RouteConfig, Routes, Target};
+
+/// One thing that happened to a checked service (or the host, or a job) and
+/// what inspeq did about it. Plain data: the outbox stores it as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// The machine inspeq runs on.
+    pub hostname: String,
+    /// The check's name: a service, `host`, or the jobs check.
+    pub service: String,
+    pub event: Event,
+    /// What inspeq did in response, in order.
+    pub actions: Vec<Response>,
+    /// When inspeq saw it happen.
+    pub at: SystemTime,
+    /// The outbox's sequence number, unique per outbox directory; 0 until the
+    /// alert is queued. Channels use it for idempotency keys (email Message-ID).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+impl Alert {
+    pub fn new(hostname: impl Into<String>, service: impl Into<String>, event: Event, at: SystemTime) -> Self {
+        Self { hostname: hostname.into(), service: service.into(), event, actions: Vec::new(), at, seq: 0 }
+    }
+
+    /// The same alert, also saying what inspeq did.
+    #[must_use]
+    pub fn with_actions(mut self, actions: impl IntoIterator<Item = Response>) -> Self {
+        self.actions.extend(actions);
+        self
+    }
+
+    /// The stable key receivers pair firing and resolved alerts with.
+    pub fn fingerprint(&self) -> String {
+        template::fingerprint(&self.hostname, &self.service, &self.event.condition().key)
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// The service has no running process (Inspeqtor's ProcessDoesNotExist).
+    ProcessDown,
+    /// The service runs again (Inspeqtor's ProcessExists).
+    ProcessUp {
+        pid: Option<u32>,
+    },
+    /// The service's main process exited on its own, or a signal killed it.
+    Crashed {
+        pid: u32,
+        exit: Exit,
+    },
+    /// The kernel's OOM killer chose the service's process.
+    OomKilled {
+        pid: u32,
+        rss_bytes: Option<u64>,
+    },
+    RuleFailed(RuleState),
+    RuleRecovered(RuleState),
+    /// The init system restarted the service (inspeq asked, or it did on its own).
+    Restarted {
+        pid: Option<u32>,
+    },
+    /// The service restarted `restarts` times within `within`.
+    FlapDetected {
+        restarts: u32,
+        within_secs: u64,
+    },
+    /// inspeq stopped watching the service.
+    Unmonitored {
+        reason: String,
+    },
+    /// A recurring job did not report in time.
+    JobOverdue {
+        job: String,
+        every_secs: u64,
+    },
+    /// An overdue job ran again.
+    JobRan {
+        job: String,
+    },
+    /// `inspeqctl test-alert`.
+    Test,
+}
+
+/// How a process ended, as `waitpid` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exit {
+    Code(i32),
+    Signal { signal: i32, core_dumped: bool },
+}
+
+/// A rule's state when it failed or recovered, as display strings: the engine
+/// owns units and rounding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleState {
+    /// Identifies the rule within its check (e.g. `memory:rss > 100m`); part of
+    /// the fingerprint, so it must not change between failure and recovery.
+    pub rule: String,
+    /// `memory:rss`, `cpu:user`, ...
+    pub metric: String,
+    pub comparison: Comparison,
+    /// The current value (`612m`).
+    pub value: String,
+    /// The threshold (`500m`).
+    pub threshold: String,
+    /// For how long the rule has been failing (or had failed, on recovery).
+    pub for_secs: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    Above,
+    Below,
+}
+
+/// What inspeq did about an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Restart,
+    Reload,
+    Unmonitor,
+    /// Ran a command (argv joined for display).
+    Exec(String),
+}
+
+/// Whether an alert opens or closes its condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+/// PagerDuty's severities, used by every structured format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Critical,
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// The condition an event belongs to. Firing and resolved events of one
+/// condition share `key`, `name` and `severity`, because Alertmanager pairs
+/// alerts by their whole label set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// Unique within a check: `process`, `rule:<rule>`, `job:<name>`, ...
+    pub key: String,
+    /// Alertmanager's `alertname`.
+    pub name: &'static str,
+    pub severity: Severity,
+    /// No later event resolves it (a restart, a test): receivers that keep
+    /// incidents open should let it expire.
+    pub one_shot: bool,
+}
+
+impl Event {
+    /// The `snake_case` name used in JSON and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ProcessDown => "process_down",
+            Event::ProcessUp { .. } => "process_up",
+            Event::Crashed { .. } => "crashed",
+            Event::OomKilled { .. } => "oom_killed",
+            Event::RuleFailed(_) => "rule_failed",
+            Event::RuleRecovered(_) => "rule_recovered",
+            Event::Restarted { .. } => "restarted",
+            Event::FlapDetected { .. } => "flap_detected",
+            Event::Unmonitored { .. } => "unmonitored",
+            Event::JobOverdue { .. } => "job_overdue",
+            Event::JobRan { .. } => "job_ran",
+            Event::Test => "test",
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self {
+            Event::ProcessUp { .. } | Event::RuleRecovered(_) | Event::JobRan { .. } => Status::Resolved,
+            _ => Status::Firing,
+        }
+    }
+
+    pub fn condition(&self) -> Condition {
+        let stateful = |key: String, name, severity| Condition { key, name, severity, one_shot: false };
+        let one_shot = |key: &str, name, severity| Condition { key: key.to_owned(), name, severity, one_shot: true };
+        match self {
+            // A crash or an OOM kill takes the process down: the next ProcessUp
+            // resolves all three.
+            Event::ProcessDown | Event::ProcessUp { .. } | Event::Crashed { .. } | Event::OomKilled { .. } => {
+                stateful("process".into(), "InspeqServiceDown", Severity::Critical)
+            }
+            Event::RuleFailed(r) | Event::RuleRecovered(r) => {
+                stateful(format!("rule:{}", r.rule), "InspeqRuleFailed", Severity::Error)
+            }
+            Event::JobOverdue { job, .. } | Event::JobRan { job } => {
+                stateful(format!("job:{job}"), "InspeqJobOverdue", Severity::Warning)
+            }
+            Event::Restarted { .. } => one_shot("restarted", "InspeqServiceRestarted", Severity::Info),
+            Event::FlapDetected { .. } => one_shot("flapping", "InspeqServiceFlapping", Severity::Critical),
+            Event::Unmonitored { .. } => one_shot("unmonitored", "InspeqServiceUnmonitored", Severity::Critical),
+            Event::Test => one_shot("test", "InspeqTest", Severity::Info),
+        }
+    }
+}
+
+/// A future a channel returns; boxed so that routes can hold `dyn Channel`.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
+
+/// How a channel wants several pending alerts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batching {
+    /// The format carries a list (webhook, Alertmanager, the log): pending alerts
+    /// go out together, each still itself.
+    Native,
+    /// One alert per message; a flood becomes one digest message.
+    Digest,
+}
+
+/// A way of telling people. One per route.
+pub trait Channel: Send + Sync {
+    /// The channel's configuration name (`email`, `slack`, ...).
+    fn kind(&self) -> &'static str;
+
+    fn batching(&self) -> Batching {
+        Batching::Digest
+    }
+
+    /// The least time between two messages, from the service's published limit.
+    fn min_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Delivers `alerts`: one alert, a native batch, or (for [`Batching::Digest`]
+    /// channels given more than one) a digest. Success means the service took
+    /// them; the outbox retries on error.
+    fn send<'a>(&'a self, alerts: &'a [Alert]) -> SendFuture<'a>;
+}
+
+/// Why a delivery failed. The outbox retries every kind; [`SendError::retry_after`]
+/// is the service's own word on when.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("SMTP server {server}: {source}")]
+    Smtp {
+        server: String,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("building the message: {source}")]
+    Message {
+        #[source]
+        source: lettre::error::Error,
+    },
+    #[error("POST {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("POST {url}: HTTP {status}: {body}")]
+    Status { url: String, status: u16, body: String },
+    #[error("POST {url}: rate limited (HTTP 429)")]
+    RateLimited { url: String, retry_after: Option<Duration> },
+    #[error("writing to the log: {source}")]
+    Log {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl SendError {
+    /// When the service asked to be called again (HTTP 429 `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A route's channel could not be built from its parameters: the config is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no such notification type: {channel} (known: email, gmail, slack, webhook, pagerduty, alertmanager, log)")]
+    UnknownChannel { route: String, channel: String },
+    #[error("alert route {route}: {channel} needs the parameter {param}")]
+    MissingParam { route: String, channel: &'static str, param: &'static str },
+    #[error("alert route {route}: {channel} has no parameter {param}")]
+    UnknownParam { route: String, channel: &'static str, param: String },
+    #[error("alert route {route}: {channel} {param} {value:?}: {reason}")]
+    BadParam { route: String, channel: &'static str, param: &'static str, value: String, reason: String },
+    #[error("alert route {route}: reading {path}: {source}")]
+    ReadFile {
+        route: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("duplicate alert config for {0}")]
+    DuplicateRoute(String),
+}
+
+/// The `key value` parameters of one `send alerts` statement, with the checks
+/// every channel shares: unknown keys are mistakes, required keys must be there.
+pub struct Params<'a> {
+    pub route: &'a str,
+    pub channel: &'static str,
+    map: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> Params<'a> {
+    /// Checks that every given key is one of `known`.
+    pub fn new(
+        route: &'a str,
+        channel: &'static str,
+        map: &'a std::collections::BTreeMap<String, String>,
+        known: &[&str],
+    ) -> Result<Self, ConfigError> {
+        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ConfigError::UnknownParam { route: route.to_owned(), channel, param: unknown.clone() });
+        }
+        Ok(Self { route, channel, map })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.map.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn require(&self, key: &'static str) -> Result<&'a str, ConfigError> {
+        self.get(key).ok_or_else(|| ConfigError::MissingParam {
+            route: self.route.to_owned(),
+            channel: self.channel,
+            param: key,
+        })
+    }
+
+    pub fn bad(&self, param: &'static str, value: &str, reason: impl fmt::Display) -> ConfigError {
+        ConfigError::BadParam {
+            route: self.route.to_owned(),
+            channel: self.channel,
+            param,
+            value: value.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// An `http://` or `https://` URL.
+    pub fn url(&self, key: &'static str, default: Option<&'a str>) -> Result<&'a str, ConfigError> {
+        let url = match (self.get(key), default) {
+            (Some(url), _) | (None, Some(url)) => url,
+            (None, None) => return self.require(key),
+        };
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(url),
+            Ok(_) => Err(self.bad(key, url, "not an http(s) URL")),
+            Err(e) => Err(self.bad(key, url, e)),
+        }
+    }
+}
+
+/// Builds a channel from its configuration name and parameters.
+pub fn build_channel(
+    route: &str,
+    channel: &str,
+    params: &std::collections::BTreeMap<String, String>,
+    http: &reqwest::Client,
+    hostname: &str,
+) -> Result<std::sync::Arc<dyn Channel>, ConfigError> {
+    use std::sync::Arc;
+    Ok(match channel {
+        "email" => Arc::new(email::Email::from_params(route, params, hostname)?),
+        "gmail" => Arc::new(gmail::from_params(route, params, hostname)?),
+        "slack" => Arc::new(slack::Slack::from_params(route, params, http.clone())?),
+        "webhook" => Arc::new(webhook::Webhook::from_params(route, params, http.clone())?),
+        "pagerduty" => Arc::new(pagerduty::PagerDuty::from_params(route, params, http.clone())?),
+        "alertmanager" => Arc::new(alertmanager::Alertmanager::from_params(route, params, http.clone())?),
+        "log" => {
+            Params::new(route, "log", params, &[])?;
+            Arc::new(log::Log::stdout())
+        }
+        other => return Err(ConfigError::UnknownChannel { route: route.to_owned(), channel: other.to_owned() }),
+    })
+}
+
+/// The HTTP client the web channels share: rustls with the bundled Mozilla
+/// roots, bounded connect and request times.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("inspeq/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a rustls client with default settings always builds")
+}
+
+/// POSTs a JSON body and maps the answer: 2xx is delivered, 429 is a rate limit
+/// (with the server's `Retry-After`, in seconds), anything else an error.
+pub(crate) async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(&'static str, String)],
+) -> Result<(), SendError> {
+    let mut request = http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.map_err(|source| SendError::Http { url: url.to_owned(), source })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Err(SendError::RateLimited { url: url.to_owned(), retry_after });
+    }
+    let text = response.text().await.unwrap_or_default();
+    let body = template::truncated(&text, 512).to_owned();
+    Err(SendError::Status { url: url.to_owned(), status: status.as_u16(), body })
+}
+
+/// This machine's name, as alerts report it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The outcome of sending a test alert through one route.
+#[derive(Debug)]
+pub struct TestOutcome {
+    pub route: String,
+    pub channel: &'static str,
+    pub result: Result<(), SendError>,
+}
+
+/// `inspeqctl test-alert [ROUTE]`: sends a [`Event::Test`] alert straight
+/// through each route (or only `only`), bypassing the outbox so the answer is
+/// the channel's own, and waits at most `timeout` per route.
+pub async fn test_routes(routes: &Routes, only: Option<&str>, hostname: &str, timeout: Duration) -> Vec<TestOutcome> {
+    let mut outcomes = Vec::new();
+    for route in routes.iter().filter(|r| only.is_none_or(|name| r.name.matches(name))) {
+        let alert = Alert::new(hostname, "inspeq", Event::Test, SystemTime::now());
+        let result = match tokio::time::timeout(timeout, route.channel.send(std::slice::from_ref(&alert))).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Timeout(timeout)),
+        };
+        outcomes.push(TestOutcome { route: route.name.to_string(), channel: route.channel.kind(), result });
+    }
+    outcomes
+}
