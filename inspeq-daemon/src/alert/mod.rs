@@ -514,3 +514,42 @@ pub async fn test_routes(routes: &Routes, only: Option<&str>, hostname: &str, ti
     }
     outcomes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The outbox stores alerts as JSON: every event must come back as it went in.
+    #[test]
+    fn every_event_survives_the_outbox_format() {
+        let rule = RuleState {
+            rule: "cpu:user > 90%".into(),
+            metric: "cpu:user".into(),
+            comparison: Comparison::Below,
+            value: "95%".into(),
+            threshold: "90%".into(),
+            for_secs: None,
+        };
+        let events = [
+            Event::ProcessDown,
+            Event::ProcessUp { pid: Some(1) },
+            Event::Crashed { pid: 2, exit: Exit::Signal { signal: 6, core_dumped: true } },
+            Event::Crashed { pid: 2, exit: Exit::Code(1) },
+            Event::OomKilled { pid: 3, rss_bytes: None },
+            Event::RuleFailed(rule.clone()),
+            Event::RuleRecovered(rule),
+            Event::Restarted { pid: None },
+            Event::FlapDetected { restarts: 5, within_secs: 60 },
+            Event::Unmonitored { reason: "flapping".into() },
+            Event::JobOverdue { job: "backup".into(), every_secs: 3600 },
+            Event::JobRan { job: "backup".into() },
+            Event::Test,
+        ];
+        for event in events {
+            let alert = Alert::new("h", "s", event, SystemTime::UNIX_EPOCH)
+                .with_actions([Response::Restart, Response::Exec("/bin/true".into())]);
+            let json = serde_json::to_string(&alert).unwrap();
+            assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), alert, "{json}");
+        }
+    }
+}
