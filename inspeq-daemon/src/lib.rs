@@ -6,10 +6,13 @@
 //!   channels (email, Slack, webhook, PagerDuty, Alertmanager, log).
 //! - [`kernel`]: the eBPF programs' userspace half (load, watch, read, decode) and
 //!   the /proc fallback; yields [`kernel::Observation`]s.
+//! - [`init`]: init systems (systemd over D-Bus, upstart, runit, init.d, pidfile
+//!   processes): look services up, restart and reload them, announce changes.
 //! - [`trace`]: `inspeqd trace`, printing observations live.
 //! - `logging`: the stderr log backend.
 
 pub mod alert;
+pub mod init;
 pub mod kernel;
 pub mod logging;
 pub mod trace;

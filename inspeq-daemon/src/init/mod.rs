@@ -1,0 +1,460 @@
+//! Init systems: how inspeq finds a service, learns what to watch, and asks the
+//! manager that runs it to restart or reload it. inspeq never supervises
+//! processes itself.
+//!
+//! One trait, [`InitSystem`], sits at the seam; each manager has its own file:
+//! - `systemd`: the D-Bus API (zbus on tokio), system or user scope, with
+//!   property-change subscriptions so a restart's new cgroup is known at once.
+//! - `upstart`: `initctl status|restart|reload`.
+//! - `runit`: `sv status|restart|hup` on a service directory.
+//! - `initd`: `/etc/init.d/NAME restart|reload`, pid from a pidfile.
+//! - `pidfile`: processes outside any init system (`check process NAME with
+//!   pidfile PATH | matching REGEX`), restarted by a configured command.
+//! - `detect`: which of these a host runs, in a documented order.
+//! - `command`: every command is an argv (never a shell) with a timeout.
+//! - `wrapper`: is the main pid a shell or a `logger` pipeline rather than the server.
+//!
+//! Every call a backend makes is bounded by a timeout (lookup 3 s, restart and
+//! reload 30 s by default), so a hung init system costs the executor one timed-out
+//! action and never blocks the event loop, which only reads [`ServiceChange`]s
+//! from a channel.
+
+mod command;
+pub mod detect;
+mod initd;
+mod pidfile;
+mod runit;
+mod systemd;
+mod upstart;
+mod wrapper;
+
+use std::{fmt, future::Future, path::PathBuf, pin::Pin, time::Duration};
+
+pub use command::{Argv, CommandError, CommandOutput};
+pub use detect::{Detected, detect};
+pub use initd::{InitD, InitDOptions};
+pub use pidfile::{ProcessLocator, ProcessOptions, ProcessService};
+pub use runit::{Runit, RunitOptions, parse_sv_status};
+pub use systemd::{Scope, Systemd, SystemdOptions, bus_address_for};
+pub use upstart::{Upstart, UpstartOptions, UpstartStatus, parse_initctl_status};
+pub use wrapper::{Wrapper, detect_wrapper};
+
+use crate::kernel::WatchTarget;
+
+/// Lookups answer within this long by default (Inspeqtor's value).
+pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Restarts and reloads finish within this long by default.
+pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a backend waits for its manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub lookup: Duration,
+    /// Restart and reload.
+    pub action: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { lookup: DEFAULT_LOOKUP_TIMEOUT, action: DEFAULT_ACTION_TIMEOUT }
+    }
+}
+
+/// The init systems inspeq can drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InitKind {
+    Systemd,
+    Upstart,
+    Runit,
+    InitD,
+    /// `check process`: a pidfile or a command-line match, no manager.
+    Process,
+}
+
+impl InitKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Systemd => "systemd",
+            Self::Upstart => "upstart",
+            Self::Runit => "runit",
+            Self::InitD => "init.d",
+            Self::Process => "process",
+        }
+    }
+
+    /// The value of `with init NAME` in a rule file.
+    pub fn from_config(name: &str) -> Option<Self> {
+        Some(match name {
+            "systemd" => Self::Systemd,
+            "upstart" => Self::Upstart,
+            "runit" => Self::Runit,
+            "initd" | "init.d" | "sysv" => Self::InitD,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for InitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A service name that is safe to hand to any init system: it becomes an argv
+/// element, a file name under a service directory, or a D-Bus unit name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceName(String);
+
+/// Why a service name was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid service name {name:?}: {reason}")]
+pub struct InvalidServiceName {
+    pub name: String,
+    pub reason: &'static str,
+}
+
+impl ServiceName {
+    /// Letters, digits and `@ . _ - : +` only, at most 255 bytes, not starting
+    /// with `-` or `.`: no path separators, no shell metacharacters, never read as
+    /// an option by `sv` or `initctl`, never `.` or `..`.
+    pub fn new(name: &str) -> Result<Self, InvalidServiceName> {
+        let refuse = |reason| Err(InvalidServiceName { name: name.to_owned(), reason });
+        if name.is_empty() {
+            return refuse("empty");
+        }
+        if name.len() > 255 {
+            return refuse("longer than 255 bytes");
+        }
+        if name.starts_with('-') {
+            return refuse("starts with '-' (it would be read as an option)");
+        }
+        if name.starts_with('.') {
+            return refuse("starts with '.'");
+        }
+        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "@._-:+".contains(*c))) {
+            return refuse(if c == '/' {
+                "contains a path separator"
+            } else if c.is_whitespace() {
+                "contains whitespace"
+            } else {
+                "contains a character other than letters, digits and @._-:+"
+            });
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a service stands, as its init system says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceState {
+    /// Running (systemd: `active` or `reloading`).
+    Up,
+    /// On its way up (systemd `activating`, upstart `start/pre-start`, ...).
+    Starting,
+    /// Known to the init system but not running (stopped, failed, stopping).
+    Down,
+    /// The init system does not know it.
+    NotFound,
+}
+
+/// A cgroup v2 directory on this host, with its id (the directory's inode, what
+/// the kernel side filters on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceCgroup {
+    /// Absolute path inside the cgroup2 mount.
+    pub path: PathBuf,
+    pub id: u64,
+}
+
+/// What a lookup found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceStatus {
+    pub state: ServiceState,
+    /// The manager's main process (host pid), when it has one.
+    pub main_pid: Option<u32>,
+    /// The service's own cgroup (systemd only).
+    pub cgroup: Option<ServiceCgroup>,
+    /// The main pid is a wrapper (a shell, a `logger` pipeline), not the server.
+    pub wrapper: Option<Wrapper>,
+    /// The manager's own words, for `status` (`active (running)`, `stop/waiting`, a
+    /// stale pidfile's path, ...).
+    pub detail: String,
+}
+
+impl ServiceStatus {
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self { state: ServiceState::NotFound, main_pid: None, cgroup: None, wrapper: None, detail: detail.into() }
+    }
+
+    pub fn down(detail: impl Into<String>) -> Self {
+        Self { state: ServiceState::Down, main_pid: None, cgroup: None, wrapper: None, detail: detail.into() }
+    }
+
+    /// Up with a main pid; the wrapper check runs here so every backend reports it.
+    pub fn up(pid: u32, detail: impl Into<String>) -> Self {
+        Self {
+            state: ServiceState::Up,
+            main_pid: Some(pid),
+            cgroup: None,
+            wrapper: detect_wrapper(pid),
+            detail: detail.into(),
+        }
+    }
+
+    /// What the kernel side should watch: the cgroup when the service has one
+    /// (a restart gives it a new one), else the main process's tree — which also
+    /// covers a server running behind a wrapper. `None` while not running.
+    pub fn watch_target(&self) -> Option<WatchTarget> {
+        if let Some(cgroup) = &self.cgroup {
+            return Some(WatchTarget::CgroupId(cgroup.id));
+        }
+        self.main_pid.map(WatchTarget::Tree)
+    }
+
+    /// Whether an exit of `pid` means the service went down. A service's workers
+    /// come and go (Puma's phased restart on USR1 replaces all of them), so only
+    /// the main process, or the server behind a wrapper, counts.
+    pub fn is_main_process(&self, pid: u32) -> bool {
+        self.main_pid == Some(pid) || self.wrapper.as_ref().and_then(Wrapper::server_pid) == Some(pid)
+    }
+}
+
+/// A change an init system announced on its own (systemd's property changes):
+/// the service's status as looked up right after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceChange {
+    pub service: ServiceName,
+    pub status: ServiceStatus,
+}
+
+/// The signal a `reload` delivers, where inspeq delivers it (runit, pidfile
+/// processes). Managers with their own reload action (systemd's `ExecReload`,
+/// upstart's `reload signal`, init.d's `reload`) decide themselves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReloadSignal {
+    #[default]
+    Hup,
+    Usr1,
+    Usr2,
+    Int,
+    Quit,
+    Alrm,
+    Term,
+}
+
+impl ReloadSignal {
+    pub fn number(self) -> i32 {
+        match self {
+            Self::Hup => libc::SIGHUP,
+            Self::Usr1 => libc::SIGUSR1,
+            Self::Usr2 => libc::SIGUSR2,
+            Self::Int => libc::SIGINT,
+            Self::Quit => libc::SIGQUIT,
+            Self::Alrm => libc::SIGALRM,
+            Self::Term => libc::SIGTERM,
+        }
+    }
+
+    /// `HUP`, `SIGHUP`, `usr1`, ...
+    pub fn from_name(name: &str) -> Option<Self> {
+        let upper = name.to_ascii_uppercase();
+        Some(match upper.strip_prefix("SIG").unwrap_or(&upper) {
+            "HUP" => Self::Hup,
+            "USR1" => Self::Usr1,
+            "USR2" => Self::Usr2,
+            "INT" => Self::Int,
+            "QUIT" => Self::Quit,
+            "ALRM" => Self::Alrm,
+            "TERM" => Self::Term,
+            _ => return None,
+        })
+    }
+}
+
+/// Why an init system could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    InvalidName(#[from] InvalidServiceName),
+    #[error("{init}: {action} {service}")]
+    Command {
+        init: InitKind,
+        service: String,
+        action: &'static str,
+        #[source]
+        source: CommandError,
+    },
+    #[error("{init}: {action} {service} failed: {message}")]
+    Failed { init: InitKind, service: String, action: &'static str, message: String },
+    #[error("{init}: {action} {service}: unexpected output {output:?}")]
+    Unparsable { init: InitKind, service: String, action: &'static str, output: String },
+    #[error("{init}: cannot {action} {service}: the init system does not know it")]
+    NotFound { init: InitKind, service: String, action: &'static str },
+    #[error("{init}: {action} {service} did not finish within {after:?}")]
+    Timeout { init: InitKind, service: String, action: &'static str, after: Duration },
+    #[error("systemd: connecting to {address}")]
+    Connect {
+        address: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("systemd: no D-Bus address for the {scope} manager: {reason}")]
+    NoBus { scope: Scope, reason: String },
+    #[error("systemd: {action} {service}")]
+    DBus {
+        service: String,
+        action: &'static str,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("systemd: {action} {service}: job ended with result `{result}`")]
+    JobFailed { service: String, action: &'static str, result: String },
+    #[error("{service}: restart needs a configured restart_command")]
+    NoRestartCommand { service: String },
+    #[error("{service}: reload: {reason}")]
+    Signal { service: String, reason: String },
+}
+
+/// A boxed future, so that [`InitSystem`] stays object safe: the daemon holds
+/// each service's backend as `Arc<dyn InitSystem>`.
+pub type InitFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, InitError>> + Send + 'a>>;
+
+/// Stops a change subscription when dropped.
+pub struct ChangeSubscription {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChangeSubscription {
+    pub(crate) fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Self { task }
+    }
+}
+
+impl Drop for ChangeSubscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One init system, as the daemon's executor sees it. Every method is bounded
+/// by the backend's [`Timeouts`].
+pub trait InitSystem: Send + Sync {
+    fn kind(&self) -> InitKind;
+
+    /// The service's state, main pid and cgroup right now.
+    fn lookup<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ServiceStatus>;
+
+    /// Restarts the service (starts it when it is down) and returns when the
+    /// manager says it is done; look it up again for the new pid and cgroup.
+    fn restart<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ()>;
+
+    /// Asks the service to reload its configuration.
+    fn reload<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ()>;
+
+    /// Pushes a [`ServiceChange`] into `changes` whenever the manager announces
+    /// that the service changed (state, main pid, cgroup), until the returned
+    /// subscription is dropped. `None` when this init system announces nothing:
+    /// then the kernel's exit observations and the cycle's lookups are all there is.
+    fn subscribe<'a>(
+        &'a self,
+        service: &'a ServiceName,
+        changes: tokio::sync::mpsc::Sender<ServiceChange>,
+    ) -> InitFuture<'a, Option<ChangeSubscription>> {
+        let _ = (service, changes);
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// Finds the first of `systems` (in detection order) that knows `service`.
+/// Returns the index and the status, or `None` when none does, so the caller
+/// looks again next cycle rather than giving up (Inspeqtor looked once).
+/// An error from one system does not stop the search: a hung upstart must not
+/// hide the service from runit.
+pub async fn resolve(
+    systems: &[std::sync::Arc<dyn InitSystem>],
+    service: &ServiceName,
+) -> (Option<(usize, ServiceStatus)>, Vec<InitError>) {
+    let mut errors = Vec::new();
+    for (i, system) in systems.iter().enumerate() {
+        match system.lookup(service).await {
+            Ok(status) if status.state == ServiceState::NotFound => {}
+            Ok(status) => return (Some((i, status)), errors),
+            Err(err) => errors.push(err),
+        }
+    }
+    (None, errors)
+}
+
+/// The cgroup2 mount, from `/proc/self/mounts` (`/sys/fs/cgroup/unified` on a
+/// hybrid host).
+pub(crate) fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_dev, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .min_by_key(|dir| !dir.starts_with("/sys/fs/cgroup"))
+}
+
+/// Whether `pid` names a live process (a zombie is not alive: it has exited).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised comm, which may itself hold ')'.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z" && s != "X"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_that_reach_commands_are_plain() {
+        for ok in ["nginx", "puma@1", "demo-http.service", "a_b:c+d", "sidekiq.2"] {
+            assert!(ServiceName::new(ok).is_ok(), "{ok} should be accepted");
+        }
+        for bad in ["", "../etc/passwd", "a/b", "-f", ".", "..", "a b", "x;rm", "$(id)", "a`b`", "a|b", "a\nb", "é"] {
+            assert!(ServiceName::new(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(ServiceName::new(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn reload_signals_by_name() {
+        assert_eq!(ReloadSignal::from_name("SIGUSR1"), Some(ReloadSignal::Usr1));
+        assert_eq!(ReloadSignal::from_name("hup"), Some(ReloadSignal::Hup));
+        assert_eq!(ReloadSignal::from_name("KILL"), None);
+    }
+
+    #[test]
+    fn a_cgroup_is_watched_in_preference_to_the_main_process() {
+        let mut status = ServiceStatus::down("x");
+        status.main_pid = Some(42);
+        assert_eq!(status.watch_target(), Some(WatchTarget::Tree(42)));
+        status.cgroup = Some(ServiceCgroup { path: "/sys/fs/cgroup/x".into(), id: 7 });
+        assert_eq!(status.watch_target(), Some(WatchTarget::CgroupId(7)));
+    }
+
+    #[test]
+    fn this_process_is_alive_and_pid_zero_is_not() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(0));
+    }
+}

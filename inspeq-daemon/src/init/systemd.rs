@@ -1,0 +1,362 @@
+//! systemd, through its D-Bus API (zbus on tokio) rather than `systemctl`: no
+//! process per lookup, job results instead of exit codes, and property-change
+//! signals, so that a restart — which gives the unit a new cgroup and so a new
+//! cgroup id — re-keys the kernel watch at once instead of at the next poll.
+//!
+//! Scopes: the system manager on the system bus, and a user manager on its
+//! user bus (`$XDG_RUNTIME_DIR/bus`), or any configured bus address. The
+//! managers' private sockets (`systemd/private`) are not usable: see
+//! [`bus_address_for`].
+//!
+//! `ControlGroup` is relative to the manager's cgroup root; on the host that is
+//! the cgroup2 mount unless configured otherwise (a manager in a cgroup
+//! namespace). `MainPID` is in the manager's pid namespace: inspeq must share it.
+
+use std::{
+    fmt,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use futures_util::{FutureExt as _, StreamExt as _};
+use zbus::{
+    Connection, MatchRule, MessageStream,
+    message::Type as MessageType,
+    zvariant::{OwnedObjectPath, OwnedValue},
+};
+
+use super::{
+    ChangeSubscription, InitError, InitFuture, InitKind, InitSystem, ServiceCgroup, ServiceChange, ServiceName,
+    ServiceState, ServiceStatus, Timeouts, cgroup2_mount, detect_wrapper,
+};
+
+const DESTINATION: &str = "org.freedesktop.systemd1";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const UNIT: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE: &str = "org.freedesktop.systemd1.Service";
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+
+/// Which manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    System,
+    /// `with scope user`: the user manager of the user inspeq runs as.
+    User,
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::System => "system",
+            Self::User => "user",
+        })
+    }
+}
+
+/// How to reach a systemd manager.
+#[derive(Clone, Debug)]
+pub struct SystemdOptions {
+    pub scope: Scope,
+    /// A D-Bus bus address (`unix:path=...`). Default: found from the scope.
+    pub address: Option<String>,
+    /// The user manager's runtime directory; default `$XDG_RUNTIME_DIR`.
+    pub runtime_dir: Option<PathBuf>,
+    /// Where the manager's cgroup root is on this host; default the cgroup2 mount.
+    pub cgroup_root: Option<PathBuf>,
+    pub timeouts: Timeouts,
+}
+
+impl SystemdOptions {
+    pub fn new(scope: Scope) -> Self {
+        Self { scope, address: None, runtime_dir: None, cgroup_root: None, timeouts: Timeouts::default() }
+    }
+}
+
+/// The address of `scope`'s manager's bus. User scope: `RUNTIME/bus`; system
+/// scope: the system bus.
+///
+/// The managers' private sockets (`systemd/private`, peer-to-peer, no bus daemon)
+/// are refused: systemd stamps its messages there with the well-known sender
+/// `org.freedesktop.systemd1`, which zbus 5 rejects as an invalid unique name,
+/// killing the connection.
+pub fn bus_address_for(scope: Scope, runtime_dir: Option<&Path>) -> Result<String, InitError> {
+    match scope {
+        Scope::User => {
+            let Some(runtime) = runtime_dir else {
+                return Err(InitError::NoBus { scope, reason: "XDG_RUNTIME_DIR is not set".into() });
+            };
+            let bus = runtime.join("bus");
+            if bus.exists() {
+                return Ok(format!("unix:path={}", bus.display()));
+            }
+            Err(InitError::NoBus {
+                scope,
+                reason: format!(
+                    "{} does not exist (the user manager's dbus.socket is not running; its private socket cannot be used)",
+                    bus.display()
+                ),
+            })
+        }
+        Scope::System => Ok("unix:path=/run/dbus/system_bus_socket".into()),
+    }
+}
+
+fn is_private(address: &str) -> bool {
+    address.trim_end_matches('/').ends_with("systemd/private")
+}
+
+/// The unit for a service name: `nginx` is `nginx.service`.
+fn unit_name(service: &ServiceName) -> String {
+    const TYPES: &[&str] =
+        &["service", "socket", "target", "timer", "mount", "automount", "swap", "path", "slice", "scope", "device"];
+    match service.as_str().rsplit_once('.') {
+        Some((_, suffix)) if TYPES.contains(&suffix) => service.to_string(),
+        _ => format!("{service}.service"),
+    }
+}
+
+/// A systemd manager over one D-Bus connection.
+#[derive(Clone)]
+pub struct Systemd {
+    conn: Connection,
+    cgroup_root: Option<PathBuf>,
+    timeouts: Timeouts,
+}
+
+impl Systemd {
+    /// Connects to the manager and subscribes to its signals.
+    pub async fn connect(options: SystemdOptions) -> Result<Self, InitError> {
+        let address = match &options.address {
+            Some(address) => address.clone(),
+            None => {
+                let runtime = options.runtime_dir.clone().or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from));
+                bus_address_for(options.scope, runtime.as_deref())?
+            }
+        };
+        if is_private(&address) {
+            return Err(InitError::NoBus {
+                scope: options.scope,
+                reason: format!("{address} is a manager's private socket, which zbus cannot read; use its bus"),
+            });
+        }
+        let connect = async { zbus::connection::Builder::address(address.as_str())?.build().await };
+        let conn = tokio::time::timeout(options.timeouts.lookup, connect)
+            .await
+            .unwrap_or_else(|_| Err(zbus::Error::Failure(format!("no answer within {:?}", options.timeouts.lookup))))
+            .map_err(|source| InitError::Connect { address: address.clone(), source })?;
+        // On the bus the manager sends signals only to subscribers.
+        let subscribe = conn.call_method(Some(DESTINATION), MANAGER_PATH, Some(MANAGER), "Subscribe", &());
+        tokio::time::timeout(options.timeouts.lookup, subscribe)
+            .await
+            .unwrap_or_else(|_| Err(zbus::Error::Failure(format!("Subscribe: no answer within {:?}", options.timeouts.lookup))))
+            .map_err(|source| InitError::Connect { address: address.clone(), source })?;
+        Ok(Self { conn, cgroup_root: options.cgroup_root.or_else(cgroup2_mount), timeouts: options.timeouts })
+    }
+
+    async fn call<B, R>(&self, path: &str, interface: &str, method: &str, body: &B) -> zbus::Result<R>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+        R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
+    {
+        let reply = self.conn.call_method(Some(DESTINATION), path, Some(interface), method, body).await?;
+        reply.body().deserialize::<R>()
+    }
+
+    async fn property(&self, path: &str, interface: &str, name: &str) -> zbus::Result<OwnedValue> {
+        self.call(path, PROPERTIES, "Get", &(interface, name)).await
+    }
+
+    async fn string_property(&self, path: &str, interface: &str, name: &str) -> zbus::Result<String> {
+        String::try_from(self.property(path, interface, name).await?).map_err(zbus::Error::Variant)
+    }
+
+    /// The unit's object path, loading the unit if the manager had not (a
+    /// stopped unit may have been garbage-collected; it is still known).
+    async fn unit_path(&self, unit: &str) -> zbus::Result<OwnedObjectPath> {
+        self.call(MANAGER_PATH, MANAGER, "LoadUnit", &(unit,)).await
+    }
+
+    async fn lookup_now(&self, service: &ServiceName) -> zbus::Result<ServiceStatus> {
+        let unit = unit_name(service);
+        let path = self.unit_path(&unit).await?;
+        let path = path.as_str();
+        let load = self.string_property(path, UNIT, "LoadState").await?;
+        if load == "not-found" {
+            return Ok(ServiceStatus::not_found(format!("{unit}: not found")));
+        }
+        let active = self.string_property(path, UNIT, "ActiveState").await?;
+        let sub = self.string_property(path, UNIT, "SubState").await?;
+        let detail = if load == "loaded" { format!("{active} ({sub})") } else { format!("{load}, {active} ({sub})") };
+        let (main_pid, cgroup) = if unit.ends_with(".service") {
+            let pid = u32::try_from(self.property(path, SERVICE, "MainPID").await?).map_err(zbus::Error::Variant)?;
+            let cgroup = self.string_property(path, SERVICE, "ControlGroup").await?;
+            (Some(pid).filter(|p| *p > 0), self.host_cgroup(&cgroup))
+        } else {
+            (None, None)
+        };
+        let state = match active.as_str() {
+            "active" | "reloading" => ServiceState::Up,
+            "activating" => ServiceState::Starting,
+            _ => ServiceState::Down,
+        };
+        Ok(ServiceStatus { state, main_pid, cgroup, wrapper: main_pid.and_then(detect_wrapper), detail })
+    }
+
+    /// `ControlGroup` on this host; `None` when the unit has none (not running)
+    /// or it vanished in between.
+    fn host_cgroup(&self, control_group: &str) -> Option<ServiceCgroup> {
+        let relative = control_group.trim_start_matches('/');
+        if relative.is_empty() {
+            return None;
+        }
+        let path = self.cgroup_root.as_ref()?.join(relative);
+        let id = std::fs::metadata(&path).ok()?.ino();
+        Some(ServiceCgroup { path, id })
+    }
+
+    /// Starts a job (`RestartUnit`, `ReloadUnit`) and waits for its `JobRemoved`.
+    async fn job(&self, service: &ServiceName, method: &'static str, action: &'static str) -> Result<(), InitError> {
+        let dbus = |source| InitError::DBus { service: service.to_string(), action, source };
+        let unit = unit_name(service);
+        let limit = self.timeouts.action;
+        let run = async {
+            let path = self.unit_path(&unit).await.map_err(dbus)?;
+            if self.string_property(path.as_str(), UNIT, "LoadState").await.map_err(dbus)? == "not-found" {
+                return Err(InitError::NotFound { init: InitKind::Systemd, service: service.to_string(), action });
+            }
+            // Listen before asking, so a fast job's end cannot be missed.
+            let rule = MatchRule::builder()
+                .msg_type(MessageType::Signal)
+                .interface(MANAGER)
+                .and_then(|r| r.member("JobRemoved"))
+                .and_then(|r| r.path(MANAGER_PATH))
+                .map_err(dbus)?
+                .build();
+            let mut removed = MessageStream::for_match_rule(rule, &self.conn, Some(256)).await.map_err(dbus)?;
+            let job: OwnedObjectPath = self.call(MANAGER_PATH, MANAGER, method, &(unit.as_str(), "replace")).await.map_err(dbus)?;
+            while let Some(message) = removed.next().await {
+                let Ok(message) = message else { continue };
+                let Ok((_id, removed_job, _unit, result)) =
+                    message.body().deserialize::<(u32, OwnedObjectPath, String, String)>()
+                else {
+                    continue;
+                };
+                if removed_job == job {
+                    return if result == "done" {
+                        Ok(())
+                    } else {
+                        Err(InitError::JobFailed { service: service.to_string(), action, result })
+                    };
+                }
+            }
+            Err(dbus(zbus::Error::Failure("the connection to the manager closed".into())))
+        };
+        tokio::time::timeout(limit, run).await.unwrap_or(Err(InitError::Timeout {
+            init: InitKind::Systemd,
+            service: service.to_string(),
+            action,
+            after: limit,
+        }))
+    }
+}
+
+impl InitSystem for Systemd {
+    fn kind(&self) -> InitKind {
+        InitKind::Systemd
+    }
+
+    fn lookup<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ServiceStatus> {
+        Box::pin(async move {
+            let limit = self.timeouts.lookup;
+            match tokio::time::timeout(limit, self.lookup_now(service)).await {
+                Ok(status) => status.map_err(|source| InitError::DBus { service: service.to_string(), action: "lookup", source }),
+                Err(_) => Err(InitError::Timeout { init: InitKind::Systemd, service: service.to_string(), action: "lookup", after: limit }),
+            }
+        })
+    }
+
+    fn restart<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ()> {
+        Box::pin(self.job(service, "RestartUnit", "restart"))
+    }
+
+    fn reload<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ()> {
+        Box::pin(self.job(service, "ReloadUnit", "reload"))
+    }
+
+    /// Follows the unit's `PropertiesChanged` signals; after each burst, looks the
+    /// service up and pushes the status when state, main pid or cgroup changed.
+    fn subscribe<'a>(
+        &'a self,
+        service: &'a ServiceName,
+        changes: tokio::sync::mpsc::Sender<ServiceChange>,
+    ) -> InitFuture<'a, Option<ChangeSubscription>> {
+        Box::pin(async move {
+            let dbus = |source| InitError::DBus { service: service.to_string(), action: "subscribe", source };
+            let path = self.unit_path(&unit_name(service)).await.map_err(dbus)?;
+            let rule = MatchRule::builder()
+                .msg_type(MessageType::Signal)
+                .interface(PROPERTIES)
+                .and_then(|r| r.member("PropertiesChanged"))
+                .and_then(|r| r.path(path.clone()))
+                .map_err(dbus)?
+                .build();
+            let mut stream = MessageStream::for_match_rule(rule, &self.conn, Some(256)).await.map_err(dbus)?;
+            let this = self.clone();
+            let service = service.clone();
+            let mut last = this.lookup(&service).await.ok().map(|s| key(&s));
+            let task = tokio::spawn(async move {
+                while stream.next().await.is_some() {
+                    // One restart is a burst of signals: one lookup for all that are queued.
+                    while let Some(Some(_)) = stream.next().now_or_never() {}
+                    let Ok(status) = this.lookup(&service).await else { continue };
+                    if last.as_ref() == Some(&key(&status)) {
+                        continue;
+                    }
+                    last = Some(key(&status));
+                    if changes.send(ServiceChange { service: service.clone(), status }).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(Some(ChangeSubscription::new(task)))
+        })
+    }
+}
+
+/// What makes a status change worth announcing.
+fn key(status: &ServiceStatus) -> (ServiceState, Option<u32>, Option<u64>) {
+    (status.state, status.main_pid, status.cgroup.as_ref().map(|c| c.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_are_services_and_unit_names_stay() {
+        let name = |s| unit_name(&ServiceName::new(s).unwrap());
+        assert_eq!(name("nginx"), "nginx.service");
+        assert_eq!(name("sidekiq.2"), "sidekiq.2.service");
+        assert_eq!(name("puma@1.service"), "puma@1.service");
+        assert_eq!(name("docker.socket"), "docker.socket");
+    }
+
+    #[test]
+    fn the_user_manager_is_found_through_the_runtime_dir() {
+        let dir = std::env::temp_dir().join(format!("inspeq-systemd-addr-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("systemd")).unwrap();
+        std::fs::write(dir.join("systemd/private"), "").unwrap();
+        assert!(bus_address_for(Scope::User, Some(&dir)).is_err(), "the private socket alone is not usable");
+        std::fs::write(dir.join("bus"), "").unwrap();
+        assert_eq!(bus_address_for(Scope::User, Some(&dir)).unwrap(), format!("unix:path={}/bus", dir.display()));
+        assert!(bus_address_for(Scope::User, None).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn private_sockets_are_recognised() {
+        assert!(is_private("unix:path=/run/user/0/systemd/private"));
+        assert!(!is_private("unix:path=/run/user/0/bus"));
+    }
+}
