@@ -23,6 +23,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("python3-aiosmtpd", "/usr/lib/python3/dist-packages/aiosmtpd/__init__.py"),
     ("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager"),
     ("openssl", "/usr/bin/openssl"),
+    // The init tests (tests/tests/init.rs): a systemd user manager with the user
+    // bus its stock dbus.socket starts, and runit.
+    ("systemd", "/lib/systemd/systemd"),
+    ("dbus-daemon", "/usr/bin/dbus-daemon"),
+    ("dbus-user-session", "/usr/lib/systemd/user/dbus.socket"),
+    ("runit", "/usr/bin/runsvdir"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
