@@ -305,8 +305,9 @@ pub enum InitError {
     #[error("systemd: connecting to {address}")]
     Connect {
         address: String,
+        // Boxed: zbus's error is large and would bloat every InitError.
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("systemd: no D-Bus address for the {scope} manager: {reason}")]
     NoBus { scope: Scope, reason: String },
@@ -315,7 +316,7 @@ pub enum InitError {
         service: String,
         action: &'static str,
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("systemd: {action} {service}: job ended with result `{result}`")]
     JobFailed { service: String, action: &'static str, result: String },

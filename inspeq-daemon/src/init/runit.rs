@@ -168,7 +168,7 @@ impl InitSystem for Runit {
             }
             let old = self.lookup(service).await?.main_pid;
             let out = self.sv(service, "restart", "restart").await?;
-            if !parse_sv_status(&out).is_some_and(|status| status.state == "run") {
+            if parse_sv_status(&out).is_none_or(|status| status.state != "run") {
                 return Err(InitError::Unparsable {
                     init: InitKind::Runit,
                     service: service.to_string(),

@@ -144,13 +144,13 @@ impl Systemd {
         let conn = tokio::time::timeout(options.timeouts.lookup, connect)
             .await
             .unwrap_or_else(|_| Err(zbus::Error::Failure(format!("no answer within {:?}", options.timeouts.lookup))))
-            .map_err(|source| InitError::Connect { address: address.clone(), source })?;
+            .map_err(|source| InitError::Connect { address: address.clone(), source: Box::new(source) })?;
         // On the bus the manager sends signals only to subscribers.
         let subscribe = conn.call_method(Some(DESTINATION), MANAGER_PATH, Some(MANAGER), "Subscribe", &());
         tokio::time::timeout(options.timeouts.lookup, subscribe)
             .await
             .unwrap_or_else(|_| Err(zbus::Error::Failure(format!("Subscribe: no answer within {:?}", options.timeouts.lookup))))
-            .map_err(|source| InitError::Connect { address: address.clone(), source })?;
+            .map_err(|source| InitError::Connect { address: address.clone(), source: Box::new(source) })?;
         Ok(Self { conn, cgroup_root: options.cgroup_root.or_else(cgroup2_mount), timeouts: options.timeouts })
     }
 
@@ -217,7 +217,7 @@ impl Systemd {
 
     /// Starts a job (`RestartUnit`, `ReloadUnit`) and waits for its `JobRemoved`.
     async fn job(&self, service: &ServiceName, method: &'static str, action: &'static str) -> Result<(), InitError> {
-        let dbus = |source| InitError::DBus { service: service.to_string(), action, source };
+        let dbus = |source| InitError::DBus { service: service.to_string(), action, source: Box::new(source) };
         let unit = unit_name(service);
         let limit = self.timeouts.action;
         let run = async {
@@ -270,7 +270,7 @@ impl InitSystem for Systemd {
         Box::pin(async move {
             let limit = self.timeouts.lookup;
             match tokio::time::timeout(limit, self.lookup_now(service)).await {
-                Ok(status) => status.map_err(|source| InitError::DBus { service: service.to_string(), action: "lookup", source }),
+                Ok(status) => status.map_err(|source| InitError::DBus { service: service.to_string(), action: "lookup", source: Box::new(source) }),
                 Err(_) => Err(InitError::Timeout { init: InitKind::Systemd, service: service.to_string(), action: "lookup", after: limit }),
             }
         })
@@ -292,7 +292,7 @@ impl InitSystem for Systemd {
         changes: tokio::sync::mpsc::Sender<ServiceChange>,
     ) -> InitFuture<'a, Option<ChangeSubscription>> {
         Box::pin(async move {
-            let dbus = |source| InitError::DBus { service: service.to_string(), action: "subscribe", source };
+            let dbus = |source| InitError::DBus { service: service.to_string(), action: "subscribe", source: Box::new(source) };
             let path = self.unit_path(&unit_name(service)).await.map_err(dbus)?;
             let rule = MatchRule::builder()
                 .msg_type(MessageType::Signal)
