@@ -1,6 +1,10 @@
-//! Builds the eBPF programs (`inspeq-ebpf`) for the BPF target with aya-build and
-//! leaves the object in `OUT_DIR`, where `kernel::load` embeds it: `inspeqd` is one
-//! self-contained binary.
+//! Generates the rule-language parsers (LALRPOP grammars under `src/config/`) and
+//! builds the eBPF programs (`inspeq-ebpf`) for the BPF target with aya-build,
+//! leaving the object in `OUT_DIR`, where `kernel::ebpf` embeds it: `inspeqd` is
+//! one self-contained binary.
+//!
+//! `AYA_BUILD_SKIP=1` embeds an empty placeholder instead (for the fuzzers and
+//! quick checks); such an `inspeqd` falls back to /proc polling.
 //!
 //! The eBPF toolchain is the one building this crate unless `INSPEQ_BPF_TOOLCHAIN`
 //! names another; `-Z build-std=core` needs `rust-src` on it and either a nightly
@@ -10,7 +14,21 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
+    // Cargo conventions: grammars under src/, parsers into OUT_DIR, so nothing
+    // generated lands in the tree and `parse.rs` includes `/config/checks.rs`.
+    lalrpop::Configuration::new()
+        .use_cargo_dir_conventions()
+        .process()
+        .map_err(|e| anyhow!("LALRPOP grammar failed to compile: {e}"))?;
+
     println!("cargo:rerun-if-env-changed=INSPEQ_BPF_TOOLCHAIN");
+    println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    if std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
+        let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("inspeq");
+        std::fs::write(&out, [])?;
+        println!("cargo:warning=AYA_BUILD_SKIP is set: inspeqd embeds no eBPF object and will poll /proc");
+        return Ok(());
+    }
     let toolchain = std::env::var("INSPEQ_BPF_TOOLCHAIN").ok();
     let toolchain = match toolchain.as_deref() {
         Some(name) if !name.is_empty() => Toolchain::Custom(name),

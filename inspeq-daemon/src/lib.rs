@@ -2,6 +2,9 @@
 //! binaries as thin argument parsers over it.
 //!
 //! # Layout
+//! - [`config`]: the rule language (`inspeq.conf`, `*.inq`): lexer, LALRPOP
+//!   grammars, semantic pass, diagnostics. Pure but for `config::load_dir`.
+//! - [`engine`]: the pure rule engine, `step(state, input, now) -> Vec<Action>`.
 //! - [`alert`]: alert events, routes, templates, the durable outbox and the
 //!   channels (email, Slack, webhook, PagerDuty, Alertmanager, log).
 //! - [`kernel`]: the eBPF programs' userspace half (load, watch, read, decode) and
@@ -12,6 +15,8 @@
 //! - `logging`: the stderr log backend.
 
 pub mod alert;
+pub mod config;
+pub mod engine;
 pub mod init;
 pub mod kernel;
 pub mod logging;

@@ -1,0 +1,169 @@
+//! The small value languages inside words: thresholds (`1.5g`, `90%`, `10k/sec`) and durations (`5 minutes`, `90s`).
+//!
+//! Inspeqtor only took integers, and a decimal silently dropped the whole file (its #147); decimals are accepted here.
+
+use std::time::Duration;
+
+use crate::config::model::{Amount, Suffix};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error(
+        "invalid amount `{0}`, expected a number with an optional k, m, g, t, p or % suffix and optional /sec, like `1.5g` or `10k/sec`"
+    )]
+    Invalid(String),
+    #[error("unsupported rate `{0}`, expected `/sec`")]
+    Rate(String),
+}
+
+/// Parses a threshold such as `250m`, `1.5G`, `90%`, `1k/sec`.
+///
+/// # Errors
+/// [`AmountError`] when the text is not a number with an optional suffix and rate.
+pub fn parse_amount(text: &str) -> Result<Amount, AmountError> {
+    let invalid = || AmountError::Invalid(text.to_owned());
+    let (body, per_sec) = match text.split_once('/') {
+        Some((body, "sec")) => (body, true),
+        Some((_, rate)) => return Err(AmountError::Rate(format!("/{rate}"))),
+        None => (text, false),
+    };
+    let (number, suffix) = match body.chars().last() {
+        Some('%') => (&body[..body.len() - 1], Suffix::Percent),
+        Some(c) => match "kmgtp".find(c.to_ascii_lowercase()) {
+            Some(power) => {
+                let power = u32::try_from(power).map_err(|_| invalid())? + 1;
+                (&body[..body.len() - c.len_utf8()], Suffix::Binary(power))
+            }
+            None => (body, Suffix::None),
+        },
+        None => return Err(invalid()),
+    };
+    let well_formed = !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && number.bytes().filter(|b| *b == b'.').count() <= 1
+        && !number.starts_with('.')
+        && !number.ends_with('.');
+    if !well_formed {
+        return Err(invalid());
+    }
+    let base: f64 = number.parse().map_err(|_| invalid())?;
+    let scale = match suffix {
+        Suffix::Binary(power) => 1024_f64.powi(i32::try_from(power).map_err(|_| invalid())?),
+        Suffix::None | Suffix::Percent => 1.0,
+    };
+    let value = base * scale;
+    if !value.is_finite() {
+        return Err(invalid());
+    }
+    Ok(Amount {
+        value,
+        suffix,
+        per_sec,
+        text: text.to_owned(),
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error(
+        "invalid duration `{0}`, expected a count and a unit, like `5 minutes`, `90s` or `10 cycles`"
+    )]
+    Invalid(String),
+    #[error(
+        "a zero-length window can never hold a restart, expected a duration of at least one second"
+    )]
+    Zero,
+}
+
+/// A window for `within`: a time span or a number of cycles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    Time(Duration),
+    Cycles(u32),
+}
+
+/// Parses `N unit` (two words) or `Nunit` (one word).
+///
+/// # Errors
+/// [`DurationError`] for an unknown unit, a malformed count or a zero-length window.
+pub fn parse_window(words: &[&str]) -> Result<Span, DurationError> {
+    let joined = words.join(" ");
+    let invalid = || DurationError::Invalid(joined.clone());
+    let (count, unit) = match words {
+        [count, unit] => ((*count).to_owned(), (*unit).to_owned()),
+        [one] => {
+            let split = one
+                .find(|c: char| !c.is_ascii_digit())
+                .ok_or_else(invalid)?;
+            (one[..split].to_owned(), one[split..].to_owned())
+        }
+        _ => return Err(invalid()),
+    };
+    let count: u32 = count.parse().map_err(|_| invalid())?;
+    let seconds: u64 = match unit.as_str() {
+        "cycle" | "cycles" => {
+            return if count == 0 {
+                Err(DurationError::Zero)
+            } else {
+                Ok(Span::Cycles(count))
+            };
+        }
+        "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        _ => return Err(invalid()),
+    };
+    if count == 0 {
+        return Err(DurationError::Zero);
+    }
+    Ok(Span::Time(Duration::from_secs(u64::from(count) * seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_scale_by_powers_of_1024_and_keep_their_text() {
+        let a = parse_amount("1.5g").unwrap();
+        assert_eq!(
+            (a.value, a.suffix, a.per_sec),
+            (1.5 * 1024.0 * 1024.0 * 1024.0, Suffix::Binary(3), false)
+        );
+        assert_eq!(parse_amount("250M").unwrap().value, 250.0 * 1024.0 * 1024.0);
+        let p = parse_amount("90%").unwrap();
+        assert_eq!((p.value, p.suffix), (90.0, Suffix::Percent));
+        let r = parse_amount("1k/sec").unwrap();
+        assert_eq!(
+            (r.value, r.per_sec, r.text.as_str()),
+            (1024.0, true, "1k/sec")
+        );
+    }
+
+    #[test]
+    fn malformed_amounts_are_refused() {
+        for bad in ["", "g", "1..5", ".5", "5.", "1x", "-1", "1gg", "%"] {
+            assert!(parse_amount(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(
+            parse_amount("250m/min"),
+            Err(AmountError::Rate("/min".into()))
+        );
+    }
+
+    #[test]
+    fn windows_in_time_or_cycles() {
+        assert_eq!(
+            parse_window(&["5", "minutes"]),
+            Ok(Span::Time(Duration::from_mins(5)))
+        );
+        assert_eq!(
+            parse_window(&["90s"]),
+            Ok(Span::Time(Duration::from_secs(90)))
+        );
+        assert_eq!(parse_window(&["10", "cycles"]), Ok(Span::Cycles(10)));
+        assert_eq!(parse_window(&["0", "minutes"]), Err(DurationError::Zero));
+        assert!(parse_window(&["5", "fortnights"]).is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! The rule language: `inspeq.conf` (settings and alert routes) and `*.inq` check files.
+//!
+//! Flow: [`lexer`] → LALRPOP grammars (`global.lalrpop`, `checks.lalrpop`, via [`parse`]) → [`ast`] →
+//! [`check`] (semantic pass, using the [`metrics`] catalogue) → [`model::Config`]. Every stage reports problems
+//! as [`diagnostic::Diagnostic`] values and keeps going. Only [`mod@load_dir`] does I/O.
+
+pub mod amount;
+pub mod ast;
+pub mod check;
+pub mod diagnostic;
+pub mod lexer;
+pub mod load;
+pub mod load_dir;
+pub mod metrics;
+pub mod model;
+pub mod parse;
+
+pub use diagnostic::{Diagnostic, Severity, render};
+pub use load::{load, load_files};
+pub use load_dir::load_dir;
+pub use model::Config;

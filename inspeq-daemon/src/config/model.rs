@@ -1,0 +1,332 @@
+//! The checked configuration: what the daemon and the engine run on.
+//!
+//! Everything here has been validated by the semantic pass: metric names exist, routes exist, amounts are numbers,
+//! channels have their parameters. Types carry meaning (enums, durations, byte counts) rather than strings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use crate::config::ast::Op;
+use crate::config::metrics::{MetricKind, Unit};
+
+/// Where in the configuration something was written, for messages such as "rule at services.d/web.inq:4".
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Location {
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Config {
+    pub settings: Settings,
+    /// Keyed by route name; the default route (`send alerts via ...`) has the key `None`.
+    pub routes: BTreeMap<Option<String>, Route>,
+    pub host: Option<Check>,
+    /// `check service` and `check process`, in file order.
+    pub services: Vec<Check>,
+    pub jobs: Vec<Job>,
+}
+
+impl Config {
+    /// The host check followed by the service and process checks.
+    pub fn checks(&self) -> impl Iterator<Item = &Check> {
+        self.host.iter().chain(&self.services)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// `set cycle_time`: seconds between metric samples; also the window of `forks > N/sec`.
+    pub cycle_time: Duration,
+    /// `set deploy_length`: how long `start deploy` silences if `finish deploy` never comes.
+    pub deploy_length: Duration,
+    pub log_level: Option<LogLevel>,
+    /// `set expose_port`: `None` when set to 0 (off).
+    pub expose_port: Option<u16>,
+    pub statsd_location: Option<String>,
+    /// `set socket`: the control socket path.
+    pub socket: Option<String>,
+    /// `set state_dir`: durable state such as the alert outbox.
+    pub state_dir: Option<String>,
+    /// `set metrics_listen`: address of the Prometheus endpoint.
+    pub metrics_listen: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cycle_time: Duration::from_secs(15),
+            deploy_length: Duration::from_mins(5),
+            log_level: None,
+            expose_port: Some(4677),
+            statsd_location: None,
+            socket: None,
+            state_dir: None,
+            metrics_listen: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Verbose,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    /// `None` for the default route.
+    pub name: Option<String>,
+    pub channel: Channel,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Channel {
+    /// `email` and `gmail` (a preset with `smtp.gmail.com`, STARTTLS on 587).
+    Email(Email),
+    Slack {
+        url: String,
+        icon_emoji: Option<String>,
+        username: Option<String>,
+        channel: Option<String>,
+    },
+    /// Alertmanager-style JSON POST; `secret` enables an HMAC-SHA256 signature header.
+    Webhook {
+        url: String,
+        secret: Option<String>,
+    },
+    /// Events API v2; `url` overrides the endpoint (tests point it at a local receiver).
+    PagerDuty {
+        routing_key: String,
+        url: Option<String>,
+        severity: Option<String>,
+    },
+    /// Pushes to an Alertmanager's `/api/v2/alerts`.
+    Alertmanager {
+        url: String,
+    },
+    Log,
+}
+
+impl Channel {
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Channel::Email(e) if e.gmail => "gmail",
+            Channel::Email(_) => "email",
+            Channel::Slack { .. } => "slack",
+            Channel::Webhook { .. } => "webhook",
+            Channel::PagerDuty { .. } => "pagerduty",
+            Channel::Alertmanager { .. } => "alertmanager",
+            Channel::Log => "log",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email {
+    pub gmail: bool,
+    pub smtp_server: String,
+    pub smtp_port: u16,
+    pub tls: Tls,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `None`: the executor picks `inspeq@HOSTNAME`.
+    pub from_email: Option<String>,
+    pub to_email: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    StartTls,
+    Implicit,
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    pub kind: CheckKind,
+    /// `host` for the host check.
+    pub name: String,
+    /// Route of bare `alert` actions (Inspeqtor's `owner`).
+    pub owner: Option<String>,
+    pub init: Option<InitKind>,
+    pub scope: Option<UnitScope>,
+    /// `with restart_command "..."`: argv, never a shell. Lets `restart` work on a `check process`.
+    pub restart_command: Option<Vec<String>>,
+    /// Every `with` parameter as written, including daemon connection keys (`port`, `socket`, ...).
+    pub params: BTreeMap<String, String>,
+    pub exposes: Vec<String>,
+    pub rules: Vec<Rule>,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    Host,
+    /// Found through an init system.
+    Service,
+    /// Found without an init system.
+    Process(ProcessSelector),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessSelector {
+    PidFile(String),
+    /// A regular expression matched against the command line.
+    Matching(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitKind {
+    Systemd,
+    Upstart,
+    Runit,
+    Initd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitScope {
+    System,
+    User,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub condition: Condition,
+    pub actions: Vec<ActionSpec>,
+    /// The condition as written (`memory:rss > 2g for 3 cycles`), for alerts and status.
+    pub text: String,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Condition {
+    /// Sampled once per cycle.
+    Metric(MetricRule),
+    /// Any exit of the main process.
+    Exited,
+    /// Exit with a non-zero status, or death by a signal.
+    Crashed,
+    /// Death by a signal, optionally a given one.
+    Signaled(Option<i32>),
+    OomKilled,
+    ExitCode {
+        op: Op,
+        code: i64,
+    },
+    /// More than `per_sec` forks per second, measured over one cycle.
+    Forks {
+        per_sec: f64,
+    },
+    /// More than `count` (re)starts within `window`.
+    Restarts {
+        count: u32,
+        window: Window,
+    },
+}
+
+impl Condition {
+    /// Event rules are evaluated when an observation arrives rather than once per cycle.
+    #[must_use]
+    pub fn is_event(&self) -> bool {
+        !matches!(self, Condition::Metric(_))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricRule {
+    pub metric: MetricName,
+    pub kind: MetricKind,
+    pub unit: Unit,
+    pub op: Op,
+    pub threshold: Amount,
+    /// Consecutive tripped cycles needed to trigger (`for N cycles`), at least 1.
+    pub cycles: u32,
+}
+
+/// `family` plus optional `name`: `memory(rss)` and `memory:rss` are the same metric.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MetricName {
+    pub family: String,
+    pub name: Option<String>,
+}
+
+impl MetricName {
+    pub fn new(family: &str, name: Option<&str>) -> Self {
+        MetricName {
+            family: family.to_owned(),
+            name: name.map(str::to_owned),
+        }
+    }
+}
+
+impl std::fmt::Display for MetricName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{}:{name}", self.family),
+            None => f.write_str(&self.family),
+        }
+    }
+}
+
+/// A threshold: `1.5g` is 1.5 × 1024³, `90%` is 90, `10k/sec` is 10240 per second.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Amount {
+    pub value: f64,
+    pub suffix: Suffix,
+    pub per_sec: bool,
+    /// As written, for display (`1.5g`, `90%`, `1k/sec`).
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suffix {
+    None,
+    /// k, m, g, t or p: powers of 1024.
+    Binary(u32),
+    Percent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    Time(Duration),
+    Cycles(u32),
+}
+
+impl Window {
+    #[must_use]
+    pub fn duration(self, cycle_time: Duration) -> Duration {
+        match self {
+            Window::Time(d) => d,
+            Window::Cycles(n) => cycle_time.saturating_mul(n),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActionSpec {
+    /// `alert` or `alert ROUTE`; `None` means the check's owner, then the default route.
+    Alert {
+        route: Option<String>,
+    },
+    Restart,
+    Reload,
+    Unmonitor,
+    Exec {
+        argv: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub name: String,
+    pub every: Duration,
+    pub owner: Option<String>,
+    pub location: Location,
+}

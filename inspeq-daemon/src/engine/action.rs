@@ -1,0 +1,95 @@
+//! What the engine asks the daemon to do: plain data, carried out by the executor (init systems, alert channels,
+//! argv execution). Actions say what, never how.
+
+use std::time::Duration;
+
+use crate::config::model::Location;
+use crate::engine::input::Target;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send `event` through a route: `None` is the default route (or the log when none is configured).
+    Alert {
+        route: Option<String>,
+        event: Event,
+    },
+    Restart {
+        service: String,
+    },
+    Reload {
+        service: String,
+    },
+    /// Stop acting on the service until an operator sends `Remonitor`. The engine has already stopped.
+    Unmonitor {
+        service: String,
+    },
+    /// Run a program (argv, never a shell); `event` lets the executor describe it in the environment.
+    Exec {
+        argv: Vec<String>,
+        event: Event,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub target: Target,
+    pub kind: EventKind,
+    /// The rule that fired, if a rule did.
+    pub rule: Option<RuleRef>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventKind {
+    /// A cycle rule tripped for its `for N cycles`.
+    RuleFailed {
+        value: f64,
+    },
+    /// Two good cycles in a row after a failure.
+    RuleRecovered {
+        value: f64,
+        failed_for: Duration,
+    },
+    /// An event rule (exited, crashed, signaled, `oom_killed`, `exit_code`) matched an exit.
+    ProcessExited(ExitStatus),
+    /// The service went down without an event rule covering it (Inspeqtor's `ProcessDoesNotExist`).
+    ProcessDown,
+    /// The service is back after a `ProcessDown` (Inspeqtor's `ProcessExists`).
+    ProcessUp {
+        pid: u32,
+    },
+    /// `forks > N/sec` tripped: `forks` forks seen within `window`.
+    ForkRate {
+        forks: u64,
+        window: Duration,
+    },
+    ForkRateRecovered,
+    /// `restarts > N within W` tripped.
+    Flapping {
+        restarts: usize,
+        window: Duration,
+    },
+    FlappingRecovered,
+    JobOverdue {
+        job: String,
+        every: Duration,
+    },
+    JobRan {
+        job: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub pid: u32,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+    pub oom_killed: bool,
+}
+
+/// Which rule fired, for templates ("memory:rss > 2g for 3 cycles" at services.d/web.inq:4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleRef {
+    pub text: String,
+    pub location: Location,
+}

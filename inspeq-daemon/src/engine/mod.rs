@@ -1,0 +1,589 @@
+//! The pure rule engine: `step(&mut state, input, now) -> Vec<Action>`.
+//!
+//! Inputs are observations and samples the daemon built; actions are plain data for its executor. No I/O, no
+//! clock, no threads: every behaviour (cycles, counters, silencing, flap windows) is a function of the inputs and
+//! the timestamps passed in, which is what makes the scenario tables in `tests/engine_scenarios.rs` possible.
+
+pub mod action;
+pub mod input;
+pub mod rule;
+pub mod time;
+pub mod value;
+pub mod window;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use action::{Action, Event, EventKind, ExitStatus, RuleRef};
+pub use input::{Input, ProcessExit, Sample, Target, swap_used_percent};
+pub use rule::{CycleRuleState, Phase, Transition};
+pub use time::Timestamp;
+
+use crate::config::model::{ActionSpec, Check, CheckKind, Condition, Config, Job, Rule};
+use value::Previous;
+use window::{Forks, Restarts};
+
+/// Inspeqtor's grace before a job counts as overdue (#61): cron jobs rarely finish on the exact minute.
+pub const JOB_GRACE: Duration = Duration::from_mins(1);
+
+/// Everything the engine remembers between steps.
+#[derive(Clone, Debug)]
+pub struct EngineState {
+    cycle_time: Duration,
+    deploy_length: Duration,
+    silenced_until: Option<Timestamp>,
+    targets: BTreeMap<Target, TargetState>,
+    jobs: Vec<JobState>,
+}
+
+#[derive(Clone, Debug)]
+struct TargetState {
+    target: Target,
+    owner: Option<String>,
+    cycle_time: Duration,
+    rules: Vec<Slot>,
+    previous: Previous,
+    status: Status,
+    started_before: bool,
+    restarts: Restarts,
+    forks: Forks,
+    unmonitored: bool,
+    /// A check with its own exit rules decides what an exit means; the built-in down/up alerts stay quiet.
+    has_exit_rules: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Unknown,
+    Up,
+    Down { alerted: bool },
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    rule: Rule,
+    cycle: CycleRuleState,
+    /// For forks and restarts rules: when the current episode started.
+    episode: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug)]
+struct JobState {
+    job: Job,
+    last_run: Timestamp,
+    overdue: bool,
+}
+
+impl EngineState {
+    /// Builds the state for a checked configuration; `now` starts every job's clock (Inspeqtor did the same).
+    #[must_use]
+    pub fn new(config: &Config, now: Timestamp) -> Self {
+        let cycle_time = config.settings.cycle_time.max(Duration::from_secs(1));
+        let targets = config
+            .checks()
+            .map(|check| (target_of(check), TargetState::new(check, cycle_time)))
+            .collect();
+        let jobs = config
+            .jobs
+            .iter()
+            .map(|job| JobState {
+                job: job.clone(),
+                last_run: now,
+                overdue: false,
+            })
+            .collect();
+        EngineState {
+            cycle_time,
+            deploy_length: config.settings.deploy_length,
+            silenced_until: None,
+            targets,
+            jobs,
+        }
+    }
+
+    #[must_use]
+    pub fn is_silenced(&self, now: Timestamp) -> bool {
+        self.silenced_until.is_some_and(|until| now < until)
+    }
+
+    /// For `status`: the end of the current silence, if any.
+    #[must_use]
+    pub fn silenced_until(&self, now: Timestamp) -> Option<Timestamp> {
+        self.silenced_until.filter(|until| now < *until)
+    }
+
+    #[must_use]
+    pub fn knows_job(&self, name: &str) -> bool {
+        self.jobs.iter().any(|j| j.job.name == name)
+    }
+
+    #[must_use]
+    pub fn is_unmonitored(&self, service: &str) -> bool {
+        self.targets
+            .get(&Target::Service(service.to_owned()))
+            .is_some_and(|t| t.unmonitored)
+    }
+
+    /// For `status`: each rule of a target with its phase.
+    pub fn rule_phases(&self, target: &Target) -> Vec<(&Rule, Phase)> {
+        self.targets.get(target).map_or_else(Vec::new, |t| {
+            t.rules
+                .iter()
+                .map(|s| {
+                    let phase = if s.episode.is_some() {
+                        Phase::Triggered
+                    } else {
+                        s.cycle.phase
+                    };
+                    (&s.rule, phase)
+                })
+                .collect()
+        })
+    }
+}
+
+fn target_of(check: &Check) -> Target {
+    match check.kind {
+        CheckKind::Host => Target::Host,
+        CheckKind::Service | CheckKind::Process(_) => Target::Service(check.name.clone()),
+    }
+}
+
+impl TargetState {
+    fn new(check: &Check, cycle_time: Duration) -> Self {
+        let mut horizon = Duration::ZERO;
+        let mut has_exit_rules = false;
+        for rule in &check.rules {
+            match &rule.condition {
+                Condition::Restarts { window, .. } => {
+                    horizon = horizon.max(window.duration(cycle_time));
+                }
+                Condition::Exited
+                | Condition::Crashed
+                | Condition::Signaled(_)
+                | Condition::OomKilled
+                | Condition::ExitCode { .. } => {
+                    has_exit_rules = true;
+                }
+                Condition::Metric(_) | Condition::Forks { .. } => {}
+            }
+        }
+        TargetState {
+            target: target_of(check),
+            owner: check.owner.clone(),
+            cycle_time,
+            rules: check
+                .rules
+                .iter()
+                .map(|rule| Slot {
+                    rule: rule.clone(),
+                    cycle: CycleRuleState::default(),
+                    episode: None,
+                })
+                .collect(),
+            previous: Previous::new(),
+            status: Status::Unknown,
+            started_before: false,
+            restarts: Restarts::new(horizon),
+            // `forks > N/sec` is measured over one cycle, so a short burst is judged like a sustained rate.
+            forks: Forks::new(cycle_time),
+            unmonitored: false,
+            has_exit_rules,
+        }
+    }
+
+    fn service_name(&self) -> String {
+        self.target.to_string()
+    }
+
+    fn event(&self, kind: EventKind, rule: Option<&Rule>) -> Event {
+        Event {
+            target: self.target.clone(),
+            kind,
+            rule: rule.map(|r| RuleRef {
+                text: r.text.clone(),
+                location: r.location.clone(),
+            }),
+        }
+    }
+
+    fn alert(&self, kind: EventKind, out: &mut Vec<Action>) {
+        out.push(Action::Alert {
+            route: self.owner.clone(),
+            event: self.event(kind, None),
+        });
+    }
+
+    /// Runs a rule's actions for `event`. On recovery only alerts run: restarting again because a problem went
+    /// away was Inspeqtor's bug. Returns whether the service is now unmonitored.
+    fn fire(&mut self, index: usize, event: &Event, failing: bool, out: &mut Vec<Action>) -> bool {
+        let service = self.service_name();
+        let mut unmonitor = false;
+        for spec in &self.rules[index].rule.actions {
+            match spec {
+                ActionSpec::Alert { route } => {
+                    out.push(Action::Alert {
+                        route: route.clone().or_else(|| self.owner.clone()),
+                        event: event.clone(),
+                    });
+                }
+                _ if !failing => {}
+                ActionSpec::Restart => out.push(Action::Restart {
+                    service: service.clone(),
+                }),
+                ActionSpec::Reload => out.push(Action::Reload {
+                    service: service.clone(),
+                }),
+                ActionSpec::Unmonitor => {
+                    out.push(Action::Unmonitor {
+                        service: service.clone(),
+                    });
+                    unmonitor = true;
+                }
+                ActionSpec::Exec { argv } => out.push(Action::Exec {
+                    argv: argv.clone(),
+                    event: event.clone(),
+                }),
+            }
+        }
+        if unmonitor {
+            self.unmonitored = true;
+        }
+        unmonitor
+    }
+
+    fn reset_counts(&mut self) {
+        for slot in &mut self.rules {
+            slot.cycle.reset_count();
+        }
+        self.restarts.clear();
+        self.forks.clear();
+    }
+}
+
+/// Advances the engine by one input at time `now` and returns what to do, in rule order then action order.
+pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action> {
+    let mut out = Vec::new();
+    let silenced = state.is_silenced(now);
+    let cycle_time = state.cycle_time;
+    match input {
+        Input::Sample(sample) => {
+            if let Some(t) = state.targets.get_mut(&sample.target) {
+                on_sample(t, &sample, now, cycle_time, silenced, &mut out);
+            }
+        }
+        Input::ProcessStarted { service, pid } => {
+            if let Some(t) = state.targets.get_mut(&Target::Service(service)) {
+                on_started(t, pid, now, silenced, &mut out);
+            }
+        }
+        Input::ProcessExited(exit) => {
+            if let Some(t) = state
+                .targets
+                .get_mut(&Target::Service(exit.service.clone()))
+            {
+                on_exited(t, &exit, silenced, &mut out);
+            }
+        }
+        Input::ServiceDown { service } => {
+            if let Some(t) = state.targets.get_mut(&Target::Service(service)) {
+                went_down(t, silenced, &mut out);
+            }
+        }
+        Input::Forked { service } => {
+            if let Some(t) = state.targets.get_mut(&Target::Service(service)) {
+                on_forked(t, now, silenced, &mut out);
+            }
+        }
+        Input::Cycle => on_cycle(state, now, &mut out),
+        Input::DeployStarted => {
+            state.silenced_until = Some(now + state.deploy_length);
+            state
+                .targets
+                .values_mut()
+                .for_each(TargetState::reset_counts);
+        }
+        Input::DeployFinished => {
+            // One grace cycle: services restarted by the deploy get a cycle to settle before rules judge them.
+            if silenced {
+                state.silenced_until = Some(now + cycle_time);
+            }
+        }
+        Input::JobDone { job } => {
+            if let Some(j) = state.jobs.iter_mut().find(|j| j.job.name == job) {
+                j.last_run = now;
+                if j.overdue {
+                    j.overdue = false;
+                    let event = job_event(
+                        &j.job,
+                        EventKind::JobRan {
+                            job: j.job.name.clone(),
+                        },
+                    );
+                    out.push(Action::Alert {
+                        route: j.job.owner.clone(),
+                        event,
+                    });
+                }
+            }
+        }
+        Input::Remonitor { service } => {
+            if let Some(t) = state.targets.get_mut(&Target::Service(service)) {
+                t.unmonitored = false;
+                for slot in &mut t.rules {
+                    slot.cycle = CycleRuleState::default();
+                    slot.episode = None;
+                }
+                t.reset_counts();
+            }
+        }
+    }
+    out
+}
+
+fn job_event(job: &Job, kind: EventKind) -> Event {
+    Event {
+        target: Target::Host,
+        kind,
+        rule: Some(RuleRef {
+            text: format!("{} happens every {:?}", job.name, job.every),
+            location: job.location.clone(),
+        }),
+    }
+}
+
+fn on_sample(
+    t: &mut TargetState,
+    sample: &Sample,
+    now: Timestamp,
+    cycle_time: Duration,
+    silenced: bool,
+    out: &mut Vec<Action>,
+) {
+    let host = t.target == Target::Host;
+    if silenced {
+        t.reset_counts();
+    } else if !t.unmonitored {
+        for i in 0..t.rules.len() {
+            let Condition::Metric(rule) = &t.rules[i].rule.condition else {
+                continue;
+            };
+            let Some(value) = value::rule_value(rule, sample, &t.previous, now, cycle_time, host)
+            else {
+                continue;
+            };
+            let tripped = rule.op.holds(value, rule.threshold.value);
+            let cycles = rule.cycles;
+            let transition = t.rules[i].cycle.observe(tripped, cycles, now);
+            let (kind, failing) = match transition {
+                Transition::None => continue,
+                Transition::Failed => (EventKind::RuleFailed { value }, true),
+                Transition::Recovered { failed_for } => {
+                    (EventKind::RuleRecovered { value, failed_for }, false)
+                }
+            };
+            let event = t.event(kind, Some(&t.rules[i].rule));
+            if t.fire(i, &event, failing, out) {
+                break;
+            }
+        }
+    }
+    for (metric, value) in &sample.values {
+        t.previous.insert(metric.clone(), (*value, now));
+    }
+}
+
+fn on_started(
+    t: &mut TargetState,
+    pid: u32,
+    now: Timestamp,
+    silenced: bool,
+    out: &mut Vec<Action>,
+) {
+    // A new process starts its counters from zero: deltas against the old one would be meaningless.
+    t.previous.clear();
+    let was = t.status;
+    t.status = Status::Up;
+    let restarted = t.started_before;
+    t.started_before = true;
+    if t.unmonitored || silenced {
+        return;
+    }
+    if let Status::Down { alerted: true } = was {
+        t.alert(EventKind::ProcessUp { pid }, out);
+    }
+    if !restarted {
+        return;
+    }
+    t.restarts.record(now);
+    for i in 0..t.rules.len() {
+        let Condition::Restarts { count, window } = t.rules[i].rule.condition else {
+            continue;
+        };
+        if t.rules[i].episode.is_some() {
+            continue;
+        }
+        let window = window.duration(t.cycle_time);
+        let seen = t.restarts.count(now, window);
+        if seen > count as usize {
+            t.rules[i].episode = Some(now);
+            let event = t.event(
+                EventKind::Flapping {
+                    restarts: seen,
+                    window,
+                },
+                Some(&t.rules[i].rule),
+            );
+            if t.fire(i, &event, true, out) {
+                break;
+            }
+        }
+    }
+}
+
+fn went_down(t: &mut TargetState, silenced: bool, out: &mut Vec<Action>) {
+    if matches!(t.status, Status::Down { .. }) {
+        return;
+    }
+    let alert = !silenced && !t.unmonitored && !t.has_exit_rules;
+    t.status = Status::Down { alerted: alert };
+    if alert {
+        t.alert(EventKind::ProcessDown, out);
+    }
+}
+
+fn on_exited(t: &mut TargetState, exit: &ProcessExit, silenced: bool, out: &mut Vec<Action>) {
+    if !exit.requested && !silenced && !t.unmonitored {
+        let status = ExitStatus {
+            pid: exit.pid,
+            exit_code: exit.exit_code,
+            signal: exit.signal,
+            core_dumped: exit.core_dumped,
+            oom_killed: exit.oom_killed,
+        };
+        for i in 0..t.rules.len() {
+            let matched = match &t.rules[i].rule.condition {
+                Condition::Exited => true,
+                Condition::Crashed => exit.crashed(),
+                Condition::Signaled(None) => exit.signal.is_some(),
+                Condition::Signaled(Some(n)) => exit.signal == Some(*n),
+                Condition::OomKilled => exit.oom_killed,
+                Condition::ExitCode { op, code } => {
+                    #[expect(
+                        clippy::cast_precision_loss,
+                        reason = "exit codes and thresholds are small integers"
+                    )]
+                    let holds = exit
+                        .exit_code
+                        .is_some_and(|c| op.holds(f64::from(c), *code as f64));
+                    holds
+                }
+                Condition::Metric(_) | Condition::Forks { .. } | Condition::Restarts { .. } => {
+                    false
+                }
+            };
+            if matched {
+                let event = t.event(
+                    EventKind::ProcessExited(status.clone()),
+                    Some(&t.rules[i].rule),
+                );
+                if t.fire(i, &event, true, out) {
+                    break;
+                }
+            }
+        }
+    }
+    if exit.requested {
+        t.status = Status::Down { alerted: false };
+    } else {
+        went_down(t, silenced, out);
+    }
+}
+
+fn on_forked(t: &mut TargetState, now: Timestamp, silenced: bool, out: &mut Vec<Action>) {
+    if silenced || t.unmonitored {
+        return;
+    }
+    t.forks.record(now);
+    let forks = t.forks.count(now);
+    let window = t.forks.window();
+    for i in 0..t.rules.len() {
+        let Condition::Forks { per_sec } = t.rules[i].rule.condition else {
+            continue;
+        };
+        if t.rules[i].episode.is_some() {
+            continue;
+        }
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "fork counts in one window are far below 2^52"
+        )]
+        let tripped = forks as f64 > per_sec * window.as_secs_f64();
+        if tripped {
+            t.rules[i].episode = Some(now);
+            let event = t.event(
+                EventKind::ForkRate { forks, window },
+                Some(&t.rules[i].rule),
+            );
+            if t.fire(i, &event, true, out) {
+                break;
+            }
+        }
+    }
+}
+
+fn on_cycle(state: &mut EngineState, now: Timestamp, out: &mut Vec<Action>) {
+    for j in &mut state.jobs {
+        if !j.overdue && now.since(j.last_run) >= j.job.every + JOB_GRACE {
+            j.overdue = true;
+            let event = job_event(
+                &j.job,
+                EventKind::JobOverdue {
+                    job: j.job.name.clone(),
+                    every: j.job.every,
+                },
+            );
+            out.push(Action::Alert {
+                route: j.job.owner.clone(),
+                event,
+            });
+        }
+    }
+    let silenced = state.is_silenced(now);
+    for t in state.targets.values_mut() {
+        t.restarts.prune(now);
+        if t.unmonitored {
+            continue;
+        }
+        let forks = t.forks.count(now);
+        let cycle = t.cycle_time;
+        for i in 0..t.rules.len() {
+            if t.rules[i].episode.is_none() {
+                continue;
+            }
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "fork counts in one window are far below 2^52"
+            )]
+            let (over, kind) = match t.rules[i].rule.condition {
+                Condition::Forks { per_sec } => (
+                    forks as f64 > per_sec * cycle.as_secs_f64(),
+                    EventKind::ForkRateRecovered,
+                ),
+                Condition::Restarts { count, window } => (
+                    t.restarts.count(now, window.duration(cycle)) > count as usize,
+                    EventKind::FlappingRecovered,
+                ),
+                _ => continue,
+            };
+            if over {
+                continue;
+            }
+            t.rules[i].episode = None;
+            if !silenced {
+                let event = t.event(kind, Some(&t.rules[i].rule));
+                t.fire(i, &event, false, out);
+            }
+        }
+    }
+}

@@ -1,0 +1,646 @@
+//! Engine scenarios as specifications: a configuration, then a table of `(seconds, input) -> actions`.
+//!
+//! Actions are written in a compact form so a table reads like a log:
+//! `alert ROUTE TARGET: WHAT` (route `-` is the default), `restart web`, `reload web`, `unmonitor web`,
+//! `exec /path args`.
+
+use inspeq_daemon::config::{Diagnostic, load};
+use inspeq_daemon::engine::{
+    Action, EngineState, EventKind, Input, ProcessExit, Sample, Target, Timestamp, step,
+    swap_used_percent,
+};
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+fn engine(files: &[(&str, &str)]) -> EngineState {
+    let (config, diagnostics) = load(files.iter().copied());
+    let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
+    assert!(
+        errors.is_empty(),
+        "scenario configuration has errors: {errors:#?}"
+    );
+    EngineState::new(&config, Timestamp::ZERO)
+}
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Alert { route, event } => {
+            let text = event.rule.as_ref().map_or("", |r| r.text.as_str());
+            let what = match &event.kind {
+                EventKind::RuleFailed { value } => format!("failed `{text}` ({value})"),
+                EventKind::RuleRecovered { value, failed_for } => {
+                    format!(
+                        "recovered `{text}` ({value}) after {}s",
+                        failed_for.as_secs()
+                    )
+                }
+                EventKind::ProcessExited(exit) => match (exit.exit_code, exit.signal) {
+                    (Some(code), _) => format!("`{text}` on exit code {code}"),
+                    (None, Some(signal)) => format!("`{text}` on signal {signal}"),
+                    (None, None) => format!("`{text}` on exit"),
+                },
+                EventKind::ProcessDown => "down".to_owned(),
+                EventKind::ProcessUp { pid } => format!("up as pid {pid}"),
+                EventKind::ForkRate { forks, window } => {
+                    format!("`{text}`: {forks} forks in {}s", window.as_secs())
+                }
+                EventKind::ForkRateRecovered => format!("recovered `{text}`"),
+                EventKind::Flapping { restarts, window } => {
+                    format!("`{text}`: {restarts} restarts in {}s", window.as_secs())
+                }
+                EventKind::FlappingRecovered => format!("recovered `{text}`"),
+                EventKind::JobOverdue { job, .. } => format!("job {job} overdue"),
+                EventKind::JobRan { job } => format!("job {job} ran"),
+            };
+            format!(
+                "alert {} {}: {what}",
+                route.as_deref().unwrap_or("-"),
+                event.target
+            )
+        }
+        Action::Restart { service } => format!("restart {service}"),
+        Action::Reload { service } => format!("reload {service}"),
+        Action::Unmonitor { service } => format!("unmonitor {service}"),
+        Action::Exec { argv, .. } => format!("exec {}", argv.join(" ")),
+    }
+}
+
+/// Runs the steps in order, checking each step's actions exactly.
+fn play(state: &mut EngineState, steps: Vec<(u64, Input, &[&str])>) {
+    for (i, (at, input, expected)) in steps.into_iter().enumerate() {
+        let shown = format!("{input:?}");
+        let actual: Vec<String> = step(state, input, Timestamp::from_secs(at))
+            .iter()
+            .map(describe)
+            .collect();
+        assert_eq!(actual, expected, "step {i} at {at}s: {shown}");
+    }
+}
+
+fn svc(name: &str, metrics: &[(&str, f64)]) -> Input {
+    let sample = metrics.iter().fold(
+        Sample::new(Target::Service(name.to_owned())),
+        |s, (m, v)| s.with(m, *v),
+    );
+    Input::Sample(sample)
+}
+
+fn host(cores: u32, metrics: &[(&str, f64)]) -> Input {
+    let sample = metrics
+        .iter()
+        .fold(Sample::new(Target::Host).cores(cores), |s, (m, v)| {
+            s.with(m, *v)
+        });
+    Input::Sample(sample)
+}
+
+fn exit(service: &str, exit_code: Option<i32>, signal: Option<i32>) -> Input {
+    Input::ProcessExited(ProcessExit {
+        service: service.to_owned(),
+        pid: 100,
+        exit_code,
+        signal,
+        core_dumped: false,
+        oom_killed: false,
+        requested: false,
+    })
+}
+
+fn started(service: &str, pid: u32) -> Input {
+    Input::ProcessStarted {
+        service: service.to_owned(),
+        pid,
+    }
+}
+
+const NONE: &[&str] = &[];
+
+#[test]
+fn a_gauge_rule_fails_once_recovers_once_and_never_restarts_on_recovery() {
+    let mut s = engine(&[(
+        "web.inq",
+        "check service web\n  if memory:rss > 1g then alert, restart\n",
+    )]);
+    play(
+        &mut s,
+        vec![
+            (0, svc("web", &[("memory:rss", 0.5 * GIB)]), NONE),
+            (
+                15,
+                svc("web", &[("memory:rss", 2.0 * GIB)]),
+                &[
+                    "alert - web: failed `memory:rss > 1g` (2147483648)",
+                    "restart web",
+                ],
+            ),
+            (30, svc("web", &[("memory:rss", 3.0 * GIB)]), NONE),
+            (45, svc("web", &[("memory:rss", 0.5 * GIB)]), NONE),
+            // Inspeqtor's quirk: its Restarter also fired on RuleRecovered. Only the alert runs here.
+            (
+                60,
+                svc("web", &[("memory:rss", 0.5 * GIB)]),
+                &["alert - web: recovered `memory:rss > 1g` (536870912) after 45s"],
+            ),
+            (75, svc("web", &[("memory:rss", 0.5 * GIB)]), NONE),
+        ],
+    );
+}
+
+#[test]
+fn one_good_cycle_inside_an_incident_does_not_end_it() {
+    let mut s = engine(&[(
+        "web.inq",
+        "check service web\n  if memory:rss > 1g then alert\n",
+    )]);
+    play(
+        &mut s,
+        vec![
+            (
+                0,
+                svc("web", &[("memory:rss", 2.0 * GIB)]),
+                &["alert - web: failed `memory:rss > 1g` (2147483648)"],
+            ),
+            (15, svc("web", &[("memory:rss", 0.0)]), NONE),
+            (30, svc("web", &[("memory:rss", 2.0 * GIB)]), NONE),
+            (45, svc("web", &[("memory:rss", 0.0)]), NONE),
+            (
+                60,
+                svc("web", &[("memory:rss", 0.0)]),
+                &["alert - web: recovered `memory:rss > 1g` (0) after 60s"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn for_n_cycles_needs_n_consecutive_tripped_cycles() {
+    let mut s = engine(&[(
+        "web.inq",
+        "check service web\n  if memory:rss > 1g for 3 cycles then alert\n",
+    )]);
+    let high = || svc("web", &[("memory:rss", 2.0 * GIB)]);
+    let low = || svc("web", &[("memory:rss", 0.0)]);
+    play(
+        &mut s,
+        vec![
+            (0, high(), NONE),
+            (15, high(), NONE),
+            (30, low(), NONE),
+            (45, high(), NONE),
+            (60, high(), NONE),
+            (
+                75,
+                high(),
+                &["alert - web: failed `memory:rss > 1g for 3 cycles` (2147483648)"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn missing_data_skips_the_cycle_without_touching_the_rule() {
+    let mut s = engine(&[(
+        "web.inq",
+        "check service web\n  if memory:rss > 1g for 2 cycles then alert\n",
+    )]);
+    play(
+        &mut s,
+        vec![
+            (0, svc("web", &[("memory:rss", 2.0 * GIB)]), NONE),
+            (15, svc("web", &[]), NONE),
+            (
+                30,
+                svc("web", &[("memory:rss", 2.0 * GIB)]),
+                &["alert - web: failed `memory:rss > 1g for 2 cycles` (2147483648)"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn counters_compare_the_change_per_cycle_or_per_second() {
+    let files = [(
+        "db.inq",
+        "check service db\n  if mysql:Queries > 1k/sec then alert\n  if mysql:Slow_queries > 10 then alert\n",
+    )];
+    let mut s = engine(&files);
+    play(
+        &mut s,
+        vec![
+            // The first sample of a counter has nothing to compare with: skipped, not read as 0 or -1.
+            (
+                0,
+                svc(
+                    "db",
+                    &[
+                        ("mysql:Queries", 1_000_000.0),
+                        ("mysql:Slow_queries", 500.0),
+                    ],
+                ),
+                NONE,
+            ),
+            (
+                15,
+                svc(
+                    "db",
+                    &[
+                        ("mysql:Queries", 1_015_000.0),
+                        ("mysql:Slow_queries", 505.0),
+                    ],
+                ),
+                NONE,
+            ),
+            (
+                30,
+                svc(
+                    "db",
+                    &[
+                        ("mysql:Queries", 1_045_720.0),
+                        ("mysql:Slow_queries", 520.0),
+                    ],
+                ),
+                &[
+                    "alert - db: failed `mysql:Queries > 1k/sec` (2048)",
+                    "alert - db: failed `mysql:Slow_queries > 10` (15)",
+                ],
+            ),
+            // A counter going backwards (the server restarted) gives no value this cycle.
+            (
+                45,
+                svc(
+                    "db",
+                    &[("mysql:Queries", 10.0), ("mysql:Slow_queries", 0.0)],
+                ),
+                NONE,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn host_cpu_is_normalised_per_core_and_process_cpu_is_per_one_core() {
+    let files = [
+        ("host.inq", "check host\n  if cpu:user > 50% then alert\n"),
+        (
+            "web.inq",
+            "check service web\n  if cpu:user > 150% then alert\n",
+        ),
+    ];
+    let mut s = engine(&files);
+    play(
+        &mut s,
+        vec![
+            (0, host(4, &[("cpu:user", 1000.0)]), NONE),
+            // 36 CPU-seconds in 15 s on 4 cores: 60 % of the machine (Inspeqtor would say 240 %).
+            (
+                15,
+                host(4, &[("cpu:user", 1036.0)]),
+                &["alert - host: failed `cpu:user > 50%` (60)"],
+            ),
+            (0, svc("web", &[("cpu:user", 10.0)]), NONE),
+            // 30 CPU-seconds in 15 s: two cores busy, 200 % of one core.
+            (
+                15,
+                svc("web", &[("cpu:user", 40.0)]),
+                &["alert - web: failed `cpu:user > 150%` (200)"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_host_without_swap_uses_zero_percent_of_it() {
+    assert_eq!(swap_used_percent(0, 0), 0.0);
+    assert_eq!(swap_used_percent(1000, 250), 75.0);
+    assert_eq!(swap_used_percent(1000, 2000), 0.0);
+}
+
+#[test]
+fn deploys_silence_rules_and_reset_their_counts_then_one_grace_cycle() {
+    let files = [
+        ("inspeq.conf", "set deploy_length 60\n"),
+        (
+            "web.inq",
+            "check service web\n  if memory:rss > 1g for 2 cycles then alert\n  if crashed then restart\n",
+        ),
+    ];
+    let mut s = engine(&files);
+    let high = || svc("web", &[("memory:rss", 2.0 * GIB)]);
+    play(
+        &mut s,
+        vec![
+            (0, high(), NONE),
+            (10, Input::DeployStarted, NONE),
+            (15, high(), NONE),
+            (20, exit("web", Some(1), None), NONE),
+            (30, high(), NONE),
+            (40, Input::DeployFinished, NONE),
+            // Still inside the grace cycle (15 s after finish).
+            (45, high(), NONE),
+            // The count restarted from zero after the deploy: two more cycles are needed.
+            (60, high(), NONE),
+            (
+                75,
+                high(),
+                &["alert - web: failed `memory:rss > 1g for 2 cycles` (2147483648)"],
+            ),
+            (80, exit("web", Some(1), None), &["restart web"]),
+        ],
+    );
+}
+
+#[test]
+fn a_deploy_that_never_finishes_ends_after_deploy_length() {
+    let files = [
+        ("inspeq.conf", "set deploy_length 60\n"),
+        (
+            "web.inq",
+            "check service web\n  if memory:rss > 1g then alert\n",
+        ),
+    ];
+    let mut s = engine(&files);
+    play(
+        &mut s,
+        vec![
+            (0, Input::DeployStarted, NONE),
+            (59, svc("web", &[("memory:rss", 2.0 * GIB)]), NONE),
+            (
+                60,
+                svc("web", &[("memory:rss", 2.0 * GIB)]),
+                &["alert - web: failed `memory:rss > 1g` (2147483648)"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
+    let inq = "check service web\n\
+               \x20 if exited then alert\n\
+               \x20 if crashed then restart\n\
+               \x20 if signaled SIGKILL then exec /usr/local/bin/why-killed web\n\
+               \x20 if exit_code == 75 then reload\n\
+               \x20 if oom_killed then alert\n";
+    let mut s = engine(&[("web.inq", inq)]);
+    let oom = Input::ProcessExited(ProcessExit {
+        service: "web".into(),
+        pid: 7,
+        exit_code: None,
+        signal: Some(9),
+        core_dumped: false,
+        oom_killed: true,
+        requested: false,
+    });
+    let requested = Input::ProcessExited(ProcessExit {
+        service: "web".into(),
+        pid: 8,
+        exit_code: None,
+        signal: Some(15),
+        core_dumped: false,
+        oom_killed: false,
+        requested: true,
+    });
+    play(
+        &mut s,
+        vec![
+            (
+                1,
+                exit("web", Some(0), None),
+                &["alert - web: `exited` on exit code 0"],
+            ),
+            (
+                2,
+                exit("web", Some(75), None),
+                &[
+                    "alert - web: `exited` on exit code 75",
+                    "restart web",
+                    "reload web",
+                ],
+            ),
+            (
+                3,
+                exit("web", None, Some(11)),
+                &["alert - web: `exited` on signal 11", "restart web"],
+            ),
+            (
+                4,
+                oom,
+                &[
+                    "alert - web: `exited` on signal 9",
+                    "restart web",
+                    "exec /usr/local/bin/why-killed web",
+                    "alert - web: `oom_killed` on signal 9",
+                ],
+            ),
+            // inspeq's own restart (or a unit stop) is not a crash.
+            (5, requested, NONE),
+        ],
+    );
+}
+
+#[test]
+fn without_exit_rules_a_service_reports_down_and_up_like_inspeqtor() {
+    let mut s = engine(&[
+        ("inspeq.conf", "send alerts to ops via log\n"),
+        (
+            "web.inq",
+            "check service web with owner ops\n  if memory:rss > 1g then alert\n",
+        ),
+    ]);
+    play(
+        &mut s,
+        vec![
+            // Found running at startup: silent.
+            (0, started("web", 10), NONE),
+            (5, exit("web", Some(1), None), &["alert ops web: down"]),
+            // The init system saying the same again changes nothing.
+            (
+                6,
+                Input::ServiceDown {
+                    service: "web".into(),
+                },
+                NONE,
+            ),
+            (8, started("web", 11), &["alert ops web: up as pid 11"]),
+        ],
+    );
+}
+
+#[test]
+fn fork_rate_is_judged_over_one_cycle_and_reported_once_per_burst() {
+    let mut s = engine(&[
+        ("inspeq.conf", "set cycle_time 10\n"),
+        (
+            "web.inq",
+            "check service web\n  if forks > 10/sec then alert\n",
+        ),
+    ]);
+    // 100 forks in a 10 s cycle is exactly 10/sec: not more.
+    let mut steps: Vec<(u64, Input, &[&str])> = (0..100)
+        .map(|i| {
+            (
+                i / 10,
+                Input::Forked {
+                    service: "web".into(),
+                },
+                NONE,
+            )
+        })
+        .collect();
+    steps.push((
+        9,
+        Input::Forked {
+            service: "web".into(),
+        },
+        &["alert - web: `forks > 10/sec`: 101 forks in 10s"],
+    ));
+    steps.push((
+        9,
+        Input::Forked {
+            service: "web".into(),
+        },
+        NONE,
+    ));
+    steps.push((9, Input::Cycle, NONE));
+    // At 10 s the forks of second 0 leave the window: 91 in the last 10 s.
+    steps.push((
+        10,
+        Input::Cycle,
+        &["alert - web: recovered `forks > 10/sec`"],
+    ));
+    play(&mut s, steps);
+}
+
+#[test]
+fn flapping_is_counted_in_time_and_unmonitor_stops_everything_until_remonitor() {
+    let inq = "check service web\n  if restarts > 2 within 5 minutes then unmonitor, alert\n  if crashed then restart\n";
+    let mut s = engine(&[("web.inq", inq)]);
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 1), NONE),
+            (10, exit("web", Some(1), None), &["restart web"]),
+            (11, started("web", 2), NONE),
+            (20, exit("web", Some(1), None), &["restart web"]),
+            (21, started("web", 3), NONE),
+            (30, exit("web", Some(1), None), &["restart web"]),
+            (
+                31,
+                started("web", 4),
+                &[
+                    "unmonitor web",
+                    "alert - web: `restarts > 2 within 5 minutes`: 3 restarts in 300s",
+                ],
+            ),
+            (40, exit("web", Some(1), None), NONE),
+            (50, started("web", 5), NONE),
+            (
+                60,
+                Input::Remonitor {
+                    service: "web".into(),
+                },
+                NONE,
+            ),
+            (70, exit("web", Some(1), None), &["restart web"]),
+        ],
+    );
+    assert!(!s.is_unmonitored("web"));
+}
+
+#[test]
+fn restarts_spread_wider_than_the_window_are_not_flapping() {
+    let inq = "check service web\n  if restarts > 1 within 2 cycles then alert\n";
+    let mut s = engine(&[("inspeq.conf", "set cycle_time 10\n"), ("web.inq", inq)]);
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 1), NONE),
+            (10, started("web", 2), NONE),
+            (30, started("web", 3), NONE),
+            (
+                35,
+                started("web", 4),
+                &["alert - web: `restarts > 1 within 2 cycles`: 2 restarts in 20s"],
+            ),
+            (49, Input::Cycle, NONE),
+            // The restart at 30 s is now a full window (20 s) old.
+            (
+                50,
+                Input::Cycle,
+                &["alert - web: recovered `restarts > 1 within 2 cycles`"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn jobs_are_overdue_after_their_period_plus_a_minute_and_report_when_they_run() {
+    let mut s = engine(&[
+        ("inspeq.conf", "send alerts to ops via log\n"),
+        (
+            "jobs.inq",
+            "check jobs with owner ops\nbackup happens every 1 hour\n",
+        ),
+    ]);
+    play(
+        &mut s,
+        vec![
+            (3659, Input::Cycle, NONE),
+            (3660, Input::Cycle, &["alert ops host: job backup overdue"]),
+            (3675, Input::Cycle, NONE),
+            (
+                3700,
+                Input::JobDone {
+                    job: "backup".into(),
+                },
+                &["alert ops host: job backup ran"],
+            ),
+            (3700 + 3659, Input::Cycle, NONE),
+            (
+                3700 + 3660,
+                Input::Cycle,
+                &["alert ops host: job backup overdue"],
+            ),
+        ],
+    );
+    assert!(s.knows_job("backup") && !s.knows_job("nightly"));
+}
+
+#[test]
+fn alerts_route_by_rule_then_owner_then_default() {
+    let conf = "send alerts via log\nsend alerts to ops via log\nsend alerts to dev via log\n";
+    let inq = "check service web with owner dev\n  if memory:rss > 1g then alert ops\n  if memory:rss > 2g then alert\n\
+               check service db\n  if memory:rss > 1g then alert\n";
+    let mut s = engine(&[("inspeq.conf", conf), ("web.inq", inq)]);
+    play(
+        &mut s,
+        vec![
+            (
+                0,
+                svc("web", &[("memory:rss", 3.0 * GIB)]),
+                &[
+                    "alert ops web: failed `memory:rss > 1g` (3221225472)",
+                    "alert dev web: failed `memory:rss > 2g` (3221225472)",
+                ],
+            ),
+            (
+                0,
+                svc("db", &[("memory:rss", 3.0 * GIB)]),
+                &["alert - db: failed `memory:rss > 1g` (3221225472)"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn inputs_for_unknown_services_are_ignored() {
+    let mut s = engine(&[("web.inq", "check service web\n  if exited then alert\n")]);
+    play(
+        &mut s,
+        vec![
+            (0, exit("ghost", Some(1), None), NONE),
+            (0, svc("ghost", &[("memory:rss", 1.0)]), NONE),
+            (0, Input::JobDone { job: "nope".into() }, NONE),
+        ],
+    );
+}
