@@ -17,6 +17,14 @@ pub const MAP_OOM_VICTIMS: &str = "OOM_VICTIMS";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// The ring buffer.
 pub const MAP_EVENTS: &str = "EVENTS";
+/// Array `READER_STATE`, one `u32`: `READER_IDLE` or `READER_POLLING`, written by
+/// the daemon, read by every program before it submits a record.
+pub const MAP_READER_STATE: &str = "READER_STATE";
+
+/// The reader sleeps until woken: records use the kernel's adaptive notification.
+pub const READER_IDLE: u32 = 0;
+/// The reader drains the ring by itself every millisecond: records wake nobody.
+pub const READER_POLLING: u32 = 1;
 
 /// The ring buffer's default size in bytes (a power of two, a multiple of the page
 /// size). 256 KiB hold about 3,000 exit records.
@@ -48,8 +56,6 @@ pub mod globals {
     pub const TP_NEWTASK_PID: &str = "TP_NEWTASK_PID_OFF";
     /// `task_newtask` tracepoint: offset of `clone_flags`.
     pub const TP_NEWTASK_CLONE_FLAGS: &str = "TP_NEWTASK_CLONE_FLAGS_OFF";
-    /// `rss_stat` tracepoint: offset of `curr`.
-    pub const TP_RSS_CURR: &str = "TP_RSS_CURR_OFF";
     /// `mark_victim` tracepoint: offset of `pid`.
     pub const TP_OOM_PID: &str = "TP_OOM_PID_OFF";
     /// The page size, to turn `rss_stat` page counts into bytes.

@@ -3,7 +3,7 @@
 //!
 //! - `exit`: `sched:sched_process_exit` → one [`ProcessExit`] per dying process;
 //! - `fork`: `task:task_newtask` → [`ProcessFork`], and process-tree inheritance;
-//! - `rss`: `kmem:rss_stat` → [`RssChange`] on threshold crossings and large moves;
+//! - `rss`: `rss_stat` (raw) → [`RssChange`] on threshold crossings and large moves;
 //! - `oom`: `oom:mark_victim` → marks a process so its exit says "OOM killed".
 //!
 //! `watch` decides whether the current task is watched; `emit` owns the ring buffer,
@@ -24,7 +24,10 @@ mod rss;
 mod task;
 mod watch;
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn inspeq_exit(ctx: TracePointContext) -> u32 {
@@ -38,8 +41,8 @@ pub fn inspeq_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint(category = "kmem", name = "rss_stat")]
-pub fn inspeq_rss(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "rss_stat")]
+pub fn inspeq_rss(ctx: RawTracePointContext) -> i32 {
     let _ = rss::try_rss(&ctx);
     0
 }

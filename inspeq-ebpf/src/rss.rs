@@ -1,19 +1,25 @@
-//! `kmem:rss_stat`: fires on every RSS counter change, about once per 4 KiB page.
-//! Per-process state stays here; a record leaves the kernel only when a watched
-//! process's RSS crosses its watch's threshold (up, or down past the hysteresis)
-//! or moved by the watch's delta. Userspace never sees per-page traffic.
+//! `rss_stat` (a raw tracepoint): fires on every RSS counter change, about once
+//! per 4 KiB page. Per-process state stays here; a record leaves the kernel only
+//! when a watched process's RSS crosses its watch's threshold (up, or down past
+//! the hysteresis) or moved by the watch's delta. Userspace never sees per-page
+//! traffic.
 //!
-//! Only hits with `curr` set are used: then the mm is the current task's and the
-//! RSS can be read from it directly. Hits without it (the parent's copy at fork,
-//! teardown at exit, reclaim) would need an `mm_id → tgid` map to attribute.
+//! Raw, not the classic `kmem:rss_stat`: at this rate the classic path's cost is
+//! mostly the kernel filling a trace record (hashing the mm pointer among other
+//! things) before the program even runs, for every page of every process. The raw
+//! tracepoint hands over `TP_PROTO`'s arguments; the first, `struct mm_struct *`,
+//! has been stable since the tracepoint appeared (5.5).
+//!
+//! Only changes to the current task's own mm are used: then the RSS can be read
+//! from it directly. Others (the parent's copy at fork, teardown at exit,
+//! reclaim) would need an `mm → tgid` map to attribute.
 
 use aya_ebpf::{
-    Global,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     helpers::generated::{bpf_get_current_cgroup_id, bpf_get_current_task},
     macros::map,
     maps::HashMap,
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use inspeq_common::{
     EventKind, Header, RSS_CROSSED_DOWN, RSS_CROSSED_UP, RSS_MOVED, RssChange, RssState, WATCH_FLAG_RSS,
@@ -24,17 +30,15 @@ use crate::{
     task, watch,
 };
 
-#[unsafe(no_mangle)]
-static TP_RSS_CURR_OFF: Global<u32> = Global::new(12);
-
 // Not preallocated, as WATCH_TGIDS.
 #[map(name = "RSS_STATE")]
 pub static RSS_STATE: HashMap<u32, RssState> = HashMap::with_max_entries(65536, 1);
 
 #[inline(always)]
-pub fn try_rss(ctx: &TracePointContext) -> Result<(), i64> {
-    let curr: u32 = unsafe { ctx.read_at(TP_RSS_CURR_OFF.load() as usize) }.map_err(|e| e as i64)?;
-    if curr == 0 {
+pub fn try_rss(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let mm: u64 = ctx.arg(0);
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    if task::mm(task) != Some(mm) {
         return Ok(());
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -44,7 +48,6 @@ pub fn try_rss(ctx: &TracePointContext) -> Result<(), i64> {
     if cfg.flags & WATCH_FLAG_RSS == 0 {
         return Ok(());
     }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
     let Some(rss) = task::rss_bytes(task) else {
         return Ok(());
     };

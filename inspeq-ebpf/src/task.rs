@@ -61,6 +61,13 @@ pub fn parent_tgid(task: *const u8) -> Result<u32, i64> {
     unsafe { read(parent, TASK_TGID_OFF.load()) }
 }
 
+/// The address of `task`'s mm, or `None` for a task without one.
+#[inline(always)]
+pub fn mm(task: *const u8) -> Option<u64> {
+    let mm: u64 = unsafe { read(task, TASK_MM_OFF.load()).ok()? };
+    (mm != 0).then_some(mm)
+}
+
 /// Resident bytes of `task`'s address space (file + anon + shmem pages), or `None`
 /// for a task without one (a kernel thread, or an mm already released).
 #[inline(always)]

@@ -1,11 +1,11 @@
 //! The eBPF path: load the embedded object, set its globals from BTF and tracefs,
 //! attach the tracepoints, keep the watch maps, and read the ring buffer on tokio.
 //!
-//! The kernel wakes the reader only for a record landing in a drained ring (see
-//! `emit.rs` on the kernel side). Once woken the reader is "busy": it polls every
-//! [`BUSY_POLL`] for as long as polls find records, and the kernel, seeing the
-//! reader behind, wakes nobody meanwhile. A quiet reader sleeps on the ring's fd
-//! with no timer, so an idle daemon costs nothing. Drops are counted per CPU in the kernel and turned into
+//! Wakeups follow the reader's state, which it publishes in `READER_STATE` (see
+//! `emit.rs` on the kernel side): an idle reader sleeps on the ring's fd with no
+//! timer and is woken by the first record; once records flow it switches to
+//! polling every [`BUSY_POLL`] and the kernel wakes nobody, so storms pay no
+//! wakeups; when a poll finds nothing it goes idle again. Drops are counted per CPU in the kernel and turned into
 //! [`Observation::EventsLost`] here.
 
 use std::{
@@ -17,11 +17,11 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
 };
 use inspeq_common::{
-    COUNTER_DROPPED, COUNTER_EMITTED, MAP_COUNTERS, MAP_EVENTS, MAP_WATCH_CGROUPS,
+    COUNTER_DROPPED, COUNTER_EMITTED, MAP_COUNTERS, MAP_READER_STATE, READER_IDLE, READER_POLLING, MAP_EVENTS, MAP_WATCH_CGROUPS,
     MAP_WATCH_TGIDS, WatchConfig, globals,
 };
 use tokio::io::{Interest, unix::AsyncFd};
@@ -35,8 +35,12 @@ use super::{
     watch::{WatchSettings, WatchTarget},
 };
 
-/// How often a busy reader polls: the longest a record waits while records flow.
-const BUSY_POLL: Duration = Duration::from_micros(500);
+/// How often a polling reader drains the ring: the longest a record waits while
+/// records flow (tokio's timer has a 1 ms tick).
+const BUSY_POLL: Duration = Duration::from_millis(1);
+
+/// This many wakeups within one [`BUSY_POLL`] switch the reader to polling.
+const FLOW_WAKEUPS: usize = 4;
 
 /// How often a busy reader reads the drop counters (a few syscalls).
 const COUNTER_PERIOD: Duration = Duration::from_millis(100);
@@ -45,11 +49,12 @@ const COUNTER_PERIOD: Duration = Duration::from_millis(100);
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspeq"));
 
 /// (program, category, tracepoint, required): an optional program that fails to
-/// attach costs a feature, not the daemon.
+/// attach costs a feature, not the daemon. An empty category means a raw
+/// tracepoint.
 const PROGRAMS: [(&str, &str, &str, bool); 4] = [
     ("inspeq_exit", "sched", "sched_process_exit", true),
     ("inspeq_fork", "task", "task_newtask", true),
-    ("inspeq_rss", "kmem", "rss_stat", false),
+    ("inspeq_rss", "", "rss_stat", false),
     ("inspeq_oom", "oom", "mark_victim", false),
 ];
 
@@ -81,7 +86,6 @@ impl Offsets {
             (globals::TP_EXIT_GROUP_DEAD, field("sched", "sched_process_exit", "group_dead")?),
             (globals::TP_NEWTASK_PID, field("task", "task_newtask", "pid")?),
             (globals::TP_NEWTASK_CLONE_FLAGS, field("task", "task_newtask", "clone_flags")?),
-            (globals::TP_RSS_CURR, field("kmem", "rss_stat", "curr").unwrap_or(u32::MAX)),
             (globals::TP_OOM_PID, field("oom", "mark_victim", "pid").unwrap_or(u32::MAX)),
         ]))
     }
@@ -95,7 +99,12 @@ pub struct EbpfMonitor {
     cgroups: HashMap<MapData, u64, WatchConfig>,
     tgids: HashMap<MapData, u32, WatchConfig>,
     counters: PerCpuArray<MapData, u64>,
-    /// The last drain found records: poll again after BUSY_POLL.
+    reader_state: Array<MapData, u32>,
+    /// When the reader was last woken by the kernel, the last FLOW_WAKEUPS times.
+    wakeups: [Option<Instant>; FLOW_WAKEUPS],
+    next_wakeup: usize,
+    /// Polling: the last drain found records, so poll again after BUSY_POLL (and
+    /// the kernel side, told so, wakes nobody).
     busy: bool,
     /// Last seen totals of the per-CPU counters, to report drops as deltas.
     seen_dropped: [u64; 4],
@@ -150,13 +159,18 @@ impl EbpfMonitor {
         let mut program_ids = Vec::new();
         for (program, category, tracepoint, required) in PROGRAMS {
             let result = (|| {
-                let prog: &mut TracePoint = ebpf
-                    .program_mut(program)
-                    .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
-                    .try_into()?;
-                prog.load()?;
-                prog.attach(category, tracepoint)?;
-                prog.info().map(|info| info.id())
+                let prog = ebpf.program_mut(program).ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
+                if category.is_empty() {
+                    let prog: &mut RawTracePoint = prog.try_into()?;
+                    prog.load()?;
+                    prog.attach(tracepoint)?;
+                    prog.info().map(|info| info.id())
+                } else {
+                    let prog: &mut TracePoint = prog.try_into()?;
+                    prog.load()?;
+                    prog.attach(category, tracepoint)?;
+                    prog.info().map(|info| info.id())
+                }
             })();
             match result {
                 Ok(id) => program_ids.push((program, id)),
@@ -164,8 +178,9 @@ impl EbpfMonitor {
                 if required {
                     return Err(KernelError::Attach { program, source: Box::new(source) });
                 }
-                    log::warn!("kernel: {category}:{tracepoint} not attached ({source}); that feature is off");
-                    missing.push(format!("{category}:{tracepoint}"));
+                    let name = if category.is_empty() { format!("raw:{tracepoint}") } else { format!("{category}:{tracepoint}") };
+                    log::warn!("kernel: {name} not attached ({source}); that feature is off");
+                    missing.push(name);
                 }
             }
         }
@@ -177,6 +192,7 @@ impl EbpfMonitor {
         let cgroups = map(&mut ebpf, MAP_WATCH_CGROUPS)?;
         let tgids = map(&mut ebpf, MAP_WATCH_TGIDS)?;
         let counters = map(&mut ebpf, MAP_COUNTERS)?;
+        let reader_state = map(&mut ebpf, MAP_READER_STATE)?;
         log::debug!("kernel: ring buffer fd {}", ring.get_ref().as_raw_fd());
         Ok(Self {
             _ebpf: ebpf,
@@ -184,6 +200,9 @@ impl EbpfMonitor {
             cgroups,
             tgids,
             counters,
+            reader_state,
+            wakeups: [None; FLOW_WAKEUPS],
+            next_wakeup: 0,
             busy: false,
             seen_dropped: [0; 4],
             last_counter_check: Instant::now(),
@@ -261,30 +280,73 @@ impl EbpfMonitor {
     pub async fn next_batch(&mut self, out: &mut Vec<Observation>) -> Result<(), KernelError> {
         loop {
             let before = out.len();
-            if self.busy {
-                tokio::time::sleep(BUSY_POLL).await;
-                drain_ring(self.ring.get_mut(), out, &mut self.stats);
-            } else {
-                let mut guard = self
-                    .ring
-                    .readable_mut()
-                    .await
-                    .map_err(|source| KernelError::Io { what: "waiting on the ring buffer", source })?;
-                // Cleared before draining: a wakeup for a record committed after
-                // the drain must not be cleared with it.
-                guard.clear_ready();
-                drain_ring(guard.get_inner_mut(), out, &mut self.stats);
+            let poll = async {
+                if self.busy {
+                    tokio::time::sleep(BUSY_POLL).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let mut woken = false;
+            tokio::select! {
+                // A wakeup (idle), or a nudge (see emit.rs): answered at once.
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard.map_err(|source| KernelError::Io { what: "waiting on the ring buffer", source })?;
+                    // Cleared before draining: a wakeup for a record committed after
+                    // the drain must not be cleared with it.
+                    guard.clear_ready();
+                    drain_ring(guard.get_inner_mut(), out, &mut self.stats);
+                    woken = true;
+                }
+                () = poll => drain_ring(self.ring.get_mut(), out, &mut self.stats),
             }
-            let found = out.len() > before;
-            // Drops happen only while records flow: read the counters now and then
-            // while busy, and once when the flow stops.
-            if (found && self.last_counter_check.elapsed() >= COUNTER_PERIOD) || (self.busy && !found) {
+            let mut found = out.len() > before;
+            // FLOW_WAKEUPS wakeups within one poll period mean records are flowing
+            // (thousands a second): polling is cheaper from here on. A service that
+            // forks and reaps now and then still has each record wake the reader.
+            let mut flowing = false;
+            if woken {
+                let slot = &mut self.wakeups[self.next_wakeup];
+                flowing = slot.is_some_and(|at| at.elapsed() < BUSY_POLL);
+                *slot = Some(Instant::now());
+                self.next_wakeup = (self.next_wakeup + 1) % FLOW_WAKEUPS;
+            }
+            if found && !self.busy {
+                if flowing {
+                    self.set_reader_state(READER_POLLING);
+                    self.busy = true;
+                }
+            } else if !found && self.busy {
+                self.set_reader_state(READER_IDLE);
+                // The flag must be visible before the last look, or a record whose
+                // program still saw "polling" could slip past both (emit.rs nudges
+                // in that case).
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                drain_ring(self.ring.get_mut(), out, &mut self.stats);
+                found = out.len() > before;
+                if found {
+                    self.set_reader_state(READER_POLLING);
+                } else {
+                    self.busy = false;
+                    // Drops happen only while records flow: read the counters once
+                    // when the flow stops.
+                    self.check_counters(out);
+                }
+            }
+            // ... and now and then while they flow.
+            if found && self.last_counter_check.elapsed() >= COUNTER_PERIOD {
                 self.check_counters(out);
             }
-            self.busy = found;
             if !out.is_empty() {
                 return Ok(());
             }
+        }
+    }
+
+    fn set_reader_state(&mut self, state: u32) {
+        if let Err(err) = self.reader_state.set(0, state, 0) {
+            // Harmless either way: idle costs wakeups, polling costs latency until the next record.
+            log::warn!("kernel: cannot publish the reader state: {err}");
         }
     }
 

@@ -19,7 +19,7 @@ pub enum Which {
         #[arg(long, default_value_t = 3)]
         storm_secs: u32,
         /// Interleaved storm rounds (no daemon, watched, unwatched); medians are reported.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
 }
