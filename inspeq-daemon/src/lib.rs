@@ -11,13 +11,21 @@
 //!   the /proc fallback; yields [`kernel::Observation`]s.
 //! - [`init`]: init systems (systemd over D-Bus, upstart, runit, init.d, pidfile
 //!   processes): look services up, restart and reload them, announce changes.
+//! - [`daemon`]: `inspeqd` itself: the event loop, executor, reload, status.
+//! - [`control`]: the control socket protocol, server and client (`inspeqctl`).
+//! - [`metrics`]: per-cycle host and process metrics from procfs.
+//! - [`export`]: statsd export.
 //! - [`trace`]: `inspeqd trace`, printing observations live.
 //! - `logging`: the stderr log backend.
 
 pub mod alert;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod engine;
+pub mod export;
 pub mod init;
 pub mod kernel;
 pub mod logging;
+pub mod metrics;
 pub mod trace;

@@ -1,8 +1,11 @@
 //! `inspeqd`: the inspeq daemon's command line. Parses arguments and hands over
-//! to the library.
+//! to the library: `inspeqd [OPTIONS]` runs the daemon, `inspeqd trace` prints
+//! what the kernel side sees.
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use inspeq_daemon::{logging, trace};
+use inspeq_daemon::{daemon, kernel, logging, trace};
 
 #[derive(Parser)]
 #[command(name = "inspeqd", version, about = "inspeq: event-driven service monitoring")]
@@ -10,8 +13,23 @@ struct Cli {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, global = true, default_value = "info")]
     log_level: log::LevelFilter,
+    /// The configuration directory (inspeq.conf, host.inq, services.d/, jobs.d/).
+    #[arg(long, default_value = "/etc/inspeq")]
+    config_dir: PathBuf,
+    /// The control socket [default: `set socket` in inspeq.conf, else /run/inspeq.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The group that may use the control socket (it is created mode 0660).
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// Durable state, such as the alert outbox [default: `set state_dir`, else /var/lib/inspeq].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Do not use eBPF; poll /proc every cycle instead.
+    #[arg(long)]
+    no_ebpf: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -20,13 +38,35 @@ enum Command {
     Trace(trace::TraceArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the cause chain on one line; rendered diagnostics keep their lines.
+            eprintln!("inspeqd: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_level);
     // One thread: the daemon's work is I/O-bound and a single reader keeps the
     // wakeup path short.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
-        Command::Trace(args) => runtime.block_on(trace::run(args)),
+        Some(Command::Trace(args)) => runtime.block_on(trace::run(args)),
+        None => {
+            let options = daemon::Options {
+                config_dir: cli.config_dir,
+                socket: cli.socket,
+                state_dir: cli.state_dir,
+                socket_group: cli.socket_group,
+                kernel: kernel::Options { force_fallback: cli.no_ebpf, ..kernel::Options::default() },
+                ..daemon::Options::default()
+            };
+            runtime.block_on(daemon::run(options, std::future::pending()))
+        }
     }
 }

@@ -246,6 +246,29 @@ pub(crate) fn descendants_and_self(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The processes `target` covers now: a cgroup's (with descendants, from its
+/// `cgroup.procs` files) or a process tree's. For per-cycle metrics; never a
+/// scan of all of /proc.
+pub fn members(target: &WatchTarget) -> Vec<u32> {
+    match target {
+        WatchTarget::Tree(pid) => descendants_and_self(*pid),
+        WatchTarget::Cgroup(path) => {
+            let mut out = Vec::new();
+            if let Ok(dir) = cgroup::resolve(path) {
+                cgroup::procs_recursive(&dir, &mut out);
+            }
+            out
+        }
+        WatchTarget::CgroupId(id) => {
+            let mut out = Vec::new();
+            if let Some(dir) = cgroup::path_of(*id) {
+                cgroup::procs_recursive(&dir, &mut out);
+            }
+            out
+        }
+    }
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -1,0 +1,185 @@
+//! `inspeqctl`: talks to a running `inspeqd` over its control socket, and checks
+//! configuration directories without one. Parsing arguments is all it does
+//! before handing over to the library.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use inspeq_daemon::{
+    config,
+    control::{
+        client,
+        protocol::{Request, Response, Status},
+    },
+};
+
+#[derive(Parser)]
+#[command(name = "inspeqctl", version, about = "Control a running inspeqd, or check its configuration")]
+struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, default_value = "/run/inspeq.sock")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Services, rules, jobs and the kernel path's health.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything `status` has, with the latest metric values, as JSON.
+    Export,
+    /// `start deploy`: silence alerts and actions for `deploy_length`.
+    Start {
+        #[arg(value_parser = ["deploy"])]
+        what: String,
+    },
+    /// `finish deploy`: end the silence (one grace cycle follows).
+    Finish {
+        #[arg(value_parser = ["deploy"])]
+        what: String,
+    },
+    /// The recent values of one metric: min, max, average and a sparkline.
+    Show {
+        /// `host` or a service name.
+        target: String,
+        /// A metric, e.g. `memory:rss` or `load:1`.
+        metric: String,
+    },
+    /// Record that a job ran.
+    #[command(name = "job_done", alias = "job-done")]
+    JobDone { job: String },
+    /// Reload the daemon's configuration (as SIGHUP does).
+    Reload,
+    /// Send a test alert through every route, or through ROUTE alone.
+    TestAlert { route: Option<String> },
+    /// Act on an unmonitored service again.
+    Remonitor { service: String },
+    /// Check a configuration directory and print every problem, compiler-style.
+    Check {
+        #[arg(default_value = "/etc/inspeq")]
+        dir: PathBuf,
+    },
+}
+
+fn print_status(status: &Status) {
+    println!("{} — inspeq {} — up {}s, cycle {}s", status.hostname, status.version, status.uptime_secs, status.cycle_secs);
+    if let Some(secs) = status.silenced_for_secs {
+        println!("deploy in progress: alerts and actions silenced for {secs}s more");
+    }
+    let k = &status.kernel;
+    match &k.fallback_reason {
+        Some(reason) => println!("kernel: /proc polling fallback ({reason})"),
+        None => println!(
+            "kernel: eBPF, {} observations; records emitted (exit/fork/rss) {:?}, dropped {:?}",
+            k.observations, k.emitted, k.dropped
+        ),
+    }
+    if !k.missing_tracepoints.is_empty() {
+        println!("kernel: not attached: {}", k.missing_tracepoints.join(", "));
+    }
+    let a = &status.alerts;
+    println!("alerts: {} raised, {} delivered, {} pending, {} failed attempts", a.raised, a.delivered, a.pending, a.failed_attempts);
+    if !status.host.is_empty() {
+        println!("\nhost");
+        for rule in &status.host {
+            println!("  [{}] {}", rule.state, rule.rule);
+        }
+    }
+    for s in &status.services {
+        let pid = s.pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "no pid".into());
+        let how = s.watched_by.as_deref().map(|w| format!(", watched by {w}")).unwrap_or_default();
+        println!("\n{} ({}) {} {pid}, {} process(es), {} restart(s){how}", s.name, if s.init.is_empty() { "?" } else { &s.init }, s.state, s.processes, s.restarts);
+        if let Some(w) = &s.wrapper {
+            println!("  note: the main pid is a wrapper ({w}); the whole tree/cgroup is watched");
+        }
+        for rule in &s.rules {
+            println!("  [{}] {}", rule.state, rule.rule);
+        }
+    }
+    for j in &status.jobs {
+        println!("\njob {} every {}s{}", j.name, j.every_secs, if j.overdue { " OVERDUE" } else { "" });
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let request = match cli.command {
+        Command::Check { dir } => {
+            let (_, diagnostics) = config::load_dir(&dir);
+            if diagnostics.is_empty() {
+                println!("{}: ok", dir.display());
+                return ExitCode::SUCCESS;
+            }
+            print!("{}", config::render(&diagnostics));
+            return if diagnostics.iter().any(config::Diagnostic::is_error) { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+        Command::Status { json: false } => Request::Status,
+        Command::Status { json: true } | Command::Export => Request::Export,
+        Command::Start { .. } => Request::StartDeploy,
+        Command::Finish { .. } => Request::FinishDeploy,
+        Command::Show { target, metric } => Request::Show { target, metric },
+        Command::JobDone { job } => Request::JobDone { job },
+        Command::Reload => Request::Reload,
+        Command::TestAlert { route } => Request::TestAlert { route },
+        Command::Remonitor { service } => Request::Remonitor { service },
+    };
+    let json = matches!(request, Request::Export);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("inspeqctl: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let response = match runtime.block_on(client::send(&cli.socket, request)) {
+        Ok(r) => r,
+        Err(err) => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("inspeqctl: {text}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match response {
+        Response::Ok { message } => println!("{message}"),
+        Response::Status(status) if json => println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default()),
+        Response::Status(status) => print_status(&status),
+        Response::Show(show) => {
+            if show.values.is_empty() {
+                println!("{} {}: no values yet", show.target, show.metric);
+            } else {
+                println!("{} {}  min {:.2}  max {:.2}  avg {:.2}", show.target, show.metric, show.min.unwrap_or(0.0), show.max.unwrap_or(0.0), show.avg.unwrap_or(0.0));
+                println!("{}", show.sparkline());
+            }
+        }
+        Response::TestAlert { routes } => {
+            let mut failed = false;
+            for r in routes {
+                match r.error {
+                    None => println!("{} ({}): sent", r.route, r.channel),
+                    Some(e) => {
+                        failed = true;
+                        println!("{} ({}): FAILED: {e}", r.route, r.channel);
+                    }
+                }
+            }
+            if failed {
+                return ExitCode::FAILURE;
+            }
+        }
+        Response::Error { message } => {
+            eprintln!("inspeqctl: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}

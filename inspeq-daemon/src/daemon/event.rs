@@ -1,0 +1,32 @@
+//! The closed set of events that drive the daemon loop. Everything that can
+//! change the daemon's state arrives as one of these; the loop handles them one at
+//! a time, so state needs no locks.
+
+use std::sync::Arc;
+
+use crate::{
+    control::server::Control,
+    init::{InitError, InitSystem, ServiceChange, ServiceStatus},
+    kernel::Observation,
+};
+
+pub enum Event {
+    /// What the kernel side saw (exits, forks, RSS crossings, losses).
+    Kernel(Vec<Observation>),
+    /// The cycle timer fired: sample metrics, look up missing services.
+    Cycle,
+    /// A lookup finished: which init system knows the service (if any) and what it said.
+    Resolved { service: String, found: Option<(Arc<dyn InitSystem>, ServiceStatus)>, errors: Vec<InitError> },
+    /// An init system announced a change on its own (systemd).
+    Changed(ServiceChange),
+    /// A restart or reload the executor ran has finished.
+    ActionDone { service: String, what: &'static str, result: Result<(), InitError> },
+    /// An `inspeqctl` request.
+    Control(Control),
+    /// SIGHUP or `inspeqctl reload`.
+    Reload,
+    /// SIGTERM or SIGINT.
+    Shutdown,
+    /// Time to tell systemd's watchdog we are alive.
+    Watchdog,
+}

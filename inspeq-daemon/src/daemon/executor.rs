@@ -1,0 +1,58 @@
+//! Carries out the engine's actions, off the event loop: restarts and reloads go
+//! to the service's init system (bounded by its timeouts) in their own tasks and
+//! report back as events; alerts go into the durable outbox, which never waits;
+//! `exec` runs an argv (never a shell) with a timeout, killed when it runs out.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+
+use super::event::Event;
+use crate::init::{InitSystem, ServiceName};
+
+/// How long an `exec` action may run.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Restarts or reloads `service` in a task; the result comes back as [`Event::ActionDone`].
+pub fn init_action(events: &mpsc::Sender<Event>, backend: Arc<dyn InitSystem>, service: ServiceName, what: &'static str) {
+    let events = events.clone();
+    tokio::spawn(async move {
+        let result = match what {
+            "restart" => backend.restart(&service).await,
+            _ => backend.reload(&service).await,
+        };
+        let _ = events.send(Event::ActionDone { service: service.to_string(), what, result }).await;
+    });
+}
+
+/// Runs `argv` with `env` added, in a task; logs how it ended.
+pub fn exec(argv: Vec<String>, env: Vec<(String, String)>) {
+    tokio::spawn(async move {
+        let Some((program, args)) = argv.split_first() else { return };
+        let mut command = tokio::process::Command::new(program);
+        command.args(args).envs(env).kill_on_drop(true).stdin(std::process::Stdio::null());
+        match command.spawn() {
+            Ok(mut child) => match tokio::time::timeout(EXEC_TIMEOUT, child.wait()).await {
+                Ok(Ok(status)) if status.success() => log::info!("exec: {} finished", argv.join(" ")),
+                Ok(Ok(status)) => log::warn!("exec: {} failed: {status}", argv.join(" ")),
+                Ok(Err(err)) => log::warn!("exec: {} could not be waited for: {err}", argv.join(" ")),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    log::warn!("exec: {} killed after {EXEC_TIMEOUT:?}", argv.join(" "));
+                }
+            },
+            Err(err) => log::warn!("exec: cannot run {program}: {err}"),
+        }
+    });
+}
+
+/// Looks `service` up with each of `candidates` in turn, in a task; the answer
+/// comes back as [`Event::Resolved`].
+pub fn resolve(events: &mpsc::Sender<Event>, candidates: Vec<Arc<dyn InitSystem>>, service: ServiceName) {
+    let events = events.clone();
+    tokio::spawn(async move {
+        let (found, errors) = crate::init::resolve(&candidates, &service).await;
+        let found = found.map(|(i, status)| (candidates[i].clone(), status));
+        let _ = events.send(Event::Resolved { service: service.to_string(), found, errors }).await;
+    });
+}

@@ -1,0 +1,719 @@
+//! `inspeqd` itself: one event loop applying the rules to what the kernel and the
+//! init systems report, acting through one executor, answering `inspeqctl`.
+//!
+//! - `event.rs`: the closed [`event::Event`] enum every state change arrives as.
+//! - `services.rs`: the watched services and the init-system backends.
+//! - `executor.rs`: restarts, reloads, lookups and `exec` in their own tasks.
+//! - `translate.rs`: config routes → alert routes, engine events → alerts.
+//! - `status.rs`: the daemon's state as the control protocol's `Status`.
+//! - `history.rs`: recent metric values for `show` and `export`.
+//! - `notify.rs`: systemd's readiness and watchdog protocol.
+//!
+//! The loop owns all state and never awaits an init system or a channel: those
+//! calls run in tasks and come back as events. The kernel monitor is polled in
+//! the same `select!` (its batch buffer survives a cancelled poll).
+
+mod event;
+mod executor;
+mod history;
+pub mod notify;
+mod services;
+mod status;
+mod translate;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use tokio::sync::mpsc;
+
+use self::{
+    event::Event,
+    history::History,
+    notify::Notifier,
+    services::{Backends, Service, Services},
+};
+use crate::{
+    alert::{self, Outbox, OutboxConfig, Response, Routes},
+    config::{
+        self, Config,
+        model::Condition,
+    },
+    control::{
+        protocol::{Request, Response as Reply, Show},
+        server::{self, Control},
+    },
+    engine::{self, Action, EngineState, Input, Sample, Target, Timestamp},
+    export::statsd::{self, Statsd, StatsdKind},
+    init::{ServiceState, ServiceStatus},
+    kernel::{self, Monitor, Observation, RssDirection, RssLimits, WatchSettings},
+    metrics,
+};
+
+/// How `inspeqd` runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `/etc/inspeq` (a directory laid out like Inspeqtor's `/etc/inspeqtor` works).
+    pub config_dir: PathBuf,
+    /// The control socket; default `set socket` in inspeq.conf, else `/run/inspeq.sock`.
+    pub socket: Option<PathBuf>,
+    /// Durable state (the alert outbox); default `set state_dir`, else `/var/lib/inspeq`.
+    pub state_dir: Option<PathBuf>,
+    /// The group that may use the control socket (mode 0660).
+    pub socket_group: Option<String>,
+    pub kernel: kernel::Options,
+    /// Where init systems are detected (`/`; tests point it at a fixture tree).
+    pub init_root: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            config_dir: "/etc/inspeq".into(),
+            socket: None,
+            state_dir: None,
+            socket_group: None,
+            kernel: kernel::Options::default(),
+            init_root: "/".into(),
+        }
+    }
+}
+
+/// Loads and checks `dir`; warnings are logged, errors fail with every
+/// diagnostic rendered compiler-style.
+pub fn load_config(dir: &Path) -> anyhow::Result<Config> {
+    let (config, diagnostics) = config::load_dir(dir);
+    if diagnostics.iter().any(config::Diagnostic::is_error) {
+        bail!("configuration errors in {}:\n{}", dir.display(), config::render(&diagnostics));
+    }
+    for d in &diagnostics {
+        log::warn!("config: {}", d.short());
+    }
+    Ok(config)
+}
+
+struct Daemon {
+    options: Options,
+    config: Config,
+    engine: EngineState,
+    origin: Instant,
+    started: Instant,
+    monitor: Monitor,
+    services: Services,
+    watches: HashMap<kernel::WatchId, String>,
+    backends: Backends,
+    outbox: Outbox,
+    hostname: String,
+    events: mpsc::Sender<Event>,
+    history: History,
+    statsd: Option<Statsd>,
+    notifier: Notifier,
+    observations: u64,
+    raised: u64,
+    socket: PathBuf,
+}
+
+/// Runs the daemon until `shutdown` completes or SIGTERM/SIGINT arrives.
+pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let config = load_config(&options.config_dir)?;
+    let socket = options
+        .socket
+        .clone()
+        .or_else(|| config.settings.socket.as_ref().map(PathBuf::from))
+        .unwrap_or_else(|| "/run/inspeq.sock".into());
+    let state_dir = options
+        .state_dir
+        .clone()
+        .or_else(|| config.settings.state_dir.as_ref().map(PathBuf::from))
+        .unwrap_or_else(|| "/var/lib/inspeq".into());
+    let hostname = alert::hostname();
+    let routes = Routes::build(&translate::route_configs(&config), &alert::http_client(), &hostname)
+        .map_err(|e| anyhow::anyhow!("alert routes: {e}"))?;
+    let outbox = Outbox::start(OutboxConfig::new(state_dir.join("outbox")), routes).context("starting the alert outbox")?;
+    let kernel_options = kernel::Options { cycle: config.settings.cycle_time, ..options.kernel.clone() };
+    let monitor = Monitor::start(&kernel_options);
+    let backends = Backends::build(&options.init_root, &config.services).await;
+    let listener = server::bind(&socket, options.socket_group.as_deref()).await?;
+    let (control_tx, mut control_rx) = mpsc::channel(16);
+    tokio::spawn(server::serve(listener, control_tx));
+    let (events, mut events_rx) = mpsc::channel(256);
+    let statsd = config.settings.statsd_location.as_deref().and_then(|loc| match Statsd::connect(loc) {
+        Ok(s) => Some(s),
+        Err(err) => {
+            log::warn!("statsd: cannot use {loc}: {err}");
+            None
+        }
+    });
+    let origin = Instant::now();
+    let mut daemon = Daemon {
+        engine: EngineState::new(&config, Timestamp::ZERO),
+        config,
+        options,
+        origin,
+        started: origin,
+        monitor,
+        services: BTreeMap::new(),
+        watches: HashMap::new(),
+        backends,
+        outbox,
+        hostname,
+        events,
+        history: History::default(),
+        statsd,
+        notifier: Notifier::from_env(),
+        observations: 0,
+        raised: 0,
+        socket: socket.clone(),
+    };
+    daemon.add_services();
+    log::info!(
+        "inspeqd watching {} service(s) from {}, cycle {:?}, kernel path: {:?}",
+        daemon.services.len(),
+        daemon.options.config_dir.display(),
+        daemon.config.settings.cycle_time,
+        daemon.monitor.mode()
+    );
+    daemon.notifier.notify("READY=1");
+
+    let mut cycle = tokio::time::interval(daemon.config.settings.cycle_time);
+    cycle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watchdog = Notifier::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::pin!(shutdown);
+    let mut batch = Vec::new();
+    loop {
+        let event = tokio::select! {
+            result = daemon.monitor.next_batch(&mut batch) => {
+                if let Err(err) = result {
+                    log::error!("kernel: reading observations failed: {err}");
+                }
+                None
+            }
+            Some(event) = events_rx.recv() => Some(event),
+            Some(control) = control_rx.recv() => Some(Event::Control(control)),
+            _ = cycle.tick() => Some(Event::Cycle),
+            _ = hup.recv() => Some(Event::Reload),
+            _ = term.recv() => Some(Event::Shutdown),
+            _ = int.recv() => Some(Event::Shutdown),
+            () = &mut shutdown => Some(Event::Shutdown),
+            _ = watchdog_tick.tick(), if watchdog.is_some() => Some(Event::Watchdog),
+        };
+        // Also after a poll of the kernel side that another branch cancelled:
+        // the records it drained are in `batch`.
+        if !batch.is_empty() {
+            daemon.event(Event::Kernel(std::mem::take(&mut batch))).await;
+        }
+        match event {
+            Some(Event::Shutdown) => break,
+            Some(event) => daemon.event(event).await,
+            None => {}
+        }
+    }
+    daemon.notifier.notify("STOPPING=1");
+    log::info!("inspeqd stopping");
+    daemon.outbox.sync().await;
+    let _ = std::fs::remove_file(&daemon.socket);
+    Ok(())
+}
+
+impl Daemon {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.origin.elapsed().as_millis() as u64)
+    }
+
+    /// Registers the config's services that are not registered yet and looks them up.
+    fn add_services(&mut self) {
+        for check in &self.config.services {
+            if self.services.contains_key(&check.name) {
+                continue;
+            }
+            match Service::new(check.clone()) {
+                Some(service) => {
+                    self.services.insert(check.name.clone(), service);
+                }
+                None => log::error!("service `{}`: not a valid service name; not watched", check.name),
+            }
+        }
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            self.lookup(&name);
+        }
+    }
+
+    /// Starts a lookup of `name` unless one is running.
+    fn lookup(&mut self, name: &str) {
+        let Some(service) = self.services.get_mut(name) else { return };
+        if service.looking_up {
+            return;
+        }
+        let candidates = match &service.backend {
+            Some(backend) => vec![backend.clone()],
+            None => self.backends.candidates(&service.check),
+        };
+        if candidates.is_empty() {
+            if !service.reported_missing {
+                log::warn!("service `{name}`: no init system to look it up with");
+                service.reported_missing = true;
+            }
+            return;
+        }
+        service.looking_up = true;
+        executor::resolve(&self.events, candidates, service.name.clone());
+    }
+
+    /// The kernel watch settings a service's rules need.
+    fn watch_settings(check: &config::model::Check) -> WatchSettings {
+        let mut settings = WatchSettings { forks: false, rss: None };
+        for rule in &check.rules {
+            match &rule.condition {
+                Condition::Forks { .. } => settings.forks = true,
+                Condition::Metric(m)
+                    if m.metric.family == "memory"
+                        && m.metric.name.as_deref() == Some("rss")
+                        && matches!(m.op, config::ast::Op::Gt | config::ast::Op::Ge) =>
+                {
+                    let bytes = m.threshold.value as u64;
+                    let lowest = settings.rss.map_or(bytes, |r| r.threshold.min(bytes));
+                    settings.rss = Some(RssLimits::threshold(lowest));
+                }
+                _ => {}
+            }
+        }
+        settings
+    }
+
+    /// Takes a lookup's answer: re-keys the kernel watch and tells the engine
+    /// about starts and stops.
+    fn apply_status(&mut self, name: &str, status: ServiceStatus) {
+        let now = self.now();
+        let Some(service) = self.services.get_mut(name) else { return };
+        let target = status.watch_target();
+        let old_target = service.status.as_ref().and_then(ServiceStatus::watch_target);
+        if target != old_target || service.watch.is_none() {
+            if let Some((id, _)) = service.watch.take() {
+                self.monitor.unwatch(id);
+                self.watches.remove(&id);
+            }
+            if let Some(target) = &target {
+                match self.monitor.watch(target, Self::watch_settings(&service.check)) {
+                    Ok(id) => {
+                        let how = if matches!(target, kernel::WatchTarget::Tree(_)) { "tree" } else { "cgroup" };
+                        service.watch = Some((id, how));
+                        self.watches.insert(id, name.to_owned());
+                        service.members = kernel::members(target).into_iter().collect();
+                    }
+                    Err(err) => log::warn!("service `{name}`: cannot watch {target:?}: {err}"),
+                }
+            }
+        }
+        if let Some(wrapper) = &status.wrapper {
+            log::info!("service `{name}`: main pid is a wrapper ({wrapper:?}); its whole tree or cgroup is watched");
+        }
+        let was_up = service.started;
+        let input = match (status.state, status.main_pid) {
+            (ServiceState::Up, Some(pid)) if was_up != Some(pid) => {
+                if was_up.is_some() {
+                    service.restarts += 1;
+                }
+                service.started = Some(pid);
+                log::info!("service `{name}`: up, pid {pid} ({})", status.detail);
+                Some(Input::ProcessStarted { service: name.to_owned(), pid })
+            }
+            (ServiceState::Down | ServiceState::NotFound, _) if was_up.is_some() => {
+                service.started = None;
+                log::info!("service `{name}`: down ({})", status.detail);
+                Some(Input::ServiceDown { service: name.to_owned() })
+            }
+            _ => None,
+        };
+        service.status = Some(status);
+        if let Some(input) = input {
+            self.step(input, now);
+        }
+    }
+
+    fn step(&mut self, input: Input, now: Timestamp) {
+        let actions = engine::step(&mut self.engine, input, now);
+        self.perform(actions);
+    }
+
+    /// The executor's front: what each action becomes.
+    fn perform(&mut self, actions: Vec<Action>) {
+        // What inspeq does per target in this batch, for the alerts' "what inspeq did".
+        let mut responses: BTreeMap<String, Vec<Response>> = BTreeMap::new();
+        for action in &actions {
+            let (target, response) = match action {
+                Action::Restart { service } => (service.clone(), Response::Restart),
+                Action::Reload { service } => (service.clone(), Response::Reload),
+                Action::Unmonitor { service } => (service.clone(), Response::Unmonitor),
+                Action::Exec { argv, event } => (event.target.to_string(), Response::Exec(argv.join(" "))),
+                Action::Alert { .. } => continue,
+            };
+            responses.entry(target).or_default().push(response);
+        }
+        let at = SystemTime::now();
+        for action in actions {
+            match action {
+                Action::Alert { route, event } => {
+                    let target = event.target.to_string();
+                    let did = responses.get(&target).map(Vec::as_slice).unwrap_or_default();
+                    let Some(alert) = translate::alert(&self.config, &self.hostname, &event, did, at) else { continue };
+                    log::info!("alert: {target}: {}", alert.event.kind());
+                    let owner = match &event.target {
+                        Target::Host => self.config.host.as_ref().and_then(|c| c.owner.clone()),
+                        Target::Service(name) => self.services.get(name).and_then(|s| s.check.owner.clone()),
+                    };
+                    // The engine folds the owner into `route`; the outbox wants them
+                    // apart, so an owner without a route of its own falls back to the default.
+                    let (route, owner) = if route.is_some() && route == owner { (None, owner) } else { (route, owner) };
+                    let target = alert::Target { route: route.as_deref(), owner: owner.as_deref() };
+                    if let Err(err) = self.outbox.raise(alert.clone(), target) {
+                        log::error!("alert: {err}; sending it to the default route");
+                        let _ = self.outbox.raise(alert, alert::Target::default());
+                    }
+                    self.raised += 1;
+                }
+                Action::Restart { service } => self.init_action(&service, "restart"),
+                Action::Reload { service } => self.init_action(&service, "reload"),
+                Action::Unmonitor { service } => log::warn!("service `{service}`: unmonitored until `inspeqctl remonitor {service}`"),
+                Action::Exec { argv, event } => {
+                    log::info!("exec: {}", argv.join(" "));
+                    let env = vec![
+                        ("INSPEQ_SERVICE".to_owned(), event.target.to_string()),
+                        ("INSPEQ_HOSTNAME".to_owned(), self.hostname.clone()),
+                    ];
+                    executor::exec(argv, env);
+                }
+            }
+        }
+    }
+
+    fn init_action(&mut self, name: &str, what: &'static str) {
+        let Some(service) = self.services.get_mut(name) else { return };
+        let Some(backend) = service.backend.clone() else {
+            log::warn!("service `{name}`: cannot {what}: no init system knows it");
+            return;
+        };
+        if what == "restart" {
+            service.restarting = true;
+        }
+        log::info!("service `{name}`: {what} requested from {}", backend.kind().name());
+        executor::init_action(&self.events, backend, service.name.clone(), what);
+    }
+
+    /// Observations from the kernel side.
+    fn kernel(&mut self, observations: Vec<Observation>) {
+        let now = self.now();
+        for observation in observations {
+            self.observations += 1;
+            match observation {
+                Observation::ProcessExited(exit) => {
+                    let Some(name) = self.watches.get(&exit.watch).cloned() else { continue };
+                    let Some(service) = self.services.get_mut(&name) else { continue };
+                    service.members.remove(&exit.pid);
+                    let main = service.status.as_ref().is_some_and(|s| s.is_main_process(exit.pid));
+                    if !main {
+                        continue;
+                    }
+                    log::info!("service `{name}`: main process {} exited: {:?}{}", exit.pid, exit.status, if exit.oom_killed { " (OOM killed)" } else { "" });
+                    let requested = service.restarting;
+                    service.started = None;
+                    if let Some(status) = &mut service.status {
+                        *status = ServiceStatus::down(format!("pid {} exited", exit.pid));
+                    }
+                    let input = Input::ProcessExited(engine::ProcessExit {
+                        service: name.clone(),
+                        pid: exit.pid,
+                        exit_code: exit.status.exit_code(),
+                        signal: exit.status.signal(),
+                        core_dumped: exit.status.core_dumped(),
+                        oom_killed: exit.oom_killed,
+                        requested,
+                    });
+                    self.step(input, now);
+                    // The init system may bring it back by itself; a lookup finds out.
+                    self.lookup(&name);
+                }
+                Observation::ProcessForked { watch, child, .. } => {
+                    let Some(name) = self.watches.get(&watch).cloned() else { continue };
+                    if let Some(service) = self.services.get_mut(&name) {
+                        service.members.insert(child);
+                    }
+                    self.step(Input::Forked { service: name }, now);
+                }
+                Observation::RssCrossed { watch, pid, direction, rss_bytes, .. } => {
+                    let Some(name) = self.watches.get(&watch).cloned() else { continue };
+                    let is_main = self.services.get(&name).is_some_and(|s| s.main_pid() == Some(pid));
+                    if !is_main || direction == RssDirection::Moved {
+                        continue;
+                    }
+                    // Memory rules see the crossing now rather than at the next cycle.
+                    self.history.record(&name, "memory:rss", rss_bytes as f64);
+                    let sample = Sample::new(Target::Service(name)).with("memory:rss", rss_bytes as f64);
+                    self.step(Input::Sample(sample), now);
+                }
+                Observation::EventsLost { kind, count } => {
+                    log::warn!("kernel: {count} {kind} records lost (ring buffer full)");
+                }
+            }
+        }
+    }
+
+    /// The cycle: sample metrics, look up services that are not up.
+    fn cycle(&mut self) {
+        let now = self.now();
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in &names {
+            let up = self.services.get(name).is_some_and(|s| s.main_pid().is_some());
+            if !up {
+                self.lookup(name);
+            }
+        }
+        let mut lines = Vec::new();
+        if let Some(host) = &self.config.host {
+            let mounts: Vec<PathBuf> = host
+                .rules
+                .iter()
+                .filter_map(|r| match &r.condition {
+                    Condition::Metric(m) if m.metric.family == "disk" => m.metric.name.as_ref().map(PathBuf::from),
+                    _ => None,
+                })
+                .collect();
+            let mount_refs: Vec<&Path> = mounts.iter().map(PathBuf::as_path).collect();
+            let values = metrics::host::sample(&mount_refs);
+            let mut sample = Sample::new(Target::Host).cores(metrics::host::cores());
+            for (metric, value) in values {
+                self.history.record("host", &metric, value);
+                lines.push(statsd::line(&self.hostname, "host", &metric, value, StatsdKind::Gauge));
+                sample = sample.with(&metric, value);
+            }
+            self.step(Input::Sample(sample), now);
+        }
+        for name in &names {
+            let Some(service) = self.services.get(name) else { continue };
+            let Some(main) = service.main_pid() else { continue };
+            let members: Vec<u32> = match service.watch {
+                Some((id, "cgroup")) => {
+                    let _ = id;
+                    match service.status.as_ref().and_then(ServiceStatus::watch_target) {
+                        Some(target) => kernel::members(&target),
+                        None => vec![main],
+                    }
+                }
+                _ => service.members.iter().copied().chain(std::iter::once(main)).collect(),
+            };
+            let mut members = members;
+            members.sort_unstable();
+            members.dedup();
+            let values = metrics::process::sample(Some(main), members);
+            let mut sample = Sample::new(Target::Service(name.clone()));
+            for (metric, value) in values {
+                self.history.record(name, &metric, value);
+                lines.push(statsd::line(&self.hostname, name, &metric, value, StatsdKind::Gauge));
+                sample = sample.with(&metric, value);
+            }
+            self.step(Input::Sample(sample), now);
+        }
+        self.step(Input::Cycle, now);
+        if let Some(statsd) = &mut self.statsd {
+            statsd.send(&lines);
+        }
+    }
+
+    async fn event(&mut self, event: Event) {
+        match event {
+            Event::Resolved { service: name, found, errors } => {
+                for err in errors {
+                    log::warn!("service `{name}`: lookup failed: {err}");
+                }
+                let changes = self.changes_sender();
+                let Some(service) = self.services.get_mut(&name) else { return };
+                service.looking_up = false;
+                match found {
+                    Some((backend, status)) => {
+                        if service.backend.is_none() {
+                            log::info!("service `{name}`: managed by {}", backend.kind().name());
+                            // Init systems that announce changes (systemd) tell us about restarts themselves.
+                            match backend.subscribe(&service.name, changes).await {
+                                Ok(Some(subscription)) => service.subscription = Some(subscription),
+                                Ok(None) => {}
+                                Err(err) => log::warn!("service `{name}`: no change notifications: {err}"),
+                            }
+                        }
+                        service.backend = Some(backend);
+                        service.reported_missing = false;
+                        self.apply_status(&name, status);
+                    }
+                    None => {
+                        if !service.reported_missing {
+                            log::warn!("service `{name}`: no init system knows it; looking again every cycle");
+                            service.reported_missing = true;
+                        }
+                        self.apply_status(&name, ServiceStatus::not_found("no init system knows it"));
+                    }
+                }
+            }
+            Event::Changed(change) => {
+                let name = change.service.to_string();
+                self.apply_status(&name, change.status);
+            }
+            Event::ActionDone { service: name, what, result } => {
+                if let Some(service) = self.services.get_mut(&name) {
+                    service.restarting = false;
+                }
+                match result {
+                    Ok(()) => log::info!("service `{name}`: {what} done"),
+                    Err(err) => log::error!("service `{name}`: {what} failed: {err}"),
+                }
+                self.lookup(&name);
+            }
+            Event::Reload => {
+                if let Err(err) = self.reload().await {
+                    log::error!("reload: keeping the running configuration: {err:#}");
+                }
+            }
+            Event::Watchdog => self.notifier.notify("WATCHDOG=1"),
+            Event::Kernel(observations) => self.kernel(observations),
+            Event::Cycle => self.cycle(),
+            Event::Control(control) => self.control(control).await,
+            Event::Shutdown => {}
+        }
+    }
+
+    /// Where init systems push their announcements: back into the loop.
+    fn changes_sender(&self) -> mpsc::Sender<crate::init::ServiceChange> {
+        let (tx, mut rx) = mpsc::channel(16);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            while let Some(change) = rx.recv().await {
+                if events.send(Event::Changed(change)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tx
+    }
+
+    /// Re-reads the configuration; on any error the running one stays.
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        self.notifier.notify("RELOADING=1");
+        let result = self.reload_inner().await;
+        self.notifier.notify("READY=1");
+        result
+    }
+
+    async fn reload_inner(&mut self) -> anyhow::Result<()> {
+        let config = load_config(&self.options.config_dir)?;
+        if config.routes != self.config.routes {
+            let routes = Routes::build(&translate::route_configs(&config), &alert::http_client(), &self.hostname)
+                .map_err(|e| anyhow::anyhow!("alert routes: {e}"))?;
+            self.outbox.sync().await;
+            let state_dir = self
+                .options
+                .state_dir
+                .clone()
+                .or_else(|| config.settings.state_dir.as_ref().map(PathBuf::from))
+                .unwrap_or_else(|| "/var/lib/inspeq".into());
+            self.outbox = Outbox::start(OutboxConfig::new(state_dir.join("outbox")), routes)?;
+        }
+        let now = self.now();
+        let silenced = self.engine.is_silenced(now);
+        self.engine = EngineState::new(&config, now);
+        if silenced {
+            // The silence window carries over (restarted at full length).
+            let _ = engine::step(&mut self.engine, Input::DeployStarted, now);
+        }
+        self.backends = Backends::build(&self.options.init_root, &config.services).await;
+        // Services whose check is unchanged keep their state and watch.
+        let keep: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(name, s)| config.services.iter().any(|c| &c.name == *name && *c == s.check))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let removed: Vec<String> = self.services.keys().filter(|n| !keep.contains(n)).cloned().collect();
+        for name in removed {
+            if let Some(service) = self.services.remove(&name)
+                && let Some((id, _)) = service.watch
+            {
+                self.monitor.unwatch(id);
+                self.watches.remove(&id);
+            }
+        }
+        self.config = config;
+        self.history.retain_targets(|t| t == "host" || keep.iter().any(|k| k == t));
+        self.add_services();
+        // Tell the fresh engine which kept services are up.
+        for name in keep {
+            if let Some(pid) = self.services.get(&name).and_then(|s| s.started) {
+                self.step(Input::ProcessStarted { service: name, pid }, now);
+            }
+        }
+        log::info!("reload: configuration from {} in force", self.options.config_dir.display());
+        Ok(())
+    }
+
+    async fn control(&mut self, control: Control) {
+        let now = self.now();
+        let reply = match control.request {
+            Request::Status => Reply::Status(self.status(false)),
+            Request::Export => Reply::Status(self.status(true)),
+            Request::StartDeploy => {
+                self.step(Input::DeployStarted, now);
+                Reply::Ok { message: format!("deploy started: alerts and actions silenced for up to {:?}", self.config.settings.deploy_length) }
+            }
+            Request::FinishDeploy => {
+                self.step(Input::DeployFinished, now);
+                Reply::Ok { message: "deploy finished: rules apply again after one more cycle".into() }
+            }
+            Request::Show { target, metric } => Reply::Show(Show::new(target.clone(), metric.clone(), self.history.values(&target, &metric))),
+            Request::JobDone { job } => {
+                if self.engine.knows_job(&job) {
+                    self.step(Input::JobDone { job: job.clone() }, now);
+                    Reply::Ok { message: format!("job `{job}` recorded as done") }
+                } else {
+                    Reply::Error { message: format!("no job `{job}` is configured") }
+                }
+            }
+            Request::Reload => match self.reload().await {
+                Ok(()) => Reply::Ok { message: "configuration reloaded".into() },
+                Err(err) => Reply::Error { message: format!("reload failed; the running configuration stays:\n{err:#}") },
+            },
+            Request::Remonitor { service } => {
+                if self.engine.is_unmonitored(&service) {
+                    self.step(Input::Remonitor { service: service.clone() }, now);
+                    Reply::Ok { message: format!("service `{service}` is monitored again") }
+                } else {
+                    Reply::Error { message: format!("service `{service}` is not unmonitored") }
+                }
+            }
+            Request::TestAlert { route } => {
+                // Channels answer slowly; the reply is sent from a task.
+                let routes = self.outbox.routes().clone();
+                let hostname = self.hostname.clone();
+                tokio::spawn(async move {
+                    let outcomes = alert::test_routes(&routes, route.as_deref(), &hostname, Duration::from_secs(15)).await;
+                    let routes = outcomes
+                        .into_iter()
+                        .map(|o| crate::control::protocol::RouteOutcome {
+                            route: o.route,
+                            channel: o.channel.to_owned(),
+                            ok: o.result.is_ok(),
+                            error: o.result.err().map(|e| e.to_string()),
+                        })
+                        .collect();
+                    let _ = control.reply.send(Reply::TestAlert { routes });
+                });
+                return;
+            }
+        };
+        let _ = control.reply.send(reply);
+    }
+}

@@ -1,0 +1,186 @@
+//! The services the daemon watches: which init system runs each, what it said
+//! last, and how the kernel watches it. Also builds the init-system backends from
+//! detection and the checks' `with init`/`with scope` overrides.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::Path,
+    sync::Arc,
+};
+
+use crate::{
+    config::model::{Check, CheckKind, InitKind as ConfigInit, ProcessSelector, UnitScope},
+    init::{
+        Argv, ChangeSubscription, InitD, InitDOptions, InitKind, InitSystem, ProcessLocator, ProcessOptions, ProcessService, ReloadSignal,
+        Runit, RunitOptions, Scope, ServiceName, ServiceState, ServiceStatus, Systemd, SystemdOptions, Upstart,
+        UpstartOptions, detect,
+    },
+    kernel::WatchId,
+};
+
+/// One checked service at run time.
+pub struct Service {
+    pub check: Check,
+    pub name: ServiceName,
+    /// The init system that knows it, once found.
+    pub backend: Option<Arc<dyn InitSystem>>,
+    /// What that init system said last.
+    pub status: Option<ServiceStatus>,
+    /// The kernel watch and what it watches (`cgroup` or `tree`).
+    pub watch: Option<(WatchId, &'static str)>,
+    /// Live processes of the service, as the kernel reported them.
+    pub members: BTreeSet<u32>,
+    /// A lookup is running; don't start another.
+    pub looking_up: bool,
+    /// "not found" was reported already (reported once, looked up every cycle).
+    pub reported_missing: bool,
+    /// A restart inspeq asked for is running: the exit it causes is no crash.
+    pub restarting: bool,
+    pub restarts: u64,
+    /// Told the engine the process is up (the first start is no restart).
+    pub started: Option<u32>,
+    /// The init system's change announcements, while the service is watched.
+    pub subscription: Option<ChangeSubscription>,
+}
+
+impl Service {
+    pub fn new(check: Check) -> Option<Self> {
+        let name = ServiceName::new(&check.name).ok()?;
+        Some(Self {
+            check,
+            name,
+            backend: None,
+            status: None,
+            watch: None,
+            members: BTreeSet::new(),
+            looking_up: false,
+            reported_missing: false,
+            restarting: false,
+            restarts: 0,
+            started: None,
+            subscription: None,
+        })
+    }
+
+    pub fn main_pid(&self) -> Option<u32> {
+        self.status.as_ref().filter(|s| s.state == ServiceState::Up).and_then(|s| s.main_pid)
+    }
+}
+
+/// The init systems of this host, built once per (re)load.
+pub struct Backends {
+    /// In detection order.
+    pub detected: Vec<Arc<dyn InitSystem>>,
+    /// By kind and, for systemd, whether it is the user scope.
+    by_kind: HashMap<(InitKind, bool), Arc<dyn InitSystem>>,
+}
+
+async fn systemd(scope: Scope) -> Option<Arc<dyn InitSystem>> {
+    match Systemd::connect(SystemdOptions::new(scope)).await {
+        Ok(s) => Some(Arc::new(s)),
+        Err(err) => {
+            log::warn!("init: systemd {scope} scope unavailable: {err}");
+            None
+        }
+    }
+}
+
+impl Backends {
+    /// Detects the init systems under `root` and connects to what the checks need.
+    pub async fn build(root: &Path, checks: &[Check]) -> Self {
+        let mut detected: Vec<Arc<dyn InitSystem>> = Vec::new();
+        let mut by_kind: HashMap<(InitKind, bool), Arc<dyn InitSystem>> = HashMap::new();
+        let pidfiles: HashMap<ServiceName, std::path::PathBuf> = checks
+            .iter()
+            .filter(|c| c.kind == CheckKind::Service)
+            .filter_map(|c| Some((ServiceName::new(&c.name).ok()?, c.params.get("pidfile")?.into())))
+            .collect();
+        for found in detect(root) {
+            let backend: Option<Arc<dyn InitSystem>> = match found.kind {
+                InitKind::Systemd => systemd(Scope::System).await,
+                InitKind::Upstart => Some(Arc::new(Upstart::new(UpstartOptions {
+                    job_dir: found.dir.clone().unwrap_or_else(|| "/etc/init".into()),
+                    ..UpstartOptions::default()
+                }))),
+                InitKind::Runit => Some(Arc::new(Runit::new(RunitOptions {
+                    service_dir: found.dir.clone().unwrap_or_else(|| "/etc/service".into()),
+                    ..RunitOptions::default()
+                }))),
+                InitKind::InitD => Some(Arc::new(InitD::new(InitDOptions {
+                    script_dir: found.dir.clone().unwrap_or_else(|| "/etc/init.d".into()),
+                    pidfiles: pidfiles.clone(),
+                    ..InitDOptions::default()
+                }))),
+                InitKind::Process => None,
+            };
+            if let Some(backend) = backend {
+                by_kind.insert((found.kind, false), backend.clone());
+                detected.push(backend);
+            }
+        }
+        // Explicit `with init X` / `with scope user` may name systems detection skipped.
+        for check in checks {
+            let Some(wanted) = wanted_backend(check) else { continue };
+            if by_kind.contains_key(&wanted) {
+                continue;
+            }
+            let backend: Option<Arc<dyn InitSystem>> = match wanted {
+                (InitKind::Systemd, user) => systemd(if user { Scope::User } else { Scope::System }).await,
+                (InitKind::Upstart, _) => Some(Arc::new(Upstart::new(UpstartOptions::default()))),
+                (InitKind::Runit, _) => Some(Arc::new(Runit::new(RunitOptions::default()))),
+                (InitKind::InitD, _) => {
+                    Some(Arc::new(InitD::new(InitDOptions { pidfiles: pidfiles.clone(), ..InitDOptions::default() })))
+                }
+                (InitKind::Process, _) => None,
+            };
+            if let Some(backend) = backend {
+                by_kind.insert(wanted, backend);
+            }
+        }
+        Self { detected, by_kind }
+    }
+
+    /// The init systems to ask about `check`, in order: the one it names, or all detected.
+    pub fn candidates(&self, check: &Check) -> Vec<Arc<dyn InitSystem>> {
+        if let CheckKind::Process(selector) = &check.kind {
+            let locator = match selector {
+                ProcessSelector::PidFile(path) => ProcessLocator::Pidfile(path.into()),
+                ProcessSelector::Matching(pattern) => match ProcessLocator::matching(pattern) {
+                    Ok(locator) => locator,
+                    Err(_) => return Vec::new(),
+                },
+            };
+            let options = ProcessOptions {
+                locator,
+                restart_command: check.restart_command.clone().and_then(Argv::new),
+                reload_signal: check
+                    .params
+                    .get("reload_signal")
+                    .and_then(|s| ReloadSignal::from_name(s))
+                    .unwrap_or(ReloadSignal::Hup),
+                timeouts: Default::default(),
+            };
+            return vec![Arc::new(ProcessService::new(options))];
+        }
+        match wanted_backend(check) {
+            Some(key) => self.by_kind.get(&key).cloned().into_iter().collect(),
+            None => self.detected.clone(),
+        }
+    }
+}
+
+/// The backend a check names with `with init X` / `with scope user`, if any:
+/// (kind, user scope).
+fn wanted_backend(check: &Check) -> Option<(InitKind, bool)> {
+    Some(match (check.init, check.scope) {
+        (Some(ConfigInit::Systemd) | None, Some(UnitScope::User)) => (InitKind::Systemd, true),
+        (Some(ConfigInit::Systemd), _) => (InitKind::Systemd, false),
+        (Some(ConfigInit::Upstart), _) => (InitKind::Upstart, false),
+        (Some(ConfigInit::Runit), _) => (InitKind::Runit, false),
+        (Some(ConfigInit::Initd), _) => (InitKind::InitD, false),
+        (None, None | Some(UnitScope::System)) => return None,
+    })
+}
+
+/// Services by name.
+pub type Services = BTreeMap<String, Service>;

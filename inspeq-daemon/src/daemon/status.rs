@@ -1,0 +1,103 @@
+//! The daemon's state as the control protocol's [`Status`]: what `inspeqctl
+//! status` prints and `export` dumps. Engine and init types stay unserialisable;
+//! this is where they become protocol values.
+
+use super::Daemon;
+use crate::{
+    control::protocol::{AlertHealth, JobStatus, KernelHealth, MetricValue, RuleStatus, ServiceStatus, Status},
+    engine::{Phase, Target},
+    init::ServiceState,
+    kernel::Mode,
+};
+
+fn rules(daemon: &Daemon, target: &Target) -> Vec<RuleStatus> {
+    daemon
+        .engine
+        .rule_phases(target)
+        .into_iter()
+        .map(|(rule, phase)| RuleStatus {
+            rule: rule.text.clone(),
+            state: match phase {
+                Phase::Ok => "ok",
+                Phase::Triggered => "triggered",
+                Phase::Recovered => "recovered",
+            }
+            .into(),
+            value: None,
+        })
+        .collect()
+}
+
+impl Daemon {
+    pub(super) fn status(&mut self, with_metrics: bool) -> Status {
+        let now = self.now();
+        let stats = self.monitor.stats();
+        let (mode, fallback_reason) = match self.monitor.mode() {
+            Mode::Ebpf => ("ebpf".to_owned(), None),
+            Mode::Fallback { reason } => ("fallback".to_owned(), Some(reason.clone())),
+        };
+        let services = self
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let state = match s.status.as_ref().map(|st| st.state) {
+                    _ if self.engine.is_unmonitored(name) => "unmonitored",
+                    Some(ServiceState::Up) => "up",
+                    Some(ServiceState::Starting) => "starting",
+                    Some(ServiceState::Down) => "down",
+                    Some(ServiceState::NotFound) | None => "not_found",
+                };
+                ServiceStatus {
+                    name: name.clone(),
+                    init: s.backend.as_ref().map(|b| b.kind().name().to_owned()).unwrap_or_default(),
+                    state: state.into(),
+                    pid: s.main_pid(),
+                    cgroup: s.status.as_ref().and_then(|st| st.cgroup.as_ref()).map(|c| c.path.display().to_string()),
+                    watched_by: s.watch.map(|(_, how)| how.to_owned()),
+                    wrapper: s.status.as_ref().and_then(|st| st.wrapper.as_ref()).map(|w| format!("{w:?}")),
+                    processes: s.members.len().max(usize::from(s.main_pid().is_some())),
+                    restarts: s.restarts,
+                    rules: rules(self, &Target::Service(name.clone())),
+                }
+            })
+            .collect();
+        let outbox = self.outbox.stats();
+        Status {
+            hostname: self.hostname.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            cycle_secs: self.config.settings.cycle_time.as_secs(),
+            silenced_for_secs: self.engine.silenced_until(now).map(|until| until.since(now).as_secs()),
+            kernel: KernelHealth {
+                mode,
+                fallback_reason,
+                emitted: stats.emitted,
+                dropped: stats.dropped,
+                observations: self.observations,
+                missing_tracepoints: self.monitor.missing_tracepoints().to_vec(),
+            },
+            services,
+            host: rules(self, &Target::Host),
+            jobs: self
+                .config
+                .jobs
+                .iter()
+                .map(|j| JobStatus { name: j.name.clone(), every_secs: j.every.as_secs(), last_run_secs_ago: None, overdue: false })
+                .collect(),
+            metrics: if with_metrics {
+                self.history
+                    .latest()
+                    .map(|(t, m, v)| MetricValue { target: t.to_owned(), metric: m.to_owned(), value: v })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            alerts: AlertHealth {
+                raised: self.raised,
+                delivered: outbox.delivered,
+                failed_attempts: outbox.failed_sends,
+                pending: self.outbox.pending() as u64,
+            },
+        }
+    }
+}

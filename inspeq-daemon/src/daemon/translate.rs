@@ -1,0 +1,178 @@
+//! Conversions at the daemon's seams: checked config routes into the alert
+//! module's route configs, and the engine's events into alerts. Pure functions.
+
+use std::time::SystemTime;
+
+use crate::{
+    alert::{self, Comparison, Exit, Response, RouteConfig, RuleState},
+    config::{
+        ast::Op,
+        model::{Channel, Condition, Config, Tls},
+    },
+    engine::{self, EventKind},
+};
+
+/// The alert routes of a checked config.
+pub fn route_configs(config: &Config) -> Vec<RouteConfig> {
+    config
+        .routes
+        .values()
+        .map(|route| {
+            let mut params: Vec<(String, String)> = Vec::new();
+            let mut put = |k: &str, v: &str| params.push((k.to_owned(), v.to_owned()));
+            match &route.channel {
+                Channel::Email(e) => {
+                    if !e.gmail {
+                        put("smtp_server", &e.smtp_server);
+                        put("smtp_port", &e.smtp_port.to_string());
+                        put(
+                            "tls",
+                            match e.tls {
+                                Tls::StartTls => "starttls",
+                                Tls::Implicit => "implicit",
+                                Tls::None => "none",
+                            },
+                        );
+                    }
+                    if let Some(u) = &e.username {
+                        put("username", u);
+                    }
+                    if let Some(p) = &e.password {
+                        put("password", p);
+                    }
+                    if let Some(f) = &e.from_email {
+                        put("from_email", f);
+                    }
+                    put("to_email", &e.to_email.join(", "));
+                }
+                Channel::Slack { url, icon_emoji, username, channel } => {
+                    put("url", url);
+                    for (k, v) in [("icon_emoji", icon_emoji), ("username", username), ("channel", channel)] {
+                        if let Some(v) = v {
+                            put(k, v);
+                        }
+                    }
+                }
+                Channel::Webhook { url, secret } => {
+                    put("url", url);
+                    if let Some(s) = secret {
+                        put("secret", s);
+                    }
+                }
+                Channel::PagerDuty { routing_key, url, .. } => {
+                    put("routing_key", routing_key);
+                    if let Some(u) = url {
+                        put("url", u);
+                    }
+                }
+                Channel::Alertmanager { url } => put("url", url),
+                Channel::Log => {}
+            }
+            RouteConfig::new(route.name.as_deref(), route.channel.name(), params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        })
+        .collect()
+}
+
+fn amount(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 { format!("{value:.0}") } else { format!("{value:.2}") }
+}
+
+/// The rule state of a metric rule, found by its text in `config`.
+fn rule_state(config: &Config, target: &engine::Target, rule: &engine::RuleRef, value: f64, for_secs: Option<u64>) -> RuleState {
+    let check = match target {
+        engine::Target::Host => config.host.as_ref(),
+        engine::Target::Service(name) => config.services.iter().find(|c| &c.name == name),
+    };
+    let found = check.and_then(|c| c.rules.iter().find(|r| r.text == rule.text && r.location == rule.location));
+    let (metric, comparison, threshold) = match found.map(|r| &r.condition) {
+        Some(Condition::Metric(m)) => {
+            let metric = match &m.metric.name {
+                Some(name) => format!("{}:{name}", m.metric.family),
+                None => m.metric.family.clone(),
+            };
+            let comparison = if matches!(m.op, Op::Lt | Op::Le) { Comparison::Below } else { Comparison::Above };
+            (metric, comparison, m.threshold.text.clone())
+        }
+        Some(Condition::Forks { per_sec }) => ("forks".to_owned(), Comparison::Above, format!("{per_sec}/sec")),
+        _ => (String::new(), Comparison::Above, String::new()),
+    };
+    RuleState { rule: rule.text.clone(), metric, comparison, value: amount(value), threshold, for_secs }
+}
+
+/// The alert for one engine event, or `None` for events no channel needs.
+pub fn alert(config: &Config, hostname: &str, event: &engine::Event, responses: &[Response], at: SystemTime) -> Option<alert::Alert> {
+    let service = event.target.to_string();
+    let rule = event.rule.as_ref();
+    let kind = match &event.kind {
+        EventKind::RuleFailed { value } => alert::Event::RuleFailed(rule_state(config, &event.target, rule?, *value, None)),
+        EventKind::RuleRecovered { value, failed_for } => {
+            alert::Event::RuleRecovered(rule_state(config, &event.target, rule?, *value, Some(failed_for.as_secs())))
+        }
+        EventKind::ProcessExited(exit) if exit.oom_killed => alert::Event::OomKilled { pid: exit.pid, rss_bytes: None },
+        EventKind::ProcessExited(exit) => alert::Event::Crashed {
+            pid: exit.pid,
+            exit: match (exit.exit_code, exit.signal) {
+                (_, Some(signal)) => Exit::Signal { signal, core_dumped: exit.core_dumped },
+                (Some(code), None) => Exit::Code(code),
+                (None, None) => Exit::Code(0),
+            },
+        },
+        EventKind::ProcessDown => alert::Event::ProcessDown,
+        EventKind::ProcessUp { pid } => alert::Event::ProcessUp { pid: Some(*pid) },
+        EventKind::ForkRate { forks, window } => {
+            let per_sec = *forks as f64 / window.as_secs_f64().max(1e-9);
+            alert::Event::RuleFailed(rule_state(config, &event.target, rule?, per_sec, None))
+        }
+        EventKind::ForkRateRecovered => alert::Event::RuleRecovered(rule_state(config, &event.target, rule?, 0.0, None)),
+        EventKind::Flapping { restarts, window } => {
+            alert::Event::FlapDetected { restarts: *restarts as u32, within_secs: window.as_secs() }
+        }
+        EventKind::FlappingRecovered => return None,
+        EventKind::JobOverdue { job, every } => alert::Event::JobOverdue { job: job.clone(), every_secs: every.as_secs() },
+        EventKind::JobRan { job } => alert::Event::JobRan { job: job.clone() },
+    };
+    Some(alert::Alert::new(hostname, service, kind, at).with_actions(responses.iter().cloned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        let (config, diagnostics) = crate::config::load([("services.d/web.inq", text)]);
+        assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+        config
+    }
+
+    #[test]
+    fn a_crash_becomes_a_crashed_alert_with_what_inspeq_did() {
+        let config = config("check service web\n  if crashed then alert, restart\n");
+        let rule = &config.services[0].rules[0];
+        let event = engine::Event {
+            target: engine::Target::Service("web".into()),
+            kind: EventKind::ProcessExited(engine::ExitStatus { pid: 7, exit_code: None, signal: Some(9), core_dumped: false, oom_killed: false }),
+            rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
+        };
+        let a = alert(&config, "h", &event, &[Response::Restart], SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(a.event, alert::Event::Crashed { pid: 7, exit: Exit::Signal { signal: 9, core_dumped: false } });
+        assert_eq!(a.actions, vec![Response::Restart]);
+        assert_eq!(a.service, "web");
+    }
+
+    #[test]
+    fn a_metric_rule_names_its_metric_and_threshold() {
+        let config = config("check service web\n  if memory:rss > 64m then alert\n");
+        let rule = &config.services[0].rules[0];
+        let event = engine::Event {
+            target: engine::Target::Service("web".into()),
+            kind: EventKind::RuleFailed { value: 70.0 * 1048576.0 },
+            rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
+        };
+        let Some(alert::Alert { event: alert::Event::RuleFailed(state), .. }) = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH) else {
+            panic!("not a rule failure")
+        };
+        assert_eq!(state.metric, "memory:rss");
+        assert_eq!(state.comparison, Comparison::Above);
+        assert_eq!(state.threshold, "64m");
+    }
+}
