@@ -1,34 +1,35 @@
-//! `cargo xtask demo`: the README's first command. Builds `inspeqd` and runs
-//! `inspeqd trace` on a bundled misbehaving service (`inspeq-workload demo`):
-//! a crash, signals, a memory bloat and an OOM kill, each reported the instant the
-//! kernel sees it. The full daemon demo (rules, alerts, restarts) builds on this.
+//! `cargo xtask demo`: the README's first command. On a machine where PID 1 is
+//! not systemd it builds inspeq, starts a real systemd user manager (in a private
+//! mount namespace, as the tests do) running a small demo service, runs `inspeqd`
+//! on the bundled `examples/` configuration (alerts to the log), then crashes the
+//! service and makes it bloat, showing the alerts and restarts as they happen with
+//! the measured detection time. It cleans up after itself.
+//!
+//! Without root (no eBPF, no systemd manager) it runs `inspeqd trace` on a
+//! misbehaving workload instead, through the /proc fallback.
 
 use std::{
+    io::{BufRead as _, BufReader},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Duration,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use crate::command::{self, cargo, is_root, workspace_root};
 
-/// Removes the demo's cgroups, killing what is left in them.
-struct Cgroups(Vec<PathBuf>);
+const UNIT: &str = "inspeq-demo.service";
 
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        for dir in self.0.iter().rev() {
-            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
-                    // SAFETY: plain kill(2).
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
+/// A `systemd --user` manager in a private mount namespace, and everything it
+/// needs; stopped and removed when dropped.
+struct UserManager {
+    child: Child,
+    base: PathBuf,
+    runtime_dir: PathBuf,
+    cgroups: Vec<PathBuf>,
 }
 
 fn cgroup2_root() -> Option<PathBuf> {
@@ -39,51 +40,219 @@ fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
+impl UserManager {
+    fn start() -> anyhow::Result<Self> {
+        let base = std::env::temp_dir().join(format!("inspeq-demo-{}", std::process::id()));
+        let (runtime_dir, config, units, empty) = (base.join("rt"), base.join("config"), base.join("units"), base.join("empty"));
+        for dir in [&runtime_dir, &config, &units, &empty] {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o700))?;
+        // systemd wants its own cgroup subtree: cgroup2, and on hybrid hosts its v1 named hierarchy.
+        let mut cgroups = vec![cgroup2_root().context("no cgroup2 mount")?.join("inspeq-demo")];
+        if Path::new("/sys/fs/cgroup/systemd/cgroup.procs").exists() {
+            cgroups.push(PathBuf::from("/sys/fs/cgroup/systemd/inspeq-demo"));
+        }
+        let mut join = String::new();
+        for dir in &cgroups {
+            std::fs::create_dir_all(dir)?;
+            join.push_str(&format!("echo $$ > {}/cgroup.procs && ", dir.display()));
+        }
+        // /run/systemd/system must exist for `systemd --user`; a private mount
+        // namespace keeps the host from looking systemd-booted.
+        let script = format!(
+            "{join}exec unshare --mount --propagation private /bin/sh -c 'mount -t tmpfs inspeq-demo /run/systemd && mkdir /run/systemd/system && exec /lib/systemd/systemd --user --log-target=console'"
+        );
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .env("XDG_RUNTIME_DIR", &runtime_dir)
+            .env("XDG_CONFIG_HOME", &config)
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
+            .env("SYSTEMD_GENERATOR_PATH", &empty)
+            .env("SYSTEMD_ENVIRONMENT_GENERATOR_PATH", &empty)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(base.join("manager.log"))?)
+            .stderr(std::fs::File::create(base.join("manager.err"))?)
+            .spawn()
+            .context("starting systemd --user")?;
+        let manager = Self { child, base, runtime_dir, cgroups };
+        let started = Instant::now();
+        while !(manager.runtime_dir.join("bus").exists() && manager.systemctl(&["show", "-P", "Version"]).is_ok()) {
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!("the systemd user manager did not start (see {})", manager.base.join("manager.err").display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(manager)
+    }
+
+    fn systemctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("systemctl").arg("--user").args(args).env("XDG_RUNTIME_DIR", &self.runtime_dir).output()?;
+        if !out.status.success() {
+            bail!("systemctl --user {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn main_pid(&self) -> Option<u32> {
+        self.systemctl(&["show", "-P", "MainPID", UNIT]).ok()?.parse().ok().filter(|p| *p != 0)
+    }
+}
+
+impl Drop for UserManager {
+    fn drop(&mut self) {
+        let _ = self.systemctl(&["stop", UNIT]);
+        // SAFETY: plain kill(2) of our own child; SIGTERM makes systemd exit in order.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        for dir in self.cgroups.iter().rev() {
+            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            remove_cgroup(dir);
+        }
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn remove_cgroup(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup(&entry.path());
+        }
+    }
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// inspeqd's output lines, as they come, each with the instant it arrived.
+fn lines(child: &mut Child) -> mpsc::Receiver<(Instant, &'static str, String)> {
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send((Instant::now(), "out", line));
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx2.send((Instant::now(), "log", line));
+        }
+    });
+    rx
+}
+
+/// Prints inspeqd's lines until one contains `wanted`; returns when it arrived.
+fn until(rx: &mpsc::Receiver<(Instant, &'static str, String)>, wanted: &str, limit: Duration) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (at, stream, line) = rx.recv_timeout(left).with_context(|| format!("inspeqd said nothing containing `{wanted}`"))?;
+        let shown = line.trim_start_matches("inspeqd: ");
+        println!("  inspeqd {stream} │ {shown}");
+        if line.contains(wanted) {
+            return Ok(at);
+        }
+    }
+}
+
+fn say(text: &str) {
+    println!("\n▶ {text}");
+}
+
 pub fn run() -> anyhow::Result<()> {
     crate::setup::run()?;
     command::run(cargo().args(["build", "--release", "-p", "inspeq-daemon", "-p", "tests", "--bins"]))?;
     let release = workspace_root().join("target/release");
-
-    let mut trace = Command::new(release.join("inspeqd"));
-    trace.args(["trace", "--rss-threshold", "32m"]);
-    let mut service = Command::new(release.join("inspeq-workload"));
-    service.arg("demo");
-
-    let mut cgroups = Cgroups(Vec::new());
-    let root_cg = if is_root() { cgroup2_root() } else { None };
-    match &root_cg {
-        Some(cg2) => {
-            let dir = cg2.join("inspeq-demo");
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            cgroups.0.push(dir.clone());
-            trace.arg("--cgroup").arg(&dir);
-            // The service joins the watched cgroup before it starts.
-            service.env("INSPEQ_JOIN_CGROUP", &dir);
-            let v1_memory = Path::new("/sys/fs/cgroup/memory");
-            if v1_memory.join("memory.limit_in_bytes").exists() {
-                let oom = v1_memory.join("inspeq-demo");
-                std::fs::create_dir_all(&oom)?;
-                std::fs::write(oom.join("memory.limit_in_bytes"), (16u64 << 20).to_string())?;
-                cgroups.0.push(oom.clone());
-                service.env("INSPEQ_OOM_CGROUP", &oom);
-            }
-        }
-        None => {
-            eprintln!("xtask: not root, so no eBPF: inspeqd falls back to polling /proc and sees less");
-            trace.args(["--poll-ms", "100", "--pid", &std::process::id().to_string()]);
-        }
+    if !is_root() || !Path::new("/lib/systemd/systemd").exists() {
+        eprintln!("xtask: the full demo needs root and systemd's binaries; showing `inspeqd trace` on a workload instead");
+        return trace_demo(&release);
     }
 
-    eprintln!("xtask: starting inspeqd trace; the service's misdeeds follow, each line is what inspeq saw\n");
+    say("starting a systemd user manager (PID 1 here is not systemd) with the demo service");
+    let manager = UserManager::start()?;
+    let unit = format!(
+        "[Unit]\nDescription=inspeq demo service\n\n[Service]\nExecStart={} demo-service\nExecReload=/bin/kill -HUP $MAINPID\nRestart=no\n",
+        release.join("inspeq-workload").display()
+    );
+    std::fs::write(manager.base.join("units").join(UNIT), unit)?;
+    manager.systemctl(&["daemon-reload"])?;
+    manager.systemctl(&["start", UNIT])?;
+    let first = manager.main_pid().context("the demo service did not start")?;
+    println!("  {UNIT} runs as pid {first}");
+
+    let examples = workspace_root().join("examples");
+    say(&format!("starting inspeqd on {}", examples.display()));
+    let state = manager.base.join("state");
+    let mut inspeqd = Command::new(release.join("inspeqd"))
+        .arg("--config-dir")
+        .arg(&examples)
+        .arg("--socket")
+        .arg(manager.base.join("inspeq.sock"))
+        .arg("--state-dir")
+        .arg(&state)
+        .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting inspeqd")?;
+    let rx = lines(&mut inspeqd);
+    let result = (|| -> anyhow::Result<()> {
+        until(&rx, "up, pid", Duration::from_secs(20))?;
+
+        say(&format!("crash: kill -9 {first}"));
+        let killed = Instant::now();
+        command::run(Command::new("kill").args(["-9", &first.to_string()]))?;
+        let alerted = until(&rx, "event=crashed", Duration::from_secs(10))?;
+        let crash_latency = alerted.saturating_duration_since(killed);
+        until(&rx, "restart done", Duration::from_secs(30))?;
+        until(&rx, "up, pid", Duration::from_secs(30))?;
+        let second = manager.main_pid().context("no new pid after the restart")?;
+
+        say(&format!("bloat: the service (pid {second}) grows past the 64 MiB rule"));
+        let signalled = Instant::now();
+        command::run(Command::new("kill").args(["-USR1", &second.to_string()]))?;
+        let bloat_alerted = until(&rx, "event=rule_failed", Duration::from_secs(10))?;
+        let bloat_latency = bloat_alerted.saturating_duration_since(signalled);
+        until(&rx, "reload done", Duration::from_secs(30))?;
+
+        say("inspeqctl status");
+        let status = Command::new(release.join("inspeqctl")).arg("--socket").arg(manager.base.join("inspeq.sock")).arg("status").output()?;
+        print!("{}", String::from_utf8_lossy(&status.stdout));
+
+        say("measured");
+        println!("  kill -9 → crash alert:      {:>8.1} ms (Monit at its fastest 1 s cycle: ~500 ms median)", crash_latency.as_secs_f64() * 1000.0);
+        println!("  SIGUSR1 → memory alert:     {:>8.1} ms (includes the service allocating and touching 96 MiB)", bloat_latency.as_secs_f64() * 1000.0);
+        println!("  the service was restarted by systemd at inspeq's request: pid {first} → {second}");
+        Ok(())
+    })();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(inspeqd.id() as i32, libc::SIGTERM) };
+    let _ = inspeqd.wait();
+    drop(manager);
+    result?;
+    println!("\nxtask: demo done and cleaned up. Next: `cargo xtask test` runs the whole suite.");
+    Ok(())
+}
+
+/// The demo for machines without root or systemd: `inspeqd trace` watching a
+/// misbehaving workload (through the /proc fallback when eBPF is unavailable).
+fn trace_demo(release: &Path) -> anyhow::Result<()> {
+    let mut trace = Command::new(release.join("inspeqd"));
+    trace.args(["trace", "--rss-threshold", "32m", "--poll-ms", "100", "--pid", &std::process::id().to_string()]);
     let mut tracer = trace.stdin(Stdio::null()).spawn().context("starting inspeqd")?;
-    // Give it time to load and attach (tens of milliseconds) before the service starts.
     std::thread::sleep(Duration::from_millis(500));
-    let status = service.status().context("running the demo service")?;
+    let status = Command::new(release.join("inspeq-workload")).arg("demo").status().context("running the demo workload")?;
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) };
     tracer.wait()?;
-    drop(cgroups);
-    eprintln!("\nxtask: demo service ended ({status}). Next: `cargo xtask test` runs the whole suite.");
+    eprintln!("\nxtask: demo workload ended ({status}).");
     Ok(())
 }

@@ -319,9 +319,11 @@ impl Daemon {
         let was_up = service.started;
         let input = match (status.state, status.main_pid) {
             (ServiceState::Up, Some(pid)) if was_up != Some(pid) => {
-                if was_up.is_some() {
+                // Every start after the first is a restart, whoever asked for it.
+                if service.ever_started {
                     service.restarts += 1;
                 }
+                service.ever_started = true;
                 service.started = Some(pid);
                 log::info!("service `{name}`: up, pid {pid} ({})", status.detail);
                 Some(Input::ProcessStarted { service: name.to_owned(), pid })

@@ -37,8 +37,10 @@ pub struct Service {
     /// A restart inspeq asked for is running: the exit it causes is no crash.
     pub restarting: bool,
     pub restarts: u64,
-    /// Told the engine the process is up (the first start is no restart).
+    /// The pid the engine was told is up, while it is.
     pub started: Option<u32>,
+    /// It was up at least once (the first start is no restart).
+    pub ever_started: bool,
     /// The init system's change announcements, while the service is watched.
     pub subscription: Option<ChangeSubscription>,
 }
@@ -58,6 +60,7 @@ impl Service {
             restarting: false,
             restarts: 0,
             started: None,
+            ever_started: false,
             subscription: None,
         })
     }

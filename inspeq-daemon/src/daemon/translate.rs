@@ -7,6 +7,7 @@ use crate::{
     alert::{self, Comparison, Exit, Response, RouteConfig, RuleState},
     config::{
         ast::Op,
+        metrics::Unit,
         model::{Channel, Condition, Config, Tls},
     },
     engine::{self, EventKind},
@@ -73,6 +74,18 @@ pub fn route_configs(config: &Config) -> Vec<RouteConfig> {
         .collect()
 }
 
+/// Bytes as the rule language writes them (`64.1m`), powers of 1024.
+fn bytes(value: f64) -> String {
+    let mut v = value;
+    for suffix in ["", "k", "m", "g", "t"] {
+        if v.abs() < 1024.0 || suffix == "t" {
+            return if suffix.is_empty() { format!("{v:.0}") } else { format!("{v:.1}{suffix}") };
+        }
+        v /= 1024.0;
+    }
+    unreachable!()
+}
+
 fn amount(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 { format!("{value:.0}") } else { format!("{value:.2}") }
 }
@@ -84,6 +97,7 @@ fn rule_state(config: &Config, target: &engine::Target, rule: &engine::RuleRef, 
         engine::Target::Service(name) => config.services.iter().find(|c| &c.name == name),
     };
     let found = check.and_then(|c| c.rules.iter().find(|r| r.text == rule.text && r.location == rule.location));
+    let mut shown = amount(value);
     let (metric, comparison, threshold) = match found.map(|r| &r.condition) {
         Some(Condition::Metric(m)) => {
             let metric = match &m.metric.name {
@@ -91,12 +105,17 @@ fn rule_state(config: &Config, target: &engine::Target, rule: &engine::RuleRef, 
                 None => m.metric.family.clone(),
             };
             let comparison = if matches!(m.op, Op::Lt | Op::Le) { Comparison::Below } else { Comparison::Above };
+            match m.unit {
+                Unit::Bytes => shown = bytes(value),
+                Unit::Percent => shown = format!("{value:.1}%"),
+                Unit::Count => {}
+            }
             (metric, comparison, m.threshold.text.clone())
         }
         Some(Condition::Forks { per_sec }) => ("forks".to_owned(), Comparison::Above, format!("{per_sec}/sec")),
         _ => (String::new(), Comparison::Above, String::new()),
     };
-    RuleState { rule: rule.text.clone(), metric, comparison, value: amount(value), threshold, for_secs }
+    RuleState { rule: rule.text.clone(), metric, comparison, value: shown, threshold, for_secs }
 }
 
 /// The alert for one engine event, or `None` for events no channel needs.
@@ -174,5 +193,6 @@ mod tests {
         assert_eq!(state.metric, "memory:rss");
         assert_eq!(state.comparison, Comparison::Above);
         assert_eq!(state.threshold, "64m");
+        assert_eq!(state.value, "70.0m");
     }
 }

@@ -10,11 +10,21 @@
 //!   inspeq-workload storm-n N                    the same, N times
 //!   inspeq-workload exits N GAP_US               N children exiting with code i % 256, GAP_US apart;
 //!                                                prints "pid status" per child
+//!   inspeq-workload demo-service                 a long-running service for `cargo xtask demo`: SIGUSR1
+//!                                                makes it bloat by 96 MiB, SIGHUP (reload) frees that
 //!   inspeq-workload demo                         the misbehaving service of `cargo xtask demo`: a crash,
 //!                                                SIGTERM, SIGKILL, a 64 MiB bloat, and (with
 //!                                                INSPEQ_OOM_CGROUP=DIR, a memory-limited cgroup) an OOM kill
+//!   inspeq-workload serve MARKS                  a long-running server for the daemon tests: appends
+//!                                                `START pid`, then `HUP pid` per SIGHUP (it survives reloads)
+//!                                                to MARKS; on SIGUSR1 it grows by 96 MiB of touched memory
+//!                                                and appends `GREW pid`
 
-use std::{io::Write as _, time::Duration, time::Instant};
+use std::{
+    io::Write as _,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 fn join_cgroup() {
     if let Ok(dirs) = std::env::var("INSPEQ_JOIN_CGROUP") {
@@ -106,12 +116,92 @@ fn demo() {
     std::thread::sleep(Duration::from_millis(100));
 }
 
+static BLOAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static RELOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    // Only atomics here: a signal handler may do nothing else safely.
+    match signal {
+        libc::SIGUSR1 => BLOAT.store(true, std::sync::atomic::Ordering::SeqCst),
+        _ => RELOAD.store(true, std::sync::atomic::Ordering::SeqCst),
+    }
+}
+
+/// Runs until killed; bloats on SIGUSR1, frees on SIGHUP.
+fn demo_service() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for signal in [libc::SIGUSR1, libc::SIGHUP] {
+        // SAFETY: installs an async-signal-safe handler.
+        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+    }
+    let mut bloat: Vec<u8> = Vec::new();
+    loop {
+        if BLOAT.swap(false, SeqCst) {
+            eprintln!("demo-service: bloating by 96 MiB");
+            // Touch every page so it is resident, not just reserved.
+            bloat = vec![1u8; 96 << 20];
+            for i in (0..bloat.len()).step_by(4096) {
+                bloat[i] = (i % 251) as u8;
+            }
+        }
+        if RELOAD.swap(false, SeqCst) {
+            eprintln!("demo-service: reload: freeing {} MiB", bloat.len() >> 20);
+            bloat = Vec::new();
+        }
+        std::hint::black_box(&bloat);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+static GOT_HUP: AtomicBool = AtomicBool::new(false);
+static GOT_USR1: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hup(_: libc::c_int) {
+    GOT_HUP.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    GOT_USR1.store(true, Ordering::SeqCst);
+}
+
+fn mark(marks: &str, what: &str) {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(marks).unwrap_or_else(|e| panic!("{marks}: {e}"));
+    writeln!(file, "{what} {}", std::process::id()).unwrap();
+}
+
+/// Runs until killed. The handlers only set flags (async-signal-safe); the loop
+/// does the work, so a test sees each signal's effect within a few milliseconds.
+fn serve(marks: &str) -> ! {
+    // SAFETY: the handlers only store to atomics.
+    unsafe {
+        libc::signal(libc::SIGHUP, on_hup as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t);
+    }
+    mark(marks, "START");
+    // The grown memory stays mapped until the process dies.
+    let mut grown: Vec<Vec<u8>> = Vec::new();
+    loop {
+        if GOT_HUP.swap(false, Ordering::SeqCst) {
+            mark(marks, "HUP");
+        }
+        if GOT_USR1.swap(false, Ordering::SeqCst) {
+            // Non-zero bytes, so every page is really touched and counted in RSS.
+            grown.push(vec![1u8; 96 << 20]);
+            std::hint::black_box(&grown);
+            mark(marks, "GREW");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn main() {
     join_cgroup();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| -> u64 { args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("argument {i} missing or not a number")) };
     match args.first().map(String::as_str) {
         Some("demo") => demo(),
+        Some("demo-service") => demo_service(),
+        Some("serve") => serve(args.get(1).expect("serve MARKS")),
         Some("alloc") => alloc(num(1) as usize, Duration::from_millis(num(2)), Duration::from_millis(num(3))),
         Some("storm") => {
             let secs = Duration::from_secs(num(1));
@@ -146,7 +236,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | demo");
+            eprintln!("usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | demo | serve MARKS");
             std::process::exit(2);
         }
     }
