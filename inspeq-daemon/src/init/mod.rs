@@ -396,18 +396,9 @@ pub async fn resolve(
     (None, errors)
 }
 
-/// The cgroup2 mount, from `/proc/self/mounts` (`/sys/fs/cgroup/unified` on a
-/// hybrid host).
+/// The cgroup2 mount (`/sys/fs/cgroup/unified` on a hybrid host).
 pub(crate) fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_dev, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(dir))
-        })
-        .min_by_key(|dir| !dir.starts_with("/sys/fs/cgroup"))
+    crate::kernel::cgroup::cgroup2_root().ok()
 }
 
 /// Whether `pid` names a live process (a zombie is not alive: it has exited).

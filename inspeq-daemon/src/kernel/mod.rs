@@ -12,7 +12,7 @@
 //! - `cgroup`: cgroup v2 paths and ids.
 
 mod btf;
-mod cgroup;
+pub(crate) mod cgroup;
 mod decode;
 mod ebpf;
 mod fallback;
