@@ -5,6 +5,7 @@
 //! skip with a printed reason.
 
 pub mod alert_harness;
+pub mod daemon_harness;
 pub mod init_harness;
 
 use std::{
@@ -154,6 +155,16 @@ pub fn inspeqd() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let path = profile_dir.join("inspeqd");
+    assert!(path.exists(), "{} not built: run `cargo build -p inspeq-daemon` first (cargo xtask test does)", path.display());
+    path
+}
+
+/// The `inspeqctl` binary beside [`inspeqd`], or `$INSPEQCTL`.
+pub fn inspeqctl() -> PathBuf {
+    if let Some(path) = std::env::var_os("INSPEQCTL") {
+        return PathBuf::from(path);
+    }
+    let path = inspeqd().with_file_name("inspeqctl");
     assert!(path.exists(), "{} not built: run `cargo build -p inspeq-daemon` first (cargo xtask test does)", path.display());
     path
 }
