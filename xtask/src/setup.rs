@@ -29,6 +29,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("dbus-daemon", "/usr/bin/dbus-daemon"),
     ("dbus-user-session", "/usr/lib/systemd/user/dbus.socket"),
     ("runit", "/usr/bin/runsvdir"),
+    // The metrics test: a real Prometheus scrapes inspeqd's /metrics.
+    ("prometheus", "/usr/bin/prometheus"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

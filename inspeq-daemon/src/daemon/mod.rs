@@ -48,7 +48,10 @@ use crate::{
         server::{self, Control},
     },
     engine::{self, Action, EngineState, Input, Sample, Target, Timestamp},
-    export::statsd::{self, Statsd, StatsdKind},
+    export::{
+        prometheus,
+        statsd::{self, Statsd, StatsdKind},
+    },
     init::{ServiceState, ServiceStatus},
     kernel::{self, Monitor, Observation, RssDirection, RssLimits, WatchSettings},
     metrics,
@@ -115,6 +118,8 @@ struct Daemon {
     observations: u64,
     raised: u64,
     socket: PathBuf,
+    /// The Prometheus page, when `set metrics_listen` is configured.
+    metrics_page: Option<tokio::sync::watch::Sender<String>>,
 }
 
 /// Runs the daemon until `shutdown` completes or SIGTERM/SIGINT arrives.
@@ -148,6 +153,16 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             None
         }
     });
+    let metrics_page = match &config.settings.metrics_listen {
+        Some(address) => {
+            let listener = prometheus::bind(address).await.with_context(|| format!("binding metrics_listen {address}"))?;
+            let (tx, rx) = tokio::sync::watch::channel(String::new());
+            tokio::spawn(prometheus::serve(listener, rx));
+            log::info!("serving Prometheus metrics on http://{address}/metrics");
+            Some(tx)
+        }
+        None => None,
+    };
     let origin = Instant::now();
     let mut daemon = Daemon {
         engine: EngineState::new(&config, Timestamp::ZERO),
@@ -168,6 +183,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         observations: 0,
         raised: 0,
         socket: socket.clone(),
+        metrics_page,
     };
     daemon.add_services();
     log::info!(
@@ -526,6 +542,12 @@ impl Daemon {
         self.step(Input::Cycle, now);
         if let Some(statsd) = &mut self.statsd {
             statsd.send(&lines);
+        }
+        if self.metrics_page.is_some() {
+            let page = prometheus::render(&self.snapshot());
+            if let Some(tx) = &self.metrics_page {
+                tx.send_replace(page);
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use super::Daemon;
 use crate::{
     control::protocol::{AlertHealth, JobStatus, KernelHealth, MetricValue, RuleStatus, ServiceStatus, Status},
     engine::{Phase, Target},
+    export::prometheus,
     init::ServiceState,
     kernel::Mode,
 };
@@ -29,6 +30,31 @@ fn rules(daemon: &Daemon, target: &Target) -> Vec<RuleStatus> {
 }
 
 impl Daemon {
+    /// What the Prometheus page shows.
+    pub(super) fn snapshot(&mut self) -> prometheus::Snapshot {
+        let stats = self.monitor.stats();
+        let outbox = self.outbox.stats();
+        let mut rules = Vec::new();
+        let targets = std::iter::once(Target::Host).chain(self.services.keys().map(|n| Target::Service(n.clone())));
+        for target in targets {
+            for (rule, phase) in self.engine.rule_phases(&target) {
+                rules.push((target.to_string(), rule.text.clone(), phase != Phase::Ok));
+            }
+        }
+        prometheus::Snapshot {
+            metrics: self.history.latest().map(|(t, m, v)| (t.to_owned(), m.to_owned(), v)).collect(),
+            rules,
+            services: self.services.iter().map(|(n, s)| (n.clone(), s.main_pid().is_some(), s.restarts)).collect(),
+            alerts_raised: self.raised,
+            alerts_delivered: outbox.delivered,
+            alert_send_failures: outbox.failed_sends,
+            alerts_pending: self.outbox.pending() as u64,
+            kernel_emitted: stats.emitted,
+            kernel_dropped: stats.dropped,
+            kernel_ebpf: matches!(self.monitor.mode(), Mode::Ebpf),
+        }
+    }
+
     pub(super) fn status(&mut self, with_metrics: bool) -> Status {
         let now = self.now();
         let stats = self.monitor.stats();

@@ -1,4 +1,6 @@
 //! Metrics leaving inspeq for other systems: statsd lines after each cycle
-//! (`statsd.rs`), in Inspeqtor's format so existing dashboards keep working.
+//! (`statsd.rs`), in Inspeqtor's format so existing dashboards keep working, and
+//! a Prometheus `/metrics` page (`prometheus.rs`).
 
+pub mod prometheus;
 pub mod statsd;
