@@ -11,7 +11,9 @@ use std::{
     io::{BufRead as _, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::{Arc, Condvar, Mutex},
+    // A test that panics while waiting poisons the list; the reader and the guard's
+    // drop still need it.
+    sync::{Arc, Condvar, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -34,7 +36,7 @@ impl Lines {
                 let Ok(line) = line else { break };
                 eprintln!("[{label}] {line}");
                 let (list, arrived) = &*sink.inner;
-                list.lock().unwrap().push(line);
+                list.lock().unwrap_or_else(PoisonError::into_inner).push(line);
                 arrived.notify_all();
             }
         });
@@ -43,12 +45,12 @@ impl Lines {
 
     /// Every line so far.
     pub fn all(&self) -> Vec<String> {
-        self.inner.0.lock().unwrap().clone()
+        self.inner.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// How many lines so far satisfy `matches`.
     pub fn count(&self, matches: impl Fn(&str) -> bool) -> usize {
-        self.inner.0.lock().unwrap().iter().filter(|l| matches(l)).count()
+        self.inner.0.lock().unwrap_or_else(PoisonError::into_inner).iter().filter(|l| matches(l)).count()
     }
 
     /// Waits until the `nth` (0-based) line satisfying `matches` has arrived and
@@ -57,14 +59,14 @@ impl Lines {
     pub fn wait_nth(&self, what: &str, nth: usize, limit: Duration, matches: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + limit;
         let (list, arrived) = &*self.inner;
-        let mut guard = list.lock().unwrap();
+        let mut guard = list.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(line) = guard.iter().filter(|l| matches(l)).nth(nth) {
                 return line.clone();
             }
             let now = Instant::now();
             assert!(now < deadline, "timed out after {limit:?} waiting for {what}; lines so far:\n{}", guard.join("\n"));
-            guard = arrived.wait_timeout(guard, deadline - now).unwrap().0;
+            guard = arrived.wait_timeout(guard, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 

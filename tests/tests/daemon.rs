@@ -215,6 +215,9 @@ fn every_control_command_answers() {
     let at = err.find("broken.inq:2:").unwrap_or_else(|| panic!("no broken.inq:2:COL in {err}"));
     let col: String = err[at + "broken.inq:2:".len()..].chars().take_while(char::is_ascii_digit).collect();
     assert!(!col.is_empty(), "no column after broken.inq:2: in {err}");
+    // The log says so too, where an operator who did not run the reload sees it.
+    daemon.stderr.wait("the failed reload in the log", LIMIT, |l| l.contains("keeping the running configuration"));
+    daemon.stderr.wait("the failed reload's location in the log", LIMIT, |l| l.contains("broken.inq:2:"));
     assert_eq!(service_names(&daemon), ["inspeq-ctl-web"]);
     assert_eq!(daemon.wait_up("inspeq-ctl-web", LIMIT), pid);
 
@@ -233,6 +236,49 @@ fn every_control_command_answers() {
         service_names(&daemon).contains(&"inspeq-ctl-third".to_owned()).then_some(())
     });
     assert_eq!(daemon.wait_up("inspeq-ctl-web", LIMIT), pid);
+}
+
+/// How many values of `metric` the daemon's history holds for `target` (`show`'s sparkline).
+fn history_len(daemon: &Daemon, target: &str, metric: &str) -> usize {
+    let show = daemon.ctl_ok(&["show", target, metric]);
+    if show.contains("no values yet") { 0 } else { show.lines().nth(1).unwrap_or("").chars().count() }
+}
+
+#[test]
+fn a_reload_keeps_the_state_of_unchanged_rules_and_the_metric_history() {
+    if !privileged("a_reload_keeps_the_state_of_unchanged_rules_and_the_metric_history") {
+        return;
+    }
+    let scratch = Scratch::new("daemon-reload-state");
+    let workload = Workload::start(&scratch);
+    let service = "inspeq-reload-bloat";
+    let daemon = Daemon::builder("reload-state")
+        .file("inspeq.conf", &conf(1))
+        .file("host.inq", "check host\n  if load:1 < 0 then alert\n")
+        .file(
+            "services.d/bloat.inq",
+            &format!("check process {service} with matching \"{}\"\n  if memory:rss > 64m then alert\n", workload.pattern()),
+        )
+        .start();
+    let pid = daemon.wait_up(service, LIMIT);
+    // SAFETY: kill(2) on the workload this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+    daemon.stdout.wait("the memory alert", LIMIT, |l| is_alert(l, service, "rule_failed"));
+    wait_for("the workload to finish growing", LIMIT, || marks(&workload.marks).contains(&"GREW".to_owned()).then_some(()));
+
+    // A reload that changes nothing about this service, by inspeqctl and by SIGHUP.
+    let before = history_len(&daemon, service, "memory:rss");
+    daemon.write("services.d/other.inq", &absent_process("inspeq-reload-other"));
+    daemon.ctl_ok(&["reload"]);
+    daemon.signal(libc::SIGHUP);
+    daemon.stderr.wait_nth("the second reload", 1, LIMIT, |l| l.contains("reload: configuration from"));
+    // Three more cycles sample the service, still far above 64 MiB...
+    wait_for("three more cycles", LIMIT, || (history_len(&daemon, service, "memory:rss") >= before + 3).then_some(()));
+    // ...and the rule, already triggered, stays triggered without a second alert.
+    let status = daemon.service(service).unwrap();
+    assert_eq!(status["rules"][0]["state"], "triggered", "{status}");
+    assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "rule_failed")), 1, "{:#?}", daemon.stdout.all());
+    assert!(history_len(&daemon, "host", "load:1") >= 3, "the host's history was dropped");
 }
 
 #[test]
@@ -259,4 +305,115 @@ fn check_reports_a_broken_directory_compiler_style_without_a_daemon() {
     std::fs::remove_file(scratch.dir.join("services.d/bad.inq")).unwrap();
     let out = Command::new(tests::inspeqctl()).arg("check").arg(&scratch.dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+// ------------------------------------------------------------ systemd user manager
+
+/// A `Restart=no` unit running `inspeq-workload serve MARKS`, reloaded with SIGHUP.
+fn workload_unit(marks_file: &Path) -> String {
+    format!(
+        "[Unit]\nDescription=inspeq daemon test service\n\n[Service]\nExecStart={WORKLOAD} serve {}\nExecReload=/bin/kill -HUP $MAINPID\nRestart=no\n",
+        marks_file.display()
+    )
+}
+
+fn main_pid(manager: &UserManager, unit: &str) -> u32 {
+    manager.systemctl_ok(&["show", "-P", "MainPID", unit]).parse().unwrap()
+}
+
+#[test]
+fn systemd_a_crash_is_alerted_once_restarted_and_the_new_main_process_is_watched() {
+    if !can_run("systemd_a_crash_is_alerted_once_restarted_and_the_new_main_process_is_watched", SYSTEMD_USER) {
+        return;
+    }
+    let manager = UserManager::start("daemon-crash");
+    let scratch = Scratch::new("daemon-systemd-crash");
+    let marks_file = scratch.dir.join("marks");
+    let service = "inspeq-daemon-crash";
+    let unit = format!("{service}.service");
+    manager.add_unit(&unit, &workload_unit(&marks_file));
+    manager.systemctl_ok(&["start", &unit]);
+    let first = main_pid(&manager, &unit);
+
+    let daemon = Daemon::builder("systemd-crash")
+        .file("inspeq.conf", &conf(1))
+        .file("services.d/crash.inq", &format!("check service {service} with scope user\n  if crashed then alert, restart\n"))
+        .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
+        .start();
+    assert_eq!(daemon.wait_up(service, INIT_LIMIT), first);
+    let status = daemon.service(service).unwrap();
+    assert_eq!((status["init"].as_str(), status["watched_by"].as_str()), (Some("systemd"), Some("cgroup")), "{status}");
+
+    // The first crash: one alert with the signal, one restart through systemd.
+    kill9(first);
+    let alert = daemon.stdout.wait("the first crash alert", LIMIT, |l| is_alert(l, service, "crashed"));
+    assert!(alert.contains(&format!("pid {first} was killed by signal 9")), "{alert}");
+    daemon.stderr.wait("the restart request", LIMIT, |l| l.contains(&format!("service `{service}`: restart requested")));
+    daemon.stderr.wait("the restart", INIT_LIMIT, |l| l.contains(&format!("service `{service}`: restart done")));
+    let second = wait_for("systemd to give the unit a new main pid", INIT_LIMIT, || {
+        let pid = main_pid(&manager, &unit);
+        (pid != 0 && pid != first).then_some(pid)
+    });
+    assert_eq!(daemon.wait_up_not(service, Some(first), INIT_LIMIT), second);
+    let status = daemon.service(service).unwrap();
+    assert_eq!(status["restarts"], 1, "{status}");
+    assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "crashed")), 1, "{:#?}", daemon.stdout.all());
+    assert_eq!(daemon.stderr.count(|l| l.contains(&format!("service `{service}`: restart requested"))), 1);
+
+    // The restarted unit lives in a new cgroup, and that one is watched: the next
+    // crash is alerted too.
+    kill9(second);
+    let alert = daemon.stdout.wait_nth("the second crash alert", 1, LIMIT, |l| is_alert(l, service, "crashed"));
+    assert!(alert.contains(&format!("pid {second} was killed by signal 9")), "{alert}");
+    daemon.stderr.wait_nth("the second restart", 1, INIT_LIMIT, |l| l.contains(&format!("service `{service}`: restart done")));
+    daemon.wait_up_not(service, Some(second), INIT_LIMIT);
+}
+
+#[test]
+fn systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle() {
+    if !can_run("systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle", SYSTEMD_USER) {
+        return;
+    }
+    let manager = UserManager::start("daemon-memory");
+    let scratch = Scratch::new("daemon-systemd-memory");
+    let marks_file = scratch.dir.join("marks");
+    let service = "inspeq-daemon-bloat";
+    let unit = format!("{service}.service");
+    manager.add_unit(&unit, &workload_unit(&marks_file));
+    manager.systemctl_ok(&["start", &unit]);
+    let pid = main_pid(&manager, &unit);
+    wait_for("the service to start", LIMIT, || marks(&marks_file).contains(&"START".to_owned()).then_some(()));
+
+    // A 30 s cycle: the only cycle before the alert is the one at start, before the
+    // service grows, so only the kernel's crossing can trigger the rule in time.
+    let cycle = Duration::from_secs(30);
+    let daemon = Daemon::builder("systemd-memory")
+        .file("inspeq.conf", &conf(cycle.as_secs()))
+        .file("services.d/bloat.inq", &format!("check service {service} with scope user\n  if memory:rss > 64m then alert, reload\n"))
+        .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
+        .start();
+    assert_eq!(daemon.wait_up(service, INIT_LIMIT), pid);
+
+    // Grow past 64 MiB (96 MiB, touched).
+    // SAFETY: kill(2) on the unit's main pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+    let alert = daemon.stdout.wait("the memory alert", LIMIT, |l| is_alert(l, service, "rule_failed"));
+    let next_cycle = daemon.started + cycle;
+    assert!(Instant::now() < next_cycle, "the alert waited for the next cycle: {alert}");
+    assert!(alert.contains("memory:rss"), "{alert}");
+    // (The alert may come before the growth is complete: it fires at the crossing.)
+    wait_for("the service to finish growing", LIMIT, || marks(&marks_file).contains(&"GREW".to_owned()).then_some(()));
+
+    // The reload reaches the process (systemd's ExecReload sends HUP), still before the next cycle.
+    daemon.stderr.wait("the reload", INIT_LIMIT, |l| l.contains(&format!("service `{service}`: reload done")));
+    wait_for("the service to record the HUP", LIMIT, || marks(&marks_file).contains(&"HUP".to_owned()).then_some(()));
+    assert!(Instant::now() < next_cycle, "the reload waited for the next cycle");
+    assert_eq!(main_pid(&manager, &unit), pid, "a reload is no restart");
+
+    // status --json shows the service up, same pid, its rule triggered.
+    let status = daemon.service(service).unwrap();
+    assert_eq!((status["state"].as_str(), status["pid"].as_u64()), (Some("up"), Some(u64::from(pid))), "{status}");
+    assert_eq!(status["rules"][0]["state"], "triggered", "{status}");
+    assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "rule_failed")), 1, "{:#?}", daemon.stdout.all());
+    assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "crashed")), 0, "a reload is no crash: {:#?}", daemon.stdout.all());
 }
