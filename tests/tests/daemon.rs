@@ -124,11 +124,81 @@ fn sigterm_shuts_down_cleanly_removing_the_socket() {
         return;
     }
     let mut daemon = Daemon::builder("sigterm").file("inspeq.conf", &conf(1)).start();
-    assert!(daemon.socket.exists());
+    // Mode 0660, so a deploy group can be given the socket without root.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&daemon.socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
     let status = daemon.terminate();
     assert!(status.success(), "inspeqd exited with {status}");
     assert!(!daemon.socket.exists(), "{} left behind", daemon.socket.display());
     assert!(daemon.stderr.count(|l| l.contains("inspeqd stopping")) == 1, "{:#?}", daemon.stderr.all());
+}
+
+#[test]
+fn startup_refuses_a_live_socket_and_a_broken_config_but_replaces_a_stale_socket() {
+    if !privileged("startup_refuses_a_live_socket_and_a_broken_config_but_replaces_a_stale_socket") {
+        return;
+    }
+    let scratch = Scratch::new("daemon-startup");
+    let run = |config_dir: &Path, socket: &Path| {
+        Command::new(tests::inspeqd())
+            .arg("--config-dir")
+            .arg(config_dir)
+            .arg("--socket")
+            .arg(socket)
+            .arg("--state-dir")
+            .arg(scratch.dir.join("state"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // A second daemon on a live socket exits with a reason; the first keeps answering.
+    let mut first = Daemon::builder("startup").file("inspeq.conf", &conf(1)).start();
+    let out = run(&first.config_dir, &first.socket);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("another inspeqd answers on"), "{stderr}");
+    first.ctl_ok(&["status"]);
+    assert!(first.running());
+
+    // A broken configuration: every problem with file:line:col, and no daemon.
+    let broken = scratch.dir.join("broken");
+    std::fs::create_dir_all(broken.join("services.d")).unwrap();
+    std::fs::write(broken.join("inspeq.conf"), "set cycle_time 1\n").unwrap();
+    std::fs::write(broken.join("services.d/web.inq"), "check service web\n  if memory:rss > then alert\n").unwrap();
+    let out = run(&broken, &scratch.dir.join("broken.sock"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("web.inq:2:"), "{stderr}");
+    assert!(!scratch.dir.join("broken.sock").exists());
+
+    // A socket file left by a daemon that died (nobody answers) is replaced.
+    let stale = scratch.dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let mut child = Command::new(tests::inspeqd())
+        .arg("--config-dir")
+        .arg(&first.config_dir)
+        .arg("--socket")
+        .arg(&stale)
+        .arg("--state-dir")
+        .arg(scratch.dir.join("state2"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let answered = wait_for("the daemon on the stale socket to answer", LIMIT, || {
+        if child.try_wait().unwrap().is_some() {
+            return Some(false);
+        }
+        let out = Command::new(tests::inspeqctl()).arg("--socket").arg(&stale).arg("status").output().unwrap();
+        out.status.success().then_some(true)
+    });
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(answered, "inspeqd exited instead of replacing the stale socket ({status})");
+    assert!(status.success(), "SIGINT: {status}");
+    assert!(!stale.exists());
 }
 
 // ------------------------------------------------------------ control commands
@@ -416,4 +486,40 @@ fn systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle() {
     assert_eq!(status["rules"][0]["state"], "triggered", "{status}");
     assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "rule_failed")), 1, "{:#?}", daemon.stdout.all());
     assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "crashed")), 0, "a reload is no crash: {:#?}", daemon.stdout.all());
+}
+
+#[test]
+fn systemd_a_restart_the_rules_asked_for_is_no_crash() {
+    if !can_run("systemd_a_restart_the_rules_asked_for_is_no_crash", SYSTEMD_USER) {
+        return;
+    }
+    let manager = UserManager::start("daemon-requested");
+    let scratch = Scratch::new("daemon-systemd-requested");
+    let marks_file = scratch.dir.join("marks");
+    let service = "inspeq-daemon-requested";
+    let unit = format!("{service}.service");
+    manager.add_unit(&unit, &workload_unit(&marks_file));
+    manager.systemctl_ok(&["start", &unit]);
+    let first = main_pid(&manager, &unit);
+    let daemon = Daemon::builder("systemd-requested")
+        .file("inspeq.conf", &conf(1))
+        .file(
+            "services.d/requested.inq",
+            &format!("check service {service} with scope user\n  if memory:rss > 64m then alert, restart\n  if crashed then alert\n"),
+        )
+        .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
+        .start();
+    assert_eq!(daemon.wait_up(service, INIT_LIMIT), first);
+
+    // SAFETY: kill(2) on the unit's main pid.
+    assert_eq!(unsafe { libc::kill(first as i32, libc::SIGUSR1) }, 0);
+    daemon.stdout.wait("the memory alert", LIMIT, |l| is_alert(l, service, "rule_failed"));
+    daemon.stderr.wait("the restart", INIT_LIMIT, |l| l.contains(&format!("service `{service}`: restart done")));
+    let second = daemon.wait_up_not(service, Some(first), INIT_LIMIT);
+    assert_eq!(main_pid(&manager, &unit), second);
+    // A few cycles for anything late to show up.
+    let cycles = history_len(&daemon, service, "memory:rss");
+    wait_for("three more cycles", LIMIT, || (history_len(&daemon, service, "memory:rss") >= cycles + 3).then_some(()));
+    assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "crashed")), 0, "{:#?}", daemon.stdout.all());
+    assert_eq!(daemon.stderr.count(|l| l.contains(&format!("service `{service}`: restart requested"))), 1);
 }
