@@ -17,8 +17,10 @@
 //! - [`export`]: statsd export.
 //! - [`trace`]: `inspeqd trace`, printing observations live.
 //! - `logging`: the stderr log backend.
+//! - `assets`: man pages and shell completions from the binaries' argument definitions.
 
 pub mod alert;
+pub mod assets;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -5,10 +5,12 @@
 //! - `demo`: the README's first command — inspeq on a bundled example workload.
 //! - `test`: the README's second command — the whole test suite (what CI runs).
 //! - `bench kernel`: the kernel pipeline's latency, throughput and cost.
+//! - `install`, `deb`: install inspeq like a Linux daemon, or package it.
 
 mod bench;
 mod command;
 mod demo;
+mod install;
 mod setup;
 mod test;
 
@@ -33,6 +35,17 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Install inspeqd, inspeqctl, the systemd unit, man pages, completions and /etc/inspeq.
+    Install {
+        #[command(flatten)]
+        layout: install::Layout,
+    },
+    /// Build a Debian package (target/debian/inspeq_VERSION_ARCH.deb) that installs the same and enables the service.
+    Deb {
+        /// Take the binaries from this directory instead of building them (release).
+        #[arg(long)]
+        from: Option<std::path::PathBuf>,
+    },
     /// Run a benchmark, print its table and write target/bench/NAME.json.
     Bench {
         #[command(subcommand)]
@@ -46,5 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Test { args } => test::run(&args),
         Command::Bench { which } => bench::run(which),
+        Command::Install { layout } => install::install(&layout),
+        Command::Deb { from } => install::deb(from).map(|_| ()),
     }
 }

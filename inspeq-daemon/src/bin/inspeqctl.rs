@@ -59,6 +59,9 @@ enum Command {
     TestAlert { route: Option<String> },
     /// Act on an unmonitored service again.
     Remonitor { service: String },
+    /// Write the man page and shell completions below DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
     /// Check a configuration directory and print every problem, compiler-style.
     Check {
         #[arg(default_value = "/etc/inspeq")]
@@ -109,6 +112,15 @@ fn print_status(status: &Status) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let request = match cli.command {
+        Command::GenerateAssets { dir } => {
+            return match inspeq_daemon::assets::generate(<Cli as clap::CommandFactory>::command(), "1", &dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("inspeqctl: writing assets to {}: {err}", dir.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Check { dir } => {
             let (_, diagnostics) = config::load_dir(&dir);
             if diagnostics.is_empty() {

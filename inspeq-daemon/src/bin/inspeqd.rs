@@ -36,6 +36,9 @@ struct Cli {
 enum Command {
     /// Watch a cgroup or process tree and print what the kernel reports, live.
     Trace(trace::TraceArgs),
+    /// Write the man page and shell completions below DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +60,9 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
         Some(Command::Trace(args)) => runtime.block_on(trace::run(args)),
+        Some(Command::GenerateAssets { dir }) => {
+            Ok(inspeq_daemon::assets::generate(<Cli as clap::CommandFactory>::command(), "8", &dir)?)
+        }
         None => {
             let options = daemon::Options {
                 config_dir: cli.config_dir,

@@ -97,7 +97,13 @@ async fn handle(stream: UnixStream, loop_tx: mpsc::Sender<Control>) -> std::io::
         }
         Ok(RequestLine { request, .. }) => {
             if let Some(peer) = peer {
-                log::info!("control: {request:?} from uid {} pid {:?}", peer.uid(), peer.pid());
+                // Requests that change something are logged with who asked; reads
+                // (a dashboard polling `status`) only at debug, to stay quiet.
+                if matches!(request, Request::Status | Request::Export | Request::Show { .. }) {
+                    log::debug!("control: {request:?} from uid {} pid {:?}", peer.uid(), peer.pid());
+                } else {
+                    log::info!("control: {request:?} from uid {} pid {:?}", peer.uid(), peer.pid());
+                }
             }
             let (reply, answer) = oneshot::channel();
             if loop_tx.send(Control { request, reply }).await.is_err() {
