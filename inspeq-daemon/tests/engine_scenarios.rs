@@ -644,3 +644,74 @@ fn inputs_for_unknown_services_are_ignored() {
         ],
     );
 }
+
+/// A reload builds a new engine from the new configuration; `carry_over` hands it
+/// the old one's state for checks that did not change.
+fn reloaded(old: &EngineState, files: &[(&str, &str)], at: u64) -> EngineState {
+    let (config, diagnostics) = load(files.iter().copied());
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:#?}");
+    let mut fresh = EngineState::new(&config, Timestamp::from_secs(at));
+    fresh.carry_over(old);
+    fresh
+}
+
+#[test]
+fn a_reload_keeps_the_state_of_unchanged_checks_and_resets_changed_ones() {
+    let web = ("web.inq", "check service web\n  if memory:rss > 1g then alert, restart\n");
+    let mut s = engine(&[web]);
+    play(
+        &mut s,
+        vec![(
+            0,
+            svc("web", &[("memory:rss", 2.0 * GIB)]),
+            &["alert - web: failed `memory:rss > 1g` (2147483648)", "restart web"],
+        )],
+    );
+    // Unchanged: still triggered, so no second alert and no second restart; the
+    // recovery still comes after two good cycles.
+    let mut s = reloaded(&s, &[web], 10);
+    play(
+        &mut s,
+        vec![
+            (15, svc("web", &[("memory:rss", 2.0 * GIB)]), NONE),
+            (30, svc("web", &[("memory:rss", 0.5 * GIB)]), NONE),
+            (45, svc("web", &[("memory:rss", 0.5 * GIB)]), &["alert - web: recovered `memory:rss > 1g` (536870912) after 45s"]),
+        ],
+    );
+    // Changed (a new threshold): a fresh rule, which fails anew.
+    let changed = ("web.inq", "check service web\n  if memory:rss > 1.5g then alert\n");
+    let mut s = reloaded(&s, &[changed], 50);
+    play(&mut s, vec![(60, svc("web", &[("memory:rss", 2.0 * GIB)]), &["alert - web: failed `memory:rss > 1.5g` (2147483648)"])]);
+}
+
+#[test]
+fn a_reload_keeps_deploy_silence_unmonitor_and_job_runs() {
+    let files = [
+        ("web.inq", "check service web\n  if crashed then alert, unmonitor\n"),
+        ("jobs.inq", "check jobs\n  backup happens every 1 hour\n"),
+    ];
+    let mut s = engine(&files);
+    let crash = || Input::ProcessExited(ProcessExit {
+        service: "web".into(),
+        pid: 7,
+        exit_code: None,
+        signal: Some(9),
+        core_dumped: false,
+        oom_killed: false,
+        requested: false,
+    });
+    play(
+        &mut s,
+        vec![
+            (0, Input::ProcessStarted { service: "web".into(), pid: 7 }, NONE),
+            (5, crash(), &["alert - web: `crashed` on signal 9", "unmonitor web"]),
+            (3000, Input::JobDone { job: "backup".into() }, NONE),
+            (3100, Input::DeployStarted, NONE),
+        ],
+    );
+    let mut s = reloaded(&s, &files, 3110);
+    assert!(s.is_unmonitored("web"), "a reload must not monitor an unmonitored service again");
+    assert!(s.is_silenced(Timestamp::from_secs(3120)), "the deploy silence goes on");
+    let (_, last_run, overdue) = s.jobs().next().unwrap();
+    assert_eq!((last_run, overdue), (Timestamp::from_secs(3000), false), "the job's last run is kept");
+}

@@ -652,12 +652,10 @@ impl Daemon {
             self.outbox = Outbox::start(OutboxConfig::new(state_dir.join("outbox")), routes)?;
         }
         let now = self.now();
-        let silenced = self.engine.is_silenced(now);
-        self.engine = EngineState::new(&config, now);
-        if silenced {
-            // The silence window carries over (restarted at full length).
-            let _ = engine::step(&mut self.engine, Input::DeployStarted, now);
-        }
+        // Unchanged checks keep their rule states, windows and unmonitor flags,
+        // jobs their last run, and a deploy silence goes on.
+        let old = std::mem::replace(&mut self.engine, EngineState::new(&config, now));
+        self.engine.carry_over(&old);
         self.backends = Backends::build(&self.options.init_root, &config.services).await;
         // Services whose check is unchanged keep their state and watch.
         let keep: Vec<String> = self
@@ -675,47 +673,11 @@ impl Daemon {
                 self.watches.remove(&id);
             }
         }
-        let host_kept = config.host.is_some() && config.host == self.config.host;
         self.config = config;
         self.history.retain_targets(|t| t == "host" || keep.iter().any(|k| k == t));
         self.add_services();
-        // Tell the fresh engine which kept services are up.
-        for name in &keep {
-            if let Some(pid) = self.services.get(name).and_then(|s| s.started) {
-                self.step(Input::ProcessStarted { service: name.clone(), pid }, now);
-            }
-        }
-        self.replay_latest(&keep, host_kept, now);
         log::info!("reload: configuration from {} in force", self.options.config_dir.display());
         Ok(())
-    }
-
-    /// Brings the fresh engine of a reload up to date for the targets whose check did
-    /// not change. The engine cannot carry its state over yet, so without this a rule
-    /// that had fired would fire again, alert, restart or reload included, at the first
-    /// sample after every reload. Each kept target's latest values go in once and what
-    /// the engine decides is dropped: the old engine acted on those values already.
-    /// Rules with `for N cycles` (N > 1), counters and windows still start over.
-    fn replay_latest(&mut self, services: &[String], host: bool, now: Timestamp) {
-        let mut latest: BTreeMap<&str, Vec<(&str, f64)>> = BTreeMap::new();
-        for (target, metric, value) in self.history.latest() {
-            if (host && target == "host") || services.iter().any(|s| s == target) {
-                latest.entry(target).or_default().push((metric, value));
-            }
-        }
-        let samples: Vec<Sample> = latest
-            .into_iter()
-            .map(|(target, values)| {
-                let sample = match target {
-                    "host" => Sample::new(Target::Host).cores(metrics::host::cores()),
-                    name => Sample::new(Target::Service(name.to_owned())),
-                };
-                values.into_iter().fold(sample, |sample, (metric, value)| sample.with(metric, value))
-            })
-            .collect();
-        for sample in samples {
-            let _ = engine::step(&mut self.engine, Input::Sample(sample), now);
-        }
     }
 
     async fn control(&mut self, control: Control) {

@@ -105,10 +105,14 @@ impl Daemon {
             services,
             host: rules(self, &Target::Host),
             jobs: self
-                .config
-                .jobs
-                .iter()
-                .map(|j| JobStatus { name: j.name.clone(), every_secs: j.every.as_secs(), last_run_secs_ago: None, overdue: false })
+                .engine
+                .jobs()
+                .map(|(job, last_run, overdue)| JobStatus {
+                    name: job.name.clone(),
+                    every_secs: job.every.as_secs(),
+                    last_run_secs_ago: Some(now.since(last_run).as_secs()),
+                    overdue,
+                })
                 .collect(),
             metrics: if with_metrics {
                 self.history

@@ -112,6 +112,37 @@ impl EngineState {
         self.silenced_until.filter(|until| now < *until)
     }
 
+    /// Carries state over from `old`, the engine of the configuration a reload
+    /// replaces: a target whose check is unchanged (same rules, owner and cycle)
+    /// keeps everything — rule phases and `for N cycles` counts, counters'
+    /// previous values, restart and fork windows, its up/down status and an
+    /// `unmonitor`; a job with the same name and period keeps its last run and
+    /// overdue flag; a deploy silence continues. Changed and new checks start fresh.
+    pub fn carry_over(&mut self, old: &EngineState) {
+        self.silenced_until = old.silenced_until;
+        for (target, state) in &mut self.targets {
+            if let Some(previous) = old.targets.get(target)
+                && previous.owner == state.owner
+                && previous.cycle_time == state.cycle_time
+                && previous.rules.len() == state.rules.len()
+                && previous.rules.iter().zip(&state.rules).all(|(a, b)| a.rule == b.rule)
+            {
+                *state = previous.clone();
+            }
+        }
+        for job in &mut self.jobs {
+            if let Some(previous) = old.jobs.iter().find(|j| j.job.name == job.job.name && j.job.every == job.job.every) {
+                job.last_run = previous.last_run;
+                job.overdue = previous.overdue;
+            }
+        }
+    }
+
+    /// Each job with its last run and whether it is overdue, for `status`.
+    pub fn jobs(&self) -> impl Iterator<Item = (&Job, Timestamp, bool)> {
+        self.jobs.iter().map(|j| (&j.job, j.last_run, j.overdue))
+    }
+
     #[must_use]
     pub fn knows_job(&self, name: &str) -> bool {
         self.jobs.iter().any(|j| j.job.name == name)
