@@ -1,34 +1,22 @@
-//! A minimal `log` backend writing `level: message` lines to standard error, which
-//! journald and terminals both read well. Kept small until the daemon moves to
-//! `tracing`.
+//! Logging through `tracing`, written to standard error as plain lines (no
+//! colours), which terminals and journald both read well. Under systemd
+//! (`JOURNAL_STREAM` set) lines carry no timestamp: the journal adds its own.
+//! The daemon logs one line per state change and stays quiet while healthy.
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use tracing_subscriber::filter::LevelFilter;
 
-struct Stderr;
-
-impl Log for Stderr {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
-    }
-
-    fn log(&self, record: &Record<'_>) {
-        if self.enabled(record.metadata()) {
-            let level = match record.level() {
-                Level::Error => "error",
-                Level::Warn => "warning",
-                Level::Info => "info",
-                Level::Debug => "debug",
-                Level::Trace => "trace",
-            };
-            eprintln!("inspeqd: {level}: {}", record.args());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-/// Installs the logger at `level`; a second call changes only the level.
+/// Installs the subscriber at `level`; a second call does nothing.
 pub fn init(level: LevelFilter) {
-    let _ = log::set_logger(&Stderr);
-    log::set_max_level(level);
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false);
+    let result = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
+    // Already installed (tests, or a second call): keep the first.
+    let _ = result;
 }

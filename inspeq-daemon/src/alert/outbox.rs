@@ -243,7 +243,7 @@ fn adopt_orphans(dir: &Path, routes: &Routes, home: &RouteName) -> io::Result<()
         for file in fs::read_dir(entry.path())? {
             let file = file?;
             if file.path().extension().is_some_and(|e| e == "json") {
-                ::log::warn!("alert outbox: route {name} is gone; its pending alerts go to route {home}");
+                ::tracing::warn!("alert outbox: route {name} is gone; its pending alerts go to route {home}");
                 fs::rename(file.path(), home_dir.join(file.file_name()))?;
             }
         }
@@ -268,7 +268,7 @@ fn load(dir: &Path, counters: &Counters) -> io::Result<VecDeque<Queued>> {
                 }
                 Ok(Ok(alerts)) => segments.push(Arc::new(Segment { path, alerts: Mutex::new(alerts) })),
                 Ok(Err(e)) => {
-                    ::log::error!("alert outbox: {} is unreadable ({e}); kept as .bad", path.display());
+                    ::tracing::error!("alert outbox: {} is unreadable ({e}); kept as .bad", path.display());
                     counters.unreadable.fetch_add(1, Ordering::Relaxed);
                     let _ = fs::rename(&path, path.with_extension("bad"));
                 }
@@ -329,7 +329,7 @@ fn writer(
             let segment = match write_segment(&path, &alerts) {
                 Ok(()) => Some(Arc::new(Segment { path, alerts: Mutex::new(alerts.clone()) })),
                 Err(e) => {
-                    ::log::error!("alert outbox: writing {}: {e}; sending without a durable copy", path.display());
+                    ::tracing::error!("alert outbox: writing {}: {e}; sending without a durable copy", path.display());
                     shared.counters.unpersisted.fetch_add(alerts.len() as u64, Ordering::Relaxed);
                     None
                 }
@@ -384,7 +384,7 @@ fn strike(delivered: &[Queued]) {
         };
         if let Err(e) = result {
             // The alert would be sent again after a restart; nothing else is lost.
-            ::log::error!("alert outbox: striking delivered alerts from {}: {e}", segment.path.display());
+            ::tracing::error!("alert outbox: striking delivered alerts from {}: {e}", segment.path.display());
         }
     }
 }
@@ -436,7 +436,7 @@ async fn worker(
                 attempt = attempt.saturating_add(1);
                 shared.counters.failed_sends.fetch_add(1, Ordering::Relaxed);
                 let wait = e.retry_after().unwrap_or_else(|| backoff(config.first_retry, config.max_retry, attempt));
-                ::log::warn!(
+                ::tracing::warn!(
                     "alert route {} ({}): {e}; {} pending, retry {attempt} in {:.1}s",
                     route.name,
                     route.channel.kind(),

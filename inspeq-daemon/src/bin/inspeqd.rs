@@ -12,7 +12,7 @@ use inspeq_daemon::{daemon, kernel, logging, trace};
 struct Cli {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, global = true, default_value = "info")]
-    log_level: log::LevelFilter,
+    log_level: tracing_subscriber::filter::LevelFilter,
     /// The configuration directory (inspeq.conf, host.inq, services.d/, jobs.d/).
     #[arg(long, default_value = "/etc/inspeq")]
     config_dir: PathBuf,

@@ -79,7 +79,7 @@ pub async fn serve(listener: UnixListener, loop_tx: mpsc::Sender<Control>) {
         let tx = loop_tx.clone();
         tokio::spawn(async move {
             if let Err(err) = handle(stream, tx).await {
-                log::debug!("control: connection ended: {err}");
+                tracing::debug!("control: connection ended: {err}");
             }
         });
     }
@@ -100,9 +100,9 @@ async fn handle(stream: UnixStream, loop_tx: mpsc::Sender<Control>) -> std::io::
                 // Requests that change something are logged with who asked; reads
                 // (a dashboard polling `status`) only at debug, to stay quiet.
                 if matches!(request, Request::Status | Request::Export | Request::Show { .. }) {
-                    log::debug!("control: {request:?} from uid {} pid {:?}", peer.uid(), peer.pid());
+                    tracing::debug!("control: {request:?} from uid {} pid {:?}", peer.uid(), peer.pid());
                 } else {
-                    log::info!("control: {request:?} from uid {} pid {:?}", peer.uid(), peer.pid());
+                    tracing::info!("control: {request:?} from uid {} pid {:?}", peer.uid(), peer.pid());
                 }
             }
             let (reply, answer) = oneshot::channel();

@@ -33,15 +33,15 @@ pub fn exec(argv: Vec<String>, env: Vec<(String, String)>) {
         command.args(args).envs(env).kill_on_drop(true).stdin(std::process::Stdio::null());
         match command.spawn() {
             Ok(mut child) => match tokio::time::timeout(EXEC_TIMEOUT, child.wait()).await {
-                Ok(Ok(status)) if status.success() => log::info!("exec: {} finished", argv.join(" ")),
-                Ok(Ok(status)) => log::warn!("exec: {} failed: {status}", argv.join(" ")),
-                Ok(Err(err)) => log::warn!("exec: {} could not be waited for: {err}", argv.join(" ")),
+                Ok(Ok(status)) if status.success() => tracing::info!("exec: {} finished", argv.join(" ")),
+                Ok(Ok(status)) => tracing::warn!("exec: {} failed: {status}", argv.join(" ")),
+                Ok(Err(err)) => tracing::warn!("exec: {} could not be waited for: {err}", argv.join(" ")),
                 Err(_) => {
                     let _ = child.kill().await;
-                    log::warn!("exec: {} killed after {EXEC_TIMEOUT:?}", argv.join(" "));
+                    tracing::warn!("exec: {} killed after {EXEC_TIMEOUT:?}", argv.join(" "));
                 }
             },
-            Err(err) => log::warn!("exec: cannot run {program}: {err}"),
+            Err(err) => tracing::warn!("exec: cannot run {program}: {err}"),
         }
     });
 }

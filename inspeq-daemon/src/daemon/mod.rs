@@ -94,7 +94,7 @@ pub fn load_config(dir: &Path) -> anyhow::Result<Config> {
         bail!("configuration errors in {}:\n{}", dir.display(), config::render(&diagnostics));
     }
     for d in &diagnostics {
-        log::warn!("config: {}", d.short());
+        tracing::warn!("config: {}", d.short());
     }
     Ok(config)
 }
@@ -149,7 +149,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let statsd = config.settings.statsd_location.as_deref().and_then(|loc| match Statsd::connect(loc) {
         Ok(s) => Some(s),
         Err(err) => {
-            log::warn!("statsd: cannot use {loc}: {err}");
+            tracing::warn!("statsd: cannot use {loc}: {err}");
             None
         }
     });
@@ -158,7 +158,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             let listener = prometheus::bind(address).await.with_context(|| format!("binding metrics_listen {address}"))?;
             let (tx, rx) = tokio::sync::watch::channel(String::new());
             tokio::spawn(prometheus::serve(listener, rx));
-            log::info!("serving Prometheus metrics on http://{address}/metrics");
+            tracing::info!("serving Prometheus metrics on http://{address}/metrics");
             Some(tx)
         }
         None => None,
@@ -186,7 +186,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         metrics_page,
     };
     daemon.add_services();
-    log::info!(
+    tracing::info!(
         "inspeqd watching {} service(s) from {}, cycle {:?}, kernel path: {:?}",
         daemon.services.len(),
         daemon.options.config_dir.display(),
@@ -208,7 +208,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         let event = tokio::select! {
             result = daemon.monitor.next_batch(&mut batch) => {
                 if let Err(err) = result {
-                    log::error!("kernel: reading observations failed: {err}");
+                    tracing::error!("kernel: reading observations failed: {err}");
                 }
                 None
             }
@@ -233,7 +233,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         }
     }
     daemon.notifier.notify("STOPPING=1");
-    log::info!("inspeqd stopping");
+    tracing::info!("inspeqd stopping");
     daemon.outbox.sync().await;
     let _ = std::fs::remove_file(&daemon.socket);
     Ok(())
@@ -254,7 +254,7 @@ impl Daemon {
                 Some(service) => {
                     self.services.insert(check.name.clone(), service);
                 }
-                None => log::error!("service `{}`: not a valid service name; not watched", check.name),
+                None => tracing::error!("service `{}`: not a valid service name; not watched", check.name),
             }
         }
         let names: Vec<String> = self.services.keys().cloned().collect();
@@ -275,7 +275,7 @@ impl Daemon {
         };
         if candidates.is_empty() {
             if !service.reported_missing {
-                log::warn!("service `{name}`: no init system to look it up with");
+                tracing::warn!("service `{name}`: no init system to look it up with");
                 service.reported_missing = true;
             }
             return;
@@ -325,12 +325,12 @@ impl Daemon {
                         self.watches.insert(id, name.to_owned());
                         service.members = kernel::members(target).into_iter().collect();
                     }
-                    Err(err) => log::warn!("service `{name}`: cannot watch {target:?}: {err}"),
+                    Err(err) => tracing::warn!("service `{name}`: cannot watch {target:?}: {err}"),
                 }
             }
         }
         if let Some(wrapper) = &status.wrapper {
-            log::info!("service `{name}`: main pid is a wrapper ({wrapper:?}); its whole tree or cgroup is watched");
+            tracing::info!("service `{name}`: main pid is a wrapper ({wrapper:?}); its whole tree or cgroup is watched");
         }
         let was_up = service.started;
         let input = match (status.state, status.main_pid) {
@@ -341,12 +341,12 @@ impl Daemon {
                 }
                 service.ever_started = true;
                 service.started = Some(pid);
-                log::info!("service `{name}`: up, pid {pid} ({})", status.detail);
+                tracing::info!("service `{name}`: up, pid {pid} ({})", status.detail);
                 Some(Input::ProcessStarted { service: name.to_owned(), pid })
             }
             (ServiceState::Down | ServiceState::NotFound, _) if was_up.is_some() => {
                 service.started = None;
-                log::info!("service `{name}`: down ({})", status.detail);
+                tracing::info!("service `{name}`: down ({})", status.detail);
                 Some(Input::ServiceDown { service: name.to_owned() })
             }
             _ => None,
@@ -383,7 +383,7 @@ impl Daemon {
                     let target = event.target.to_string();
                     let did = responses.get(&target).map(Vec::as_slice).unwrap_or_default();
                     let Some(alert) = translate::alert(&self.config, &self.hostname, &event, did, at) else { continue };
-                    log::info!("alert: {target}: {}", alert.event.kind());
+                    tracing::info!("alert: {target}: {}", alert.event.kind());
                     let owner = match &event.target {
                         Target::Host => self.config.host.as_ref().and_then(|c| c.owner.clone()),
                         Target::Service(name) => self.services.get(name).and_then(|s| s.check.owner.clone()),
@@ -393,16 +393,16 @@ impl Daemon {
                     let (route, owner) = if route.is_some() && route == owner { (None, owner) } else { (route, owner) };
                     let target = alert::Target { route: route.as_deref(), owner: owner.as_deref() };
                     if let Err(err) = self.outbox.raise(alert.clone(), target) {
-                        log::error!("alert: {err}; sending it to the default route");
+                        tracing::error!("alert: {err}; sending it to the default route");
                         let _ = self.outbox.raise(alert, alert::Target::default());
                     }
                     self.raised += 1;
                 }
                 Action::Restart { service } => self.init_action(&service, "restart"),
                 Action::Reload { service } => self.init_action(&service, "reload"),
-                Action::Unmonitor { service } => log::warn!("service `{service}`: unmonitored until `inspeqctl remonitor {service}`"),
+                Action::Unmonitor { service } => tracing::warn!("service `{service}`: unmonitored until `inspeqctl remonitor {service}`"),
                 Action::Exec { argv, event } => {
-                    log::info!("exec: {}", argv.join(" "));
+                    tracing::info!("exec: {}", argv.join(" "));
                     let env = vec![
                         ("INSPEQ_SERVICE".to_owned(), event.target.to_string()),
                         ("INSPEQ_HOSTNAME".to_owned(), self.hostname.clone()),
@@ -416,13 +416,13 @@ impl Daemon {
     fn init_action(&mut self, name: &str, what: &'static str) {
         let Some(service) = self.services.get_mut(name) else { return };
         let Some(backend) = service.backend.clone() else {
-            log::warn!("service `{name}`: cannot {what}: no init system knows it");
+            tracing::warn!("service `{name}`: cannot {what}: no init system knows it");
             return;
         };
         if what == "restart" {
             service.restarting = true;
         }
-        log::info!("service `{name}`: {what} requested from {}", backend.kind().name());
+        tracing::info!("service `{name}`: {what} requested from {}", backend.kind().name());
         executor::init_action(&self.events, backend, service.name.clone(), what);
     }
 
@@ -440,7 +440,7 @@ impl Daemon {
                     if !main {
                         continue;
                     }
-                    log::info!("service `{name}`: main process {} exited: {:?}{}", exit.pid, exit.status, if exit.oom_killed { " (OOM killed)" } else { "" });
+                    tracing::info!("service `{name}`: main process {} exited: {:?}{}", exit.pid, exit.status, if exit.oom_killed { " (OOM killed)" } else { "" });
                     let requested = service.restarting;
                     service.started = None;
                     if let Some(status) = &mut service.status {
@@ -478,7 +478,7 @@ impl Daemon {
                     self.step(Input::Sample(sample), now);
                 }
                 Observation::EventsLost { kind, count } => {
-                    log::warn!("kernel: {count} {kind} records lost (ring buffer full)");
+                    tracing::warn!("kernel: {count} {kind} records lost (ring buffer full)");
                 }
             }
         }
@@ -555,7 +555,7 @@ impl Daemon {
         match event {
             Event::Resolved { service: name, found, errors } => {
                 for err in errors {
-                    log::warn!("service `{name}`: lookup failed: {err}");
+                    tracing::warn!("service `{name}`: lookup failed: {err}");
                 }
                 let changes = self.changes_sender();
                 let Some(service) = self.services.get_mut(&name) else { return };
@@ -563,12 +563,12 @@ impl Daemon {
                 match found {
                     Some((backend, status)) => {
                         if service.backend.is_none() {
-                            log::info!("service `{name}`: managed by {}", backend.kind().name());
+                            tracing::info!("service `{name}`: managed by {}", backend.kind().name());
                             // Init systems that announce changes (systemd) tell us about restarts themselves.
                             match backend.subscribe(&service.name, changes).await {
                                 Ok(Some(subscription)) => service.subscription = Some(subscription),
                                 Ok(None) => {}
-                                Err(err) => log::warn!("service `{name}`: no change notifications: {err}"),
+                                Err(err) => tracing::warn!("service `{name}`: no change notifications: {err}"),
                             }
                         }
                         service.backend = Some(backend);
@@ -577,7 +577,7 @@ impl Daemon {
                     }
                     None => {
                         if !service.reported_missing {
-                            log::warn!("service `{name}`: no init system knows it; looking again every cycle");
+                            tracing::warn!("service `{name}`: no init system knows it; looking again every cycle");
                             service.reported_missing = true;
                         }
                         self.apply_status(&name, ServiceStatus::not_found("no init system knows it"));
@@ -593,8 +593,8 @@ impl Daemon {
                     service.restarting = false;
                 }
                 match result {
-                    Ok(()) => log::info!("service `{name}`: {what} done"),
-                    Err(err) => log::error!("service `{name}`: {what} failed: {err}"),
+                    Ok(()) => tracing::info!("service `{name}`: {what} done"),
+                    Err(err) => tracing::error!("service `{name}`: {what} failed: {err}"),
                 }
                 self.lookup(&name);
             }
@@ -632,7 +632,7 @@ impl Daemon {
         // Logged whoever asked (SIGHUP or `inspeqctl reload`): the operator reading
         // the log must learn that the files on disk are not what runs.
         if let Err(err) = &result {
-            log::error!("reload: keeping the running configuration: {err:#}");
+            tracing::error!("reload: keeping the running configuration: {err:#}");
         }
         result
     }
@@ -676,7 +676,7 @@ impl Daemon {
         self.config = config;
         self.history.retain_targets(|t| t == "host" || keep.iter().any(|k| k == t));
         self.add_services();
-        log::info!("reload: configuration from {} in force", self.options.config_dir.display());
+        tracing::info!("reload: configuration from {} in force", self.options.config_dir.display());
         Ok(())
     }
 

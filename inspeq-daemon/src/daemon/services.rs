@@ -82,7 +82,7 @@ async fn systemd(scope: Scope) -> Option<Arc<dyn InitSystem>> {
     match Systemd::connect(SystemdOptions::new(scope)).await {
         Ok(s) => Some(Arc::new(s)),
         Err(err) => {
-            log::warn!("init: systemd {scope} scope unavailable: {err}");
+            tracing::warn!("init: systemd {scope} scope unavailable: {err}");
             None
         }
     }

@@ -179,7 +179,7 @@ impl EbpfMonitor {
                     return Err(KernelError::Attach { program, source: Box::new(source) });
                 }
                     let name = if category.is_empty() { format!("raw:{tracepoint}") } else { format!("{category}:{tracepoint}") };
-                    log::warn!("kernel: {name} not attached ({source}); that feature is off");
+                    tracing::warn!("kernel: {name} not attached ({source}); that feature is off");
                     missing.push(name);
                 }
             }
@@ -193,7 +193,7 @@ impl EbpfMonitor {
         let tgids = map(&mut ebpf, MAP_WATCH_TGIDS)?;
         let counters = map(&mut ebpf, MAP_COUNTERS)?;
         let reader_state = map(&mut ebpf, MAP_READER_STATE)?;
-        log::debug!("kernel: ring buffer fd {}", ring.get_ref().as_raw_fd());
+        tracing::debug!("kernel: ring buffer fd {}", ring.get_ref().as_raw_fd());
         Ok(Self {
             _ebpf: ebpf,
             ring,
@@ -346,7 +346,7 @@ impl EbpfMonitor {
     fn set_reader_state(&mut self, state: u32) {
         if let Err(err) = self.reader_state.set(0, state, 0) {
             // Harmless either way: idle costs wakeups, polling costs latency until the next record.
-            log::warn!("kernel: cannot publish the reader state: {err}");
+            tracing::warn!("kernel: cannot publish the reader state: {err}");
         }
     }
 
@@ -383,7 +383,7 @@ fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Observation>, stats: &m
             Err(err) => {
                 stats.undecodable += 1;
                 if stats.undecodable == 1 {
-                    log::warn!("kernel: undecodable record ({err}); the object and daemon may be of different builds");
+                    tracing::warn!("kernel: undecodable record ({err}); the object and daemon may be of different builds");
                 }
             }
         }

@@ -140,7 +140,7 @@ impl Monitor {
             Ok(monitor) => Self { backend: Backend::Ebpf(Box::new(monitor)), mode: Mode::Ebpf, next_id: 1 },
             Err(err) => {
                 let reason = error_chain(&err);
-                log::warn!(
+                tracing::warn!(
                     "kernel: eBPF unavailable ({reason}); polling /proc every {:?} instead: exit statuses and short-lived processes may be missed",
                     options.cycle
                 );
