@@ -25,11 +25,12 @@ use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime},
+    sync::Arc,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
 
 use self::{
     event::Event,
@@ -58,7 +59,7 @@ use crate::{
 };
 
 /// How `inspeqd` runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Options {
     /// `/etc/inspeq` (a directory laid out like Inspeqtor's `/etc/inspeqtor` works).
     pub config_dir: PathBuf,
@@ -71,6 +72,12 @@ pub struct Options {
     pub kernel: kernel::Options,
     /// Where init systems are detected (`/`; tests point it at a fixture tree).
     pub init_root: PathBuf,
+    /// Use these init systems, in this order, instead of detecting them (the
+    /// in-process tests' fakes).
+    pub init_systems: Option<Vec<Arc<dyn crate::init::InitSystem>>>,
+    /// Use these alert routes instead of building them from `send alerts` (the
+    /// in-process tests' recording channel).
+    pub alert_routes: Option<Routes>,
 }
 
 impl Default for Options {
@@ -82,6 +89,8 @@ impl Default for Options {
             socket_group: None,
             kernel: kernel::Options::default(),
             init_root: "/".into(),
+            init_systems: None,
+            alert_routes: None,
         }
     }
 }
@@ -136,12 +145,15 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         .or_else(|| config.settings.state_dir.as_ref().map(PathBuf::from))
         .unwrap_or_else(|| "/var/lib/inspeq".into());
     let hostname = alert::hostname();
-    let routes = Routes::build(&translate::route_configs(&config), &alert::http_client(), &hostname)
-        .map_err(|e| anyhow::anyhow!("alert routes: {e}"))?;
+    let routes = match &options.alert_routes {
+        Some(routes) => routes.clone(),
+        None => Routes::build(&translate::route_configs(&config), &alert::http_client(), &hostname)
+            .map_err(|e| anyhow::anyhow!("alert routes: {e}"))?,
+    };
     let outbox = Outbox::start(OutboxConfig::new(state_dir.join("outbox")), routes).context("starting the alert outbox")?;
     let kernel_options = kernel::Options { cycle: config.settings.cycle_time, ..options.kernel.clone() };
     let monitor = Monitor::start(&kernel_options);
-    let backends = Backends::build(&options.init_root, &config.services).await;
+    let backends = Backends::for_options(&options, &config).await;
     let listener = server::bind(&socket, options.socket_group.as_deref()).await?;
     let (control_tx, mut control_rx) = mpsc::channel(16);
     tokio::spawn(server::serve(listener, control_tx));
@@ -639,7 +651,7 @@ impl Daemon {
 
     async fn reload_inner(&mut self) -> anyhow::Result<()> {
         let config = load_config(&self.options.config_dir)?;
-        if config.routes != self.config.routes {
+        if config.routes != self.config.routes && self.options.alert_routes.is_none() {
             let routes = Routes::build(&translate::route_configs(&config), &alert::http_client(), &self.hostname)
                 .map_err(|e| anyhow::anyhow!("alert routes: {e}"))?;
             self.outbox.sync().await;
@@ -656,7 +668,7 @@ impl Daemon {
         // jobs their last run, and a deploy silence goes on.
         let old = std::mem::replace(&mut self.engine, EngineState::new(&config, now));
         self.engine.carry_over(&old);
-        self.backends = Backends::build(&self.options.init_root, &config.services).await;
+        self.backends = Backends::for_options(&self.options, &config).await;
         // Services whose check is unchanged keep their state and watch.
         let keep: Vec<String> = self
             .services

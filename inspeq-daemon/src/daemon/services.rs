@@ -89,6 +89,14 @@ async fn systemd(scope: Scope) -> Option<Arc<dyn InitSystem>> {
 }
 
 impl Backends {
+    /// The backends `options` give, or those detected for `config`.
+    pub async fn for_options(options: &super::Options, config: &crate::config::Config) -> Self {
+        match &options.init_systems {
+            Some(systems) => Self { detected: systems.clone(), by_kind: HashMap::new() },
+            None => Self::build(&options.init_root, &config.services).await,
+        }
+    }
+
     /// Detects the init systems under `root` and connects to what the checks need.
     pub async fn build(root: &Path, checks: &[Check]) -> Self {
         let mut detected: Vec<Arc<dyn InitSystem>> = Vec::new();

@@ -564,8 +564,11 @@ fn on_forked(t: &mut TargetState, now: Timestamp, silenced: bool, out: &mut Vec<
 }
 
 fn on_cycle(state: &mut EngineState, now: Timestamp, out: &mut Vec<Action>) {
+    // A deploy silences job alerts too: a job overdue during it is reported at
+    // the first cycle after it (it is still overdue then).
+    let jobs_silenced = state.is_silenced(now);
     for j in &mut state.jobs {
-        if !j.overdue && now.since(j.last_run) >= j.job.every + JOB_GRACE {
+        if !jobs_silenced && !j.overdue && now.since(j.last_run) >= j.job.every + JOB_GRACE {
             j.overdue = true;
             let event = job_event(
                 &j.job,
