@@ -523,3 +523,51 @@ fn systemd_a_restart_the_rules_asked_for_is_no_crash() {
     assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "crashed")), 0, "{:#?}", daemon.stdout.all());
     assert_eq!(daemon.stderr.count(|l| l.contains(&format!("service `{service}`: restart requested"))), 1);
 }
+
+#[test]
+fn systemd_a_phased_restart_that_replaces_the_workers_is_no_crash() {
+    if !can_run("systemd_a_phased_restart_that_replaces_the_workers_is_no_crash", SYSTEMD_USER) {
+        return;
+    }
+    let manager = UserManager::start("daemon-puma");
+    let scratch = Scratch::new("puma-marks");
+    let marks_file = scratch.dir.join("marks");
+    let service = "inspeq-daemon-puma";
+    let unit = format!("{service}.service");
+    // Puma's reload is USR1: the master stays, every worker is replaced.
+    manager.add_unit(
+        &unit,
+        &format!(
+            "[Unit]\nDescription=Puma-like\n\n[Service]\nExecStart={WORKLOAD} puma {}\nExecReload=/bin/kill -USR1 $MAINPID\nRestart=no\n",
+            marks_file.display()
+        ),
+    );
+    manager.systemctl_ok(&["start", &unit]);
+    let master = main_pid(&manager, &unit);
+    let workers = |marks: &[String]| marks.iter().filter(|m| m.starts_with("WORKERS")).cloned().collect::<Vec<_>>();
+    wait_for("the first workers", LIMIT, || (!workers(&marks(&marks_file)).is_empty()).then_some(()));
+    // A rule that holds at once, so the daemon reloads the service as soon as it watches it.
+    let daemon = Daemon::builder("systemd-puma")
+        .file("inspeq.conf", &conf(1))
+        .file(
+            "services.d/puma.inq",
+            &format!("check service {service} with scope user\n  if memory:rss > 1k then alert, reload\n  if crashed then alert, restart\n"),
+        )
+        .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
+        .start();
+    assert_eq!(daemon.wait_up(service, INIT_LIMIT), master);
+    daemon.stdout.wait("the memory alert", LIMIT, |l| is_alert(l, service, "rule_failed"));
+    daemon.stderr.wait("the reload", INIT_LIMIT, |l| l.contains(&format!("service `{service}`: reload done")));
+    let replaced = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        workers(&marks(&marks_file)).len() >= 2
+    });
+    assert!(replaced, "no phased restart; marks: {:?}; stderr: {:#?}", std::fs::read_to_string(&marks_file), daemon.stderr.all());
+    // A few cycles for anything late to show up.
+    let cycles = history_len(&daemon, service, "memory:rss");
+    wait_for("three more cycles", LIMIT, || (history_len(&daemon, service, "memory:rss") >= cycles + 3).then_some(()));
+    assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "crashed")), 0, "{:#?}", daemon.stdout.all());
+    assert_eq!(daemon.stderr.count(|l| l.contains(&format!("service `{service}`: restart requested"))), 0);
+    assert_eq!(main_pid(&manager, &unit), master, "the master was never restarted");
+    assert_eq!(daemon.service(service).unwrap()["pid"], master);
+}

@@ -10,6 +10,8 @@
 //!   inspeq-workload storm-n N                    the same, N times
 //!   inspeq-workload exits N GAP_US               N children exiting with code i % 256, GAP_US apart;
 //!                                                prints "pid status" per child
+//!   inspeq-workload puma MARKS                   a master and two workers; SIGUSR1 replaces the workers
+//!                                                (Puma's phased restart) and marks `WORKERS pid pid`
 //!   inspeq-workload demo-service                 a long-running service for `cargo xtask demo`: SIGUSR1
 //!                                                makes it bloat by 96 MiB, SIGHUP (reload) frees that
 //!   inspeq-workload demo                         the misbehaving service of `cargo xtask demo`: a crash,
@@ -194,6 +196,45 @@ fn serve(marks: &str) -> ! {
     }
 }
 
+/// A Puma-like server: a master with two workers; SIGUSR1 (its reload) is a
+/// phased restart that stops every worker and forks new ones. The master marks
+/// `WORKERS pid pid` each time it has a full set.
+fn puma(marks: &str) -> ! {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+    let spawn = || -> Vec<i32> {
+        (0..2)
+            .map(|_| {
+                // SAFETY: the child only sleeps until killed.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    loop {
+                        unsafe { libc::pause() };
+                    }
+                }
+                pid
+            })
+            .collect()
+    };
+    let mut workers = spawn();
+    mark(marks, &format!("WORKERS {} {}", workers[0], workers[1]));
+    loop {
+        if GOT_USR1.swap(false, Ordering::SeqCst) {
+            mark(marks, "PHASED");
+            for pid in &workers {
+                // SAFETY: our own children.
+                unsafe {
+                    libc::kill(*pid, libc::SIGTERM);
+                    libc::waitpid(*pid, std::ptr::null_mut(), 0);
+                }
+            }
+            workers = spawn();
+            mark(marks, &format!("WORKERS {} {}", workers[0], workers[1]));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn main() {
     join_cgroup();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -202,6 +243,7 @@ fn main() {
         Some("demo") => demo(),
         Some("demo-service") => demo_service(),
         Some("serve") => serve(args.get(1).expect("serve MARKS")),
+        Some("puma") => puma(args.get(1).expect("puma MARKS")),
         Some("alloc") => alloc(num(1) as usize, Duration::from_millis(num(2)), Duration::from_millis(num(3))),
         Some("storm") => {
             let secs = Duration::from_secs(num(1));
