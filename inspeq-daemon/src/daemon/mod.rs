@@ -522,7 +522,10 @@ impl Daemon {
             for (metric, value) in values {
                 self.history.record("host", &metric, value);
                 lines.push(statsd::line(&self.hostname, "host", &metric, value, StatsdKind::Gauge));
-                sample = sample.with(&metric, value);
+                // Rules name totals only; per-core values are for show, export and statsd.
+                if !metrics::host::is_per_core(&metric) {
+                    sample = sample.with(&metric, value);
+                }
             }
             self.step(Input::Sample(sample), now);
         }

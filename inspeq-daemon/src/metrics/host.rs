@@ -40,6 +40,25 @@ pub fn cpu_from_stat(stat: &str, ticks_per_sec: f64) -> Vec<Value> {
     ]
 }
 
+/// Busy CPU seconds per core (`cpu:core0`, `cpu:core1`, ...) from the `cpuN`
+/// lines of `/proc/stat` text: for `show` and export, beside the normalised total.
+pub fn cores_from_stat(stat: &str, ticks_per_sec: f64) -> Vec<Value> {
+    stat.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let core: u32 = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+            let v: Vec<f64> = fields.filter_map(|f| f.parse().ok()).collect();
+            let busy = [0, 1, 2, 5, 6, 7].iter().map(|&i| v.get(i).copied().unwrap_or(0.0)).sum::<f64>();
+            Some((format!("cpu:core{core}"), busy / ticks_per_sec))
+        })
+        .collect()
+}
+
+/// Whether a sampled value is a per-core figure, which rules do not name.
+pub fn is_per_core(metric: &str) -> bool {
+    metric.starts_with("cpu:core")
+}
+
 /// `load:1`, `load:5`, `load:15` from `/proc/loadavg` text.
 pub fn load_from_loadavg(text: &str) -> Vec<Value> {
     text.split_whitespace()
@@ -89,6 +108,7 @@ pub fn sample(mounts: &[&Path]) -> Vec<Value> {
     let mut out = Vec::new();
     if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
         out.extend(cpu_from_stat(&stat, clock_ticks()));
+        out.extend(cores_from_stat(&stat, clock_ticks()));
     }
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         out.extend(load_from_loadavg(&load));
@@ -121,6 +141,16 @@ mod tests {
         assert_eq!(get(&v, "cpu:iowait"), 0.3);
         assert_eq!(get(&v, "cpu:steal"), 0.1);
         assert!((get(&v, "cpu") - 1.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn busy_seconds_per_core() {
+        let stat = "cpu  100 20 50 1000 30 5 5 10 0 0\ncpu0 50 10 25 500 15 2 3 5 0 0\ncpu1 50 10 25 500 15 3 2 5 0 0\nintr 1\n";
+        let v = cores_from_stat(stat, 100.0);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].0, "cpu:core0");
+        assert!((v[0].1 - 0.95).abs() < 1e-9);
+        assert!(is_per_core(&v[1].0) && !is_per_core("cpu:user"));
     }
 
     #[test]
