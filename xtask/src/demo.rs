@@ -10,123 +10,20 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
-use crate::command::{self, cargo, is_root, workspace_root};
+use crate::{
+    command::{self, cargo, is_root, workspace_root},
+    systemd::UserManager,
+};
 
 const UNIT: &str = "inspeq-demo.service";
-
-/// A `systemd --user` manager in a private mount namespace, and everything it
-/// needs; stopped and removed when dropped.
-struct UserManager {
-    child: Child,
-    base: PathBuf,
-    runtime_dir: PathBuf,
-    cgroups: Vec<PathBuf>,
-}
-
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-    })
-}
-
-impl UserManager {
-    fn start() -> anyhow::Result<Self> {
-        let base = std::env::temp_dir().join(format!("inspeq-demo-{}", std::process::id()));
-        let (runtime_dir, config, units, empty) = (base.join("rt"), base.join("config"), base.join("units"), base.join("empty"));
-        for dir in [&runtime_dir, &config, &units, &empty] {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o700))?;
-        // systemd wants its own cgroup subtree: cgroup2, and on hybrid hosts its v1 named hierarchy.
-        let mut cgroups = vec![cgroup2_root().context("no cgroup2 mount")?.join("inspeq-demo")];
-        if Path::new("/sys/fs/cgroup/systemd/cgroup.procs").exists() {
-            cgroups.push(PathBuf::from("/sys/fs/cgroup/systemd/inspeq-demo"));
-        }
-        let mut join = String::new();
-        for dir in &cgroups {
-            std::fs::create_dir_all(dir)?;
-            join.push_str(&format!("echo $$ > {}/cgroup.procs && ", dir.display()));
-        }
-        // /run/systemd/system must exist for `systemd --user`; a private mount
-        // namespace keeps the host from looking systemd-booted.
-        let script = format!(
-            "{join}exec unshare --mount --propagation private /bin/sh -c 'mount -t tmpfs inspeq-demo /run/systemd && mkdir /run/systemd/system && exec /lib/systemd/systemd --user --log-target=console'"
-        );
-        let child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(script)
-            .env("XDG_RUNTIME_DIR", &runtime_dir)
-            .env("XDG_CONFIG_HOME", &config)
-            .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
-            .env("SYSTEMD_GENERATOR_PATH", &empty)
-            .env("SYSTEMD_ENVIRONMENT_GENERATOR_PATH", &empty)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(base.join("manager.log"))?)
-            .stderr(std::fs::File::create(base.join("manager.err"))?)
-            .spawn()
-            .context("starting systemd --user")?;
-        let manager = Self { child, base, runtime_dir, cgroups };
-        let started = Instant::now();
-        while !(manager.runtime_dir.join("bus").exists() && manager.systemctl(&["show", "-P", "Version"]).is_ok()) {
-            if started.elapsed() > Duration::from_secs(20) {
-                bail!("the systemd user manager did not start (see {})", manager.base.join("manager.err").display());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(manager)
-    }
-
-    fn systemctl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("systemctl").arg("--user").args(args).env("XDG_RUNTIME_DIR", &self.runtime_dir).output()?;
-        if !out.status.success() {
-            bail!("systemctl --user {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    }
-
-    fn main_pid(&self) -> Option<u32> {
-        self.systemctl(&["show", "-P", "MainPID", UNIT]).ok()?.parse().ok().filter(|p| *p != 0)
-    }
-}
-
-impl Drop for UserManager {
-    fn drop(&mut self) {
-        let _ = self.systemctl(&["stop", UNIT]);
-        // SAFETY: plain kill(2) of our own child; SIGTERM makes systemd exit in order.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        for dir in self.cgroups.iter().rev() {
-            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-            remove_cgroup(dir);
-        }
-        let _ = std::fs::remove_dir_all(&self.base);
-    }
-}
-
-fn remove_cgroup(dir: &Path) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_cgroup(&entry.path());
-        }
-    }
-    for _ in 0..50 {
-        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// inspeqd's output lines, as they come, each with the instant it arrived.
 fn lines(child: &mut Child) -> mpsc::Receiver<(Instant, &'static str, String)> {
@@ -175,15 +72,15 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     say("starting a systemd user manager (PID 1 here is not systemd) with the demo service");
-    let manager = UserManager::start()?;
+    let manager = UserManager::start("demo")?;
     let unit = format!(
         "[Unit]\nDescription=inspeq demo service\n\n[Service]\nExecStart={} demo-service\nExecReload=/bin/kill -HUP $MAINPID\nRestart=no\n",
         release.join("inspeq-workload").display()
     );
-    std::fs::write(manager.base.join("units").join(UNIT), unit)?;
+    std::fs::write(manager.units_dir().join(UNIT), unit)?;
     manager.systemctl(&["daemon-reload"])?;
     manager.systemctl(&["start", UNIT])?;
-    let first = manager.main_pid().context("the demo service did not start")?;
+    let first = manager.main_pid(UNIT).context("the demo service did not start")?;
     println!("  {UNIT} runs as pid {first}");
 
     let examples = workspace_root().join("examples");
@@ -213,7 +110,7 @@ pub fn run() -> anyhow::Result<()> {
         let crash_latency = alerted.saturating_duration_since(killed);
         until(&rx, "restart done", Duration::from_secs(30))?;
         until(&rx, "up, pid", Duration::from_secs(30))?;
-        let second = manager.main_pid().context("no new pid after the restart")?;
+        let second = manager.main_pid(UNIT).context("no new pid after the restart")?;
 
         say(&format!("bloat: the service (pid {second}) grows past the 64 MiB rule"));
         let signalled = Instant::now();

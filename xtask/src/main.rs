@@ -5,6 +5,7 @@
 //! - `demo`: the README's first command — inspeq on a bundled example workload.
 //! - `test`: the README's second command — the whole test suite (what CI runs).
 //! - `bench kernel`: the kernel pipeline's latency, throughput and cost.
+//! - `bench e2e`: inspeqd against Monit on a systemd user manager's services.
 //! - `install`, `deb`: install inspeq like a Linux daemon, or package it.
 
 mod bench;
@@ -12,6 +13,7 @@ mod command;
 mod demo;
 mod install;
 mod setup;
+mod systemd;
 mod test;
 
 use clap::{Parser, Subcommand};

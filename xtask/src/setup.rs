@@ -105,7 +105,13 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 fn apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    install_missing(APT_PACKAGES)
+}
+
+/// Installs those of `packages` (name, a file it installs) whose file is missing;
+/// benchmarks use it for their own packages too.
+pub fn install_missing(packages: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, binary)| !Path::new(binary).exists())
         .map(|(package, _)| *package)

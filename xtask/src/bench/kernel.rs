@@ -23,16 +23,16 @@ use serde_json::{Value, json};
 use super::{machine, output_path, quantile};
 use crate::command::{self, cargo, is_root, workspace_root};
 
-struct Binaries {
-    inspeqd: PathBuf,
-    workload: PathBuf,
+pub(super) struct Binaries {
+    pub(super) inspeqd: PathBuf,
+    pub(super) workload: PathBuf,
 }
 
-/// A cgroup for one scenario, removed when dropped.
-struct Cgroup(PathBuf);
+/// A cgroup for one scenario; what is left in it is killed and it is removed when dropped.
+pub(super) struct Cgroup(pub(super) PathBuf);
 
 impl Cgroup {
-    fn new(name: &str) -> anyhow::Result<Self> {
+    pub(super) fn new(name: &str) -> anyhow::Result<Self> {
         let mounts = std::fs::read_to_string("/proc/self/mounts")?;
         let root = mounts
             .lines()
@@ -49,12 +49,14 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
+        // Whatever a scenario left behind (a monitor's stray child) must go, or the cgroup cannot.
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        crate::systemd::remove_cgroup(&self.0);
     }
 }
 
 /// A running `inspeqd trace`, its stdout lines arriving on a channel.
-struct Tracer {
+pub(super) struct Tracer {
     child: Child,
     lines: mpsc::Receiver<String>,
     ready: Value,
@@ -62,7 +64,7 @@ struct Tracer {
 }
 
 impl Tracer {
-    fn start(bin: &Binaries, cgroup: &Path, quiet: bool) -> anyhow::Result<Self> {
+    pub(super) fn start(bin: &Binaries, cgroup: &Path, quiet: bool) -> anyhow::Result<Self> {
         let started = Instant::now();
         let mut child = Command::new(&bin.inspeqd)
             .args(["trace", "--json", "--timing"])
@@ -94,12 +96,28 @@ impl Tracer {
         self.child.id() as i32
     }
 
+    /// The JSON lines printed since the last call.
+    pub(super) fn drain(&self) -> Vec<Value> {
+        self.lines.try_iter().filter_map(|l| serde_json::from_str(&l).ok()).collect()
+    }
+
     /// Stops the tracer and returns every JSON line it printed.
-    fn stop(mut self) -> anyhow::Result<Vec<Value>> {
+    pub(super) fn stop(mut self) -> anyhow::Result<Vec<Value>> {
         // SAFETY: plain kill(2) of our own child.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         self.child.wait()?;
         Ok(self.lines.try_iter().filter_map(|l| serde_json::from_str(&l).ok()).collect())
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        // Still running only when a scenario failed before `stop`.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: plain kill(2) of our own, unreaped child.
+            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -114,7 +132,7 @@ fn cpu_seconds(pid: i32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-fn vm_rss_kib(pid: i32) -> u64 {
+pub(super) fn vm_rss_kib(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

@@ -2,6 +2,7 @@
 //! `target/bench/NAME.json`. Figures are measured, never asserted: a benchmark
 //! reports misses against its targets, it does not fail on them.
 
+mod e2e;
 mod kernel;
 
 use std::path::PathBuf;
@@ -22,12 +23,19 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
+    /// inspeqd against Monit on a systemd user manager's services: kill -9 → alert,
+    /// idle CPU/RSS/forks, memory bloat → alert.
+    E2e {
+        #[command(flatten)]
+        options: e2e::Options,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
     crate::setup::run()?;
     match which {
         Which::Kernel { exits, storm_secs, rounds } => kernel::run(exits, storm_secs, rounds),
+        Which::E2e { options } => e2e::run(&options),
     }
 }
 
