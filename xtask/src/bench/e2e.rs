@@ -213,15 +213,14 @@ fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// The first inspeqd line (stdout or log) after `since` that contains all of `needles`.
+fn first_line(lines: &Lines, since: Instant, needles: &[&str]) -> Option<Instant> {
+    lines.lock().unwrap().iter().find(|(at, l)| *at >= since && needles.iter().all(|n| l.contains(n))).map(|(at, _)| *at)
+}
+
 /// The first inspeqd alert line for `service` with `event` after `since`.
 fn inspeq_alert(lines: &Lines, service: &str, event: &str, since: Instant) -> Option<Instant> {
-    let (svc, ev) = (format!("service={service} "), format!("event={event}"));
-    lines
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|(at, l)| *at >= since && l.contains("alert: firing") && l.contains(&svc) && l.contains(&ev))
-        .map(|(at, _)| *at)
+    first_line(lines, since, &["alert: firing", &format!("service={service} "), &format!("event={event}")])
 }
 
 /// The first Monit detection of `service` whose event contains `event` after `since` (unix time).
@@ -294,7 +293,7 @@ fn crashes(m: &Monitors, cgroups: &[PathBuf], opts: &Options) -> anyhow::Result<
     // Monit's last detections land up to a cycle (plus its check walk) later.
     std::thread::sleep(Duration::from_millis(2500));
     let det = monit_detections(&m.monit_det);
-    let (mut inspeq_ms, mut monit_ms) = (Vec::new(), Vec::new());
+    let (mut inspeq_ms, mut monit_ms, mut observed_ms) = (Vec::new(), Vec::new(), Vec::new());
     let mut raw = Vec::new();
     for (i, at, unix) in &kills {
         let name = service(*i);
@@ -302,13 +301,20 @@ fn crashes(m: &Monitors, cgroups: &[PathBuf], opts: &Options) -> anyhow::Result<
             .filter(|t| t.duration_since(*at) < Duration::from_secs(3))
             .map(|t| t.duration_since(*at).as_secs_f64() * 1000.0);
         let monit = monit_alert(&det, &name, "exist", *unix).filter(|t| t - unix < 3.0).map(|t| (t - unix) * 1000.0);
+        // Where the time goes: the daemon logs the exit before the alert goes
+        // through the durable outbox (fsync) to the channel.
+        let observed = first_line(&m.inspeqd_lines, *at, &[&format!("service `{name}`: main process"), "exited"])
+            .filter(|t| t.duration_since(*at) < Duration::from_secs(3))
+            .map(|t| t.duration_since(*at).as_secs_f64() * 1000.0);
         inspeq_ms.extend(inspeq);
         monit_ms.extend(monit);
-        raw.push(json!({ "service": name, "inspeq_ms": inspeq, "monit_ms": monit }));
+        observed_ms.extend(observed);
+        raw.push(json!({ "service": name, "inspeq_ms": inspeq, "inspeq_exit_logged_ms": observed, "monit_ms": monit }));
     }
     Ok(json!({
         "kills": kills.len(),
         "inspeq": summary(inspeq_ms, kills.len()),
+        "inspeq_exit_logged": summary(observed_ms, kills.len()),
         "monit": summary(monit_ms, kills.len()),
         "raw": raw,
     }))
@@ -543,6 +549,8 @@ fn print_table(r: &Value) {
         }
         row("  missed", i["missed"].to_string(), mo["missed"].to_string(), "0");
     }
+    let logged = &r["crashes"]["inspeq_exit_logged"];
+    row("kill -9 → inspeqd logs the exit (before the outbox), p50/p99", format!("{} / {}", ms(&logged["p50_ms"]), ms(&logged["p99_ms"])), String::new(), "");
     for w in r["idle"].as_array().into_iter().flatten() {
         let (i, mo) = (&w["inspeq"], &w["monit"]);
         row(&format!("{} ({:.0} s, {} host procs)", w["label"].as_str().unwrap_or(""), w["secs"].as_f64().unwrap_or(0.0), w["host_processes"]), String::new(), String::new(), "");
