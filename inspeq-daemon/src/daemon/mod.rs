@@ -532,17 +532,14 @@ impl Daemon {
         for name in &names {
             let Some(service) = self.services.get(name) else { continue };
             let Some(main) = service.main_pid() else { continue };
-            let members: Vec<u32> = match service.watch {
-                Some((id, "cgroup")) => {
-                    let _ = id;
-                    match service.status.as_ref().and_then(ServiceStatus::watch_target) {
-                        Some(target) => kernel::members(&target),
-                        None => vec![main],
-                    }
-                }
+            // A cgroup's members from its own cgroup.procs files, at the path the
+            // init system gave (finding it by id would walk the whole cgroup tree
+            // every cycle); a tree's from what the kernel reported.
+            let cgroup = service.status.as_ref().and_then(|s| s.cgroup.as_ref());
+            let mut members: Vec<u32> = match (service.watch, cgroup) {
+                (Some((_, "cgroup")), Some(cgroup)) => kernel::cgroup_members(&cgroup.path),
                 _ => service.members.iter().copied().chain(std::iter::once(main)).collect(),
             };
-            let mut members = members;
             members.sort_unstable();
             members.dedup();
             let values = metrics::process::sample(Some(main), members);

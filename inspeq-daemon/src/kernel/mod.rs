@@ -269,6 +269,13 @@ pub fn members(target: &WatchTarget) -> Vec<u32> {
     }
 }
 
+/// The processes in the cgroup directory `dir` and below it (`cgroup.procs`).
+pub fn cgroup_members(dir: &std::path::Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    cgroup::procs_recursive(dir, &mut out);
+    out
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
