@@ -40,6 +40,21 @@ pub fn privileged(test: &str) -> bool {
     }
 }
 
+/// Like [`privileged`], and the programs the test drives are installed (`cargo
+/// xtask test` installs them): fails under CI when not, skips elsewhere.
+pub fn privileged_with(test: &str, programs: &[&str]) -> bool {
+    if !privileged(test) {
+        return false;
+    }
+    let missing: Vec<&str> = programs.iter().copied().filter(|p| !Path::new(p).exists()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{test}: cannot run under CI: {missing:?} not installed");
+    eprintln!("skipped {test}: {missing:?} not installed (cargo xtask setup installs them)");
+    false
+}
+
 /// The cgroup2 mount (`/sys/fs/cgroup/unified` on hybrid hosts).
 pub fn cgroup2_root() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;

@@ -18,7 +18,7 @@ use std::{
 use tests::{
     daemon_harness::{Daemon, is_alert},
     init_harness::{Scratch, UserManager, kill9, marks, wait_for},
-    privileged,
+    privileged, privileged_with,
 };
 
 /// Hang guard for anything the daemon should do within milliseconds.
@@ -31,20 +31,6 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_inspeq-workload");
 /// A systemd user manager and the user bus its stock dbus.socket starts.
 const SYSTEMD_USER: &[&str] = &["/lib/systemd/systemd", "/usr/bin/dbus-daemon", "/usr/lib/systemd/user/dbus.socket"];
 
-/// Like `privileged`, and the programs the test drives are installed: fails under
-/// CI when not, skips elsewhere.
-fn can_run(test: &str, programs: &[&str]) -> bool {
-    if !privileged(test) {
-        return false;
-    }
-    let missing: Vec<&str> = programs.iter().copied().filter(|p| !Path::new(p).exists()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "{test}: cannot run under CI: {missing:?} not installed");
-    eprintln!("skipped {test}: {missing:?} not installed (cargo xtask setup installs them)");
-    false
-}
 
 /// `inspeq-workload serve MARKS` started by the test itself (no init system),
 /// killed when dropped.
@@ -393,7 +379,7 @@ fn main_pid(manager: &UserManager, unit: &str) -> u32 {
 
 #[test]
 fn systemd_a_crash_is_alerted_once_restarted_and_the_new_main_process_is_watched() {
-    if !can_run("systemd_a_crash_is_alerted_once_restarted_and_the_new_main_process_is_watched", SYSTEMD_USER) {
+    if !privileged_with("systemd_a_crash_is_alerted_once_restarted_and_the_new_main_process_is_watched", SYSTEMD_USER) {
         return;
     }
     let manager = UserManager::start("daemon-crash");
@@ -441,7 +427,7 @@ fn systemd_a_crash_is_alerted_once_restarted_and_the_new_main_process_is_watched
 
 #[test]
 fn systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle() {
-    if !can_run("systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle", SYSTEMD_USER) {
+    if !privileged_with("systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle", SYSTEMD_USER) {
         return;
     }
     let manager = UserManager::start("daemon-memory");
@@ -490,7 +476,7 @@ fn systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle() {
 
 #[test]
 fn systemd_a_restart_the_rules_asked_for_is_no_crash() {
-    if !can_run("systemd_a_restart_the_rules_asked_for_is_no_crash", SYSTEMD_USER) {
+    if !privileged_with("systemd_a_restart_the_rules_asked_for_is_no_crash", SYSTEMD_USER) {
         return;
     }
     let manager = UserManager::start("daemon-requested");
@@ -526,7 +512,7 @@ fn systemd_a_restart_the_rules_asked_for_is_no_crash() {
 
 #[test]
 fn systemd_a_phased_restart_that_replaces_the_workers_is_no_crash() {
-    if !can_run("systemd_a_phased_restart_that_replaces_the_workers_is_no_crash", SYSTEMD_USER) {
+    if !privileged_with("systemd_a_phased_restart_that_replaces_the_workers_is_no_crash", SYSTEMD_USER) {
         return;
     }
     let manager = UserManager::start("daemon-puma");

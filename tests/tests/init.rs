@@ -23,7 +23,7 @@ use inspeq_daemon::{
 };
 use tests::{
     init_harness::{FakeUpstart, InitdDir, RunitDir, Scratch, UserManager, kill9, marks, wait_for},
-    privileged,
+    privileged_with,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -35,20 +35,6 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-/// Like `privileged`, and the programs the test drives are installed (`cargo
-/// xtask test` installs them): fails under CI when not, skips elsewhere.
-fn can_run(test: &str, programs: &[&str]) -> bool {
-    if !privileged(test) {
-        return false;
-    }
-    let missing: Vec<&str> = programs.iter().copied().filter(|p| !Path::new(p).exists()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "{test}: cannot run under CI: {missing:?} not installed");
-    eprintln!("skipped {test}: {missing:?} not installed (cargo xtask setup installs them)");
-    false
-}
 
 fn name(s: &str) -> ServiceName {
     ServiceName::new(s).unwrap()
@@ -129,7 +115,7 @@ async fn user_systemd(manager: &UserManager) -> Systemd {
 
 #[test]
 fn systemd_lookup_reports_the_main_pid_and_the_units_cgroup() {
-    if !can_run("systemd_lookup_reports_the_main_pid_and_the_units_cgroup", SYSTEMD_USER) {
+    if !privileged_with("systemd_lookup_reports_the_main_pid_and_the_units_cgroup", SYSTEMD_USER) {
         return;
     }
     let manager = UserManager::start("lookup");
@@ -159,7 +145,7 @@ fn systemd_lookup_reports_the_main_pid_and_the_units_cgroup() {
 
 #[test]
 fn systemd_unknown_unit_is_not_found_and_a_stopped_one_is_down() {
-    if !can_run("systemd_unknown_unit_is_not_found_and_a_stopped_one_is_down", SYSTEMD_USER) {
+    if !privileged_with("systemd_unknown_unit_is_not_found_and_a_stopped_one_is_down", SYSTEMD_USER) {
         return;
     }
     let manager = UserManager::start("states");
@@ -181,7 +167,7 @@ fn systemd_unknown_unit_is_not_found_and_a_stopped_one_is_down() {
 
 #[test]
 fn systemd_restart_gives_a_new_cgroup_that_is_announced_and_the_kernel_watch_follows() {
-    if !can_run(
+    if !privileged_with(
         "systemd_restart_gives_a_new_cgroup_that_is_announced_and_the_kernel_watch_follows",
         SYSTEMD_USER,
     ) {
@@ -240,7 +226,7 @@ fn systemd_restart_gives_a_new_cgroup_that_is_announced_and_the_kernel_watch_fol
 
 #[test]
 fn systemd_reload_runs_exec_reload_which_signals_the_process() {
-    if !can_run("systemd_reload_runs_exec_reload_which_signals_the_process", SYSTEMD_USER) {
+    if !privileged_with("systemd_reload_runs_exec_reload_which_signals_the_process", SYSTEMD_USER) {
         return;
     }
     let manager = UserManager::start("reload");
@@ -262,7 +248,7 @@ fn systemd_reload_runs_exec_reload_which_signals_the_process() {
 
 #[test]
 fn systemd_user_manager_is_found_through_its_runtime_dir() {
-    if !can_run("systemd_user_manager_is_found_through_its_runtime_dir", SYSTEMD_USER) {
+    if !privileged_with("systemd_user_manager_is_found_through_its_runtime_dir", SYSTEMD_USER) {
         return;
     }
     let manager = UserManager::start("runtime-dir");
@@ -280,7 +266,7 @@ fn systemd_user_manager_is_found_through_its_runtime_dir() {
 
 #[test]
 fn systemd_a_shell_wrapper_is_reported_and_the_cgroup_still_sees_the_server_crash() {
-    if !can_run(
+    if !privileged_with(
         "systemd_a_shell_wrapper_is_reported_and_the_cgroup_still_sees_the_server_crash",
         &[SYSTEMD_USER[0], SYSTEMD_USER[1], SYSTEMD_USER[2], "/usr/bin/logger"],
     ) {
@@ -317,7 +303,7 @@ fn runit(dir: &RunitDir, reload_signal: ReloadSignal) -> Runit {
 
 #[test]
 fn runit_lookup_finds_the_supervised_pid_and_a_kill_is_observed() {
-    if !can_run("runit_lookup_finds_the_supervised_pid_and_a_kill_is_observed", &["/usr/bin/runsvdir", "/usr/bin/sv"]) {
+    if !privileged_with("runit_lookup_finds_the_supervised_pid_and_a_kill_is_observed", &["/usr/bin/runsvdir", "/usr/bin/sv"]) {
         return;
     }
     let mut dir = RunitDir::start("lookup");
@@ -340,7 +326,7 @@ fn runit_lookup_finds_the_supervised_pid_and_a_kill_is_observed() {
 
 #[test]
 fn runit_restart_yields_a_new_pid_and_reload_sends_the_configured_signal() {
-    if !can_run("runit_restart_yields_a_new_pid_and_reload_sends_the_configured_signal", &["/usr/bin/runsvdir", "/usr/bin/sv"]) {
+    if !privileged_with("runit_restart_yields_a_new_pid_and_reload_sends_the_configured_signal", &["/usr/bin/runsvdir", "/usr/bin/sv"]) {
         return;
     }
     let mut dir = RunitDir::start("restart");
@@ -364,7 +350,7 @@ fn runit_restart_yields_a_new_pid_and_reload_sends_the_configured_signal() {
 
 #[test]
 fn runit_unknown_service_is_not_found_and_a_stopped_one_is_down() {
-    if !can_run("runit_unknown_service_is_not_found_and_a_stopped_one_is_down", &["/usr/bin/runsvdir", "/usr/bin/sv"]) {
+    if !privileged_with("runit_unknown_service_is_not_found_and_a_stopped_one_is_down", &["/usr/bin/runsvdir", "/usr/bin/sv"]) {
         return;
     }
     let mut dir = RunitDir::start("states");
@@ -400,7 +386,7 @@ fn pidfile_pid(path: &Path) -> u32 {
 
 #[test]
 fn initd_lookup_restart_reload_and_kill() {
-    if !can_run("initd_lookup_restart_reload_and_kill", &["/sbin/start-stop-daemon"]) {
+    if !privileged_with("initd_lookup_restart_reload_and_kill", &["/sbin/start-stop-daemon"]) {
         return;
     }
     let mut dir = InitdDir::new("cycle");
@@ -434,7 +420,7 @@ fn initd_lookup_restart_reload_and_kill() {
 
 #[test]
 fn initd_pidfiles_in_a_subdirectory_or_configured_are_found() {
-    if !can_run("initd_pidfiles_in_a_subdirectory_or_configured_are_found", &["/sbin/start-stop-daemon"]) {
+    if !privileged_with("initd_pidfiles_in_a_subdirectory_or_configured_are_found", &["/sbin/start-stop-daemon"]) {
         return;
     }
     let mut dir = InitdDir::new("pidfiles");
@@ -459,7 +445,7 @@ fn initd_pidfiles_in_a_subdirectory_or_configured_are_found() {
 
 #[test]
 fn initd_unknown_script_is_not_found_and_a_stopped_service_is_down() {
-    if !can_run("initd_unknown_script_is_not_found_and_a_stopped_service_is_down", &["/sbin/start-stop-daemon"]) {
+    if !privileged_with("initd_unknown_script_is_not_found_and_a_stopped_service_is_down", &["/sbin/start-stop-daemon"]) {
         return;
     }
     let mut dir = InitdDir::new("states");
@@ -490,7 +476,7 @@ fn upstart(fake: &FakeUpstart) -> Upstart {
 
 #[test]
 fn upstart_lookup_restart_reload_and_kill() {
-    if !can_run("upstart_lookup_restart_reload_and_kill", &["/sbin/start-stop-daemon"]) {
+    if !privileged_with("upstart_lookup_restart_reload_and_kill", &["/sbin/start-stop-daemon"]) {
         return;
     }
     let mut fake = FakeUpstart::new("cycle");
@@ -521,7 +507,7 @@ fn upstart_lookup_restart_reload_and_kill() {
 
 #[test]
 fn upstart_unknown_job_is_not_found_and_a_stopped_one_is_down() {
-    if !can_run("upstart_unknown_job_is_not_found_and_a_stopped_one_is_down", &["/sbin/start-stop-daemon"]) {
+    if !privileged_with("upstart_unknown_job_is_not_found_and_a_stopped_one_is_down", &["/sbin/start-stop-daemon"]) {
         return;
     }
     let mut fake = FakeUpstart::new("states");
@@ -541,7 +527,7 @@ fn upstart_unknown_job_is_not_found_and_a_stopped_one_is_down() {
 
 #[test]
 fn upstart_logger_pipeline_is_reported_and_the_servers_crash_is_seen_through_the_tree() {
-    if !can_run(
+    if !privileged_with(
         "upstart_logger_pipeline_is_reported_and_the_servers_crash_is_seen_through_the_tree",
         &["/sbin/start-stop-daemon", "/usr/bin/logger"],
     ) {
@@ -573,7 +559,7 @@ fn upstart_logger_pipeline_is_reported_and_the_servers_crash_is_seen_through_the
 
 #[test]
 fn process_by_pidfile_restarts_with_its_restart_command_and_reloads_by_signal() {
-    if !can_run("process_by_pidfile_restarts_with_its_restart_command_and_reloads_by_signal", &["/sbin/start-stop-daemon"]) {
+    if !privileged_with("process_by_pidfile_restarts_with_its_restart_command_and_reloads_by_signal", &["/sbin/start-stop-daemon"]) {
         return;
     }
     // An init.d-style script, run here as a plain `restart_command`.
@@ -624,7 +610,7 @@ fn process_without_a_restart_command_cannot_be_restarted() {
 
 #[test]
 fn process_matching_a_command_line_is_found_and_watched_as_a_tree() {
-    if !can_run("process_matching_a_command_line_is_found_and_watched_as_a_tree", &[]) {
+    if !privileged_with("process_matching_a_command_line_is_found_and_watched_as_a_tree", &[]) {
         return;
     }
     let scratch = Scratch::new("matching");
@@ -657,7 +643,7 @@ fn regex_escape(text: &str) -> String {
 
 #[test]
 fn a_service_resolves_to_the_first_init_system_that_knows_it() {
-    if !can_run("a_service_resolves_to_the_first_init_system_that_knows_it", &["/usr/bin/runsvdir", "/sbin/start-stop-daemon"]) {
+    if !privileged_with("a_service_resolves_to_the_first_init_system_that_knows_it", &["/usr/bin/runsvdir", "/sbin/start-stop-daemon"]) {
         return;
     }
     let fake = FakeUpstart::new("resolve");

@@ -34,10 +34,8 @@ fn assert_files(root: &Path, files: &[&str]) {
     }
 }
 
-#[test]
-fn install_into_a_prefix_gives_a_working_daemon_layout() {
-    let dir = scratch("prefix");
-    let bins = inspeqd().parent().unwrap().to_path_buf();
+/// `cargo xtask install` below `dir`, with the binaries in `bins`.
+fn install(dir: &Path, bins: &Path) {
     run(Command::new(sibling("xtask"))
         .arg("install")
         .arg("--prefix")
@@ -47,7 +45,14 @@ fn install_into_a_prefix_gives_a_working_daemon_layout() {
         .arg("--unitdir")
         .arg(dir.join("units"))
         .arg("--from")
-        .arg(&bins));
+        .arg(bins));
+}
+
+#[test]
+fn install_into_a_prefix_gives_a_working_daemon_layout() {
+    let dir = scratch("prefix");
+    let bins = inspeqd().parent().unwrap().to_path_buf();
+    install(&dir, &bins);
     assert_files(
         &dir,
         &[
@@ -72,16 +77,7 @@ fn install_into_a_prefix_gives_a_working_daemon_layout() {
 
     // A second install keeps what the operator changed.
     std::fs::write(dir.join("etc/inspeq/host.inq"), "check host\n  if load:1 > 3 then alert\n").unwrap();
-    run(Command::new(sibling("xtask"))
-        .arg("install")
-        .arg("--prefix")
-        .arg(dir.join("usr"))
-        .arg("--sysconfdir")
-        .arg(dir.join("etc"))
-        .arg("--unitdir")
-        .arg(dir.join("units"))
-        .arg("--from")
-        .arg(&bins));
+    install(&dir, &bins);
     assert_eq!(std::fs::read_to_string(dir.join("etc/inspeq/host.inq")).unwrap(), "check host\n  if load:1 > 3 then alert\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
