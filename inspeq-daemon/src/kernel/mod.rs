@@ -246,27 +246,9 @@ pub(crate) fn descendants_and_self(pid: u32) -> Vec<u32> {
     out
 }
 
-/// The processes `target` covers now: a cgroup's (with descendants, from its
-/// `cgroup.procs` files) or a process tree's. For per-cycle metrics; never a
-/// scan of all of /proc.
-pub fn members(target: &WatchTarget) -> Vec<u32> {
-    match target {
-        WatchTarget::Tree(pid) => descendants_and_self(*pid),
-        WatchTarget::Cgroup(path) => {
-            let mut out = Vec::new();
-            if let Ok(dir) = cgroup::resolve(path) {
-                cgroup::procs_recursive(&dir, &mut out);
-            }
-            out
-        }
-        WatchTarget::CgroupId(id) => {
-            let mut out = Vec::new();
-            if let Some(dir) = cgroup::path_of(*id) {
-                cgroup::procs_recursive(&dir, &mut out);
-            }
-            out
-        }
-    }
+/// A process and its live descendants, for a tree watch's starting members.
+pub fn tree_members(pid: u32) -> Vec<u32> {
+    descendants_and_self(pid)
 }
 
 /// The processes in the cgroup directory `dir` and below it (`cgroup.procs`).

@@ -33,14 +33,7 @@ pub(super) struct Cgroup(pub(super) PathBuf);
 
 impl Cgroup {
     pub(super) fn new(name: &str) -> anyhow::Result<Self> {
-        let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-        let root = mounts
-            .lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-            })
-            .context("no cgroup2 mount")?;
+        let root = crate::systemd::cgroup2_root().context("no cgroup2 mount")?;
         let dir = root.join(format!("inspeq-bench-{name}"));
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
