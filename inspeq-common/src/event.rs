@@ -14,6 +14,8 @@ pub enum EventKind {
     Fork = 2,
     /// [`RssChange`]
     Rss = 3,
+    /// [`RssTotalChange`]
+    RssTotal = 4,
 }
 
 impl EventKind {
@@ -23,6 +25,7 @@ impl EventKind {
             1 => Some(Self::Exit),
             2 => Some(Self::Fork),
             3 => Some(Self::Rss),
+            4 => Some(Self::RssTotal),
             _ => None,
         }
     }
@@ -55,7 +58,9 @@ pub const EXIT_FLAG_OOM_KILLED: u32 = 1 << 0;
 /// [`ProcessExit::flags`]: `exit_status` was read from the kernel; when clear the
 /// read failed and the status is unknown.
 pub const EXIT_FLAG_STATUS_KNOWN: u32 = 1 << 1;
-/// [`ProcessExit::flags`]: `rss_bytes` was read from the exiting task's mm.
+/// [`ProcessExit::flags`]: `rss_bytes` is known: read from the exiting task's mm
+/// (6.16+, where the tracepoint fires before `exit_mm`), or the last value the RSS
+/// program saw for the process (before 6.16 the mm is gone at the tracepoint).
 pub const EXIT_FLAG_RSS_KNOWN: u32 = 1 << 2;
 
 /// A process (thread group) died: emitted once, when its last thread exits.
@@ -113,6 +118,20 @@ pub struct RssChange {
     pub cgroup_id: u64,
 }
 
+/// A watch's total resident set (the sum over its processes, kept in the kernel
+/// from each process's RSS changes) crossed the watch's total threshold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RssTotalChange {
+    pub header: Header,
+    /// `RSS_CROSSED_UP` or `RSS_CROSSED_DOWN`.
+    pub direction: u32,
+    /// The tgid whose change made the crossing.
+    pub tgid: u32,
+    pub total_bytes: u64,
+    pub threshold_bytes: u64,
+}
+
 /// The largest record; the daemon's decoder never reads more than this.
 pub const MAX_EVENT_SIZE: usize = size_of::<ProcessExit>();
 
@@ -120,6 +139,7 @@ const _: () = assert!(size_of::<Header>() == 16);
 const _: () = assert!(size_of::<ProcessExit>() == 64);
 const _: () = assert!(size_of::<ProcessFork>() == 32);
 const _: () = assert!(size_of::<RssChange>() == 48);
+const _: () = assert!(size_of::<RssTotalChange>() == 40);
 // RingBuf::reserve requires alignment that divides 8.
 const _: () = assert!(core::mem::align_of::<ProcessExit>() == 8);
 
@@ -131,4 +151,5 @@ mod pod {
     unsafe impl aya::Pod for super::ProcessExit {}
     unsafe impl aya::Pod for super::ProcessFork {}
     unsafe impl aya::Pod for super::RssChange {}
+    unsafe impl aya::Pod for super::RssTotalChange {}
 }

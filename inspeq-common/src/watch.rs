@@ -11,6 +11,8 @@ pub const MAP_WATCH_CGROUPS: &str = "WATCH_CGROUPS";
 pub const MAP_WATCH_TGIDS: &str = "WATCH_TGIDS";
 /// Map `RSS_STATE`: tgid → [`RssState`], kept by the kernel side.
 pub const MAP_RSS_STATE: &str = "RSS_STATE";
+/// Map `RSS_TOTALS`: watch id → [`RssTotal`], the watch's summed RSS.
+pub const MAP_RSS_TOTALS: &str = "RSS_TOTALS";
 /// Map `OOM_VICTIMS`: pid → 1 for tasks marked by the OOM killer.
 pub const MAP_OOM_VICTIMS: &str = "OOM_VICTIMS";
 /// Per-CPU array `COUNTERS`, indexed by `COUNTER_*`.
@@ -50,8 +52,21 @@ pub mod globals {
     pub const MM_RSS_COUNT0: &str = "MM_RSS_COUNT0_OFF";
     /// Size of one `struct percpu_counter` (the stride of `mm_struct.rss_stat`).
     pub const PERCPU_COUNTER_SIZE: &str = "PERCPU_COUNTER_SIZE";
-    /// `sched_process_exit` tracepoint: offset of `group_dead`.
+    /// Byte offset of `task_struct.rss_stat.count[0]` (the per-task split RSS
+    /// counters of kernels before 6.2), or `u32::MAX` where there are none.
+    pub const TASK_RSS_COUNT0: &str = "TASK_RSS_COUNT0_OFF";
+    /// `task_struct.group_leader` byte offset.
+    pub const TASK_GROUP_LEADER: &str = "TASK_GROUP_LEADER_OFF";
+    /// `task_struct.start_time` byte offset.
+    pub const TASK_START_TIME: &str = "TASK_START_TIME_OFF";
+    /// `signal_struct.live` byte offset (threads of the group not yet exiting).
+    pub const SIGNAL_LIVE: &str = "SIGNAL_LIVE_OFF";
+    /// `sched_process_exit` tracepoint: offset of `group_dead` (6.16+), or
+    /// `u32::MAX` where the field does not exist: then `signal_struct.live` decides.
     pub const TP_EXIT_GROUP_DEAD: &str = "TP_EXIT_GROUP_DEAD_OFF";
+    /// 1 when the exit tracepoint fires after `exit_mm` (no `group_dead`): the RSS
+    /// program then keeps every watched process's RSS for its exit record.
+    pub const KEEP_EXIT_RSS: &str = "KEEP_EXIT_RSS";
     /// `task_newtask` tracepoint: offset of `pid`.
     pub const TP_NEWTASK_PID: &str = "TP_NEWTASK_PID_OFF";
     /// `task_newtask` tracepoint: offset of `clone_flags`.
@@ -80,6 +95,11 @@ pub struct WatchConfig {
     pub rss_hysteresis: u64,
     /// Emit `RSS_MOVED` when RSS moved this much since the last record (0: never).
     pub rss_delta: u64,
+    /// Emit an [`RssTotalChange`](crate::RssTotalChange) when the watch's total
+    /// RSS reaches this (0: no total threshold).
+    pub total_threshold: u64,
+    /// ... and when it falls below `total_threshold - total_hysteresis`.
+    pub total_hysteresis: u64,
 }
 
 /// [`WatchConfig::flags`]: report forks of watched processes.
@@ -87,15 +107,45 @@ pub const WATCH_FLAG_FORKS: u32 = 1 << 0;
 /// [`WatchConfig::flags`]: track RSS (thresholds and deltas).
 pub const WATCH_FLAG_RSS: u32 = 1 << 1;
 
-/// Kernel-side RSS state of one watched process.
+/// Kernel-side RSS state of one watched process. The daemon seeds it for the
+/// processes a watch already has when it starts (their RSS from /proc), so a
+/// process above its threshold is known to be, and the watch's total counts it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct RssState {
     /// RSS in the last record emitted (or when first seen).
     pub last_bytes: u64,
+    /// RSS at the last change seen: what this process adds to its watch's total,
+    /// and its RSS at exit on kernels whose exit tracepoint fires after `exit_mm`.
+    pub now_bytes: u64,
     /// 1 while above the threshold.
     pub above: u32,
+    /// The watch whose total counts `now_bytes` (0: none yet).
+    pub total_watch: u32,
+}
+
+/// Kernel-side RSS total of one watch: the sum of its processes' `now_bytes`.
+/// The programs change `bytes` only by atomic adds; the daemon writes the entry
+/// once, before the watch is armed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RssTotal {
+    pub bytes: i64,
+    /// 1 while above the watch's total threshold.
+    pub above: u32,
     pub _pad: u32,
+}
+
+/// Map `EXITS_SEEN` key: a process by tgid and its leader's start time. Before
+/// 6.16 the exit tracepoint has no `group_dead`, and several threads of a group
+/// killed at once can all see `signal->live == 0`; the first to insert this key
+/// reports the exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExitKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub start_time: u64,
 }
 
 /// Per-CPU counter slots: emitted records per kind, then failed reservations
@@ -105,12 +155,16 @@ pub const COUNTER_DROPPED: u32 = 4;
 /// Number of slots in `COUNTERS`.
 pub const COUNTER_SLOTS: u32 = 8;
 
-const _: () = assert!(size_of::<WatchConfig>() == 32);
-const _: () = assert!(size_of::<RssState>() == 16);
+const _: () = assert!(size_of::<WatchConfig>() == 48);
+const _: () = assert!(size_of::<RssState>() == 24);
+const _: () = assert!(size_of::<RssTotal>() == 16);
+const _: () = assert!(size_of::<ExitKey>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), Copy, no implicit padding (asserted sizes above).
     unsafe impl aya::Pod for super::WatchConfig {}
     unsafe impl aya::Pod for super::RssState {}
+    unsafe impl aya::Pod for super::RssTotal {}
+    unsafe impl aya::Pod for super::ExitKey {}
 }

@@ -26,6 +26,9 @@ pub struct TraceArgs {
     /// Report whenever a process's RSS moved by this much.
     #[arg(long, value_parser = parse_size)]
     pub rss_delta: Option<u64>,
+    /// Report when the watch's total RSS (all its processes) reaches this size.
+    #[arg(long, value_parser = parse_size)]
+    pub rss_total_threshold: Option<u64>,
     /// One JSON object per line; the first line is `{"kind":"ready",...}`.
     #[arg(long)]
     pub json: bool,
@@ -126,6 +129,14 @@ pub fn to_json(o: &Observation) -> serde_json::Value {
             "cgroup_id": cgroup_id,
             "ktime_ns": ktime_ns,
         }),
+        Observation::RssTotalCrossed { pid, direction, total_bytes, threshold_bytes, ktime_ns, .. } => json!({
+            "kind": "rss_total",
+            "pid": pid,
+            "direction": direction.to_string(),
+            "total_bytes": total_bytes,
+            "threshold_bytes": threshold_bytes,
+            "ktime_ns": ktime_ns,
+        }),
         Observation::EventsLost { kind, count } => json!({ "kind": "lost", "record": kind, "count": count }),
     }
 }
@@ -150,6 +161,9 @@ pub fn to_text(o: &Observation) -> String {
         }
         Observation::RssCrossed { pid, direction, rss_bytes, threshold_bytes, .. } => {
             format!("rss     pid={pid} {direction} rss={} threshold={}", mib(*rss_bytes), mib(*threshold_bytes))
+        }
+        Observation::RssTotalCrossed { pid, direction, total_bytes, threshold_bytes, .. } => {
+            format!("total   {direction} total={} threshold={} (pid={pid})", mib(*total_bytes), mib(*threshold_bytes))
         }
         Observation::EventsLost { kind, count } => format!("lost    {count} {kind} records (ring buffer full)"),
     }
@@ -176,7 +190,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         }),
     };
     monitor
-        .watch(&target, WatchSettings { forks: true, rss })
+        .watch(&target, WatchSettings { forks: true, rss, total_rss: args.rss_total_threshold })
         .map_err(|e: KernelError| anyhow::Error::new(e).context(format!("cannot watch {target:?}")))?;
 
     let mode = match monitor.mode() {
@@ -191,7 +205,12 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         writeln!(
             stdout,
             "{}",
-            json!({ "kind": "ready", "mode": mode, "attach_us": attach_us, "missing": monitor.missing_tracepoints(), "programs": programs })
+            json!({ "kind": "ready", "mode": mode, "attach_us": attach_us, "missing": monitor.missing_tracepoints(), "programs": programs,
+                    "layout": monitor.layout().map(|l| json!({
+                        "exit": if l.exit_group_dead { "group_dead" } else { "signal_live" },
+                        "rss_counters": if l.rss_percpu { "percpu" } else { "atomic" },
+                        "rss_split": l.rss_split,
+                    })) })
         )?;
     } else {
         eprintln!("inspeqd trace: watching {target:?} ({mode}); Ctrl-C stops");
@@ -223,7 +242,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
             match o {
                 Observation::ProcessExited(_) => received[0] += 1,
                 Observation::ProcessForked { .. } => received[1] += 1,
-                Observation::RssCrossed { .. } => received[2] += 1,
+                Observation::RssCrossed { .. } | Observation::RssTotalCrossed { .. } => received[2] += 1,
                 Observation::EventsLost { count, .. } => lost += count,
             }
             if args.quiet {

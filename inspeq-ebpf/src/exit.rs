@@ -1,28 +1,47 @@
 //! `sched:sched_process_exit`: one [`ProcessExit`] when a watched process's last
-//! thread exits (`group_dead`). A thread's exit is not a process exit; it only
-//! hands an OOM mark on to its process. The process's kernel-side state is
-//! dropped here, so maps do not grow with dead pids.
+//! thread exits. A thread's exit is not a process exit; it only hands an OOM mark
+//! on to its process. The process's kernel-side state is dropped here, so maps do
+//! not grow with dead pids.
+//!
+//! Which exit is the last: since 6.16 the tracepoint says so (`group_dead`).
+//! Before, every thread decrements `signal->live` at the start of `do_exit`, long
+//! before the tracepoint, so `live == 0` there means the group is dead — but
+//! several threads of a group killed at once can all see it. The first of them to
+//! insert the process's [`ExitKey`] into `EXITS_SEEN` reports the exit.
+//!
+//! Before 6.16 the tracepoint also fires after `exit_mm`: the mm is gone, and the
+//! RSS at exit is the last value the RSS program saw for the process.
 
 use aya_ebpf::{
     Global,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    bindings::BPF_NOEXIST,
     helpers::generated::{bpf_get_current_cgroup_id, bpf_get_current_task},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::LruHashMap,
     programs::TracePointContext,
 };
 use inspeq_common::{
-    EXIT_FLAG_OOM_KILLED, EXIT_FLAG_RSS_KNOWN, EXIT_FLAG_STATUS_KNOWN, EventKind, Header, ProcessExit,
+    EXIT_FLAG_OOM_KILLED, EXIT_FLAG_RSS_KNOWN, EXIT_FLAG_STATUS_KNOWN, EventKind, ExitKey, Header, ProcessExit,
 };
 
 use crate::{
     emit::emit,
     oom::OOM_VICTIMS,
-    rss::RSS_STATE,
+    rss::{self, RSS_STATE},
     task,
     watch::{self, WATCH_TGIDS},
 };
 
+/// Offset of `group_dead` in the tracepoint's record, or `u32::MAX` when the
+/// kernel's tracepoint has none (before 6.16).
 #[unsafe(no_mangle)]
-static TP_EXIT_GROUP_DEAD_OFF: Global<u32> = Global::new(32);
+static TP_EXIT_GROUP_DEAD_OFF: Global<u32> = Global::new(u32::MAX);
+
+/// Processes whose exit was reported, for kernels without `group_dead`. An LRU:
+/// a key is only needed while the group's threads pass the tracepoint.
+#[map(name = "EXITS_SEEN")]
+static EXITS_SEEN: LruHashMap<ExitKey, u8> = LruHashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
@@ -32,18 +51,31 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let Some((cfg, _)) = watch::current(tgid) else {
         return Ok(());
     };
-    let group_dead: u8 = unsafe { ctx.read_at(TP_EXIT_GROUP_DEAD_OFF.load() as usize) }.map_err(|e| e as i64)?;
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let group_dead_off = TP_EXIT_GROUP_DEAD_OFF.load();
+    let group_dead = if group_dead_off == u32::MAX {
+        task::group_dead(task)?
+    } else {
+        let dead: u8 = unsafe { ctx.read_at(group_dead_off as usize) }.map_err(|e| e as i64)?;
+        dead != 0
+    };
     let marked_thread = unsafe { OOM_VICTIMS.get(pid) }.is_some();
-    if group_dead == 0 {
+    if !group_dead {
         // The OOM killer may have marked this thread rather than the leader.
         if marked_thread && pid != tgid {
             let _ = OOM_VICTIMS.insert(tgid, 1, 0);
         }
         return Ok(());
     }
+    if group_dead_off == u32::MAX {
+        let key = ExitKey { tgid, _pad: 0, start_time: task::leader_start_time(task)? };
+        if EXITS_SEEN.insert(key, 1, BPF_NOEXIST as u64).is_err() {
+            // Another thread of this group reports it.
+            return Ok(());
+        }
+    }
     let oom = marked_thread || unsafe { OOM_VICTIMS.get(tgid) }.is_some();
 
-    let task = unsafe { bpf_get_current_task() } as *const u8;
     let mut flags = 0;
     let exit_status = match task::exit_status(task) {
         Ok(status) => {
@@ -53,7 +85,7 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         Err(_) => 0,
     };
     let mut rss_bytes = 0;
-    if let Some(rss) = task::rss_bytes(task) {
+    if let Some(rss) = task::rss_bytes(task, u32::MAX).or_else(|| rss::last_known(tgid)) {
         flags |= EXIT_FLAG_RSS_KNOWN;
         rss_bytes = rss;
     }
@@ -72,6 +104,8 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     emit(EventKind::Exit, record);
+    // After the exit record: a total crossing down that the exit causes follows it.
+    rss::leave_total(tgid, &cfg);
 
     let _ = WATCH_TGIDS.remove(tgid);
     let _ = RSS_STATE.remove(tgid);

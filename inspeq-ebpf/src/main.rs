@@ -15,6 +15,10 @@
 //! [`RssChange`]: inspeq_common::RssChange
 #![no_std]
 #![no_main]
+// `atomic_xadd` for the per-watch RSS totals: the BPF target has no atomic RMW
+// in `core::sync::atomic` (the crate builds with RUSTC_BOOTSTRAP=1).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod emit;
 mod exit;

@@ -4,6 +4,7 @@
 //! between kernel builds.
 
 use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
+use inspeq_common::RSS_MEMBERS;
 
 #[unsafe(no_mangle)]
 static TASK_EXIT_CODE_OFF: Global<u32> = Global::new(0);
@@ -25,6 +26,14 @@ static MM_RSS_COUNT0_OFF: Global<u32> = Global::new(0);
 static PERCPU_COUNTER_SIZE: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static PAGE_SIZE: Global<u32> = Global::new(4096);
+#[unsafe(no_mangle)]
+static TASK_RSS_COUNT0_OFF: Global<u32> = Global::new(u32::MAX);
+#[unsafe(no_mangle)]
+static TASK_GROUP_LEADER_OFF: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static TASK_START_TIME_OFF: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static SIGNAL_LIVE_OFF: Global<u32> = Global::new(0);
 
 /// `SIGNAL_GROUP_EXIT` in `signal_struct.flags` (include/linux/sched/signal.h).
 const SIGNAL_GROUP_EXIT: u32 = 0x4;
@@ -36,19 +45,43 @@ unsafe fn read<T>(base: *const u8, off: u32) -> Result<T, i64> {
 
 /// The wait status `waitpid` will report for the process whose last thread is
 /// `task`: the group exit code when the whole group was told to exit (exit_group,
-/// a fatal signal), else the task's own exit code — as `wait_task_zombie` decides.
+/// a fatal signal), else the group leader's own exit code — as `wait_task_zombie`
+/// decides (it waits on the leader, which may have exited long before the last
+/// thread).
 #[inline(always)]
 pub fn exit_status(task: *const u8) -> Result<u32, i64> {
-    let own: u32 = unsafe { read(task, TASK_EXIT_CODE_OFF.load())? };
+    let signal: *const u8 = unsafe { read(task, TASK_SIGNAL_OFF.load())? };
+    if !signal.is_null() {
+        let flags: u32 = unsafe { read(signal, SIGNAL_FLAGS_OFF.load())? };
+        if flags & SIGNAL_GROUP_EXIT != 0 {
+            return unsafe { read(signal, SIGNAL_GROUP_EXIT_CODE_OFF.load()) };
+        }
+    }
+    let leader: *const u8 = unsafe { read(task, TASK_GROUP_LEADER_OFF.load())? };
+    let leader = if leader.is_null() { task } else { leader };
+    unsafe { read(leader, TASK_EXIT_CODE_OFF.load()) }
+}
+
+/// Whether `task`'s thread group is dead: `signal->live`, decremented by every
+/// thread at the start of `do_exit`, is zero. For kernels whose exit tracepoint
+/// has no `group_dead` (before 6.16).
+#[inline(always)]
+pub fn group_dead(task: *const u8) -> Result<bool, i64> {
     let signal: *const u8 = unsafe { read(task, TASK_SIGNAL_OFF.load())? };
     if signal.is_null() {
-        return Ok(own);
+        return Ok(true);
     }
-    let flags: u32 = unsafe { read(signal, SIGNAL_FLAGS_OFF.load())? };
-    if flags & SIGNAL_GROUP_EXIT != 0 {
-        return unsafe { read(signal, SIGNAL_GROUP_EXIT_CODE_OFF.load()) };
-    }
-    Ok(own)
+    let live: i32 = unsafe { read(signal, SIGNAL_LIVE_OFF.load())? };
+    Ok(live <= 0)
+}
+
+/// The start time (ns since boot) of `task`'s group leader: with the tgid, it
+/// names a process uniquely even when pids are reused.
+#[inline(always)]
+pub fn leader_start_time(task: *const u8) -> Result<u64, i64> {
+    let leader: *const u8 = unsafe { read(task, TASK_GROUP_LEADER_OFF.load())? };
+    let leader = if leader.is_null() { task } else { leader };
+    unsafe { read(leader, TASK_START_TIME_OFF.load()) }
 }
 
 /// The tgid of `task`'s parent.
@@ -70,18 +103,30 @@ pub fn mm(task: *const u8) -> Option<u64> {
 
 /// Resident bytes of `task`'s address space (file + anon + shmem pages), or `None`
 /// for a task without one (a kernel thread, or an mm already released).
+///
+/// `mm->rss_stat` is an array of `percpu_counter` since 6.2 and a struct of
+/// `atomic_long_t` before; either way a 64-bit count per member at a stride the
+/// daemon read from BTF. Before 6.2 each task also holds up to 64 page-fault
+/// events of its own (`task->rss_stat`, split counting), folded into the mm by
+/// `sync_mm_rss`, which fires `rss_stat` for `syncing` after adding that
+/// member's share to the mm but before clearing it in the task: so the task's
+/// pending count of every member but `syncing` is added here.
 #[inline(always)]
-pub fn rss_bytes(task: *const u8) -> Option<u64> {
+pub fn rss_bytes(task: *const u8, syncing: u32) -> Option<u64> {
     let mm: *const u8 = unsafe { read(task, TASK_MM_OFF.load()).ok()? };
     if mm.is_null() {
         return None;
     }
     let base = MM_RSS_COUNT0_OFF.load();
     let stride = PERCPU_COUNTER_SIZE.load();
+    let split = TASK_RSS_COUNT0_OFF.load();
     let mut pages: i64 = 0;
-    // MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES; MM_SWAPENTS (2) is not resident.
-    for member in [0u32, 1, 3] {
-        let count: i64 = unsafe { read(mm, base + member * stride).ok()? };
+    for member in RSS_MEMBERS {
+        let mut count: i64 = unsafe { read(mm, base + member * stride).ok()? };
+        if split != u32::MAX && member != syncing {
+            let pending: i32 = unsafe { read(task, split + member * 4).ok()? };
+            count += i64::from(pending);
+        }
         // The shared count lags per-CPU deltas and may dip below zero.
         if count > 0 {
             pages += count;

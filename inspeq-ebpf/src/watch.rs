@@ -30,12 +30,18 @@ pub enum Origin {
 
 /// The watch of the current task, deepest cgroup winning over its ancestors, a
 /// process-tree watch winning over both.
+///
+/// The loop keeps the deepest watched cgroup's *id* and looks it up once more at
+/// the end. Carrying the value (or its pointer) through the loop instead lets
+/// LLVM merge the `None` paths into code the verifier rejects: a spill of a
+/// register never written (`R9 !read_ok`, once `WatchConfig` grew to 48 bytes),
+/// or an OR of two maybe-null map pointers.
 #[inline(always)]
 pub fn current(tgid: u32) -> Option<(WatchConfig, Origin)> {
     if let Some(cfg) = unsafe { WATCH_TGIDS.get(tgid) } {
         return Some((*cfg, Origin::Tree));
     }
-    let mut found = None;
+    let mut found: u64 = 0;
     let mut level = 1;
     while level <= MAX_CGROUP_DEPTH {
         // Level 0 is the root; past the task's own depth the helper returns 0.
@@ -43,10 +49,14 @@ pub fn current(tgid: u32) -> Option<(WatchConfig, Origin)> {
         if id == 0 {
             break;
         }
-        if let Some(cfg) = unsafe { WATCH_CGROUPS.get(id) } {
-            found = Some((*cfg, Origin::Cgroup));
+        if unsafe { WATCH_CGROUPS.get(id) }.is_some() {
+            found = id;
         }
         level += 1;
     }
-    found
+    if found == 0 {
+        return None;
+    }
+    let cfg = unsafe { WATCH_CGROUPS.get(found) }?;
+    Some((*cfg, Origin::Cgroup))
 }

@@ -113,7 +113,7 @@ fn an_unwatched_cgroup_produces_nothing() {
     let other = TestCgroup::new("unwatched");
     runtime().block_on(async {
         let mut monitor = ebpf(Options::default());
-        monitor.watch(&WatchTarget::Cgroup(watched.dir.clone()), WatchSettings { forks: true, rss: None }).unwrap();
+        monitor.watch(&WatchTarget::Cgroup(watched.dir.clone()), WatchSettings { forks: true, rss: None, total_rss: None }).unwrap();
         let mut quiet = Vec::new();
         for i in 0..20 {
             let mut child = sh_in(&format!("sh -c 'exit {i}'; exit {i}"), &[&other.dir]);
@@ -153,7 +153,7 @@ fn a_watched_pid_tree_includes_children_and_grandchildren() {
             .spawn()
             .unwrap();
         let root_pid = root.id();
-        let id = monitor.watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None }).unwrap();
+        let id = monitor.watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None, total_rss: None }).unwrap();
 
         let mut unrelated = Command::new("/bin/sh").arg("-c").arg("exit 9").spawn().unwrap();
         let unrelated_pid = unrelated.id();
@@ -191,7 +191,7 @@ fn rss_crossing_is_reported_once_each_way() {
     let cg = TestCgroup::new("rss");
     runtime().block_on(async {
         let mut monitor = ebpf(Options::default());
-        let settings = WatchSettings { forks: false, rss: Some(RssLimits::threshold(32 << 20)) };
+        let settings = WatchSettings { forks: false, rss: Some(RssLimits::threshold(32 << 20)), total_rss: None };
         monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), settings).unwrap();
         let mut child = workload(&["alloc", "64", "100", "100"], &[&cg.dir]).spawn().unwrap();
         let pid = child.id();
@@ -251,7 +251,7 @@ fn a_full_ring_buffer_reports_lost_events_with_the_kernel_count() {
     runtime().block_on(async {
         // One page of ring, and nobody reading while the storm runs.
         let mut monitor = ebpf(Options { ring_bytes: Some(4096), ..Options::default() });
-        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings { forks: true, rss: None }).unwrap();
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings { forks: true, rss: None, total_rss: None }).unwrap();
         assert!(workload(&["storm-n", "2000"], &[&cg.dir]).status().unwrap().success());
 
         let seen = collect(&mut monitor, Duration::from_secs(5), |o| o.iter().any(|o| matches!(o, Observation::EventsLost { .. }))).await;
@@ -343,4 +343,93 @@ fn inspeqd_trace_prints_the_documented_json() {
     assert_eq!(exit["signal"], 15);
     assert_eq!(exit["core_dumped"], false);
     assert_eq!(exit["oom_killed"], false);
+}
+
+/// RSS of `pid` from /proc, in bytes.
+fn rss_of(pid: u32) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+#[test]
+fn a_watch_armed_on_a_process_already_above_its_threshold_reports_the_crossing_at_once() {
+    if !privileged("a_watch_armed_on_a_process_already_above_its_threshold_reports_the_crossing_at_once") {
+        return;
+    }
+    let cg = TestCgroup::new("rss-armed");
+    runtime().block_on(async {
+        let mut monitor = ebpf(Options::default());
+        // It grows to 64 MiB and then touches no page for 2 s: no kernel event
+        // would ever tell of a crossing that happened before the watch.
+        let mut child = workload(&["alloc", "64", "2000", "0"], &[&cg.dir]).spawn().unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rss_of(pid) < 64 << 20 {
+            assert!(Instant::now() < deadline, "the workload never reached 64 MiB");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let settings = WatchSettings { forks: false, rss: Some(RssLimits::threshold(32 << 20)), total_rss: None };
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), settings).unwrap();
+        let seen = collect(&mut monitor, Duration::from_secs(1), |o| !o.is_empty()).await;
+        let first = seen.first().expect("nothing reported at arming");
+        assert!(
+            matches!(first, Observation::RssCrossed { pid: p, direction: RssDirection::Up, rss_bytes, .. } if *p == pid && *rss_bytes >= 64 << 20),
+            "{first:?}"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the crossing came only after the process ended");
+        assert!(child.wait().unwrap().success());
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == pid)).await;
+        let directions: Vec<RssDirection> = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observation::RssCrossed { pid: p, direction, .. } if *p == pid => Some(*direction),
+                _ => None,
+            })
+            .collect();
+        // Once up (at arming), once down (munmap): never a second up.
+        assert_eq!(directions, [RssDirection::Down]);
+    });
+}
+
+#[test]
+fn a_watch_total_crossing_is_reported_when_its_processes_together_cross() {
+    if !privileged("a_watch_total_crossing_is_reported_when_its_processes_together_cross") {
+        return;
+    }
+    let cg = TestCgroup::new("rss-total");
+    runtime().block_on(async {
+        let mut monitor = ebpf(Options::default());
+        // No process alone reaches 96 MiB; two of 64 MiB together do.
+        let settings = WatchSettings { forks: false, rss: None, total_rss: Some(96 << 20) };
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), settings).unwrap();
+        let mut first = workload(&["alloc", "64", "1500", "100"], &[&cg.dir]).spawn().unwrap();
+        let mut second = workload(&["alloc", "64", "1500", "100"], &[&cg.dir]).spawn().unwrap();
+        let pids = [first.id(), second.id()];
+        assert!(first.wait().unwrap().success());
+        assert!(second.wait().unwrap().success());
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).len() >= 2).await;
+        let totals: Vec<(RssDirection, u64)> = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observation::RssTotalCrossed { direction, total_bytes, threshold_bytes, .. } => {
+                    assert_eq!(*threshold_bytes, 96 << 20);
+                    Some((*direction, *total_bytes))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(totals.len(), 2, "total crossings: {totals:?}");
+        assert_eq!(totals[0].0, RssDirection::Up);
+        assert!(totals[0].1 >= 96 << 20 && totals[0].1 < 160 << 20, "{totals:?}");
+        assert_eq!(totals[1].0, RssDirection::Down);
+        assert!(totals[1].1 < 84 << 20, "{totals:?}");
+        // No per-process limit was asked for: no per-process records.
+        assert!(!seen.iter().any(|o| matches!(o, Observation::RssCrossed { .. })), "{seen:?}");
+        for pid in pids {
+            let exit = exits(&seen).into_iter().find(|e| e.pid == pid).expect("exit reported");
+            assert_eq!(exit.status, ExitStatus::Exited(0));
+            // The RSS at exit is known on every kernel (before 6.16, the last value the RSS program saw).
+            assert!(exit.rss_bytes.is_some(), "{exit:?}");
+        }
+    });
 }

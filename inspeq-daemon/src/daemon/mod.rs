@@ -298,18 +298,28 @@ impl Daemon {
 
     /// The kernel watch settings a service's rules need.
     fn watch_settings(check: &config::model::Check) -> WatchSettings {
-        let mut settings = WatchSettings { forks: false, rss: None };
+        let mut settings = WatchSettings { forks: false, rss: None, total_rss: None };
         for rule in &check.rules {
             match &rule.condition {
                 Condition::Forks { .. } => settings.forks = true,
                 Condition::Metric(m)
-                    if m.metric.family == "memory"
-                        && m.metric.name.as_deref() == Some("rss")
-                        && matches!(m.op, config::ast::Op::Gt | config::ast::Op::Ge) =>
+                    if m.metric.family == "memory" && matches!(m.op, config::ast::Op::Gt | config::ast::Op::Ge) =>
                 {
-                    let bytes = m.threshold.value as u64;
-                    let lowest = settings.rss.map_or(bytes, |r| r.threshold.min(bytes));
-                    settings.rss = Some(RssLimits::threshold(lowest));
+                    // The kernel reports reaching its threshold (>=), in whole pages: for
+                    // `> 64m` a crossing exactly at 64 MiB (one page at a time, no huge
+                    // page overshooting it) would not satisfy the rule, and no second
+                    // crossing would come. So `>` asks for one byte more.
+                    let value = m.threshold.value as u64;
+                    let bytes = if matches!(m.op, config::ast::Op::Gt) { value.saturating_add(1) } else { value };
+                    match m.metric.name.as_deref() {
+                        Some("rss") => {
+                            let lowest = settings.rss.map_or(bytes, |r| r.threshold.min(bytes));
+                            settings.rss = Some(RssLimits::threshold(lowest));
+                        }
+                        // The kernel keeps the service's total and reports its crossing.
+                        Some("total_rss") => settings.total_rss = Some(settings.total_rss.map_or(bytes, |t| t.min(bytes))),
+                        _ => {}
+                    }
                 }
                 _ => {}
             }
@@ -493,6 +503,13 @@ impl Daemon {
                     // Memory rules see the crossing now rather than at the next cycle.
                     self.history.record(&name, "memory:rss", rss_bytes as f64);
                     let sample = Sample::new(Target::Service(name)).with("memory:rss", rss_bytes as f64);
+                    self.step(Input::Sample(sample), now);
+                }
+                Observation::RssTotalCrossed { watch, total_bytes, .. } => {
+                    let Some(name) = self.watches.get(&watch).cloned() else { continue };
+                    // `memory:total_rss` rules see the service's crossing now.
+                    self.history.record(&name, "memory:total_rss", total_bytes as f64);
+                    let sample = Sample::new(Target::Service(name)).with("memory:total_rss", total_bytes as f64);
                     self.step(Input::Sample(sample), now);
                 }
                 Observation::EventsLost { kind, count } => {

@@ -21,6 +21,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("struct `{strukt}` has no member `{member}` in kernel BTF")]
     NoMember { strukt: String, member: String },
+    #[error("`{what}` in kernel BTF has a shape this reader does not expect")]
+    Shape { what: String },
 }
 
 const KIND_INT: u32 = 1;
@@ -57,10 +59,23 @@ struct Composite {
     members: Vec<Member>,
 }
 
+/// A member found in a struct: where it is and what type it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Byte offset from the start of the struct searched.
+    pub offset: u32,
+    /// The member's type id, modifiers and typedefs seen through.
+    pub type_id: u32,
+}
+
 /// The composites of a BTF blob by type id, and named structs by name.
 pub struct Btf {
     strings: Vec<u8>,
     composites: HashMap<u32, Composite>,
+    /// Arrays: element type id and element count.
+    arrays: HashMap<u32, (u32, u32)>,
+    /// Sizes of integers (composites keep their own).
+    int_sizes: HashMap<u32, u32>,
     /// Type ids of modifiers and typedefs, to see through `const struct x`.
     aliases: HashMap<u32, u32>,
     structs_by_name: HashMap<String, u32>,
@@ -90,7 +105,14 @@ impl Btf {
             .ok_or(BtfError::BadHeader)?
             .to_vec();
 
-        let mut btf = Btf { strings, composites: HashMap::new(), aliases: HashMap::new(), structs_by_name: HashMap::new() };
+        let mut btf = Btf {
+            strings,
+            composites: HashMap::new(),
+            arrays: HashMap::new(),
+            int_sizes: HashMap::new(),
+            aliases: HashMap::new(),
+            structs_by_name: HashMap::new(),
+        };
         let mut at = 0;
         let mut id = 1u32;
         while at < types.len() {
@@ -134,6 +156,13 @@ impl Btf {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
                     btf.aliases.insert(id, size_or_type);
                 }
+                KIND_ARRAY => {
+                    // struct btf_array { type, index_type, nelems }
+                    btf.arrays.insert(id, (u32_at(body, 0).unwrap_or(0), u32_at(body, 8).unwrap_or(0)));
+                }
+                KIND_INT => {
+                    btf.int_sizes.insert(id, size_or_type);
+                }
                 _ => {}
             }
             at += extra;
@@ -164,6 +193,7 @@ impl Btf {
     }
 
     /// The size in bytes of struct `name`.
+    #[cfg(test)]
     pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
         Ok(self.composites[&self.struct_id(name)?].size)
     }
@@ -171,27 +201,47 @@ impl Btf {
     /// The byte offset of `member` in struct `strukt`, looking through anonymous
     /// structs and unions (the kernel groups many fields in them).
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
-        let id = self.struct_id(strukt)?;
-        self.find_member(id, member, 0)
-            .map(|bits| bits / 8)
+        Ok(self.member(strukt, member)?.offset)
+    }
+
+    /// `member` of struct `strukt`: its offset and type.
+    pub fn member(&self, strukt: &str, member: &str) -> Result<Found, BtfError> {
+        self.member_of(self.struct_id(strukt)?, member)
             .ok_or_else(|| BtfError::NoMember { strukt: strukt.to_owned(), member: member.to_owned() })
     }
 
-    fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
+    /// `member` of the struct or union with type id `id`.
+    pub fn member_of(&self, id: u32, member: &str) -> Option<Found> {
+        self.find_member(id, member, 0)
+            .map(|(bits, type_id)| Found { offset: bits / 8, type_id: self.resolve(type_id) })
+    }
+
+    /// The element type (aliases seen through) and length of array type `id`, or
+    /// `None` when `id` is no array.
+    pub fn array(&self, id: u32) -> Option<(u32, u32)> {
+        self.arrays.get(&self.resolve(id)).map(|&(elem, len)| (self.resolve(elem), len))
+    }
+
+    /// The size in bytes of an integer, struct or union type.
+    pub fn type_size(&self, id: u32) -> Option<u32> {
+        let id = self.resolve(id);
+        self.composites.get(&id).map(|c| c.size).or_else(|| self.int_sizes.get(&id).copied())
+    }
+
+    fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32)> {
         let composite = self.composites.get(&self.resolve(id))?;
         for m in &composite.members {
             if m.name_off != 0 && self.string(m.name_off) == member {
-                return Some(m.bit_offset);
+                return Some((m.bit_offset, m.type_id));
             }
         }
         if depth > 8 {
             return None;
         }
-        composite
-            .members
-            .iter()
-            .filter(|m| m.name_off == 0)
-            .find_map(|m| Some(m.bit_offset + self.find_member(m.type_id, member, depth + 1)?))
+        composite.members.iter().filter(|m| m.name_off == 0).find_map(|m| {
+            let (bits, type_id) = self.find_member(m.type_id, member, depth + 1)?;
+            Some((m.bit_offset + bits, type_id))
+        })
     }
 }
 
@@ -199,15 +249,16 @@ impl Btf {
 mod tests {
     use super::*;
 
-    /// Builds a BTF blob: `struct outer { int a; union { int b; long c; }; }`.
+    /// Builds a BTF blob: `struct outer { int a; union { int b; long c; }; int d[4]; }`.
     fn blob() -> Vec<u8> {
-        let strings = b"\0outer\0a\0b\0c\0int\0".to_vec();
-        let (outer, a, b, c, int) = (1u32, 7, 9, 11, 13);
+        let strings = b"\0outer\0a\0b\0c\0int\0d\0".to_vec();
+        let (outer, a, b, c, int, d) = (1u32, 7, 9, 11, 13, 17);
         let mut types = Vec::new();
         let mut push = |words: &[u32]| words.iter().for_each(|w| types.extend_from_slice(&w.to_le_bytes()));
         push(&[int, KIND_INT << 24, 4, 32]); // id 1: int
         push(&[0, KIND_UNION << 24 | 2, 8, b, 1, 0, c, 1, 0]); // id 2: anonymous union
-        push(&[outer, KIND_STRUCT << 24 | 2, 16, a, 1, 0, 0, 2, 64]); // id 3: struct outer
+        push(&[outer, KIND_STRUCT << 24 | 3, 32, a, 1, 0, 0, 2, 64, d, 4, 128]); // id 3: struct outer
+        push(&[0, KIND_ARRAY << 24, 0, 1, 1, 4]); // id 4: int[4]
         let mut data = Vec::new();
         for w in [0xeb9f_u32 | 1 << 16, 24, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
             data.extend_from_slice(&w.to_le_bytes());
@@ -222,7 +273,12 @@ mod tests {
         let btf = Btf::parse(&blob()).unwrap();
         assert_eq!(btf.member_offset("outer", "a").unwrap(), 0);
         assert_eq!(btf.member_offset("outer", "c").unwrap(), 8);
-        assert_eq!(btf.struct_size("outer").unwrap(), 16);
+        assert_eq!(btf.struct_size("outer").unwrap(), 32);
+        let d = btf.member("outer", "d").unwrap();
+        assert_eq!(d.offset, 16);
+        assert_eq!(btf.array(d.type_id), Some((1, 4)));
+        assert_eq!(btf.type_size(1), Some(4));
+        assert_eq!(btf.array(1), None);
         assert!(matches!(btf.member_offset("outer", "zz"), Err(BtfError::NoMember { .. })));
         assert!(matches!(btf.member_offset("nope", "a"), Err(BtfError::NoStruct(_))));
     }

@@ -5,7 +5,7 @@ use std::mem::size_of;
 
 use inspeq_common::{
     EXIT_FLAG_OOM_KILLED, EXIT_FLAG_RSS_KNOWN, EXIT_FLAG_STATUS_KNOWN, EventKind, Header, ProcessExit, ProcessFork,
-    RSS_CROSSED_DOWN, RSS_CROSSED_UP, RSS_MOVED, RssChange,
+    RSS_CROSSED_DOWN, RSS_CROSSED_UP, RSS_MOVED, RssChange, RssTotalChange,
 };
 
 use super::observation::{ExitStatus, Observation, ProcessExited, RssDirection, WatchId};
@@ -98,6 +98,22 @@ pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
                 ktime_ns: e.header.ktime_ns,
             }
         }
+        EventKind::RssTotal => {
+            let e: RssTotalChange = sized(kind, bytes)?;
+            let direction = match e.direction {
+                RSS_CROSSED_UP => RssDirection::Up,
+                RSS_CROSSED_DOWN => RssDirection::Down,
+                other => return Err(DecodeError::BadDirection(other)),
+            };
+            Observation::RssTotalCrossed {
+                watch,
+                pid: e.tgid,
+                direction,
+                total_bytes: e.total_bytes,
+                threshold_bytes: e.threshold_bytes,
+                ktime_ns: e.header.ktime_ns,
+            }
+        }
     })
 }
 
@@ -161,6 +177,31 @@ mod tests {
             cgroup_id: 0,
         };
         assert_eq!(decode(&bytes_of(&rss)), Err(DecodeError::BadDirection(9)));
+    }
+
+    #[test]
+    fn total_records_become_total_crossings() {
+        let total = RssTotalChange {
+            header: Header::new(EventKind::RssTotal, size_of::<RssTotalChange>(), 4, 12),
+            direction: RSS_CROSSED_DOWN,
+            tgid: 8,
+            total_bytes: 100 << 20,
+            threshold_bytes: 128 << 20,
+        };
+        assert_eq!(
+            decode(&bytes_of(&total)).unwrap(),
+            Observation::RssTotalCrossed {
+                watch: WatchId(4),
+                pid: 8,
+                direction: RssDirection::Down,
+                total_bytes: 100 << 20,
+                threshold_bytes: 128 << 20,
+                ktime_ns: 12,
+            }
+        );
+        // A total never "moves": only crossings leave the kernel.
+        let moved = RssTotalChange { direction: RSS_MOVED, ..total };
+        assert_eq!(decode(&bytes_of(&moved)), Err(DecodeError::BadDirection(RSS_MOVED)));
     }
 
     #[test]

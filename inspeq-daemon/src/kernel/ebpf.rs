@@ -21,8 +21,8 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
 };
 use inspeq_common::{
-    COUNTER_DROPPED, COUNTER_EMITTED, MAP_COUNTERS, MAP_READER_STATE, READER_IDLE, READER_POLLING, MAP_EVENTS, MAP_WATCH_CGROUPS,
-    MAP_WATCH_TGIDS, WatchConfig, globals,
+    COUNTER_DROPPED, COUNTER_EMITTED, MAP_COUNTERS, MAP_EVENTS, MAP_READER_STATE, MAP_RSS_STATE, MAP_RSS_TOTALS,
+    MAP_WATCH_CGROUPS, MAP_WATCH_TGIDS, READER_IDLE, READER_POLLING, RssState, RssTotal, WatchConfig, globals,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -30,7 +30,7 @@ use super::{
     KernelError, KernelStats, Options,
     btf::Btf,
     cgroup, decode,
-    observation::{Observation, WatchId},
+    observation::{Observation, RssDirection, WatchId},
     tracefs,
     watch::{WatchSettings, WatchTarget},
 };
@@ -58,8 +58,26 @@ const PROGRAMS: [(&str, &str, &str, bool); 4] = [
     ("inspeq_oom", "oom", "mark_victim", false),
 ];
 
-/// Kernel struct offsets and tracepoint field offsets the programs need.
-struct Offsets(Vec<(&'static str, u32)>);
+/// Kernel struct offsets and tracepoint field offsets the programs need, and how
+/// this kernel lays out what they read (learned from BTF and tracefs, never from
+/// the version number).
+struct Offsets {
+    globals: Vec<(&'static str, u32)>,
+    layout: Layout,
+}
+
+/// How this kernel differs where the programs care, for `status` and `trace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The exit tracepoint has `group_dead` (6.16+); otherwise `signal->live`
+    /// decides, and the RSS at exit is the last one the RSS program saw.
+    pub exit_group_dead: bool,
+    /// `mm_struct.rss_stat` is an array of `percpu_counter` (6.2+); otherwise
+    /// `atomic_long_t` counters.
+    pub rss_percpu: bool,
+    /// Tasks keep split RSS counters of their own (`task_struct.rss_stat`, before 6.2).
+    pub rss_split: bool,
+}
 
 impl Offsets {
     fn resolve(tracefs_root: &Path) -> Result<Self, KernelError> {
@@ -67,28 +85,76 @@ impl Offsets {
             .map_err(|source| KernelError::NoBtf { source })?;
         let btf = Btf::parse(&data)?;
         drop(data);
-        let rss_stat = btf.member_offset("mm_struct", "rss_stat")?;
-        let count = btf.member_offset("percpu_counter", "count")?;
+        let (rss_count0, rss_stride, rss_percpu) = mm_rss_counters(&btf)?;
+        // Split counting: `struct task_rss_stat { int events; int count[NR_MM_COUNTERS]; }`.
+        let split = match btf.member("task_struct", "rss_stat") {
+            Ok(stat) => {
+                let count = btf.member_of(stat.type_id, "count").ok_or_else(|| shape("task_struct.rss_stat"))?;
+                if btf.array(count.type_id).and_then(|(elem, _)| btf.type_size(elem)) != Some(4) {
+                    return Err(shape("task_rss_stat.count").into());
+                }
+                Some(stat.offset + count.offset)
+            }
+            Err(_) => None,
+        };
         let field = |cat, name, field| tracefs::field_offset(tracefs_root, cat, name, field);
+        let group_dead = match field("sched", "sched_process_exit", "group_dead") {
+            Ok(off) => Some(off),
+            Err(tracefs::TracefsError::NoField { .. }) => None,
+            Err(err) => return Err(err.into()),
+        };
         // SAFETY: sysconf has no preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32;
-        Ok(Self(vec![
+        let globals = vec![
             (globals::TASK_EXIT_CODE, btf.member_offset("task_struct", "exit_code")?),
             (globals::TASK_SIGNAL, btf.member_offset("task_struct", "signal")?),
             (globals::SIGNAL_FLAGS, btf.member_offset("signal_struct", "flags")?),
             (globals::SIGNAL_GROUP_EXIT_CODE, btf.member_offset("signal_struct", "group_exit_code")?),
+            (globals::SIGNAL_LIVE, btf.member_offset("signal_struct", "live")?),
             (globals::TASK_MM, btf.member_offset("task_struct", "mm")?),
             (globals::TASK_REAL_PARENT, btf.member_offset("task_struct", "real_parent")?),
             (globals::TASK_TGID, btf.member_offset("task_struct", "tgid")?),
-            (globals::MM_RSS_COUNT0, rss_stat + count),
-            (globals::PERCPU_COUNTER_SIZE, btf.struct_size("percpu_counter")?),
+            (globals::TASK_GROUP_LEADER, btf.member_offset("task_struct", "group_leader")?),
+            (globals::TASK_START_TIME, btf.member_offset("task_struct", "start_time")?),
+            (globals::MM_RSS_COUNT0, rss_count0),
+            (globals::PERCPU_COUNTER_SIZE, rss_stride),
+            (globals::TASK_RSS_COUNT0, split.unwrap_or(u32::MAX)),
             (globals::PAGE_SIZE, page_size),
-            (globals::TP_EXIT_GROUP_DEAD, field("sched", "sched_process_exit", "group_dead")?),
+            (globals::TP_EXIT_GROUP_DEAD, group_dead.unwrap_or(u32::MAX)),
+            (globals::KEEP_EXIT_RSS, u32::from(group_dead.is_none())),
             (globals::TP_NEWTASK_PID, field("task", "task_newtask", "pid")?),
             (globals::TP_NEWTASK_CLONE_FLAGS, field("task", "task_newtask", "clone_flags")?),
             (globals::TP_OOM_PID, field("oom", "mark_victim", "pid").unwrap_or(u32::MAX)),
-        ]))
+        ];
+        Ok(Self {
+            globals,
+            layout: Layout { exit_group_dead: group_dead.is_some(), rss_percpu, rss_split: split.is_some() },
+        })
     }
+}
+
+fn shape(what: &str) -> super::BtfError {
+    super::BtfError::Shape { what: what.to_owned() }
+}
+
+/// Where `mm_struct.rss_stat`'s first 64-bit count is, the stride to the next,
+/// and whether they are `percpu_counter`s: `struct percpu_counter rss_stat[4]`
+/// since 6.2 (the count is the counter's `count`), `struct mm_rss_stat {
+/// atomic_long_t count[4]; } rss_stat` before.
+fn mm_rss_counters(btf: &Btf) -> Result<(u32, u32, bool), super::BtfError> {
+    let stat = btf.member("mm_struct", "rss_stat")?;
+    if let Some((elem, _)) = btf.array(stat.type_id) {
+        let count = btf.member_of(elem, "count").ok_or_else(|| shape("mm_struct.rss_stat[]"))?;
+        let stride = btf.type_size(elem).ok_or_else(|| shape("mm_struct.rss_stat[]"))?;
+        return Ok((stat.offset + count.offset, stride, true));
+    }
+    let count = btf.member_of(stat.type_id, "count").ok_or_else(|| shape("mm_struct.rss_stat"))?;
+    let (elem, _) = btf.array(count.type_id).ok_or_else(|| shape("mm_rss_stat.count"))?;
+    let stride = btf.type_size(elem).ok_or_else(|| shape("mm_rss_stat.count[]"))?;
+    if stride != 8 {
+        return Err(shape("mm_rss_stat.count[]"));
+    }
+    Ok((stat.offset + count.offset, stride, false))
 }
 
 /// Loaded programs, their maps and the ring-buffer reader.
@@ -98,6 +164,8 @@ pub struct EbpfMonitor {
     ring: AsyncFd<RingBuf<MapData>>,
     cgroups: HashMap<MapData, u64, WatchConfig>,
     tgids: HashMap<MapData, u32, WatchConfig>,
+    rss_state: HashMap<MapData, u32, RssState>,
+    rss_totals: HashMap<MapData, u32, RssTotal>,
     counters: PerCpuArray<MapData, u64>,
     reader_state: Array<MapData, u32>,
     /// When the reader was last woken by the kernel, the last FLOW_WAKEUPS times.
@@ -110,7 +178,12 @@ pub struct EbpfMonitor {
     seen_dropped: [u64; 4],
     last_counter_check: Instant,
     watches: StdHashMap<WatchId, Keys>,
+    /// Observations made while arming a watch (a process already above its
+    /// threshold), handed out by the next `next_batch`.
+    pending: Vec<Observation>,
     stats: KernelStats,
+    /// How this kernel lays out what the programs read.
+    pub layout: Layout,
     /// Programs that did not attach (optional ones), for `status`.
     pub missing: Vec<String>,
     /// Kernel ids of the attached programs (for `bpftool prog show id N`).
@@ -147,7 +220,7 @@ impl EbpfMonitor {
         // The programs have no CO-RE relocations; skipping aya's parse of the
         // 5 MB kernel BTF saves ~15 MB of RSS and tens of milliseconds.
         loader.btf(None);
-        for (name, value) in &offsets.0 {
+        for (name, value) in &offsets.globals {
             loader.override_global(name, value, true);
         }
         if let Some(bytes) = options.ring_bytes {
@@ -191,6 +264,8 @@ impl EbpfMonitor {
             .map_err(|source| KernelError::Io { what: "registering the ring buffer with tokio", source: source.into() })?;
         let cgroups = map(&mut ebpf, MAP_WATCH_CGROUPS)?;
         let tgids = map(&mut ebpf, MAP_WATCH_TGIDS)?;
+        let rss_state = map(&mut ebpf, MAP_RSS_STATE)?;
+        let rss_totals = map(&mut ebpf, MAP_RSS_TOTALS)?;
         let counters = map(&mut ebpf, MAP_COUNTERS)?;
         let reader_state = map(&mut ebpf, MAP_READER_STATE)?;
         tracing::debug!("kernel: ring buffer fd {}", ring.get_ref().as_raw_fd());
@@ -199,6 +274,8 @@ impl EbpfMonitor {
             ring,
             cgroups,
             tgids,
+            rss_state,
+            rss_totals,
             counters,
             reader_state,
             wakeups: [None; FLOW_WAKEUPS],
@@ -207,43 +284,132 @@ impl EbpfMonitor {
             seen_dropped: [0; 4],
             last_counter_check: Instant::now(),
             watches: StdHashMap::new(),
+            pending: Vec::new(),
             stats: KernelStats::default(),
+            layout: offsets.layout,
             missing,
             program_ids,
             attach_time: started.elapsed(),
         })
     }
 
+    /// Arms a watch. Its processes' RSS is seeded first (from /proc), so that a
+    /// process already above its threshold is reported now, not at a crossing
+    /// that will never come, and the watch's total starts with what they hold.
     pub fn watch(&mut self, id: WatchId, target: &WatchTarget, settings: WatchSettings) -> Result<(), KernelError> {
         let cfg = settings.to_wire(id);
-        let keys = match target {
+        let (keys, members, cgroup_id) = match target {
             WatchTarget::Cgroup(path) => {
                 let dir = cgroup::resolve(path)?;
                 let cg = cgroup::id_of(&dir)?;
-                self.insert_cgroup(cg, cfg)?;
-                Keys::Cgroup(cg)
+                (Keys::Cgroup(cg), super::cgroup_members(&dir), cg)
             }
-            WatchTarget::CgroupId(cg) => {
-                self.insert_cgroup(*cg, cfg)?;
-                Keys::Cgroup(*cg)
-            }
+            WatchTarget::CgroupId(cg) => (Keys::Cgroup(*cg), Vec::new(), *cg),
             WatchTarget::Tree(pid) => {
                 let pids = super::descendants_and_self(*pid);
                 if pids.is_empty() {
                     return Err(KernelError::NoProcess(*pid));
                 }
-                for pid in &pids {
+                (Keys::Tree(pids.clone()), pids, 0)
+            }
+        };
+        let seeded = if cfg.rss_threshold != 0 || cfg.total_threshold != 0 { self.seed(&cfg, &members, cgroup_id)? } else { Vec::new() };
+        match &keys {
+            Keys::Cgroup(cg) => self.insert_cgroup(*cg, cfg)?,
+            Keys::Tree(pids) => {
+                for pid in pids {
                     self.tgids
                         .insert(pid, cfg, 0)
                         .map_err(|source| KernelError::Map { name: MAP_WATCH_TGIDS, source })?;
                 }
-                Keys::Tree(pids)
             }
-        };
+        }
+        self.recheck(&cfg, &seeded, cgroup_id);
         if let Some(old) = self.watches.insert(id, keys) {
             self.remove_keys(old);
         }
         Ok(())
+    }
+
+    /// Writes the RSS state of each member and the watch's total, before the
+    /// watch is armed (the programs do not touch them until then). Returns the
+    /// members with the RSS they were seeded with.
+    fn seed(&mut self, cfg: &WatchConfig, members: &[u32], cgroup_id: u64) -> Result<Vec<(u32, u64)>, KernelError> {
+        let mut seeded = Vec::with_capacity(members.len());
+        let mut total = 0u64;
+        let now = super::monotonic_ns();
+        for &pid in members {
+            let Some(rss) = proc_rss_bytes(pid) else { continue };
+            let above = cfg.rss_threshold != 0 && rss >= cfg.rss_threshold;
+            let state = RssState { last_bytes: rss, now_bytes: rss, above: u32::from(above), total_watch: cfg.watch_id };
+            self.rss_state.insert(pid, state, 0).map_err(|source| KernelError::Map { name: MAP_RSS_STATE, source })?;
+            if above {
+                self.pending.push(Observation::RssCrossed {
+                    watch: WatchId(cfg.watch_id),
+                    pid,
+                    direction: RssDirection::Up,
+                    rss_bytes: rss,
+                    threshold_bytes: cfg.rss_threshold,
+                    cgroup_id,
+                    ktime_ns: now,
+                });
+            }
+            total += rss;
+            seeded.push((pid, rss));
+        }
+        if cfg.total_threshold != 0 {
+            let above = total >= cfg.total_threshold;
+            let entry = RssTotal { bytes: total as i64, above: u32::from(above), _pad: 0 };
+            self.rss_totals
+                .insert(cfg.watch_id, entry, 0)
+                .map_err(|source| KernelError::Map { name: MAP_RSS_TOTALS, source })?;
+            if above {
+                self.pending.push(Observation::RssTotalCrossed {
+                    watch: WatchId(cfg.watch_id),
+                    pid: members.first().copied().unwrap_or(0),
+                    direction: RssDirection::Up,
+                    total_bytes: total,
+                    threshold_bytes: cfg.total_threshold,
+                    ktime_ns: now,
+                });
+            }
+        }
+        Ok(seeded)
+    }
+
+    /// A member that grew past its threshold between being seeded and the watch
+    /// being armed, and has not touched a page since, would never be reported:
+    /// look once more now that the programs see it. A state the kernel changed
+    /// meanwhile is the kernel's to report.
+    fn recheck(&mut self, cfg: &WatchConfig, seeded: &[(u32, u64)], cgroup_id: u64) {
+        if cfg.rss_threshold == 0 {
+            return;
+        }
+        for &(pid, was) in seeded {
+            if was >= cfg.rss_threshold {
+                continue;
+            }
+            let Some(rss) = proc_rss_bytes(pid) else { continue };
+            if rss < cfg.rss_threshold {
+                continue;
+            }
+            let Ok(state) = self.rss_state.get(&pid, 0) else { continue };
+            if state.above != 0 || state.now_bytes != was {
+                continue;
+            }
+            let state = RssState { last_bytes: rss, above: 1, ..state };
+            if self.rss_state.insert(pid, state, 0).is_ok() {
+                self.pending.push(Observation::RssCrossed {
+                    watch: WatchId(cfg.watch_id),
+                    pid,
+                    direction: RssDirection::Up,
+                    rss_bytes: rss,
+                    threshold_bytes: cfg.rss_threshold,
+                    cgroup_id,
+                    ktime_ns: super::monotonic_ns(),
+                });
+            }
+        }
     }
 
     fn insert_cgroup(&mut self, cg: u64, cfg: WatchConfig) -> Result<(), KernelError> {
@@ -254,6 +420,8 @@ impl EbpfMonitor {
         if let Some(keys) = self.watches.remove(&id) {
             self.remove_keys(keys);
         }
+        let _ = self.rss_totals.remove(&id.0);
+        self.pending.retain(|o| o.watch() != Some(id));
         // Tree members forked since the watch began are only known to the kernel.
         let stale: Vec<u32> =
             self.tgids.iter().flatten().filter(|(_, cfg)| cfg.watch_id == id.0).map(|(pid, _)| pid).collect();
@@ -278,6 +446,10 @@ impl EbpfMonitor {
     /// Waits for records and appends their observations to `out`; returns when
     /// `out` is not empty.
     pub async fn next_batch(&mut self, out: &mut Vec<Observation>) -> Result<(), KernelError> {
+        if !self.pending.is_empty() {
+            out.append(&mut self.pending);
+            return Ok(());
+        }
         loop {
             let before = out.len();
             let poll = async {
@@ -374,6 +546,16 @@ impl EbpfMonitor {
         self.seen_dropped = before;
         self.stats
     }
+}
+
+/// Resident bytes of `pid` from `/proc/PID/statm`, as the kernel counts them
+/// (file + anon + shmem pages).
+fn proc_rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    Some(pages * page)
 }
 
 fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Observation>, stats: &mut KernelStats) {

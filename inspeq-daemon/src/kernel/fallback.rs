@@ -217,7 +217,7 @@ impl ProcMonitor {
             match o {
                 Observation::ProcessExited(_) => self.stats.emitted[0] += 1,
                 Observation::ProcessForked { .. } => self.stats.emitted[1] += 1,
-                Observation::RssCrossed { .. } => self.stats.emitted[2] += 1,
+                Observation::RssCrossed { .. } | Observation::RssTotalCrossed { .. } => self.stats.emitted[2] += 1,
                 Observation::EventsLost { .. } => {}
             }
         }

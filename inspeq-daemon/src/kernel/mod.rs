@@ -23,6 +23,7 @@ mod watch;
 use std::time::Duration;
 
 pub use decode::{DecodeError, decode};
+pub use ebpf::Layout;
 pub use observation::{ExitStatus, Observation, ProcessExited, RssDirection, WatchId};
 pub use watch::{RssLimits, WatchSettings, WatchTarget};
 
@@ -157,6 +158,14 @@ impl Monitor {
     pub fn attach_time(&self) -> Option<Duration> {
         match &self.backend {
             Backend::Ebpf(m) => Some(m.attach_time),
+            Backend::Proc(_) => None,
+        }
+    }
+
+    /// How the kernel lays out what the programs read (eBPF path only).
+    pub fn layout(&self) -> Option<Layout> {
+        match &self.backend {
+            Backend::Ebpf(m) => Some(m.layout),
             Backend::Proc(_) => None,
         }
     }

@@ -101,9 +101,32 @@ pub enum Observation {
         cgroup_id: u64,
         ktime_ns: u64,
     },
+    /// The watch's total RSS (all its processes) crossed its total threshold;
+    /// `pid` is the process whose change made it cross.
+    RssTotalCrossed {
+        watch: WatchId,
+        pid: u32,
+        direction: RssDirection,
+        total_bytes: u64,
+        threshold_bytes: u64,
+        ktime_ns: u64,
+    },
     /// The kernel could not hand over `count` records (the ring buffer was full);
     /// `kind` names the record kind that was lost.
     EventsLost { kind: &'static str, count: u64 },
+}
+
+impl Observation {
+    /// The watch this observation is about (`None` for lost records).
+    pub fn watch(&self) -> Option<WatchId> {
+        match self {
+            Self::ProcessExited(e) => Some(e.watch),
+            Self::ProcessForked { watch, .. }
+            | Self::RssCrossed { watch, .. }
+            | Self::RssTotalCrossed { watch, .. } => Some(*watch),
+            Self::EventsLost { .. } => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -44,8 +44,11 @@ impl RssLimits {
 pub struct WatchSettings {
     /// Report forks (process-tree tracking happens either way).
     pub forks: bool,
-    /// Track RSS with these limits.
+    /// Track RSS with these limits, per process.
     pub rss: Option<RssLimits>,
+    /// Report when the watch's total RSS (the sum over its processes, kept in the
+    /// kernel) reaches this many bytes, and when it falls below seven eighths of it.
+    pub total_rss: Option<u64>,
 }
 
 impl WatchSettings {
@@ -55,15 +58,18 @@ impl WatchSettings {
         if self.forks {
             flags |= WATCH_FLAG_FORKS;
         }
-        if self.rss.is_some() {
+        if self.rss.is_some() || self.total_rss.is_some() {
             flags |= WATCH_FLAG_RSS;
         }
+        let total = self.total_rss.unwrap_or(0);
         WatchConfig {
             watch_id: id.0,
             flags,
             rss_threshold: rss.threshold,
             rss_hysteresis: rss.hysteresis,
             rss_delta: rss.delta,
+            total_threshold: total,
+            total_hysteresis: total / 8,
         }
     }
 }
