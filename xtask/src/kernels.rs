@@ -348,6 +348,8 @@ struct Row {
     mode: Option<String>,
     run: Run,
     results: BTreeMap<String, Outcome>,
+    /// The case running when the output ended, if one was.
+    unfinished: Option<String>,
     boot_time: Option<Duration>,
     elapsed: Duration,
     attempts: u32,
@@ -358,15 +360,26 @@ impl Row {
     /// stopped before or while it ran.
     fn settle(mut self, cases: &[String]) -> Self {
         if let Run::Ran { rc, stopped } = &self.run {
-            let why = match (rc, stopped) {
-                (_, Some(stopped)) => format!(
-                    "no result: the kernel stopped before this case ended ({stopped}; see console.log)"
+            let (running, later) = match (rc, stopped) {
+                (_, Some(stopped)) => (
+                    format!("the guest stopped while this case ran ({stopped}); see console.log"),
+                    format!(
+                        "not run: the guest stopped before this case ({stopped}); see console.log"
+                    ),
                 ),
-                (rc, None) => format!(
-                    "no result: the test binary ended ({rc:?}) before this case did; see console.log"
+                (rc, None) => (
+                    format!("the test binary ended ({rc:?}) while this case ran; see console.log"),
+                    format!(
+                        "not run: the test binary ended ({rc:?}) before this case; see console.log"
+                    ),
                 ),
             };
             for case in cases {
+                let why = if self.unfinished.as_ref() == Some(case) {
+                    &running
+                } else {
+                    &later
+                };
                 self.results
                     .entry(case.clone())
                     .or_insert_with(|| Outcome::Fail(why.clone()));
@@ -422,6 +435,7 @@ fn in_guest(
         } else {
             libtest::parse(&guest.lines)
         },
+        unfinished: libtest::unfinished(&guest.lines),
         run,
         boot_time: guest.boot_time,
         elapsed: guest.elapsed,
@@ -495,6 +509,7 @@ fn on_host(options: &Options, binaries: &Binaries, dir: &Path) -> anyhow::Result
         } else {
             libtest::parse(&captured.lines)
         },
+        unfinished: libtest::unfinished(&captured.lines),
         run,
         boot_time: None,
         elapsed: captured.elapsed,
@@ -547,7 +562,7 @@ fn report(rows: &[Row], cases: &[String]) -> Summary {
     for (row, w) in rows.iter().zip(&widths) {
         header.push_str(&format!("  {:<w$}", row.name));
     }
-    println!("\n{header}");
+    println!("\n{}", header.trim_end());
     let mut summary = Summary::default();
     for case in cases {
         let mut line = format!("{case:<width$}");
@@ -560,11 +575,15 @@ fn report(rows: &[Row], cases: &[String]) -> Summary {
             }
             line.push_str(&format!("  {cell:<w$}"));
         }
-        println!("{line}");
+        println!("{}", line.trim_end());
     }
     println!();
     for row in rows {
-        let version = row.uname.as_deref().unwrap_or("?");
+        let version = match (&row.package, &row.uname) {
+            (None, _) => "this machine's kernel".to_owned(),
+            (Some(package), Some(uname)) => format!("{uname} ({package})"),
+            (Some(package), None) => format!("? ({package})"),
+        };
         let timing = match row.boot_time {
             Some(boot) => format!(
                 "booted in {:.1}s, {:.1}s in all",
@@ -590,25 +609,42 @@ fn report(rows: &[Row], cases: &[String]) -> Summary {
         };
         println!("{:<10} {version}: {state} ({timing}{retried})", row.name);
     }
+    // Each kernel's failures, those with the same message together.
     for row in rows {
-        for (case, outcome) in &row.results {
-            if let (Outcome::Fail(output), true) = (outcome, cases.contains(case)) {
-                println!("  {} / {case}: {}", row.name, gist(output));
+        let mut by_gist: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for case in cases {
+            if let Some(Outcome::Fail(output)) = row.results.get(case) {
+                by_gist.entry(gist(output)).or_default().push(case);
             }
+        }
+        for (gist, failed) in by_gist {
+            let which = match failed.as_slice() {
+                [one] => (*one).to_owned(),
+                many if many.len() <= 3 => many.join(", "),
+                many => format!("{} cases", many.len()),
+            };
+            println!("  {} FAIL {which}: {gist}", row.name);
         }
     }
     summary
 }
 
-/// The line of a failure's output that says what went wrong: the panic message
-/// (the line after "panicked at"), else the first line.
-fn gist(output: &str) -> &str {
-    let lines = output.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.clone().next().unwrap_or("");
-    lines
-        .skip_while(|l| !l.contains("panicked at"))
-        .nth(1)
-        .unwrap_or(first)
+/// What a failure's output says went wrong: the panic message (the line after
+/// "panicked at", with an assertion's `left:` value), else its first line.
+fn gist(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let Some(at) = lines.iter().position(|l| l.contains("panicked at")) else {
+        return lines.first().copied().unwrap_or("").to_owned();
+    };
+    let message = lines.get(at + 1).copied().unwrap_or("");
+    match lines.get(at + 2).filter(|l| l.starts_with("left:")) {
+        Some(left) => format!("{message} ({left})"),
+        None => message.to_owned(),
+    }
 }
 
 fn json_of(rows: &[Row], cases: &[String], summary: &Summary) -> serde_json::Value {

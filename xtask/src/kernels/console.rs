@@ -67,6 +67,13 @@ pub fn capture(
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 child.wait()?;
+                // What was still in the pipes, the unfinished last line among it
+                // (a test's name, printed before its result).
+                while let Ok(line) = receive.recv_timeout(Duration::from_millis(500)) {
+                    writeln!(log_file, "{line}")?;
+                    on_line(&line);
+                    lines.push(line);
+                }
                 writeln!(log_file, "xtask: killed after {:?}", started.elapsed())?;
                 break Ended::TimedOut;
             }

@@ -96,6 +96,24 @@ pub fn parse(lines: &[String]) -> BTreeMap<String, Outcome> {
     results
 }
 
+/// The case that was running when `lines` end: its `test NAME ... ` line came
+/// and its result did not.
+pub fn unfinished(lines: &[String]) -> Option<String> {
+    let mut running = None;
+    for line in lines {
+        if let Some((name, result)) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.split_once(" ..."))
+            && !name.contains(' ')
+        {
+            running = result_word(result).is_none().then(|| name.to_owned());
+        } else if running.is_some() && result_word(line).is_some() {
+            running = None;
+        }
+    }
+    running
+}
+
 /// `ok`, `FAILED`, `ignored` or `ignored, REASON` (libtest's words).
 fn result_word(text: &str) -> Option<Outcome> {
     match text.trim() {
@@ -174,5 +192,18 @@ test result: FAILED. 1 passed; 1 failed",
         let results = parse(&output);
         assert_eq!(results["a"], Outcome::Fail(String::new()));
         assert_eq!(results["b"], Outcome::Pass);
+    }
+
+    #[test]
+    fn the_case_a_run_stopped_in() {
+        assert_eq!(
+            unfinished(&lines("test a ... ok\ntest b ... ")),
+            Some("b".into())
+        );
+        assert_eq!(
+            unfinished(&lines("test a ... ok\ntest b ... noise\nok")),
+            None
+        );
+        assert_eq!(unfinished(&lines("test a ... ok")), None);
     }
 }

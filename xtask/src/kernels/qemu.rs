@@ -117,23 +117,31 @@ fn once(
         }
         None
     })?;
-    let timed_out = matches!(captured.ended, Ended::TimedOut);
     let panic = captured
         .lines
         .iter()
         .find(|l| l.contains("Kernel panic"))
         .map(|l| l.trim().to_owned());
-    let why = match (&panic, timed_out) {
+    let last = captured
+        .lines
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let why = match (&panic, &captured.ended) {
         (Some(panic), _) => panic.clone(),
-        (None, true) => format!(
-            "no power-off within {:?}",
-            if began.is_some() {
+        (None, Ended::TimedOut) => {
+            let limit = if began.is_some() {
                 settings.timeout
             } else {
                 BOOT_TIMEOUT
-            }
-        ),
-        (None, false) => "qemu exited without the guest's end marker".to_owned(),
+            };
+            format!("no power-off within {limit:?}; last line: {last}")
+        }
+        (None, Ended::Exited(status)) => {
+            format!("qemu exited ({status}) with no end marker; last line: {last}")
+        }
     };
     let outcome = match (began, ended_rc) {
         (_, Some(rc)) => Outcome::Finished(rc),
