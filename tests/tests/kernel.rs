@@ -242,6 +242,88 @@ fn an_oom_killed_process_is_reported_as_such() {
     });
 }
 
+/// Runs `inspeq-workload ARGS` alone in the watched cgroup `cg` and returns its
+/// pid, the status `waitpid` gave, and every exit reported from that cgroup:
+/// gathered until the workload's own exit and for 300 ms more, so that a second
+/// report (a thread's exit taken for the process's) would be seen too.
+async fn lone_workload_exits(monitor: &mut Monitor, cg: &TestCgroup, args: &[&str]) -> (u32, ExitStatus, Vec<(u32, ExitStatus)>) {
+    let mut child = workload(args, &[&cg.dir]).spawn().unwrap();
+    let pid = child.id();
+    let status = status_of(child.wait().unwrap());
+    let mut seen = collect(monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == pid)).await;
+    seen.extend(collect(monitor, Duration::from_millis(300), |_| false).await);
+    let reported = exits(&seen).iter().map(|e| (e.pid, e.status)).collect();
+    (pid, status, reported)
+}
+
+#[test]
+fn a_threads_exit_is_no_process_exit() {
+    if !privileged("a_threads_exit_is_no_process_exit") {
+        return;
+    }
+    let cg = TestCgroup::new("thread-exit");
+    runtime().block_on(async {
+        let mut monitor = ebpf(Options::default());
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
+        // A thread ends (the thread-only exit), then the process exits with 4.
+        let (pid, status, reported) = lone_workload_exits(&mut monitor, &cg, &["thread-exit", "4"]).await;
+        assert_eq!(status, ExitStatus::Exited(4));
+        assert_eq!(reported, vec![(pid, ExitStatus::Exited(4))], "one exit, the process's, expected");
+    });
+}
+
+#[test]
+fn a_leader_that_exits_before_its_threads_is_reported_once_when_the_last_thread_dies() {
+    if !privileged("a_leader_that_exits_before_its_threads_is_reported_once_when_the_last_thread_dies") {
+        return;
+    }
+    let cg = TestCgroup::new("leader-exit");
+    runtime().block_on(async {
+        let mut monitor = ebpf(Options::default());
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
+        // The main thread calls SYS_exit; 200 ms later the other thread calls _exit(6).
+        let (pid, status, reported) = lone_workload_exits(&mut monitor, &cg, &["leader-exit", "6"]).await;
+        assert_eq!(status, ExitStatus::Exited(6), "waitpid reports the group exit's code");
+        assert_eq!(reported, vec![(pid, status)], "one exit, when the last thread died, with waitpid's status");
+    });
+}
+
+#[test]
+fn an_oom_kill_under_memory_max_is_reported() {
+    let test = "an_oom_kill_under_memory_max_is_reported";
+    if !privileged(test) {
+        return;
+    }
+    let cg = TestCgroup::new("oom-max");
+    if !cg.dir.join("memory.max").exists() {
+        // Hybrid hosts keep the memory controller on cgroup v1. The kernel matrix's
+        // guests (INSPEQ_KERNEL_MATRIX) enable it on cgroup2: there the test must run.
+        assert!(
+            std::env::var_os("INSPEQ_KERNEL_MATRIX").is_none(),
+            "{test}: no memory.max in {}: the memory controller is not enabled in the parent's cgroup.subtree_control",
+            cg.dir.display()
+        );
+        eprintln!("skipped {test}: cgroup2 has no memory controller here (it is on cgroup v1 or not in cgroup.subtree_control)");
+        return;
+    }
+    std::fs::write(cg.dir.join("memory.max"), (16u64 << 20).to_string()).unwrap();
+    // No swap to escape into (absent when the kernel has no swap accounting).
+    let _ = std::fs::write(cg.dir.join("memory.swap.max"), "0");
+    runtime().block_on(async {
+        let mut monitor = ebpf(Options::default());
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
+        let mut child = workload(&["alloc", "128", "0", "0"], &[&cg.dir]).spawn().unwrap();
+        let pid = child.id();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "the workload was not OOM-killed: {status:?}");
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == pid)).await;
+        let exit = exits(&seen).into_iter().find(|e| e.pid == pid).expect("exit reported");
+        assert!(exit.oom_killed, "{exit:?}");
+        assert_eq!(exit.status, ExitStatus::Signaled { signal: 9, core_dumped: false });
+        assert_eq!(exit.cgroup_id, std::fs::metadata(&cg.dir).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap());
+    });
+}
+
 #[test]
 fn a_full_ring_buffer_reports_lost_events_with_the_kernel_count() {
     if !privileged("a_full_ring_buffer_reports_lost_events_with_the_kernel_count") {

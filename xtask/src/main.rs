@@ -6,12 +6,15 @@
 //! - `test`: the README's second command — the whole test suite (what CI runs).
 //! - `bench kernel`: the kernel pipeline's latency, throughput and cost.
 //! - `bench e2e`: inspeqd against Monit on a systemd user manager's services.
+//! - `kernels`: the kernel tests on Debian's 5.10, 6.1, 6.12 and newest kernels in
+//!   qemu and on this machine's kernel, as one table.
 //! - `install`, `deb`: install inspeq like a Linux daemon, or package it.
 
 mod bench;
 mod command;
 mod demo;
 mod install;
+mod kernels;
 mod setup;
 mod systemd;
 mod test;
@@ -48,6 +51,12 @@ enum Command {
         #[arg(long)]
         from: Option<std::path::PathBuf>,
     },
+    /// Run the kernel tests on Debian's kernels in qemu and on this machine's kernel;
+    /// print one table and write target/bench/kernels.json.
+    Kernels {
+        #[command(flatten)]
+        options: kernels::Options,
+    },
     /// Run a benchmark, print its table and write target/bench/NAME.json.
     Bench {
         #[command(subcommand)]
@@ -60,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::run(),
         Command::Demo => demo::run(),
         Command::Test { args } => test::run(&args),
+        Command::Kernels { options } => kernels::run(&options),
         Command::Bench { which } => bench::run(which),
         Command::Install { layout } => install::install(&layout),
         Command::Deb { from } => install::deb(from).map(|_| ()),

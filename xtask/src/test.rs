@@ -1,8 +1,10 @@
 //! `cargo xtask test`: the whole suite, as CI runs it. Builds every binary first
 //! (the integration tests start the real `inspeqd`), then runs all tests of the
 //! workspace, one test at a time: the kernel tests share kernel state (tracepoints,
-//! cgroups) and their figures are steadier alone. Ends with one `summary:` line
-//! adding up every test binary's result.
+//! cgroups) and their figures are steadier alone. Then the kernel tests once more
+//! on Debian's kernels in qemu (`cargo xtask kernels`; this machine's kernel has
+//! just run them). Ends with one `summary:` line adding up every test binary's
+//! result and each kernel × case of the matrix.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -11,7 +13,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::command::{self, cargo, describe, is_root};
+use crate::{
+    command::{self, cargo, describe, is_root},
+    kernels,
+};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     crate::setup::run()?;
@@ -47,9 +52,42 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
-    writeln!(stdout, "summary: {passed} passed, {failed} failed, {ignored} skipped")?;
+    drop(stdout);
+    let matrix = kernel_matrix(args);
+    if let Ok(summary) = &matrix {
+        passed += summary.passed;
+        failed += summary.failed;
+        ignored += summary.skipped;
+    }
+    writeln!(std::io::stdout(), "summary: {passed} passed, {failed} failed, {ignored} skipped")?;
     if !status.success() {
         bail!("cargo test failed: {status}");
     }
+    let matrix = matrix.context("the kernel matrix could not run")?;
+    if matrix.failed > 0 {
+        bail!("the kernel matrix failed: {} kernel × case results", matrix.failed);
+    }
     Ok(())
+}
+
+/// The kernel matrix on the Debian kernels (not this machine's: the suite above
+/// ran those tests here). It needs root for apt; without root it skips, each
+/// kernel × case counted as skipped, and fails instead under CI, like the other
+/// privileged tests. Test-name filters among `args` select its cases too.
+fn kernel_matrix(args: &[String]) -> anyhow::Result<kernels::Summary> {
+    let suites = kernels::SUITES.iter().map(|(suite, _)| (*suite).to_owned()).collect();
+    let options = kernels::Options {
+        kernels: suites,
+        cases: args.iter().filter(|a| !a.starts_with('-')).cloned().collect(),
+        ..kernels::Options::default()
+    };
+    if is_root() {
+        return kernels::matrix(&options);
+    }
+    if std::env::var_os("CI").is_some() {
+        bail!("the kernel matrix cannot run under CI: not root");
+    }
+    let cases = kernels::cases(&options)?;
+    eprintln!("skipped the kernel matrix: not root ({} kernels × {} cases)", kernels::SUITES.len(), cases);
+    Ok(kernels::Summary { skipped: (kernels::SUITES.len() * cases) as u64, ..kernels::Summary::default() })
 }

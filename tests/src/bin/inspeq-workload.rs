@@ -10,6 +10,10 @@
 //!   inspeq-workload storm-n N                    the same, N times
 //!   inspeq-workload exits N GAP_US               N children exiting with code i % 256, GAP_US apart;
 //!                                                prints "pid status" per child
+//!   inspeq-workload thread-exit CODE             a thread that ends (its own exit, not exit_group), then
+//!                                                the process exits with CODE after 100 ms
+//!   inspeq-workload leader-exit CODE             the main thread ends with SYS_exit while another thread
+//!                                                runs on for 200 ms, then calls _exit(CODE) (exit_group)
 //!   inspeq-workload puma MARKS                   a master and two workers; SIGUSR1 replaces the workers
 //!                                                (Puma's phased restart) and marks `WORKERS pid pid`
 //!   inspeq-workload demo-service                 a long-running service for `cargo xtask demo`: SIGUSR1
@@ -240,6 +244,29 @@ fn puma(marks: &str) -> ! {
     }
 }
 
+/// A thread that ends by returning (glibc ends it with the thread-only `exit`
+/// syscall), then, 100 ms later, the process's `exit_group(code)`.
+fn thread_exit(code: i32) -> ! {
+    std::thread::spawn(|| std::hint::black_box(())).join().expect("the thread panicked");
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: _exit has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// The thread-group leader leaves first (`SYS_exit`, the thread-only exit); the
+/// other thread runs on for 200 ms and ends the process with `_exit(code)`.
+fn leader_exit(code: i32) -> ! {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(code) }
+    });
+    // SAFETY: ends only the calling (main) thread; the process lives on in the
+    // other one, which owns nothing of this thread's stack.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    unreachable!("SYS_exit returned")
+}
+
 fn main() {
     join_cgroup();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -249,6 +276,8 @@ fn main() {
         Some("demo-service") => demo_service(),
         Some("serve") => serve(args.get(1).expect("serve MARKS")),
         Some("puma") => puma(args.get(1).expect("puma MARKS")),
+        Some("thread-exit") => thread_exit(num(1) as i32),
+        Some("leader-exit") => leader_exit(num(1) as i32),
         Some("alloc") => alloc(num(1) as usize, Duration::from_millis(num(2)), Duration::from_millis(num(3))),
         Some("storm") => {
             let secs = Duration::from_secs(num(1));
@@ -283,7 +312,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | demo | serve MARKS");
+            eprintln!("usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | thread-exit CODE | leader-exit CODE | demo | serve MARKS");
             std::process::exit(2);
         }
     }
