@@ -67,6 +67,22 @@ pub mod globals {
     /// 1 when the exit tracepoint fires after `exit_mm` (no `group_dead`): the RSS
     /// program then keeps every watched process's RSS for its exit record.
     pub const KEEP_EXIT_RSS: &str = "KEEP_EXIT_RSS";
+    /// How the programs find a task's ancestor cgroups: 0 through
+    /// `bpf_get_current_ancestor_cgroup_id`, 1 through `cgroup.ancestor_ids[]`,
+    /// 2 through `cgroup.ancestors[]` (see `CGROUP_WALK_*`).
+    pub const CGROUP_WALK: &str = "CGROUP_WALK";
+    /// `task_struct.cgroups` byte offset.
+    pub const TASK_CGROUPS: &str = "TASK_CGROUPS_OFF";
+    /// `css_set.dfl_cgrp` byte offset.
+    pub const CSS_SET_DFL_CGRP: &str = "CSS_SET_DFL_CGRP_OFF";
+    /// `cgroup.level` byte offset.
+    pub const CGROUP_LEVEL: &str = "CGROUP_LEVEL_OFF";
+    /// `cgroup.ancestor_ids` or `cgroup.ancestors` byte offset.
+    pub const CGROUP_ANCESTORS: &str = "CGROUP_ANCESTORS_OFF";
+    /// `cgroup.kn` byte offset.
+    pub const CGROUP_KN: &str = "CGROUP_KN_OFF";
+    /// `kernfs_node.id` byte offset.
+    pub const KERNFS_NODE_ID: &str = "KERNFS_NODE_ID_OFF";
     /// `task_newtask` tracepoint: offset of `pid`.
     pub const TP_NEWTASK_PID: &str = "TP_NEWTASK_PID_OFF";
     /// `task_newtask` tracepoint: offset of `clone_flags`.
@@ -76,6 +92,13 @@ pub mod globals {
     /// The page size, to turn `rss_stat` page counts into bytes.
     pub const PAGE_SIZE: &str = "PAGE_SIZE";
 }
+
+/// [`globals::CGROUP_WALK`]: the helper.
+pub const CGROUP_WALK_HELPER: u32 = 0;
+/// [`globals::CGROUP_WALK`]: `cgroup.ancestor_ids[]` holds the ids (before 6.0).
+pub const CGROUP_WALK_ANCESTOR_IDS: u32 = 1;
+/// [`globals::CGROUP_WALK`]: `cgroup.ancestors[]` holds pointers (6.0+).
+pub const CGROUP_WALK_ANCESTORS: u32 = 2;
 
 /// `mm_struct.rss_stat` members counted as resident: MM_FILEPAGES, MM_ANONPAGES,
 /// MM_SHMEMPAGES (MM_SWAPENTS, index 2, is not resident).

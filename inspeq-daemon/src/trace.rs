@@ -210,6 +210,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
                         "exit": if l.exit_group_dead { "group_dead" } else { "signal_live" },
                         "rss_counters": if l.rss_percpu { "percpu" } else { "atomic" },
                         "rss_split": l.rss_split,
+                        "cgroup_ancestors": l.cgroup_ancestors,
                     })) })
         )?;
     } else {

@@ -35,6 +35,19 @@ static TASK_START_TIME_OFF: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static SIGNAL_LIVE_OFF: Global<u32> = Global::new(0);
 
+#[unsafe(no_mangle)]
+static TASK_CGROUPS_OFF: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static CSS_SET_DFL_CGRP_OFF: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static CGROUP_LEVEL_OFF: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static CGROUP_ANCESTORS_OFF: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static CGROUP_KN_OFF: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static KERNFS_NODE_ID_OFF: Global<u32> = Global::new(0);
+
 /// `SIGNAL_GROUP_EXIT` in `signal_struct.flags` (include/linux/sched/signal.h).
 const SIGNAL_GROUP_EXIT: u32 = 0x4;
 
@@ -133,4 +146,42 @@ pub fn rss_bytes(task: *const u8, syncing: u32) -> Option<u64> {
         }
     }
     Some(pages as u64 * PAGE_SIZE.load() as u64)
+}
+
+/// The current task's cgroup on the unified hierarchy (`cgroups->dfl_cgrp`) and
+/// its level, for kernels whose tracing programs lack
+/// `bpf_get_current_ancestor_cgroup_id`.
+#[inline(always)]
+pub fn current_cgroup() -> Option<(*const u8, i32)> {
+    let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() } as *const u8;
+    let css_set: *const u8 = unsafe { read(task, TASK_CGROUPS_OFF.load()).ok()? };
+    if css_set.is_null() {
+        return None;
+    }
+    let cgroup: *const u8 = unsafe { read(css_set, CSS_SET_DFL_CGRP_OFF.load()).ok()? };
+    if cgroup.is_null() {
+        return None;
+    }
+    let level: i32 = unsafe { read(cgroup, CGROUP_LEVEL_OFF.load()).ok()? };
+    Some((cgroup, level))
+}
+
+/// The id of `cgroup`'s ancestor at `level` (its own at its level): an entry of
+/// `u64 ancestor_ids[]` (before 6.0), or of `struct cgroup *ancestors[]`, whose
+/// id is its kernfs node's.
+#[inline(always)]
+pub fn cgroup_ancestor_id(cgroup: *const u8, level: i32, ids: bool) -> Option<u64> {
+    let slot = CGROUP_ANCESTORS_OFF.load() + level as u32 * 8;
+    if ids {
+        return unsafe { read(cgroup, slot).ok() };
+    }
+    let ancestor: *const u8 = unsafe { read(cgroup, slot).ok()? };
+    if ancestor.is_null() {
+        return None;
+    }
+    let kn: *const u8 = unsafe { read(ancestor, CGROUP_KN_OFF.load()).ok()? };
+    if kn.is_null() {
+        return None;
+    }
+    unsafe { read(kn, KERNFS_NODE_ID_OFF.load()).ok() }
 }

@@ -7,10 +7,23 @@ use aya_ebpf::{
     macros::map,
     maps::HashMap,
 };
+use aya_ebpf::Global;
 use inspeq_common::WatchConfig;
+
+use crate::task;
 
 /// Deepest cgroup level looked at; systemd services sit at level 2 or 3.
 const MAX_CGROUP_DEPTH: i32 = 16;
+
+/// How ancestors are found, set by the daemon: `bpf_get_current_ancestor_cgroup_id`
+/// where tracing programs may call it (6.1+), else a walk of the task's cgroup
+/// through `cgroup.ancestor_ids[]` (before 6.0) or `cgroup.ancestors[]`. The value
+/// sits in read-only data, so the verifier drops the branches not taken and never
+/// sees a helper call the kernel does not offer.
+#[unsafe(no_mangle)]
+static CGROUP_WALK: Global<u32> = Global::new(WALK_HELPER);
+const WALK_HELPER: u32 = inspeq_common::CGROUP_WALK_HELPER;
+const WALK_ANCESTOR_IDS: u32 = inspeq_common::CGROUP_WALK_ANCESTOR_IDS;
 
 #[map(name = "WATCH_CGROUPS")]
 pub static WATCH_CGROUPS: HashMap<u64, WatchConfig> = HashMap::with_max_entries(4096, 0);
@@ -41,11 +54,20 @@ pub fn current(tgid: u32) -> Option<(WatchConfig, Origin)> {
     if let Some(cfg) = unsafe { WATCH_TGIDS.get(tgid) } {
         return Some((*cfg, Origin::Tree));
     }
+    let walk = CGROUP_WALK.load();
+    // Without the helper: the task's cgroup2 cgroup and its depth, read once.
+    let (cgroup, depth) = if walk == WALK_HELPER { (core::ptr::null(), 0) } else { task::current_cgroup()? };
     let mut found: u64 = 0;
     let mut level = 1;
     while level <= MAX_CGROUP_DEPTH {
         // Level 0 is the root; past the task's own depth the helper returns 0.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        let id = if walk == WALK_HELPER {
+            unsafe { bpf_get_current_ancestor_cgroup_id(level) }
+        } else if level > depth {
+            0
+        } else {
+            task::cgroup_ancestor_id(cgroup, level, walk == WALK_ANCESTOR_IDS).unwrap_or(0)
+        };
         if id == 0 {
             break;
         }

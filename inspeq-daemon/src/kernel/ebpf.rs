@@ -23,6 +23,7 @@ use aya::{
 use inspeq_common::{
     COUNTER_DROPPED, COUNTER_EMITTED, MAP_COUNTERS, MAP_EVENTS, MAP_READER_STATE, MAP_RSS_STATE, MAP_RSS_TOTALS,
     MAP_WATCH_CGROUPS, MAP_WATCH_TGIDS, READER_IDLE, READER_POLLING, RssState, RssTotal, WatchConfig, globals,
+    CGROUP_WALK_ANCESTOR_IDS, CGROUP_WALK_ANCESTORS, CGROUP_WALK_HELPER,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -64,6 +65,9 @@ const PROGRAMS: [(&str, &str, &str, bool); 4] = [
 struct Offsets {
     globals: Vec<(&'static str, u32)>,
     layout: Layout,
+    /// How to walk a task's cgroups without the ancestor helper
+    /// (`CGROUP_WALK_ANCESTOR_IDS` or `CGROUP_WALK_ANCESTORS`), when BTF tells.
+    cgroup_walk: Option<u32>,
 }
 
 /// How this kernel differs where the programs care, for `status` and `trace`.
@@ -77,6 +81,10 @@ pub struct Layout {
     pub rss_percpu: bool,
     /// Tasks keep split RSS counters of their own (`task_struct.rss_stat`, before 6.2).
     pub rss_split: bool,
+    /// How a task's ancestor cgroups are found: `helper`
+    /// (`bpf_get_current_ancestor_cgroup_id`, 6.1+), or a walk of
+    /// `ancestor_ids` (before 6.0) or `ancestors`.
+    pub cgroup_ancestors: &'static str,
 }
 
 impl Offsets {
@@ -126,11 +134,39 @@ impl Offsets {
             (globals::TP_NEWTASK_CLONE_FLAGS, field("task", "task_newtask", "clone_flags")?),
             (globals::TP_OOM_PID, field("oom", "mark_victim", "pid").unwrap_or(u32::MAX)),
         ];
+        let mut globals = globals;
+        let cgroup_walk = cgroup_walk(&btf, &mut globals);
         Ok(Self {
             globals,
-            layout: Layout { exit_group_dead: group_dead.is_some(), rss_percpu, rss_split: split.is_some() },
+            layout: Layout {
+                exit_group_dead: group_dead.is_some(),
+                rss_percpu,
+                rss_split: split.is_some(),
+                cgroup_ancestors: "helper",
+            },
+            cgroup_walk,
         })
     }
+}
+
+/// The offsets a walk from a task to its cgroup2 ancestors needs
+/// (`task->cgroups->dfl_cgrp`, its `level`, and `ancestor_ids[]` before 6.0 or
+/// `ancestors[]` with each one's `kn->id` since), added to `globals`; which walk
+/// this kernel's `struct cgroup` allows, or `None` when BTF lacks a piece.
+fn cgroup_walk(btf: &Btf, globals: &mut Vec<(&'static str, u32)>) -> Option<u32> {
+    let (walk, ancestors) = match btf.member_offset("cgroup", "ancestor_ids") {
+        Ok(off) => (CGROUP_WALK_ANCESTOR_IDS, off),
+        Err(_) => (CGROUP_WALK_ANCESTORS, btf.member_offset("cgroup", "ancestors").ok()?),
+    };
+    globals.extend([
+        (globals::TASK_CGROUPS, btf.member_offset("task_struct", "cgroups").ok()?),
+        (globals::CSS_SET_DFL_CGRP, btf.member_offset("css_set", "dfl_cgrp").ok()?),
+        (globals::CGROUP_LEVEL, btf.member_offset("cgroup", "level").ok()?),
+        (globals::CGROUP_ANCESTORS, ancestors),
+        (globals::CGROUP_KN, btf.member_offset("cgroup", "kn").ok()?),
+        (globals::KERNFS_NODE_ID, btf.member_offset("kernfs_node", "id").ok()?),
+    ]);
+    Some(walk)
 }
 
 fn shape(what: &str) -> super::BtfError {
@@ -216,47 +252,20 @@ impl EbpfMonitor {
         let tracefs_root = tracefs::root()?;
         let offsets = Offsets::resolve(&tracefs_root)?;
 
-        let mut loader = EbpfLoader::new();
-        // The programs have no CO-RE relocations; skipping aya's parse of the
-        // 5 MB kernel BTF saves ~15 MB of RSS and tens of milliseconds.
-        loader.btf(None);
-        for (name, value) in &offsets.globals {
-            loader.override_global(name, value, true);
-        }
-        if let Some(bytes) = options.ring_bytes {
-            loader.map_max_entries(MAP_EVENTS, bytes);
-        }
-        let mut ebpf = loader.load(OBJECT).map_err(|source| KernelError::Load { source: Box::new(source) })?;
-
-        let mut missing = Vec::new();
-        let mut program_ids = Vec::new();
-        for (program, category, tracepoint, required) in PROGRAMS {
-            let result = (|| {
-                let prog = ebpf.program_mut(program).ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
-                if category.is_empty() {
-                    let prog: &mut RawTracePoint = prog.try_into()?;
-                    prog.load()?;
-                    prog.attach(tracepoint)?;
-                    prog.info().map(|info| info.id())
-                } else {
-                    let prog: &mut TracePoint = prog.try_into()?;
-                    prog.load()?;
-                    prog.attach(category, tracepoint)?;
-                    prog.info().map(|info| info.id())
+        // The helper first; where tracing programs may not call it (before 6.1),
+        // the verifier rejects them, and the walk of the task's cgroup takes over.
+        let mut layout = offsets.layout;
+        let (mut ebpf, missing, program_ids) = match load_and_attach(&offsets, options, CGROUP_WALK_HELPER) {
+            Ok(loaded) => loaded,
+            Err(first) => match offsets.cgroup_walk {
+                Some(walk) => {
+                    tracing::debug!("kernel: with bpf_get_current_ancestor_cgroup_id: {first}; walking cgroups instead");
+                    layout.cgroup_ancestors = if walk == CGROUP_WALK_ANCESTOR_IDS { "ancestor_ids" } else { "ancestors" };
+                    load_and_attach(&offsets, options, walk)?
                 }
-            })();
-            match result {
-                Ok(id) => program_ids.push((program, id)),
-                Err(source) => {
-                if required {
-                    return Err(KernelError::Attach { program, source: Box::new(source) });
-                }
-                    let name = if category.is_empty() { format!("raw:{tracepoint}") } else { format!("{category}:{tracepoint}") };
-                    tracing::warn!("kernel: {name} not attached ({source}); that feature is off");
-                    missing.push(name);
-                }
-            }
-        }
+                None => return Err(first),
+            },
+        };
 
         let ring: RingBuf<MapData> = map(&mut ebpf, MAP_EVENTS)?;
         // SAFETY: the fd stays open as long as `ring`, which AsyncFd owns.
@@ -286,7 +295,7 @@ impl EbpfMonitor {
             watches: StdHashMap::new(),
             pending: Vec::new(),
             stats: KernelStats::default(),
-            layout: offsets.layout,
+            layout,
             missing,
             program_ids,
             attach_time: started.elapsed(),
@@ -546,6 +555,56 @@ impl EbpfMonitor {
         self.seen_dropped = before;
         self.stats
     }
+}
+
+/// Loaded and attached programs, the optional ones that did not attach, and the
+/// kernel ids of those that did.
+type Loaded = (Ebpf, Vec<String>, Vec<(&'static str, u32)>);
+
+/// Loads the object with the offsets and the given way of finding ancestor
+/// cgroups, and attaches every program.
+fn load_and_attach(offsets: &Offsets, options: &Options, cgroup_walk: u32) -> Result<Loaded, KernelError> {
+    let mut loader = EbpfLoader::new();
+    // The programs have no CO-RE relocations; skipping aya's parse of the
+    // 5 MB kernel BTF saves ~15 MB of RSS and tens of milliseconds.
+    loader.btf(None);
+    for (name, value) in &offsets.globals {
+        loader.override_global(name, value, true);
+    }
+    loader.override_global(globals::CGROUP_WALK, &cgroup_walk, true);
+    if let Some(bytes) = options.ring_bytes {
+        loader.map_max_entries(MAP_EVENTS, bytes);
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(|source| KernelError::Load { source: Box::new(source) })?;
+
+    let mut missing = Vec::new();
+    let mut program_ids = Vec::new();
+    for (program, category, tracepoint, required) in PROGRAMS {
+        let result = (|| {
+            let prog = ebpf.program_mut(program).ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
+            if category.is_empty() {
+                let prog: &mut RawTracePoint = prog.try_into()?;
+                prog.load()?;
+                prog.attach(tracepoint)?;
+                prog.info().map(|info| info.id())
+            } else {
+                let prog: &mut TracePoint = prog.try_into()?;
+                prog.load()?;
+                prog.attach(category, tracepoint)?;
+                prog.info().map(|info| info.id())
+            }
+        })();
+        match result {
+            Ok(id) => program_ids.push((program, id)),
+            Err(source) if required => return Err(KernelError::Attach { program, source: Box::new(source) }),
+            Err(source) => {
+                let name = if category.is_empty() { format!("raw:{tracepoint}") } else { format!("{category}:{tracepoint}") };
+                tracing::warn!("kernel: {name} not attached ({source}); that feature is off");
+                missing.push(name);
+            }
+        }
+    }
+    Ok((ebpf, missing, program_ids))
 }
 
 /// Resident bytes of `pid` from `/proc/PID/statm`, as the kernel counts them
