@@ -475,6 +475,36 @@ fn systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle() {
 }
 
 #[test]
+fn systemd_a_total_memory_rule_fires_at_the_services_crossing() {
+    if !privileged_with("systemd_a_total_memory_rule_fires_at_the_services_crossing", SYSTEMD_USER) {
+        return;
+    }
+    let manager = UserManager::start("daemon-total");
+    let scratch = Scratch::new("daemon-systemd-total");
+    let marks_file = scratch.dir.join("marks");
+    let service = "inspeq-daemon-total";
+    let unit = format!("{service}.service");
+    manager.add_unit(&unit, &workload_unit(&marks_file));
+    manager.systemctl_ok(&["start", &unit]);
+    let pid = main_pid(&manager, &unit);
+    wait_for("the service to start", LIMIT, || marks(&marks_file).contains(&"START".to_owned()).then_some(()));
+
+    // As above: a 30 s cycle, so only the kernel's total can fire the rule in time.
+    let cycle = Duration::from_secs(30);
+    let daemon = Daemon::builder("systemd-total")
+        .file("inspeq.conf", &conf(cycle.as_secs()))
+        .file("services.d/total.inq", &format!("check service {service} with scope user\n  if memory:total_rss > 64m then alert\n"))
+        .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
+        .start();
+    assert_eq!(daemon.wait_up(service, INIT_LIMIT), pid);
+    // SAFETY: kill(2) on the unit's main pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+    let alert = daemon.stdout.wait("the total memory alert", LIMIT, |l| is_alert(l, service, "rule_failed"));
+    assert!(Instant::now() < daemon.started + cycle, "the alert waited for the next cycle: {alert}");
+    assert!(alert.contains("memory:total_rss"), "{alert}");
+}
+
+#[test]
 fn systemd_a_restart_the_rules_asked_for_is_no_crash() {
     if !privileged_with("systemd_a_restart_the_rules_asked_for_is_no_crash", SYSTEMD_USER) {
         return;

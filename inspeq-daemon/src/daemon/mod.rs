@@ -772,3 +772,31 @@ impl Daemon {
         let _ = control.reply.send(reply);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(rules: &str) -> WatchSettings {
+        let text = format!("check service web\n{rules}");
+        let (config, diagnostics) = config::load::load([("services.d/web.inq", text.as_str())]);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        Daemon::watch_settings(&config.services[0])
+    }
+
+    /// The kernel reports RSS reaching its threshold in whole pages (per-CPU
+    /// counters move in batches of 32), so a crossing can land exactly on a
+    /// page-aligned `64m`: for `>` the kernel must be asked for one byte more, or
+    /// that crossing would not satisfy the rule and no second one would come.
+    #[test]
+    fn memory_rules_ask_the_kernel_for_the_first_value_that_satisfies_them() {
+        let s = settings("  if memory:rss > 64m then alert\n");
+        assert_eq!(s.rss.map(|r| r.threshold), Some((64 << 20) + 1));
+        let s = settings("  if memory:rss >= 64m then alert\n");
+        assert_eq!(s.rss.map(|r| r.threshold), Some(64 << 20));
+        let s = settings("  if memory:total_rss > 2g then alert\n  if memory:total_rss > 1g then alert\n");
+        assert_eq!((s.rss, s.total_rss), (None, Some((1 << 30) + 1)));
+        let s = settings("  if memory:rss < 64m then alert\n");
+        assert_eq!((s.rss, s.total_rss), (None, None));
+    }
+}
