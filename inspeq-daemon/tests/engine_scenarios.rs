@@ -103,6 +103,7 @@ fn exit(service: &str, exit_code: Option<i32>, signal: Option<i32>) -> Input {
         core_dumped: false,
         oom_killed: false,
         requested: false,
+        init_says_clean: false,
     })
 }
 
@@ -390,6 +391,7 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
         core_dumped: false,
         oom_killed: true,
         requested: false,
+        init_says_clean: false,
     });
     let requested = Input::ProcessExited(ProcessExit {
         service: "web".into(),
@@ -399,6 +401,7 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
         core_dumped: false,
         oom_killed: false,
         requested: true,
+        init_says_clean: false,
     });
     play(
         &mut s,
@@ -699,6 +702,7 @@ fn a_reload_keeps_deploy_silence_unmonitor_and_job_runs() {
         core_dumped: false,
         oom_killed: false,
         requested: false,
+        init_says_clean: false,
     });
     play(
         &mut s,
@@ -709,7 +713,7 @@ fn a_reload_keeps_deploy_silence_unmonitor_and_job_runs() {
             (3100, Input::DeployStarted, NONE),
         ],
     );
-    let mut s = reloaded(&s, &files, 3110);
+    let s = reloaded(&s, &files, 3110);
     assert!(s.is_unmonitored("web"), "a reload must not monitor an unmonitored service again");
     assert!(s.is_silenced(Timestamp::from_secs(3120)), "the deploy silence goes on");
     let (_, last_run, overdue) = s.jobs().next().unwrap();

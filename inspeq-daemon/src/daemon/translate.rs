@@ -133,7 +133,8 @@ pub fn alert(config: &Config, hostname: &str, event: &engine::Event, responses: 
             exit: match (exit.exit_code, exit.signal) {
                 (_, Some(signal)) => Exit::Signal { signal, core_dumped: exit.core_dumped },
                 (Some(code), None) => Exit::Code(code),
-                (None, None) => Exit::Code(0),
+                // Never a made-up code 0: an exit inspeq could not read is said to be one.
+                (None, None) => Exit::Unknown,
             },
         },
         EventKind::ProcessDown => alert::Event::ProcessDown,
