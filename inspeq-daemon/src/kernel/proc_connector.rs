@@ -15,9 +15,14 @@
 //! watches) or the process's descendants (tree watches) and grows with fork
 //! events: a child of a member inherits its watch; a child of a non-member whose
 //! /proc/PID/cgroup is inside a watched cgroup (a service's main process, forked
-//! by its manager) joins that watch. Once per cycle the cgroup sets are re-read
-//! (processes migrated into a cgroup, a fork missed) and RSS is sampled from
-//! `statm`, so crossings come at the cycle, not at the instant. Only exits with
+//! by its manager) joins that watch, and so does a process found inside one at
+//! its exec (moved in between fork and exec). That costs one read of
+//! /proc/PID/cgroup per fork of a non-member and per exec on the host, and only
+//! while a cgroup is watched. Once per cycle the cgroup sets are re-read
+//! (processes migrated into a cgroup by someone else, a fork missed) and RSS is
+//! sampled from `statm`, so crossings come at the cycle, not at the instant. A
+//! process moved into a watched cgroup after its exec, by another process, that
+//! exits before the next cycle is the one exit this tier misses. Only exits with
 //! `pid == tgid` are process exits; the others are threads.
 //!
 //! An overrun of the socket's receive buffer (`ENOBUFS`) loses messages: it is
@@ -667,7 +672,15 @@ impl Tracker {
                     // Before exec the child runs its parent's program.
                     Some((id, comm)) => (id, Some(comm)),
                     None => match self.cgroup_watch_of(child_pid) {
-                        Some(id) => (id, None),
+                        Some(id) => {
+                            // A parent in the same cgroup that is no member moved
+                            // itself in after its own fork (`echo $$ >
+                            // cgroup.procs`): it joins too, or its exit is missed.
+                            if self.cgroup_watch_of(parent_tgid) == Some(id) {
+                                self.join(parent_tgid, id, 0, None);
+                            }
+                            (id, None)
+                        }
                         None => return,
                     },
                 };
@@ -685,11 +698,12 @@ impl Tracker {
                 }
             }
             ProcEvent::Exec { pid, tgid } if pid == tgid => {
-                if self.members.contains_key(&pid) {
-                    let comm = read_comm(pid);
-                    if let Some(m) = self.members.get_mut(&pid) {
-                        m.comm = comm;
-                    }
+                if let Some(m) = self.members.get_mut(&pid) {
+                    m.comm = read_comm(pid);
+                } else if let Some(id) = self.cgroup_watch_of(pid) {
+                    // Moved into a watched cgroup between fork and exec (what a
+                    // spawner's pre-exec hook does): a member from now on.
+                    self.join(pid, id, 0, None);
                 }
             }
             // A thread's exit (pid != tgid) is no process exit; the leader's, with
