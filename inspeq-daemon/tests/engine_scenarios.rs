@@ -442,6 +442,38 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
 }
 
 #[test]
+fn an_exit_with_an_unknown_status_is_a_crash_unless_the_init_system_says_it_was_clean() {
+    // What the tiers without eBPF report when the parent reaped the process first.
+    let inq = "check service web\n\
+               \x20 if crashed then alert, restart\n\
+               \x20 if exit_code == 0 then exec /bin/true\n";
+    let mut s = engine(&[("web.inq", inq)]);
+    let clean = Input::ProcessExited(ProcessExit {
+        service: "web".into(),
+        pid: 101,
+        exit_code: None,
+        signal: None,
+        core_dumped: false,
+        oom_killed: false,
+        requested: false,
+        init_says_clean: true,
+    });
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 100), NONE),
+            // Unknown: `crashed` matches, `exit_code` rules (which need a code) do not.
+            (1, exit("web", None, None), &["alert - web: `crashed` on exit", "restart web"]),
+            (2, started("web", 101), NONE),
+            (3, clean, NONE),
+        ],
+    );
+    // Without exit rules, the built-in down alert.
+    let mut s = engine(&[("web.inq", "check service web\n  if memory:rss > 1g then alert\n")]);
+    play(&mut s, vec![(0, started("web", 100), NONE), (1, exit("web", None, None), &["alert - web: down"])]);
+}
+
+#[test]
 fn without_exit_rules_a_service_reports_down_and_up_like_inspeqtor() {
     let mut s = engine(&[
         ("inspeq.conf", "send alerts to ops via log\n"),

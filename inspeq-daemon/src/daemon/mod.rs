@@ -396,7 +396,36 @@ impl Daemon {
                 tracing::info!("service `{name}`: up, pid {pid} ({})", status.detail);
                 Some(Input::ProcessStarted { service: name.to_owned(), pid })
             }
+            (ServiceState::Down | ServiceState::NotFound, _) if was_up.is_some_and(|pid| !crate::init::process_alive(pid) && service.last_exited != Some(pid)) => {
+                // The manager saw the main process die before the kernel side
+                // reported it (the /proc tier's next poll, or a D-Bus message that
+                // won the race): an exit, settled with the manager's record.
+                let pid = was_up.unwrap_or_default();
+                service.started = None;
+                service.last_exited = Some(pid);
+                tracing::info!("service `{name}`: down ({}); main process {pid} is gone", status.detail);
+                let exit = engine::ProcessExit {
+                    service: name.to_owned(),
+                    pid,
+                    exit_code: None,
+                    signal: None,
+                    core_dumped: false,
+                    oom_killed: false,
+                    requested: service.restarting,
+                    init_says_clean: false,
+                };
+                match service.backend.clone() {
+                    Some(backend) => {
+                        service.pending_exit = Some(exit);
+                        executor::main_exit(&self.events, backend, service.name.clone(), pid);
+                        None
+                    }
+                    None => Some(Input::ProcessExited(exit)),
+                }
+            }
             (ServiceState::Down | ServiceState::NotFound, _) if was_up.is_some() => {
+                // Still alive: the manager is stopping it (systemd's `deactivating`),
+                // so its exit, when it comes, was asked for.
                 service.started = None;
                 tracing::info!("service `{name}`: down ({})", status.detail);
                 Some(Input::ServiceDown { service: name.to_owned() })

@@ -180,6 +180,20 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_exit_status_stays_unknown_in_the_alert() {
+        let config = config("check service web\n  if crashed then alert\n");
+        let rule = &config.services[0].rules[0];
+        let event = engine::Event {
+            target: engine::Target::Service("web".into()),
+            kind: EventKind::ProcessExited(engine::ExitStatus { pid: 7, exit_code: None, signal: None, core_dumped: false, oom_killed: false }),
+            rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
+        };
+        let a = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(a.event, alert::Event::Crashed { pid: 7, exit: Exit::Unknown });
+        assert_eq!(crate::alert::template::exit_text(Exit::Unknown), "exited with an unknown status");
+    }
+
+    #[test]
     fn a_metric_rule_names_its_metric_and_threshold() {
         let config = config("check service web\n  if memory:rss > 64m then alert\n");
         let rule = &config.services[0].rules[0];

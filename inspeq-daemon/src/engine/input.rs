@@ -97,7 +97,8 @@ pub struct ProcessExit {
     /// The exit was asked for (inspeq's own restart, or the init system stopping the unit): no event rule fires.
     pub requested: bool,
     /// The init system judged the exit a success (systemd's `Result` is `success`, which honours
-    /// `SuccessExitStatus=`). Only consulted when the kernel side could not learn the status.
+    /// `SuccessExitStatus=`): no crash. Set only when the daemon had to ask it, because the kernel side could not
+    /// learn the status or the init system saw the exit first.
     pub init_says_clean: bool,
 }
 
@@ -113,10 +114,13 @@ impl ProcessExit {
     /// init system reported a clean result: a service that vanished is down, and silence would be the worse error.
     #[must_use]
     pub fn crashed(&self) -> bool {
-        if self.status_unknown() {
-            return self.oom_killed || !self.init_says_clean;
+        if self.oom_killed {
+            return true;
         }
-        self.exit_code.is_some_and(|c| c != 0) || self.signal.is_some() || self.oom_killed
+        if self.init_says_clean {
+            return false;
+        }
+        self.status_unknown() || self.exit_code.is_some_and(|c| c != 0) || self.signal.is_some()
     }
 }
 
