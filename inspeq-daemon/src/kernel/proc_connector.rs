@@ -419,13 +419,12 @@ fn wait_for_ack(fd: &OwnedFd) -> Result<(), ProcConnectorError> {
             Ok(Some(n)) => {
                 events.clear();
                 let _ = wire::parse(&buf[..n], &mut events);
-                for e in &events {
-                    match e {
-                        ProcEvent::Ack { err: 0 } => return Ok(()),
-                        ProcEvent::Ack { err } => return Err(ProcConnectorError::Refused(*err)),
-                        // Events of other processes mean the group is delivering.
-                        _ => return Ok(()),
-                    }
+                match events.first() {
+                    Some(ProcEvent::Ack { err: 0 }) => return Ok(()),
+                    Some(ProcEvent::Ack { err }) => return Err(ProcConnectorError::Refused(*err)),
+                    // Events of other processes mean the group is delivering.
+                    Some(_) => return Ok(()),
+                    None => {}
                 }
             }
             Ok(None) => {}
