@@ -400,6 +400,39 @@ fn the_proc_connector_follows_a_process_tree_and_leaves_others_alone() {
 }
 
 #[test]
+fn a_proc_connector_overrun_is_reported_and_no_watched_exit_is_lost() {
+    if !privileged("a_proc_connector_overrun_is_reported_and_no_watched_exit_is_lost") {
+        return;
+    }
+    let cg = TestCgroup::new("pc-overrun");
+    runtime().block_on(async {
+        let mut monitor = proc_connector(Duration::from_secs(3600));
+        // In the cgroup and watched before it forks: its children are members by descent.
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(format!("read go; exec {WORKLOAD} storm-n 50000")).stdin(Stdio::piped());
+        let mut storm = tests::join_cgroups(&mut command, &[&cg.dir]).spawn().unwrap();
+        let pid = storm.id();
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
+        writeln!(storm.stdin.take().unwrap(), "go").unwrap();
+        // Nobody reads while the storm runs: the socket's buffer overflows.
+        assert!(storm.wait().unwrap().success());
+        let seen = collect(&mut monitor, Duration::from_secs(30), |o| exits(o).iter().any(|e| e.pid == pid)).await;
+        let overruns: u64 = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observation::EventsLost { kind: "overrun", count } => Some(*count),
+                _ => None,
+            })
+            .sum();
+        assert!(overruns > 0, "no overrun reported for 100000 events unread");
+        // The storm's own exit is reported whether its message survived or not
+        // (then without a status, found gone at the resync).
+        let exit = exits(&seen).into_iter().find(|e| e.pid == pid).unwrap();
+        assert!(matches!(exit.status, ExitStatus::Exited(0) | ExitStatus::Unknown), "{exit:?}");
+    });
+}
+
+#[test]
 fn the_pidfd_tier_reports_a_killed_main_process_at_once() {
     if !privileged("the_pidfd_tier_reports_a_killed_main_process_at_once") {
         return;

@@ -255,6 +255,9 @@ pub(super) mod wire {
 
 use wire::ProcEvent;
 
+/// Datagrams read per wakeup at most (each is one event of about 76 bytes).
+const DRAIN_BATCH: usize = 4096;
+
 /// How long `start` waits for the kernel's answer to the listen request.
 const ACK_WAIT_MS: u64 = 1000;
 
@@ -303,6 +306,8 @@ struct Tracker {
     page_size: u64,
     events: Vec<ProcEvent>,
     stats: KernelStats,
+    /// An overrun was reported; reconcile once the queue is drained.
+    overran: bool,
 }
 
 fn socket() -> Result<OwnedFd, ProcConnectorError> {
@@ -475,6 +480,7 @@ impl ProcConnectorMonitor {
             page_size: procfs::page_size(),
             events: Vec::new(),
             stats: KernelStats::default(),
+            overran: false,
         };
         Ok(Self {
             socket,
@@ -507,13 +513,20 @@ impl ProcConnectorMonitor {
             tokio::select! {
                 guard = self.socket.readable() => {
                     let mut guard = guard.map_err(|source| KernelError::Io { what: "waiting on the process connector", source })?;
-                    // Drain everything queued; readiness is cleared only on EAGAIN,
-                    // so nothing that arrived meanwhile is left unread.
-                    loop {
+                    // Drain what is queued; readiness is cleared only on EAGAIN, so
+                    // nothing that arrived meanwhile is left unread. At most
+                    // DRAIN_BATCH datagrams per call: the host's events must not
+                    // keep the daemon from what was found so far.
+                    for _ in 0..DRAIN_BATCH {
                         match recv(guard.get_inner(), &mut self.buf) {
                             Ok(Some(n)) => self.tracker.datagram(&self.buf[..n], out),
                             Ok(None) => {
                                 guard.clear_ready();
+                                // After an overrun, what survived in the queue is
+                                // applied first; then the sets are re-read.
+                                if std::mem::take(&mut self.tracker.overran) {
+                                    self.tracker.reconcile(out);
+                                }
                                 break;
                             }
                             Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => self.tracker.overrun(out),
@@ -738,9 +751,12 @@ impl Tracker {
         }
     }
 
-    /// The socket overran: messages are lost. Members that died meanwhile are
-    /// reported without a status; the sets are re-read.
+    /// The socket overran: messages are lost. Reported now; once the queue is
+    /// drained, members that died meanwhile are reported without a status and
+    /// the sets are re-read (`reconcile`). The kernel reports the overrun before
+    /// the messages still queued.
     fn overrun(&mut self, out: &mut Vec<Observation>) {
+        self.overran = true;
         self.stats.dropped[0] += 1;
         out.push(Observation::EventsLost {
             kind: "overrun",
@@ -749,7 +765,6 @@ impl Tracker {
         tracing::warn!(
             "kernel: the process connector's receive buffer overran; re-reading the watched processes"
         );
-        self.reconcile(out);
     }
 
     /// Members whose process is gone are reported as exits with an unknown
