@@ -258,6 +258,12 @@ use wire::ProcEvent;
 /// Datagrams read per wakeup at most (each is one event of about 76 bytes).
 const DRAIN_BATCH: usize = 4096;
 
+/// While messages flow, the reader drains this often instead of being woken.
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// This many wakeups within one [`BUSY_POLL`] mean messages are flowing.
+const FLOW_WAKEUPS: usize = 4;
+
 /// How long `start` waits for the kernel's answer to the listen request.
 const ACK_WAIT_MS: u64 = 1000;
 
@@ -288,10 +294,43 @@ struct Member {
     rss: RssState,
 }
 
+/// The socket, registered with tokio while idle (each message wakes the
+/// reader) and taken out of its epoll set while messages flow (the reader
+/// drains on a timer; a registered socket would wake it for every message).
+enum Socket {
+    Woken(AsyncFd<OwnedFd>),
+    Polled(OwnedFd),
+    /// Only while switching.
+    Moving,
+}
+
+impl Socket {
+    fn fd(&self) -> Option<&OwnedFd> {
+        match self {
+            Self::Woken(fd) => Some(fd.get_ref()),
+            Self::Polled(fd) => Some(fd),
+            Self::Moving => None,
+        }
+    }
+}
+
+fn register(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>, KernelError> {
+    // SAFETY: the AsyncFd owns the descriptor, which stays open as long as it.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|source| {
+        KernelError::Io {
+            what: "registering the process connector socket with tokio",
+            source: source.into(),
+        }
+    })
+}
+
 pub struct ProcConnectorMonitor {
-    socket: AsyncFd<OwnedFd>,
+    socket: Socket,
     buf: Vec<u8>,
     tracker: Tracker,
+    /// The last FLOW_WAKEUPS wakeups, to tell a flow from the odd message.
+    wakeups: [Option<std::time::Instant>; FLOW_WAKEUPS],
+    next_wakeup: usize,
 }
 
 /// The watches and their members: everything but the socket, so the reader can
@@ -463,13 +502,7 @@ impl ProcConnectorMonitor {
         send(&fd, wire::PROC_CN_MCAST_LISTEN).map_err(ProcConnectorError::Listen)?;
         wait_for_ack(&fd)?;
         let cgroup_root = cgroup::cgroup2_root()?;
-        // SAFETY: the AsyncFd owns the descriptor, which stays open as long as it.
-        let socket = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(
-            |source| KernelError::Io {
-                what: "registering the process connector socket with tokio",
-                source: source.into(),
-            },
-        )?;
+        let socket = Socket::Woken(register(fd)?);
         let mut resync = tokio::time::interval(options.cycle);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let tracker = Tracker {
@@ -486,6 +519,8 @@ impl ProcConnectorMonitor {
             socket,
             buf: vec![0u8; 64 << 10],
             tracker,
+            wakeups: [None; FLOW_WAKEUPS],
+            next_wakeup: 0,
         })
     }
 
@@ -508,39 +543,94 @@ impl ProcConnectorMonitor {
 
     /// Waits for events and appends their observations to `out`; returns when
     /// `out` is not empty.
+    ///
+    /// Every process on the host sends messages, so wakeups follow the flow as
+    /// the eBPF reader's do: idle, each datagram wakes the reader at once; after
+    /// [`FLOW_WAKEUPS`] wakeups within [`BUSY_POLL`], it drains every
+    /// `BUSY_POLL` instead (a fork storm elsewhere costs one drain a
+    /// millisecond, not three syscalls a message), until a drain finds nothing.
     pub async fn next_batch(&mut self, out: &mut Vec<Observation>) -> Result<(), KernelError> {
         loop {
-            tokio::select! {
-                guard = self.socket.readable() => {
-                    let mut guard = guard.map_err(|source| KernelError::Io { what: "waiting on the process connector", source })?;
-                    // Drain what is queued; readiness is cleared only on EAGAIN, so
-                    // nothing that arrived meanwhile is left unread. At most
-                    // DRAIN_BATCH datagrams per call: the host's events must not
-                    // keep the daemon from what was found so far.
-                    for _ in 0..DRAIN_BATCH {
-                        match recv(guard.get_inner(), &mut self.buf) {
-                            Ok(Some(n)) => self.tracker.datagram(&self.buf[..n], out),
-                            Ok(None) => {
-                                guard.clear_ready();
-                                // After an overrun, what survived in the queue is
-                                // applied first; then the sets are re-read.
-                                if std::mem::take(&mut self.tracker.overran) {
-                                    self.tracker.reconcile(out);
-                                }
-                                break;
-                            }
-                            Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => self.tracker.overrun(out),
-                            Err(source) => return Err(KernelError::Io { what: "reading the process connector", source }),
+            let mut switch = false;
+            match &mut self.socket {
+                Socket::Woken(socket) => tokio::select! {
+                    guard = socket.readable() => {
+                        let mut guard = guard.map_err(|source| KernelError::Io { what: "waiting on the process connector", source })?;
+                        let (_, drained) = drain(guard.get_inner(), &mut self.buf, &mut self.tracker, out)?;
+                        // Cleared only on EAGAIN, so nothing that arrived meanwhile
+                        // is left unread.
+                        if drained {
+                            guard.clear_ready();
                         }
+                        let slot = &mut self.wakeups[self.next_wakeup];
+                        switch = slot.is_some_and(|at| at.elapsed() < BUSY_POLL);
+                        *slot = Some(std::time::Instant::now());
+                        self.next_wakeup = (self.next_wakeup + 1) % FLOW_WAKEUPS;
                     }
+                    _ = self.tracker.resync.tick() => self.tracker.cycle(out),
+                },
+                Socket::Polled(socket) => tokio::select! {
+                    () = tokio::time::sleep(BUSY_POLL) => {
+                        let (n, _) = drain(socket, &mut self.buf, &mut self.tracker, out)?;
+                        // A quiet millisecond: back to being woken.
+                        switch = n == 0;
+                    }
+                    _ = self.tracker.resync.tick() => self.tracker.cycle(out),
+                },
+                // Only after registering it again failed.
+                Socket::Moving => {
+                    return Err(KernelError::Io {
+                        what: "the process connector socket could not be registered with tokio again",
+                        source: io::Error::other("lost"),
+                    });
                 }
-                _ = self.tracker.resync.tick() => self.tracker.cycle(out),
+            }
+            if switch {
+                self.socket = match std::mem::replace(&mut self.socket, Socket::Moving) {
+                    Socket::Woken(socket) => Socket::Polled(socket.into_inner()),
+                    // Registering reports a message that arrived since the last
+                    // drain at once: epoll checks readiness when a file is added.
+                    Socket::Polled(fd) => Socket::Woken(register(fd)?),
+                    Socket::Moving => Socket::Moving,
+                };
             }
             if !out.is_empty() {
                 return Ok(());
             }
         }
     }
+}
+
+/// Reads up to [`DRAIN_BATCH`] datagrams into `tracker`: how many, and whether
+/// the queue ran dry (EAGAIN). At most that many per call: the host's events
+/// must not keep the daemon from what was found so far.
+fn drain(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    tracker: &mut Tracker,
+    out: &mut Vec<Observation>,
+) -> Result<(usize, bool), KernelError> {
+    for n in 0..DRAIN_BATCH {
+        match recv(fd, buf) {
+            Ok(Some(len)) => tracker.datagram(&buf[..len], out),
+            Ok(None) => {
+                // After an overrun, what survived in the queue is applied first;
+                // then the sets are re-read.
+                if std::mem::take(&mut tracker.overran) {
+                    tracker.reconcile(out);
+                }
+                return Ok((n, true));
+            }
+            Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => tracker.overrun(out),
+            Err(source) => {
+                return Err(KernelError::Io {
+                    what: "reading the process connector",
+                    source,
+                });
+            }
+        }
+    }
+    Ok((DRAIN_BATCH, false))
 }
 
 impl Tracker {
@@ -841,7 +931,9 @@ impl Tracker {
 impl Drop for ProcConnectorMonitor {
     fn drop(&mut self) {
         // Kernels before 6.6 count listeners globally; tell this one is gone.
-        let _ = send(self.socket.get_ref(), wire::PROC_CN_MCAST_IGNORE);
+        if let Some(fd) = self.socket.fd() {
+            let _ = send(fd, wire::PROC_CN_MCAST_IGNORE);
+        }
     }
 }
 
