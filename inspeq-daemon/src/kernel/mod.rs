@@ -6,7 +6,7 @@
 //!
 //! 1. eBPF (`ebpf`): everything, filtered in the kernel.
 //! 2. the netlink process connector (`proc_connector`): every exit with its wait
-//!    status and every fork, filtered here; needs CAP_NET_ADMIN.
+//!    status and every fork, filtered here; CAP_NET_ADMIN on older kernels.
 //! 3. pidfds (`pidfd`): exits of the processes a /proc scan found, the moment
 //!    they happen, mostly without a status; Linux 5.3.
 //! 4. /proc polling once per cycle (`fallback`).

@@ -1,6 +1,8 @@
 //! The netlink process connector tier, for hosts where eBPF cannot load but
-//! `CONFIG_PROC_EVENTS` is on (every kernel inspeq supports has it) and inspeq
-//! holds CAP_NET_ADMIN.
+//! `CONFIG_PROC_EVENTS` is on (every kernel inspeq supports has it). Older
+//! kernels want CAP_NET_ADMIN to listen; newer ones (the reference VM's 6.18)
+//! let any user. `start` waits for the kernel's answer to the listen request,
+//! so either way a refusal is found at start, not as a silent host.
 //!
 //! A `NETLINK_CONNECTOR` socket bound to the `CN_IDX_PROC` group, after
 //! `PROC_CN_MCAST_LISTEN`, receives one message per fork, exec and exit of every
