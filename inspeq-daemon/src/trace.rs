@@ -7,7 +7,7 @@ use std::{io::Write as _, path::PathBuf, time::Duration};
 use serde_json::json;
 
 use crate::kernel::{
-    ExitStatus, KernelError, Mode, Monitor, Observation, Options, RssLimits, WatchSettings, WatchTarget, monotonic_ns,
+    ExitStatus, KernelError, Monitor, Observation, Options, RssLimits, WatchSettings, WatchTarget, monotonic_ns,
 };
 
 /// What `inspeqd trace` was asked to do.
@@ -38,10 +38,16 @@ pub struct TraceArgs {
     /// Print no observations, only the closing counts (for benchmarks).
     #[arg(long)]
     pub quiet: bool,
-    /// Do not use eBPF; poll /proc (the fallback) instead.
+    /// Do not use eBPF: the process connector, else pidfds, else /proc polling.
     #[arg(long)]
     pub no_ebpf: bool,
-    /// The fallback's polling period in milliseconds.
+    /// Do not use the netlink process connector (with --no-ebpf: pidfds, else /proc).
+    #[arg(long)]
+    pub no_proc_connector: bool,
+    /// Do not use pidfds (with --no-ebpf --no-proc-connector: /proc polling).
+    #[arg(long)]
+    pub no_pidfd: bool,
+    /// The period of the /proc scans without eBPF, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
     /// Ring-buffer size in bytes (power of two, at least the page size).
@@ -173,6 +179,8 @@ pub fn to_text(o: &Observation) -> String {
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let options = Options {
         force_fallback: args.no_ebpf,
+        no_proc_connector: args.no_proc_connector,
+        no_pidfd: args.no_pidfd,
         ring_bytes: args.ring_bytes,
         cycle: Duration::from_millis(args.poll_ms.max(1)),
     };
@@ -193,10 +201,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         .watch(&target, WatchSettings { forks: true, rss, total_rss: args.rss_total_threshold })
         .map_err(|e: KernelError| anyhow::Error::new(e).context(format!("cannot watch {target:?}")))?;
 
-    let mode = match monitor.mode() {
-        Mode::Ebpf => "ebpf".to_owned(),
-        Mode::Fallback { .. } => "fallback".to_owned(),
-    };
+    let mode = monitor.mode().name();
     let mut stdout = std::io::stdout().lock();
     let attach_us = monitor.attach_time().map(|d| d.as_micros() as u64);
     if args.json {
@@ -205,13 +210,21 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         writeln!(
             stdout,
             "{}",
-            json!({ "kind": "ready", "mode": mode, "attach_us": attach_us, "missing": monitor.missing_tracepoints(), "programs": programs,
-                    "layout": monitor.layout().map(|l| json!({
-                        "exit": if l.exit_group_dead { "group_dead" } else { "signal_live" },
-                        "rss_counters": if l.rss_percpu { "percpu" } else { "atomic" },
-                        "rss_split": l.rss_split,
-                        "cgroup_ancestors": l.cgroup_ancestors,
-                    })) })
+            json!({
+                "kind": "ready",
+                "mode": mode,
+                "reason": monitor.mode().reason(),
+                "blind_spots": monitor.mode().blind_spots(),
+                "attach_us": attach_us,
+                "missing": monitor.missing_tracepoints(),
+                "programs": programs,
+                "layout": monitor.layout().map(|l| json!({
+                    "exit": if l.exit_group_dead { "group_dead" } else { "signal_live" },
+                    "rss_counters": if l.rss_percpu { "percpu" } else { "atomic" },
+                    "rss_split": l.rss_split,
+                    "cgroup_ancestors": l.cgroup_ancestors,
+                })),
+            })
         )?;
     } else {
         eprintln!("inspeqd trace: watching {target:?} ({mode}); Ctrl-C stops");

@@ -112,7 +112,8 @@ impl Harness {
             config_dir: dir.join("conf"),
             socket: Some(socket.clone()),
             state_dir: Some(dir.join("state")),
-            kernel: kernel::Options { force_fallback: true, ..kernel::Options::default() },
+            // /proc polling: the same on every machine, root or not, with paused time.
+            kernel: kernel::Options { force_fallback: true, no_proc_connector: true, no_pidfd: true, ..kernel::Options::default() },
             init_systems: Some(vec![init.clone()]),
             alert_routes: Some(routes),
             ..daemon::Options::default()
@@ -176,7 +177,8 @@ async fn every_control_command_answers() {
     assert_eq!(status.services.len(), 1);
     assert_eq!(status.services[0].pid, Some(std::process::id()));
     assert_eq!(status.services[0].init, "runit");
-    assert_eq!(status.kernel.mode, "fallback");
+    assert_eq!(status.kernel.mode, "proc");
+    assert!(!status.kernel.blind_spots.is_empty());
     assert_eq!(status.jobs[0].name, "backup");
 
     tokio::time::sleep(Duration::from_secs(3)).await;

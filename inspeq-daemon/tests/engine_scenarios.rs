@@ -103,6 +103,7 @@ fn exit(service: &str, exit_code: Option<i32>, signal: Option<i32>) -> Input {
         core_dumped: false,
         oom_killed: false,
         requested: false,
+        init_says_clean: false,
     })
 }
 
@@ -390,6 +391,7 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
         core_dumped: false,
         oom_killed: true,
         requested: false,
+        init_says_clean: false,
     });
     let requested = Input::ProcessExited(ProcessExit {
         service: "web".into(),
@@ -399,6 +401,7 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
         core_dumped: false,
         oom_killed: false,
         requested: true,
+        init_says_clean: false,
     });
     play(
         &mut s,
@@ -436,6 +439,38 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
             (5, requested, NONE),
         ],
     );
+}
+
+#[test]
+fn an_exit_with_an_unknown_status_is_a_crash_unless_the_init_system_says_it_was_clean() {
+    // What the tiers without eBPF report when the parent reaped the process first.
+    let inq = "check service web\n\
+               \x20 if crashed then alert, restart\n\
+               \x20 if exit_code == 0 then exec /bin/true\n";
+    let mut s = engine(&[("web.inq", inq)]);
+    let clean = Input::ProcessExited(ProcessExit {
+        service: "web".into(),
+        pid: 101,
+        exit_code: None,
+        signal: None,
+        core_dumped: false,
+        oom_killed: false,
+        requested: false,
+        init_says_clean: true,
+    });
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 100), NONE),
+            // Unknown: `crashed` matches, `exit_code` rules (which need a code) do not.
+            (1, exit("web", None, None), &["alert - web: `crashed` on exit", "restart web"]),
+            (2, started("web", 101), NONE),
+            (3, clean, NONE),
+        ],
+    );
+    // Without exit rules, the built-in down alert.
+    let mut s = engine(&[("web.inq", "check service web\n  if memory:rss > 1g then alert\n")]);
+    play(&mut s, vec![(0, started("web", 100), NONE), (1, exit("web", None, None), &["alert - web: down"])]);
 }
 
 #[test]
@@ -699,6 +734,7 @@ fn a_reload_keeps_deploy_silence_unmonitor_and_job_runs() {
         core_dumped: false,
         oom_killed: false,
         requested: false,
+        init_says_clean: false,
     });
     play(
         &mut s,
@@ -709,7 +745,7 @@ fn a_reload_keeps_deploy_silence_unmonitor_and_job_runs() {
             (3100, Input::DeployStarted, NONE),
         ],
     );
-    let mut s = reloaded(&s, &files, 3110);
+    let s = reloaded(&s, &files, 3110);
     assert!(s.is_unmonitored("web"), "a reload must not monitor an unmonitored service again");
     assert!(s.is_silenced(Timestamp::from_secs(3120)), "the deploy silence goes on");
     let (_, last_run, overdue) = s.jobs().next().unwrap();

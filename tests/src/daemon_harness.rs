@@ -80,6 +80,7 @@ impl Lines {
 pub struct Builder {
     scratch: Scratch,
     env: Vec<(OsString, OsString)>,
+    args: Vec<OsString>,
 }
 
 /// A running `inspeqd`, stopped when dropped.
@@ -105,6 +106,12 @@ impl Builder {
         self
     }
 
+    /// Adds a command-line argument (`--no-ebpf`, ...).
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
     /// Sets an environment variable of the daemon.
     pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
@@ -124,6 +131,7 @@ impl Builder {
             .arg(&socket)
             .arg("--state-dir")
             .arg(base.join("state"))
+            .args(&self.args)
             // Only what the test sets reaches a bus: never the caller's session.
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env_remove("XDG_RUNTIME_DIR")
@@ -164,7 +172,7 @@ impl Daemon {
     /// A configuration directory in a fresh temporary directory named after `name`
     /// (unique per test), to be filled and started.
     pub fn builder(name: &str) -> Builder {
-        Builder { scratch: Scratch::new(&format!("daemon-{name}")), env: Vec::new() }
+        Builder { scratch: Scratch::new(&format!("daemon-{name}")), env: Vec::new(), args: Vec::new() }
     }
 
     /// Writes (or replaces) `file` in the configuration directory of the running daemon.

@@ -102,6 +102,36 @@ fn a_matched_process_killed_with_sigkill_raises_one_crash_alert_naming_the_signa
     assert_eq!(daemon.service("inspeq-crash-worker").unwrap()["state"], "down");
 }
 
+#[test]
+fn without_ebpf_a_killed_process_is_a_crash_even_when_its_status_is_unknown() {
+    if !privileged("without_ebpf_a_killed_process_is_a_crash_even_when_its_status_is_unknown") {
+        return;
+    }
+    // (flags, tier, what the alert says): the process connector reads the wait
+    // status even though the test reaps the process at once; /proc polling finds
+    // it gone, and a `check process` has no init system to ask.
+    for (flags, tier, how) in [
+        (&["--no-ebpf"][..], "proc_connector", "was killed by signal 9 (SIGKILL)"),
+        (&["--no-ebpf", "--no-proc-connector", "--no-pidfd"][..], "proc", "exited with an unknown status"),
+    ] {
+        let scratch = Scratch::new(&format!("daemon-tier-{tier}"));
+        let mut workload = Workload::start(&scratch);
+        let builder = Daemon::builder(&format!("tier-{tier}")).file("inspeq.conf", &conf(1)).file(
+            "services.d/worker.inq",
+            &format!("check process inspeq-tier-worker with matching \"{}\"\n  if crashed then alert\n", workload.pattern()),
+        );
+        let daemon = flags.iter().fold(builder, |b, f| b.arg(f)).start();
+        assert_eq!(daemon.status()["kernel"]["mode"], tier);
+        let pid = daemon.wait_up("inspeq-tier-worker", LIMIT);
+        assert_eq!(pid, workload.child.id(), "the daemon found another process");
+        kill9(pid);
+        let _ = workload.child.wait();
+        let alert = daemon.stdout.wait("the crash alert", LIMIT, |l| is_alert(l, "inspeq-tier-worker", "crashed"));
+        assert!(alert.contains(&format!("pid {pid} {how}")), "{tier}: {alert}");
+        assert_eq!(daemon.stdout.count(|l| is_alert(l, "inspeq-tier-worker", "crashed")), 1, "{:#?}", daemon.stdout.all());
+    }
+}
+
 // ------------------------------------------------------------ shutdown
 
 #[test]
@@ -423,6 +453,67 @@ fn systemd_a_crash_is_alerted_once_restarted_and_the_new_main_process_is_watched
     assert!(alert.contains(&format!("pid {second} was killed by signal 9")), "{alert}");
     daemon.stderr.wait_nth("the second restart", 1, INIT_LIMIT, |l| l.contains(&format!("service `{service}`: restart done")));
     daemon.wait_up_not(service, Some(second), INIT_LIMIT);
+}
+
+/// A unit under the daemon run with `flags`: its main process is killed with
+/// SIGKILL; the crash alert (naming the signal: the tier's own status, or
+/// systemd's record of it) and a restart follow. Returns kill → alert line.
+fn systemd_kill9_is_a_crash_and_restarted(name: &str, flags: &[&str], tier: &str, cycle_secs: u64) -> Duration {
+    let manager = UserManager::start(&format!("daemon-{name}"));
+    let scratch = Scratch::new(&format!("daemon-systemd-{name}"));
+    let service = format!("inspeq-daemon-{name}");
+    let unit = format!("{service}.service");
+    manager.add_unit(&unit, &workload_unit(&scratch.dir.join("marks")));
+    manager.systemctl_ok(&["start", &unit]);
+    let first = main_pid(&manager, &unit);
+    let builder = Daemon::builder(&format!("systemd-{name}"))
+        .file("inspeq.conf", &conf(cycle_secs))
+        .file("services.d/crash.inq", &format!("check service {service} with scope user\n  if crashed then alert, restart\n"))
+        .env("XDG_RUNTIME_DIR", &manager.runtime_dir);
+    let daemon = flags.iter().fold(builder, |b, f| b.arg(f)).start();
+    let kernel = daemon.status()["kernel"].clone();
+    assert_eq!(kernel["mode"], tier, "{kernel}");
+    assert!(!kernel["blind_spots"].as_array().unwrap().is_empty(), "{kernel}");
+    assert!(daemon.ctl_ok(&["status"]).contains("this tier cannot see"));
+    assert_eq!(daemon.wait_up(&service, INIT_LIMIT), first);
+
+    let killed = Instant::now();
+    kill9(first);
+    let alert = daemon.stdout.wait("the crash alert", INIT_LIMIT, |l| is_alert(l, &service, "crashed"));
+    let took = killed.elapsed();
+    assert!(alert.contains(&format!("pid {first} was killed by signal 9 (SIGKILL)")), "{alert}");
+    daemon.stderr.wait("the restart", INIT_LIMIT, |l| l.contains(&format!("service `{service}`: restart done")));
+    assert_ne!(daemon.wait_up_not(&service, Some(first), INIT_LIMIT), first);
+    assert_eq!(daemon.stdout.count(|l| is_alert(l, &service, "crashed")), 1, "{:#?}", daemon.stdout.all());
+    took
+}
+
+#[test]
+fn systemd_without_ebpf_a_kill9_is_alerted_as_sigkill_and_restarted() {
+    if !privileged_with("systemd_without_ebpf_a_kill9_is_alerted_as_sigkill_and_restarted", SYSTEMD_USER) {
+        return;
+    }
+    // A 30 s cycle: the alert comes from the process connector's exit event.
+    let took = systemd_kill9_is_a_crash_and_restarted("pc", &["--no-ebpf"], "proc_connector", 30);
+    // Reported, not asserted: speed is for benchmarks.
+    eprintln!("proc connector: kill -9 → crash alert line in {took:?}");
+}
+
+#[test]
+fn systemd_without_ebpf_and_the_proc_connector_a_kill9_is_alerted_within_a_cycle() {
+    if !privileged_with("systemd_without_ebpf_and_the_proc_connector_a_kill9_is_alerted_within_a_cycle", SYSTEMD_USER) {
+        return;
+    }
+    // pidfds (the exit at once), then /proc polling (at the next 1 s cycle): the
+    // status is gone when systemd has reaped the process, so the daemon asks
+    // systemd, and the alert still names the signal.
+    for (name, flags, tier) in [
+        ("pidfd", &["--no-ebpf", "--no-proc-connector"][..], "pidfd"),
+        ("proc", &["--no-ebpf", "--no-proc-connector", "--no-pidfd"][..], "proc"),
+    ] {
+        let took = systemd_kill9_is_a_crash_and_restarted(name, flags, tier, 1);
+        eprintln!("{tier}: kill -9 → crash alert line in {took:?}");
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The kernel pipeline against the running kernel: the eBPF programs load, watch
 //! what they are told to, and report exits, forks, RSS crossings, OOM kills and
-//! drops exactly; the /proc fallback reports the same exits. Root and BTF needed
-//! (see `tests::privileged`).
+//! drops exactly; the tiers without eBPF (the process connector, pidfds, /proc
+//! polling) report the same exits, as far as each can. Root and BTF needed (see
+//! `tests::privileged`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -360,8 +361,9 @@ fn the_proc_fallback_reports_the_same_exits_within_a_cycle() {
     let cg = TestCgroup::new("fallback");
     let cycle = Duration::from_millis(300);
     runtime().block_on(async {
-        let mut monitor = Monitor::start(&Options { force_fallback: true, cycle, ..Options::default() });
-        assert!(matches!(monitor.mode(), Mode::Fallback { .. }));
+        let options = Options { force_fallback: true, no_proc_connector: true, no_pidfd: true, cycle, ..Options::default() };
+        let mut monitor = Monitor::start(&options);
+        assert!(matches!(monitor.mode(), Mode::Fallback { .. }), "{:?}", monitor.mode());
         monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
         // Children that live longer than a cycle, so polling can see them at all.
         let mut children: Vec<_> = (0..10).map(|i| (sh_in(&format!("exec sleep 0.{}", 4 + i % 5), &[&cg.dir]), i)).collect();
@@ -384,6 +386,197 @@ fn the_proc_fallback_reports_the_same_exits_within_a_cycle() {
             assert!(late <= (cycle + cycle / 2).as_nanos() as u64, "pid {pid} reported {late} ns after it was reaped");
         }
     });
+}
+
+/// The process connector tier, eBPF forced off.
+fn proc_connector(cycle: Duration) -> Monitor {
+    let monitor = Monitor::start(&Options { force_fallback: true, cycle, ..Options::default() });
+    assert!(matches!(monitor.mode(), Mode::ProcConnector { .. }), "the process connector did not start: {:?}", monitor.mode());
+    monitor
+}
+
+#[test]
+fn the_proc_connector_reports_the_same_exits_as_waitpid_also_of_processes_their_parent_reaped() {
+    if !privileged("the_proc_connector_reports_the_same_exits_as_waitpid_also_of_processes_their_parent_reaped") {
+        return;
+    }
+    let cg = TestCgroup::new("pc-exits");
+    runtime().block_on(async {
+        // A long cycle: every exit below must come from the connector's events.
+        let mut monitor = proc_connector(Duration::from_secs(3600));
+        // The workload joins the cgroup, is watched, then forks 200 children that
+        // exit with codes and signals, reaping each at once as systemd does.
+        let mut parent = workload(&["statuses", "200"], &[&cg.dir]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let parent_pid = parent.id();
+        let procs = cg.dir.join("cgroup.procs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&procs).unwrap().lines().any(|l| l == parent_pid.to_string()) {
+            assert!(Instant::now() < deadline, "the workload did not join {}", cg.dir.display());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
+        writeln!(parent.stdin.take().unwrap(), "go").unwrap();
+        let mut expected = BTreeMap::new();
+        for line in BufReader::new(parent.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let (pid, status) = line.split_once(' ').unwrap();
+            expected.insert(pid.parse::<u32>().unwrap(), ExitStatus::from_wait_status(status.parse().unwrap()));
+        }
+        expected.insert(parent_pid, status_of(parent.wait().unwrap()));
+        assert_eq!(expected.len(), 201);
+
+        let seen = collect(&mut monitor, Duration::from_secs(10), |o| exits(o).len() >= expected.len()).await;
+        let mut reported = BTreeMap::new();
+        for e in exits(&seen) {
+            assert!(reported.insert(e.pid, e.status).is_none(), "pid {} reported twice", e.pid);
+        }
+        assert_eq!(reported, expected, "reported exits differ from what waitpid said");
+        assert!(expected.values().any(|s| matches!(s, ExitStatus::Signaled { signal: 9, .. })));
+        assert!(expected.values().any(|s| matches!(s, ExitStatus::Exited(c) if *c > 0)));
+        let children: BTreeSet<u32> = exits(&seen).iter().filter(|e| e.pid != parent_pid).map(|e| e.ppid).collect();
+        assert_eq!(children, BTreeSet::from([parent_pid]), "each child's parent is the workload");
+        assert!(seen.iter().all(|o| !matches!(o, Observation::EventsLost { .. })), "messages were lost");
+    });
+}
+
+#[test]
+fn the_proc_connector_follows_a_process_tree_and_leaves_others_alone() {
+    if !privileged("the_proc_connector_follows_a_process_tree_and_leaves_others_alone") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut monitor = proc_connector(Duration::from_secs(3600));
+        // The root waits for a line on stdin, so the watch is in place before it
+        // forks; the subshell starts a thread-free grandchild.
+        let mut root = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("read go; ( sh -c 'exit 4'; exit 5 ); exit 6")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let root_pid = root.id();
+        let id = monitor.watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None }).unwrap();
+        let mut unrelated = Command::new("/bin/sh").arg("-c").arg("exit 9").spawn().unwrap();
+        let unrelated_pid = unrelated.id();
+        unrelated.wait().unwrap();
+        writeln!(root.stdin.take().unwrap(), "go").unwrap();
+        assert_eq!(root.wait().unwrap().code(), Some(6));
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == root_pid)).await;
+        let forks: Vec<(u32, u32)> = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observation::ProcessForked { parent, child, watch, .. } if *watch == id => Some((*parent, *child)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(forks.len(), 2, "forks: {forks:?}");
+        assert_eq!(forks[0].0, root_pid);
+        assert_eq!(forks[1].0, forks[0].1);
+        let codes: BTreeMap<u32, ExitStatus> = exits(&seen).iter().map(|e| (e.pid, e.status)).collect();
+        assert_eq!(
+            codes,
+            BTreeMap::from([(forks[1].1, ExitStatus::Exited(4)), (forks[0].1, ExitStatus::Exited(5)), (root_pid, ExitStatus::Exited(6))])
+        );
+        assert!(exits(&seen).iter().all(|e| e.pid != unrelated_pid), "an unrelated process was reported");
+    });
+}
+
+#[test]
+fn a_proc_connector_overrun_is_reported_and_no_watched_exit_is_lost() {
+    if !privileged("a_proc_connector_overrun_is_reported_and_no_watched_exit_is_lost") {
+        return;
+    }
+    let cg = TestCgroup::new("pc-overrun");
+    runtime().block_on(async {
+        let mut monitor = proc_connector(Duration::from_secs(3600));
+        // In the cgroup and watched before it forks: its children are members by descent.
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(format!("read go; exec {WORKLOAD} storm-n 50000")).stdin(Stdio::piped());
+        let mut storm = tests::join_cgroups(&mut command, &[&cg.dir]).spawn().unwrap();
+        let pid = storm.id();
+        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
+        writeln!(storm.stdin.take().unwrap(), "go").unwrap();
+        // Nobody reads while the storm runs: the socket's buffer overflows.
+        assert!(storm.wait().unwrap().success());
+        let seen = collect(&mut monitor, Duration::from_secs(30), |o| exits(o).iter().any(|e| e.pid == pid)).await;
+        let overruns: u64 = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observation::EventsLost { kind: "overrun", count } => Some(*count),
+                _ => None,
+            })
+            .sum();
+        assert!(overruns > 0, "no overrun reported for 100000 events unread");
+        // The storm's own exit is reported whether its message survived or not
+        // (then without a status, found gone at the resync).
+        let exit = exits(&seen).into_iter().find(|e| e.pid == pid).unwrap();
+        assert!(matches!(exit.status, ExitStatus::Exited(0) | ExitStatus::Unknown), "{exit:?}");
+    });
+}
+
+#[test]
+fn the_pidfd_tier_reports_a_killed_main_process_at_once() {
+    if !privileged("the_pidfd_tier_reports_a_killed_main_process_at_once") {
+        return;
+    }
+    runtime().block_on(async {
+        // An hour between /proc scans: an exit reported below came through its pidfd.
+        let options = Options { force_fallback: true, no_proc_connector: true, cycle: Duration::from_secs(3600), ..Options::default() };
+        let mut monitor = Monitor::start(&options);
+        assert!(matches!(monitor.mode(), Mode::Pidfd { .. }), "pidfds did not start: {:?}", monitor.mode());
+        let mut zombie = Command::new("sleep").arg("1000").spawn().unwrap();
+        let mut reaped = Command::new("sleep").arg("1000").spawn().unwrap();
+        let (zombie_pid, reaped_pid) = (zombie.id(), reaped.id());
+        monitor.watch(&WatchTarget::Tree(zombie_pid), WatchSettings::default()).unwrap();
+        monitor.watch(&WatchTarget::Tree(reaped_pid), WatchSettings::default()).unwrap();
+        // The scan timer's first tick is immediate: take it before anything exits.
+        let quiet = collect(&mut monitor, Duration::from_millis(300), |_| false).await;
+        assert!(exits(&quiet).is_empty(), "{quiet:?}");
+
+        // Reaped before inspeq looks, as systemd reaps its services: no status is left.
+        // SAFETY: kill(2) on children this test started.
+        unsafe { libc::kill(reaped_pid as i32, libc::SIGKILL) };
+        reaped.wait().unwrap();
+        let seen = collect(&mut monitor, Duration::from_secs(30), |o| exits(o).iter().any(|e| e.pid == reaped_pid)).await;
+        let exit = exits(&seen).into_iter().find(|e| e.pid == reaped_pid).expect("the reaped process's exit, long before the next scan");
+        assert_eq!(exit.status, ExitStatus::Unknown);
+
+        // Not reaped yet: the zombie still holds its wait status.
+        // SAFETY: as above.
+        unsafe { libc::kill(zombie_pid as i32, libc::SIGKILL) };
+        let seen = collect(&mut monitor, Duration::from_secs(30), |o| exits(o).iter().any(|e| e.pid == zombie_pid)).await;
+        let exit = exits(&seen).into_iter().find(|e| e.pid == zombie_pid).expect("the killed process's exit, long before the next scan");
+        assert_eq!(exit.status, ExitStatus::Signaled { signal: 9, core_dumped: false });
+        zombie.wait().unwrap();
+    });
+}
+
+#[test]
+fn inspeqd_trace_names_the_tier_it_runs() {
+    if !privileged("inspeqd_trace_names_the_tier_it_runs") {
+        return;
+    }
+    let cg = TestCgroup::new("trace-tiers");
+    for (flags, mode) in [
+        (&[][..], "ebpf"),
+        (&["--no-ebpf"][..], "proc_connector"),
+        (&["--no-ebpf", "--no-proc-connector"][..], "pidfd"),
+        (&["--no-ebpf", "--no-proc-connector", "--no-pidfd"][..], "proc"),
+    ] {
+        let mut trace = Command::new(inspeqd())
+            .args(["trace", "--json", "--duration", "0.1", "--cgroup"])
+            .arg(&cg.dir)
+            .args(flags)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(trace.stdout.take().unwrap()).lines();
+        let ready: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(ready["mode"], mode, "{flags:?}: {ready}");
+        assert_eq!(ready["blind_spots"].as_array().unwrap().is_empty(), mode == "ebpf", "{ready}");
+        assert_eq!(ready["reason"].is_null(), mode == "ebpf", "{ready}");
+        assert!(trace.wait().unwrap().success());
+    }
 }
 
 #[test]

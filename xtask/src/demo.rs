@@ -6,7 +6,7 @@
 //! the measured detection time. It cleans up after itself.
 //!
 //! Without root (no eBPF, no systemd manager) it runs `inspeqd trace` on a
-//! misbehaving workload instead, through the /proc fallback.
+//! misbehaving workload instead, through a tier without eBPF (process connector, pidfds or /proc polling).
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -139,7 +139,7 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// The demo for machines without root or systemd: `inspeqd trace` watching a
-/// misbehaving workload (through the /proc fallback when eBPF is unavailable).
+/// misbehaving workload (through a tier without eBPF when eBPF is unavailable).
 fn trace_demo(release: &Path) -> anyhow::Result<()> {
     let mut trace = Command::new(release.join("inspeqd"));
     trace.args(["trace", "--rss-threshold", "32m", "--poll-ms", "100", "--pid", &std::process::id().to_string()]);

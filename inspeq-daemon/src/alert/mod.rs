@@ -121,6 +121,9 @@ pub enum Event {
 pub enum Exit {
     Code(i32),
     Signal { signal: i32, core_dumped: bool },
+    /// The process is gone, but how it ended could not be learned (inspeq ran
+    /// without eBPF and the process connector, and the init system did not say).
+    Unknown,
 }
 
 /// A rule's state when it failed or recovered, as display strings: the engine

@@ -273,10 +273,12 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// `exit code 3`, `killed by signal 9 (SIGKILL), core dumped`.
+/// `exited with code 3`, `was killed by signal 9 (SIGKILL), core dumped`,
+/// `exited with an unknown status`.
 pub fn exit_text(exit: Exit) -> String {
     match exit {
         Exit::Code(code) => format!("exited with code {code}"),
+        Exit::Unknown => "exited with an unknown status".to_owned(),
         Exit::Signal { signal, core_dumped } => {
             let name = signal_name(signal).map(|n| format!(" ({n})")).unwrap_or_default();
             let core = if core_dumped { ", core dumped" } else { "" };

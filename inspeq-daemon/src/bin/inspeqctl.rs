@@ -75,12 +75,22 @@ fn print_status(status: &Status) {
         println!("deploy in progress: alerts and actions silenced for {secs}s more");
     }
     let k = &status.kernel;
-    match &k.fallback_reason {
-        Some(reason) => println!("kernel: /proc polling fallback ({reason})"),
-        None => println!(
-            "kernel: eBPF, {} observations; records emitted (exit/fork/rss) {:?}, dropped {:?}",
-            k.observations, k.emitted, k.dropped
-        ),
+    let tier = match k.mode.as_str() {
+        "ebpf" => "eBPF",
+        "proc_connector" => "netlink process connector",
+        "pidfd" => "pidfds and /proc scans",
+        "proc" => "/proc polling",
+        other => other,
+    };
+    println!(
+        "kernel: {tier}, {} observations; records emitted (exit/fork/rss) {:?}, dropped {:?}",
+        k.observations, k.emitted, k.dropped
+    );
+    if let Some(reason) = &k.fallback_reason {
+        println!("kernel: not eBPF: {reason}");
+    }
+    if !k.blind_spots.is_empty() {
+        println!("kernel: this tier cannot see: {}", k.blind_spots.join("; "));
     }
     if !k.missing_tracepoints.is_empty() {
         println!("kernel: not attached: {}", k.missing_tracepoints.join(", "));

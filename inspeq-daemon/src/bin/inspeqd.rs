@@ -25,9 +25,15 @@ struct Cli {
     /// Durable state, such as the alert outbox [default: `set state_dir`, else /var/lib/inspeq].
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Do not use eBPF; poll /proc every cycle instead.
+    /// Do not use eBPF: the netlink process connector, else pidfds, else /proc polling.
     #[arg(long)]
     no_ebpf: bool,
+    /// Do not use the process connector (with --no-ebpf: pidfds, else /proc polling).
+    #[arg(long)]
+    no_proc_connector: bool,
+    /// Do not use pidfds (with --no-ebpf --no-proc-connector: /proc polling every cycle).
+    #[arg(long)]
+    no_pidfd: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -69,7 +75,12 @@ fn run() -> anyhow::Result<()> {
                 socket: cli.socket,
                 state_dir: cli.state_dir,
                 socket_group: cli.socket_group,
-                kernel: kernel::Options { force_fallback: cli.no_ebpf, ..kernel::Options::default() },
+                kernel: kernel::Options {
+                    force_fallback: cli.no_ebpf,
+                    no_proc_connector: cli.no_proc_connector,
+                    no_pidfd: cli.no_pidfd,
+                    ..kernel::Options::default()
+                },
                 ..daemon::Options::default()
             };
             runtime.block_on(daemon::run(options, std::future::pending()))

@@ -70,9 +70,13 @@ pub struct Status {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KernelHealth {
-    /// `ebpf`, or `fallback` with `fallback_reason`.
+    /// The kernel tier: `ebpf`, `proc_connector`, `pidfd` or `proc` (polling),
+    /// with `fallback_reason` saying why it is not eBPF.
     pub mode: String,
     pub fallback_reason: Option<String>,
+    /// What the running tier cannot see (empty for eBPF).
+    #[serde(default)]
+    pub blind_spots: Vec<String>,
     /// Records emitted and dropped by the kernel, per kind (exit, fork, rss).
     pub emitted: [u64; 3],
     pub dropped: [u64; 3],

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::{
     control::server::Control,
-    init::{InitError, InitSystem, ServiceChange, ServiceStatus},
+    init::{InitError, InitSystem, MainExit, ServiceChange, ServiceStatus},
     kernel::Observation,
 };
 
@@ -21,6 +21,9 @@ pub enum Event {
     Changed(ServiceChange),
     /// A restart or reload the executor ran has finished.
     ActionDone { service: String, what: &'static str, result: Result<(), InitError> },
+    /// What the init system recorded about a main-process exit the kernel side
+    /// reported without a status (`None`: it recorded nothing usable).
+    MainExit { service: String, pid: u32, record: Option<MainExit> },
     /// An `inspeqctl` request.
     Control(Control),
     /// SIGHUP or `inspeqctl reload`.

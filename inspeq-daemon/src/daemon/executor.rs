@@ -25,6 +25,22 @@ pub fn init_action(events: &mpsc::Sender<Event>, backend: Arc<dyn InitSystem>, s
     });
 }
 
+/// Asks `backend` how main process `pid` ended, in a task; the answer comes
+/// back as [`Event::MainExit`] (a failed or timed-out question as `None`).
+pub fn main_exit(events: &mpsc::Sender<Event>, backend: Arc<dyn InitSystem>, service: ServiceName, pid: u32) {
+    let events = events.clone();
+    tokio::spawn(async move {
+        let record = match backend.main_exit(&service, pid).await {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!("service `{service}`: how pid {pid} ended is unknown: {err}");
+                None
+            }
+        };
+        let _ = events.send(Event::MainExit { service: service.to_string(), pid, record }).await;
+    });
+}
+
 /// Runs `argv` with `env` added, in a task; logs how it ended.
 pub fn exec(argv: Vec<String>, env: Vec<(String, String)>) {
     tokio::spawn(async move {

@@ -327,9 +327,42 @@ impl Daemon {
         settings
     }
 
+    /// Hands the engine an exit that waited for the init system's record:
+    /// with the record's status when it has one for that pid, else unknown.
+    fn settle_exit(&mut self, name: &str, record: Option<crate::init::MainExit>) {
+        let now = self.now();
+        let Some(service) = self.services.get_mut(name) else { return };
+        let Some(mut exit) = service.pending_exit.take() else { return };
+        match record.filter(|r| r.pid == exit.pid) {
+            Some(record) => {
+                tracing::info!(
+                    "service `{name}`: {} says main process {} ended {:?}{}",
+                    service.backend.as_ref().map_or("the init system", |b| b.kind().name()),
+                    exit.pid,
+                    record.status,
+                    if record.clean { " (a success)" } else { "" }
+                );
+                exit.exit_code = record.status.exit_code();
+                exit.signal = record.status.signal();
+                exit.core_dumped = record.status.core_dumped();
+                exit.init_says_clean = record.clean;
+            }
+            None => tracing::info!("service `{name}`: how main process {} ended is unknown", exit.pid),
+        }
+        self.step(Input::ProcessExited(exit), now);
+        self.lookup(name);
+    }
+
     /// Takes a lookup's answer: re-keys the kernel watch and tells the engine
     /// about starts and stops.
     fn apply_status(&mut self, name: &str, status: ServiceStatus) {
+        // A new main process while an exit still waits for its record: the exit
+        // goes first, with what is known, so the engine sees down before up.
+        if let Some(service) = self.services.get(name)
+            && service.pending_exit.as_ref().is_some_and(|e| status.main_pid.is_some_and(|p| p != e.pid))
+        {
+            self.settle_exit(name, None);
+        }
         let now = self.now();
         let Some(service) = self.services.get_mut(name) else { return };
         let target = status.watch_target();
@@ -362,7 +395,8 @@ impl Daemon {
         }
         let was_up = service.started;
         let input = match (status.state, status.main_pid) {
-            (ServiceState::Up, Some(pid)) if was_up != Some(pid) => {
+            // Not the pid that just exited: that answer predates the manager reaping it.
+            (ServiceState::Up, Some(pid)) if was_up != Some(pid) && service.last_exited != Some(pid) => {
                 // Every start after the first is a restart, whoever asked for it.
                 if service.ever_started {
                     service.restarts += 1;
@@ -372,7 +406,36 @@ impl Daemon {
                 tracing::info!("service `{name}`: up, pid {pid} ({})", status.detail);
                 Some(Input::ProcessStarted { service: name.to_owned(), pid })
             }
+            (ServiceState::Down | ServiceState::NotFound, _) if was_up.is_some_and(|pid| !crate::init::process_alive(pid) && service.last_exited != Some(pid)) => {
+                // The manager saw the main process die before the kernel side
+                // reported it (the /proc tier's next poll, or a D-Bus message that
+                // won the race): an exit, settled with the manager's record.
+                let pid = was_up.unwrap_or_default();
+                service.started = None;
+                service.last_exited = Some(pid);
+                tracing::info!("service `{name}`: down ({}); main process {pid} is gone", status.detail);
+                let exit = engine::ProcessExit {
+                    service: name.to_owned(),
+                    pid,
+                    exit_code: None,
+                    signal: None,
+                    core_dumped: false,
+                    oom_killed: false,
+                    requested: service.restarting,
+                    init_says_clean: false,
+                };
+                match service.backend.clone() {
+                    Some(backend) => {
+                        service.pending_exit = Some(exit);
+                        executor::main_exit(&self.events, backend, service.name.clone(), pid);
+                        None
+                    }
+                    None => Some(Input::ProcessExited(exit)),
+                }
+            }
             (ServiceState::Down | ServiceState::NotFound, _) if was_up.is_some() => {
+                // Still alive: the manager is stopping it (systemd's `deactivating`),
+                // so its exit, when it comes, was asked for.
                 service.started = None;
                 tracing::info!("service `{name}`: down ({})", status.detail);
                 Some(Input::ServiceDown { service: name.to_owned() })
@@ -471,10 +534,11 @@ impl Daemon {
                     tracing::info!("service `{name}`: main process {} exited: {:?}{}", exit.pid, exit.status, if exit.oom_killed { " (OOM killed)" } else { "" });
                     let requested = service.restarting;
                     service.started = None;
+                    service.last_exited = Some(exit.pid);
                     if let Some(status) = &mut service.status {
                         *status = ServiceStatus::down(format!("pid {} exited", exit.pid));
                     }
-                    let input = Input::ProcessExited(engine::ProcessExit {
+                    let input = engine::ProcessExit {
                         service: name.clone(),
                         pid: exit.pid,
                         exit_code: exit.status.exit_code(),
@@ -482,8 +546,18 @@ impl Daemon {
                         core_dumped: exit.status.core_dumped(),
                         oom_killed: exit.oom_killed,
                         requested,
-                    });
-                    self.step(input, now);
+                        init_says_clean: false,
+                    };
+                    if exit.status == kernel::ExitStatus::Unknown
+                        && let Some(backend) = service.backend.clone()
+                    {
+                        // The init system reaped it and may know how it ended: ask
+                        // (bounded by the lookup timeout) before the engine decides.
+                        service.pending_exit = Some(input);
+                        executor::main_exit(&self.events, backend, service.name.clone(), exit.pid);
+                        continue;
+                    }
+                    self.step(Input::ProcessExited(input), now);
                     // The init system may bring it back by itself; a lookup finds out.
                     self.lookup(&name);
                 }
@@ -639,6 +713,11 @@ impl Daemon {
             }
             Event::Watchdog => self.notifier.notify("WATCHDOG=1"),
             Event::Kernel(observations) => self.kernel(observations),
+            Event::MainExit { service, pid, record } => {
+                if self.services.get(&service).and_then(|s| s.pending_exit.as_ref()).is_some_and(|e| e.pid == pid) {
+                    self.settle_exit(&service, record);
+                }
+            }
             Event::Cycle => self.cycle(),
             Event::Control(control) => self.control(control).await,
             Event::Shutdown => {}

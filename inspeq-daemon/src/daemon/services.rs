@@ -43,6 +43,12 @@ pub struct Service {
     pub ever_started: bool,
     /// The init system's change announcements, while the service is watched.
     pub subscription: Option<ChangeSubscription>,
+    /// A main-process exit the kernel side saw without its status, held back
+    /// while the init system is asked how it ended.
+    pub pending_exit: Option<crate::engine::ProcessExit>,
+    /// The main pid that exited last: a lookup answered before the manager reaped
+    /// it still names it as up, which is stale.
+    pub last_exited: Option<u32>,
 }
 
 impl Service {
@@ -62,6 +68,8 @@ impl Service {
             started: None,
             ever_started: false,
             subscription: None,
+            pending_exit: None,
+            last_exited: None,
         })
     }
 

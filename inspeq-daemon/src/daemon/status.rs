@@ -58,10 +58,9 @@ impl Daemon {
     pub(super) fn status(&mut self, with_metrics: bool) -> Status {
         let now = self.now();
         let stats = self.monitor.stats();
-        let (mode, fallback_reason) = match self.monitor.mode() {
-            Mode::Ebpf => ("ebpf".to_owned(), None),
-            Mode::Fallback { reason } => ("fallback".to_owned(), Some(reason.clone())),
-        };
+        let mode = self.monitor.mode();
+        let (tier, fallback_reason) = (mode.name().to_owned(), mode.reason().map(str::to_owned));
+        let blind_spots = mode.blind_spots().iter().map(|b| (*b).to_owned()).collect();
         let services = self
             .services
             .iter()
@@ -95,8 +94,9 @@ impl Daemon {
             cycle_secs: self.config.settings.cycle_time.as_secs(),
             silenced_for_secs: self.engine.silenced_until(now).map(|until| until.since(now).as_secs()),
             kernel: KernelHealth {
-                mode,
+                mode: tier,
                 fallback_reason,
+                blind_spots,
                 emitted: stats.emitted,
                 dropped: stats.dropped,
                 observations: self.observations,

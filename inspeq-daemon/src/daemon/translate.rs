@@ -133,7 +133,8 @@ pub fn alert(config: &Config, hostname: &str, event: &engine::Event, responses: 
             exit: match (exit.exit_code, exit.signal) {
                 (_, Some(signal)) => Exit::Signal { signal, core_dumped: exit.core_dumped },
                 (Some(code), None) => Exit::Code(code),
-                (None, None) => Exit::Code(0),
+                // Never a made-up code 0: an exit inspeq could not read is said to be one.
+                (None, None) => Exit::Unknown,
             },
         },
         EventKind::ProcessDown => alert::Event::ProcessDown,
@@ -176,6 +177,20 @@ mod tests {
         assert_eq!(a.event, alert::Event::Crashed { pid: 7, exit: Exit::Signal { signal: 9, core_dumped: false } });
         assert_eq!(a.actions, vec![Response::Restart]);
         assert_eq!(a.service, "web");
+    }
+
+    #[test]
+    fn an_unknown_exit_status_stays_unknown_in_the_alert() {
+        let config = config("check service web\n  if crashed then alert\n");
+        let rule = &config.services[0].rules[0];
+        let event = engine::Event {
+            target: engine::Target::Service("web".into()),
+            kind: EventKind::ProcessExited(engine::ExitStatus { pid: 7, exit_code: None, signal: None, core_dumped: false, oom_killed: false }),
+            rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
+        };
+        let a = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(a.event, alert::Event::Crashed { pid: 7, exit: Exit::Unknown });
+        assert_eq!(crate::alert::template::exit_text(Exit::Unknown), "exited with an unknown status");
     }
 
     #[test]

@@ -96,13 +96,31 @@ pub struct ProcessExit {
     pub oom_killed: bool,
     /// The exit was asked for (inspeq's own restart, or the init system stopping the unit): no event rule fires.
     pub requested: bool,
+    /// The init system judged the exit a success (systemd's `Result` is `success`, which honours
+    /// `SuccessExitStatus=`): no crash. Set only when the daemon had to ask it, because the kernel side could not
+    /// learn the status or the init system saw the exit first.
+    pub init_says_clean: bool,
 }
 
 impl ProcessExit {
-    /// A non-zero exit status or death by a signal.
+    /// Neither an exit code nor a signal is known: the kernel side saw the process vanish (pidfd, /proc polling)
+    /// and the init system could not say either.
+    #[must_use]
+    pub fn status_unknown(&self) -> bool {
+        self.exit_code.is_none() && self.signal.is_none()
+    }
+
+    /// A non-zero exit status or death by a signal. An exit whose status is unknown is a crash too, unless the
+    /// init system reported a clean result: a service that vanished is down, and silence would be the worse error.
     #[must_use]
     pub fn crashed(&self) -> bool {
-        self.exit_code.is_some_and(|c| c != 0) || self.signal.is_some() || self.oom_killed
+        if self.oom_killed {
+            return true;
+        }
+        if self.init_says_clean {
+            return false;
+        }
+        self.status_unknown() || self.exit_code.is_some_and(|c| c != 0) || self.signal.is_some()
     }
 }
 

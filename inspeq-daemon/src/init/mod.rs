@@ -229,6 +229,18 @@ impl ServiceStatus {
     }
 }
 
+/// How the manager says its main process ended (systemd's `ExecMainPID`,
+/// `ExecMainCode`, `ExecMainStatus` and the unit's `Result`): what the daemon
+/// uses when the kernel side saw an exit without its status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MainExit {
+    pub pid: u32,
+    pub status: crate::kernel::ExitStatus,
+    /// The manager judged it a success (`Result` is `success`: a clean exit, or
+    /// one listed in `SuccessExitStatus=`).
+    pub clean: bool,
+}
+
 /// A change an init system announced on its own (systemd's property changes):
 /// the service's status as looked up right after.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -361,6 +373,15 @@ pub trait InitSystem: Send + Sync {
 
     /// Asks the service to reload its configuration.
     fn reload<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ()>;
+
+    /// How the main process `pid` ended, as the manager recorded it; `None`
+    /// when this init system keeps no such record or it is about another
+    /// process by now. Asked only when the kernel side could not learn the
+    /// status; may wait (bounded by the lookup timeout) for the manager to reap it.
+    fn main_exit<'a>(&'a self, service: &'a ServiceName, pid: u32) -> InitFuture<'a, Option<MainExit>> {
+        let _ = (service, pid);
+        Box::pin(async { Ok(None) })
+    }
 
     /// Pushes a [`ServiceChange`] into `changes` whenever the manager announces
     /// that the service changed (state, main pid, cgroup), until the returned

@@ -26,7 +26,7 @@ use zbus::{
 };
 
 use super::{
-    ChangeSubscription, InitError, InitFuture, InitKind, InitSystem, ServiceCgroup, ServiceChange, ServiceName,
+    ChangeSubscription, InitError, InitFuture, InitKind, InitSystem, MainExit, ServiceCgroup, ServiceChange, ServiceName,
     ServiceState, ServiceStatus, Timeouts, cgroup2_mount, detect_wrapper,
 };
 
@@ -280,6 +280,41 @@ impl InitSystem for Systemd {
         Box::pin(self.job(service, "RestartUnit", "restart"))
     }
 
+    /// Reads `ExecMainPID`/`ExecMainCode`/`ExecMainStatus` and `Result` until the
+    /// manager has reaped `pid` (the kernel reports the exit before systemd
+    /// handles its SIGCHLD), within the lookup timeout.
+    fn main_exit<'a>(&'a self, service: &'a ServiceName, pid: u32) -> InitFuture<'a, Option<MainExit>> {
+        Box::pin(async move {
+            let limit = self.timeouts.lookup;
+            let dbus = |source| InitError::DBus { service: service.to_string(), action: "lookup", source: Box::new(source) };
+            let variant = |e| dbus(zbus::Error::Variant(e));
+            let unit = unit_name(service);
+            let read = async {
+                let path = self.unit_path(&unit).await.map_err(dbus)?;
+                let path = path.as_str();
+                loop {
+                    let main = u32::try_from(self.property(path, SERVICE, "ExecMainPID").await.map_err(dbus)?).map_err(variant)?;
+                    if main != pid {
+                        // A new main process replaced the record (or none was kept).
+                        return Ok(None);
+                    }
+                    let code = i32::try_from(self.property(path, SERVICE, "ExecMainCode").await.map_err(dbus)?).map_err(variant)?;
+                    if code != 0 {
+                        let value = i32::try_from(self.property(path, SERVICE, "ExecMainStatus").await.map_err(dbus)?).map_err(variant)?;
+                        let result = self.string_property(path, SERVICE, "Result").await.map_err(dbus)?;
+                        return Ok(exec_main_status(code, value).map(|status| MainExit { pid, status, clean: result == "success" }));
+                    }
+                    // Not reaped yet: systemd handles SIGCHLD within milliseconds.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            };
+            match tokio::time::timeout(limit, read).await {
+                Ok(result) => result,
+                Err(_) => Err(InitError::Timeout { init: InitKind::Systemd, service: service.to_string(), action: "lookup", after: limit }),
+            }
+        })
+    }
+
     fn reload<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ()> {
         Box::pin(self.job(service, "ReloadUnit", "reload"))
     }
@@ -324,6 +359,18 @@ impl InitSystem for Systemd {
     }
 }
 
+/// `ExecMainCode` (a `CLD_*` code from waitid) and `ExecMainStatus` as a wait
+/// status: `CLD_EXITED` carries the exit code, `CLD_KILLED`/`CLD_DUMPED` the signal.
+fn exec_main_status(code: i32, status: i32) -> Option<crate::kernel::ExitStatus> {
+    use crate::kernel::ExitStatus;
+    match code {
+        libc::CLD_EXITED => Some(ExitStatus::Exited(status)),
+        libc::CLD_KILLED => Some(ExitStatus::Signaled { signal: status, core_dumped: false }),
+        libc::CLD_DUMPED => Some(ExitStatus::Signaled { signal: status, core_dumped: true }),
+        _ => None,
+    }
+}
+
 /// What makes a status change worth announcing.
 fn key(status: &ServiceStatus) -> (ServiceState, Option<u32>, Option<u64>) {
     (status.state, status.main_pid, status.cgroup.as_ref().map(|c| c.id))
@@ -352,6 +399,15 @@ mod tests {
         assert_eq!(bus_address_for(Scope::User, Some(&dir)).unwrap(), format!("unix:path={}/bus", dir.display()));
         assert!(bus_address_for(Scope::User, None).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn exec_main_codes_become_wait_statuses() {
+        use crate::kernel::ExitStatus;
+        assert_eq!(exec_main_status(libc::CLD_EXITED, 3), Some(ExitStatus::Exited(3)));
+        assert_eq!(exec_main_status(libc::CLD_KILLED, 9), Some(ExitStatus::Signaled { signal: 9, core_dumped: false }));
+        assert_eq!(exec_main_status(libc::CLD_DUMPED, 11), Some(ExitStatus::Signaled { signal: 11, core_dumped: true }));
+        assert_eq!(exec_main_status(0, 0), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::{
 use super::{
     KernelError, KernelStats, Options, cgroup, descendants_and_self, monotonic_ns,
     observation::{ExitStatus, Observation, ProcessExited, RssDirection, WatchId},
-    watch::{WatchSettings, WatchTarget},
+    watch::{RssLimits, WatchSettings, WatchTarget},
 };
 
 enum Target {
@@ -33,8 +33,65 @@ struct Known {
     watch: WatchId,
     ppid: u32,
     comm: String,
+    rss: RssState,
+}
+
+/// A process's RSS as last reported against its watch's limits: above the
+/// threshold or not, and the size at the last report (for `delta`). Shared by the
+/// tiers that sample RSS from /proc rather than from the kernel's events.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct RssState {
     above: bool,
-    last_rss: u64,
+    last: u64,
+}
+
+impl RssState {
+    pub(super) fn starting_at(rss: u64) -> Self {
+        Self { above: false, last: rss }
+    }
+
+    /// Compares a new sample with the limits: the crossing to report, if any.
+    pub(super) fn observe(&mut self, watch: WatchId, pid: u32, rss: u64, limits: RssLimits, now: u64) -> Option<Observation> {
+        let direction = if limits.threshold != 0 && !self.above && rss >= limits.threshold {
+            self.above = true;
+            RssDirection::Up
+        } else if limits.threshold != 0 && self.above && rss < limits.threshold.saturating_sub(limits.hysteresis) {
+            self.above = false;
+            RssDirection::Down
+        } else if limits.delta != 0 && rss.abs_diff(self.last) >= limits.delta {
+            RssDirection::Moved
+        } else {
+            return None;
+        };
+        self.last = rss;
+        Some(Observation::RssCrossed {
+            watch,
+            pid,
+            direction,
+            rss_bytes: rss,
+            threshold_bytes: limits.threshold,
+            cgroup_id: 0,
+            ktime_ns: now,
+        })
+    }
+}
+
+/// `/proc/PID/comm`, empty when the process is gone.
+pub(super) fn read_comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim_end().to_owned()).unwrap_or_default()
+}
+
+/// Resident bytes from `/proc/PID/statm`.
+pub(super) fn read_rss(pid: u32, page_size: u64) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let resident: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(resident * page_size)
+}
+
+/// The wait status of `pid` if it is a zombie (its parent has not reaped it yet).
+pub(super) fn zombie_status(pid: u32) -> Option<u32> {
+    let stat = procfs::process::Process::new(pid as i32).ok()?.stat().ok()?;
+    if stat.state == 'Z' || stat.state == 'X' { stat.exit_code.map(|c| c as u32) } else { None }
 }
 
 pub struct ProcMonitor {
@@ -91,7 +148,7 @@ impl ProcMonitor {
                     return Err(KernelError::NoProcess(*pid));
                 }
                 // Seeded so the tree has a root to grow from.
-                self.known.insert(*pid, Known { watch: id, ppid: 0, comm: String::new(), above: false, last_rss: 0 });
+                self.known.insert(*pid, Known { watch: id, ppid: 0, comm: String::new(), rss: RssState::default() });
                 Target::Tree
             }
         };
@@ -111,12 +168,30 @@ impl ProcMonitor {
     /// `out` is not empty.
     pub async fn next_batch(&mut self, out: &mut Vec<Observation>) -> Result<(), KernelError> {
         loop {
-            self.interval.tick().await;
-            self.poll(out, None);
+            self.tick(out).await;
             if !out.is_empty() {
                 return Ok(());
             }
         }
+    }
+
+    /// Waits for the next cycle and polls once (the pidfd tier's scan).
+    pub(super) async fn tick(&mut self, out: &mut Vec<Observation>) {
+        self.interval.tick().await;
+        self.poll(out, None);
+    }
+
+    /// The pids the last poll found, with their watches.
+    pub(super) fn known(&self) -> impl Iterator<Item = (u32, WatchId)> + '_ {
+        self.known.iter().map(|(pid, k)| (*pid, k.watch))
+    }
+
+    /// Takes `pid` out of the known set, as an exit with `status` detected now
+    /// (the pidfd tier learned of it first, so no poll reports it again).
+    pub(super) fn exited(&mut self, pid: u32, status: ExitStatus) -> Option<Observation> {
+        let known = self.known.remove(&pid)?;
+        self.stats.emitted[0] += 1;
+        Some(exited(pid, &known, status, monotonic_ns()))
     }
 
     /// The pids each watch covers now.
@@ -170,34 +245,14 @@ impl ProcMonitor {
                 if forks && seed != Some(id) {
                     out.push(Observation::ProcessForked { watch: id, parent: seen.ppid, child: pid, cgroup_id: 0, ktime_ns: now });
                 }
-                Known { watch: id, ppid: seen.ppid, comm: seen.comm.clone(), above: false, last_rss: seen.rss }
+                Known { watch: id, ppid: seen.ppid, comm: seen.comm.clone(), rss: RssState::starting_at(seen.rss) }
             });
             known.ppid = seen.ppid;
             known.comm = seen.comm;
-            if let Some(limits) = rss_limits {
-                let direction = if limits.threshold != 0 && !known.above && seen.rss >= limits.threshold {
-                    known.above = true;
-                    Some(RssDirection::Up)
-                } else if limits.threshold != 0 && known.above && seen.rss < limits.threshold.saturating_sub(limits.hysteresis) {
-                    known.above = false;
-                    Some(RssDirection::Down)
-                } else if limits.delta != 0 && seen.rss.abs_diff(known.last_rss) >= limits.delta {
-                    Some(RssDirection::Moved)
-                } else {
-                    None
-                };
-                if let Some(direction) = direction {
-                    known.last_rss = seen.rss;
-                    out.push(Observation::RssCrossed {
-                        watch: id,
-                        pid,
-                        direction,
-                        rss_bytes: seen.rss,
-                        threshold_bytes: limits.threshold,
-                        cgroup_id: 0,
-                        ktime_ns: now,
-                    });
-                }
+            if let Some(limits) = rss_limits
+                && let Some(crossed) = known.rss.observe(id, pid, seen.rss, limits, now)
+            {
+                out.push(crossed);
             }
         }
         let gone: Vec<u32> = self

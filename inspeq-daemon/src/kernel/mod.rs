@@ -1,12 +1,21 @@
 //! The kernel side as the daemon sees it: start it, tell it what to watch, and
 //! receive [`Observation`]s.
 //!
-//! [`Monitor::start`] loads the eBPF programs when it can; when it cannot (not
-//! root, no BTF, no ring buffer) it logs one warning and falls back to polling
-//! /proc once per cycle, which yields the same observations, coarser.
+//! [`Monitor::start`] picks the first tier that works, and logs one warning when
+//! it is not eBPF:
+//!
+//! 1. eBPF (`ebpf`): everything, filtered in the kernel.
+//! 2. the netlink process connector (`proc_connector`): every exit with its wait
+//!    status and every fork, filtered here; CAP_NET_ADMIN on older kernels.
+//! 3. pidfds (`pidfd`): exits of the processes a /proc scan found, the moment
+//!    they happen, mostly without a status; Linux 5.3.
+//! 4. /proc polling once per cycle (`fallback`).
+//!
+//! All four yield the same [`Observation`]s; [`Mode`] says which runs and
+//! [`Mode::blind_spots`] what it cannot see. [`Options`] can rule tiers out.
 //!
 //! - `ebpf`: load, configure, attach, watch maps, ring-buffer reader.
-//! - `fallback`: the /proc polling monitor.
+//! - `proc_connector`, `pidfd`, `fallback`: the tiers without eBPF.
 //! - `decode`: raw records → observations (pure).
 //! - `btf`, `tracefs`: offsets of kernel struct members and tracepoint fields.
 //! - `cgroup`: cgroup v2 paths and ids.
@@ -17,6 +26,8 @@ mod decode;
 mod ebpf;
 mod fallback;
 mod observation;
+mod pidfd;
+mod proc_connector;
 mod tracefs;
 mod watch;
 
@@ -27,7 +38,9 @@ pub use ebpf::Layout;
 pub use observation::{ExitStatus, Observation, ProcessExited, RssDirection, WatchId};
 pub use watch::{RssLimits, WatchSettings, WatchTarget};
 
-pub use self::{btf::BtfError, cgroup::CgroupError, tracefs::TracefsError};
+pub use self::{
+    btf::BtfError, cgroup::CgroupError, pidfd::PidfdError, proc_connector::ProcConnectorError, tracefs::TracefsError,
+};
 
 /// Why the kernel side could not start or do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +83,10 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("process connector")]
+    ProcConnector(#[source] ProcConnectorError),
+    #[error(transparent)]
+    Pidfd(PidfdError),
     #[error("no process with pid {0}")]
     NoProcess(u32),
     #[error("no cgroup with id {0}")]
@@ -79,11 +96,16 @@ pub enum KernelError {
 /// How the kernel side runs.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Never try eBPF; poll /proc.
+    /// Never try eBPF (`--no-ebpf`).
     pub force_fallback: bool,
+    /// Never try the process connector (`--no-proc-connector`).
+    pub no_proc_connector: bool,
+    /// Never try pidfds (`--no-pidfd`): with all three off, /proc polling runs.
+    pub no_pidfd: bool,
     /// Ring-buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: Option<u32>,
-    /// The /proc fallback's polling period.
+    /// The period of the /proc scans (the /proc and pidfd tiers' membership, the
+    /// process connector's resync and RSS samples).
     pub cycle: Duration,
 }
 
@@ -91,18 +113,69 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             force_fallback: false,
+            no_proc_connector: false,
+            no_pidfd: false,
             ring_bytes: None,
             cycle: Duration::from_secs(15),
         }
     }
 }
 
-/// Which path delivers observations.
+/// Which path delivers observations. `reason` says why the tiers above it are
+/// not used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     Ebpf,
-    /// Polling /proc, with the reason eBPF is not used.
+    /// The netlink process connector.
+    ProcConnector { reason: String },
+    /// pidfds for known processes, /proc scans for membership.
+    Pidfd { reason: String },
+    /// Polling /proc once per cycle.
     Fallback { reason: String },
+}
+
+impl Mode {
+    /// The tier's name in `status` and `inspeqd trace`'s `ready` line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ebpf => "ebpf",
+            Self::ProcConnector { .. } => "proc_connector",
+            Self::Pidfd { .. } => "pidfd",
+            Self::Fallback { .. } => "proc",
+        }
+    }
+
+    /// Why eBPF (and the tiers between) are not running; `None` for eBPF.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Ebpf => None,
+            Self::ProcConnector { reason } | Self::Pidfd { reason } | Self::Fallback { reason } => Some(reason),
+        }
+    }
+
+    /// What this tier cannot see, for operators (`inspeqctl status`).
+    pub fn blind_spots(&self) -> &'static [&'static str] {
+        match self {
+            Self::Ebpf => &[],
+            Self::ProcConnector { .. } => &[
+                "RSS crossings are seen at the cycle's sample, not the instant",
+                "OOM kills are not flagged (a SIGKILL is reported)",
+                "RSS at exit",
+            ],
+            Self::Pidfd { .. } => &[
+                "exit statuses (unless the process is still a zombie; the init system may supply them)",
+                "processes that live less than a cycle",
+                "processes beyond the first 256 are seen exiting only at the next scan",
+                "RSS crossings between samples, OOM kills",
+            ],
+            Self::Fallback { .. } => &[
+                "exits until the next cycle's poll",
+                "exit statuses of processes already reaped (the init system may supply them)",
+                "processes that live less than a cycle",
+                "RSS crossings between polls, OOM kills",
+            ],
+        }
+    }
 }
 
 /// Counters of the kernel path, per record kind (exit, fork, rss).
@@ -115,6 +188,8 @@ pub struct KernelStats {
 
 enum Backend {
     Ebpf(Box<ebpf::EbpfMonitor>),
+    ProcConnector(proc_connector::ProcConnectorMonitor),
+    Pidfd(pidfd::PidfdMonitor),
     Proc(fallback::ProcMonitor),
 }
 
@@ -126,28 +201,50 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Starts the eBPF path, or the /proc fallback (with one warning) when eBPF
-    /// cannot be used. Must be called inside a tokio runtime.
+    /// Starts the first tier that works and `options` allows: eBPF, the process
+    /// connector, pidfds, /proc polling (which always starts). A tier other than
+    /// eBPF is announced with one warning saying why and what it cannot see.
+    /// Must be called inside a tokio runtime.
     pub fn start(options: &Options) -> Self {
-        let fallback = |reason: String| Self {
-            backend: Backend::Proc(fallback::ProcMonitor::new(options)),
-            mode: Mode::Fallback { reason },
-            next_id: 1,
-        };
-        if options.force_fallback {
-            return fallback("eBPF turned off by configuration".into());
-        }
-        match ebpf::EbpfMonitor::start(options) {
-            Ok(monitor) => Self { backend: Backend::Ebpf(Box::new(monitor)), mode: Mode::Ebpf, next_id: 1 },
-            Err(err) => {
-                let reason = error_chain(&err);
-                tracing::warn!(
-                    "kernel: eBPF unavailable ({reason}); polling /proc every {:?} instead: exit statuses and short-lived processes may be missed",
-                    options.cycle
-                );
-                fallback(reason)
+        let mut reasons: Vec<String> = Vec::new();
+        let monitor = |backend, mode| Self { backend, mode, next_id: 1 };
+        'ebpf: {
+            if options.force_fallback {
+                reasons.push("eBPF turned off by configuration".into());
+                break 'ebpf;
+            }
+            match ebpf::EbpfMonitor::start(options) {
+                Ok(m) => return monitor(Backend::Ebpf(Box::new(m)), Mode::Ebpf),
+                Err(err) => reasons.push(format!("eBPF unavailable: {}", error_chain(&err))),
             }
         }
+        let (backend, mode) = 'tiers: {
+            if options.no_proc_connector {
+                reasons.push("process connector turned off by configuration".into());
+            } else {
+                match proc_connector::ProcConnectorMonitor::start(options) {
+                    Ok(m) => break 'tiers (Backend::ProcConnector(m), Mode::ProcConnector { reason: reasons.join("; ") }),
+                    Err(err) => reasons.push(format!("process connector unavailable: {}", error_chain(&err))),
+                }
+            }
+            if options.no_pidfd {
+                reasons.push("pidfd turned off by configuration".into());
+            } else {
+                match pidfd::PidfdMonitor::start(options) {
+                    Ok(m) => break 'tiers (Backend::Pidfd(m), Mode::Pidfd { reason: reasons.join("; ") }),
+                    Err(err) => reasons.push(format!("pidfd unavailable: {}", error_chain(&err))),
+                }
+            }
+            (Backend::Proc(fallback::ProcMonitor::new(options)), Mode::Fallback { reason: reasons.join("; ") })
+        };
+        tracing::warn!(
+            "kernel: {}; using the {} tier (/proc scans every {:?}); it cannot see: {}",
+            mode.reason().unwrap_or_default(),
+            mode.name(),
+            options.cycle,
+            mode.blind_spots().join("; ")
+        );
+        monitor(backend, mode)
     }
 
     pub fn mode(&self) -> &Mode {
@@ -158,7 +255,7 @@ impl Monitor {
     pub fn attach_time(&self) -> Option<Duration> {
         match &self.backend {
             Backend::Ebpf(m) => Some(m.attach_time),
-            Backend::Proc(_) => None,
+            _ => None,
         }
     }
 
@@ -166,7 +263,7 @@ impl Monitor {
     pub fn layout(&self) -> Option<Layout> {
         match &self.backend {
             Backend::Ebpf(m) => Some(m.layout),
-            Backend::Proc(_) => None,
+            _ => None,
         }
     }
 
@@ -174,7 +271,7 @@ impl Monitor {
     pub fn missing_tracepoints(&self) -> &[String] {
         match &self.backend {
             Backend::Ebpf(m) => &m.missing,
-            Backend::Proc(_) => &[],
+            _ => &[],
         }
     }
 
@@ -182,7 +279,7 @@ impl Monitor {
     pub fn program_ids(&self) -> &[(&'static str, u32)] {
         match &self.backend {
             Backend::Ebpf(m) => &m.program_ids,
-            Backend::Proc(_) => &[],
+            _ => &[],
         }
     }
 
@@ -191,6 +288,8 @@ impl Monitor {
         let id = WatchId(self.next_id);
         match &mut self.backend {
             Backend::Ebpf(m) => m.watch(id, target, settings)?,
+            Backend::ProcConnector(m) => m.watch(id, target, settings)?,
+            Backend::Pidfd(m) => m.watch(id, target, settings)?,
             Backend::Proc(m) => m.watch(id, target, settings)?,
         }
         self.next_id += 1;
@@ -201,6 +300,8 @@ impl Monitor {
     pub fn unwatch(&mut self, id: WatchId) {
         match &mut self.backend {
             Backend::Ebpf(m) => m.unwatch(id),
+            Backend::ProcConnector(m) => m.unwatch(id),
+            Backend::Pidfd(m) => m.unwatch(id),
             Backend::Proc(m) => m.unwatch(id),
         }
     }
@@ -209,6 +310,8 @@ impl Monitor {
     pub async fn next_batch(&mut self, out: &mut Vec<Observation>) -> Result<(), KernelError> {
         match &mut self.backend {
             Backend::Ebpf(m) => m.next_batch(out).await,
+            Backend::ProcConnector(m) => m.next_batch(out).await,
+            Backend::Pidfd(m) => m.next_batch(out).await,
             Backend::Proc(m) => m.next_batch(out).await,
         }
     }
@@ -216,6 +319,8 @@ impl Monitor {
     pub fn stats(&mut self) -> KernelStats {
         match &mut self.backend {
             Backend::Ebpf(m) => m.stats(),
+            Backend::ProcConnector(m) => m.stats(),
+            Backend::Pidfd(m) => m.stats(),
             Backend::Proc(m) => m.stats(),
         }
     }

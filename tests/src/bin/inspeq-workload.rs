@@ -14,6 +14,9 @@
 //!                                                the process exits with CODE after 100 ms
 //!   inspeq-workload leader-exit CODE             the main thread ends with SYS_exit while another thread
 //!                                                runs on for 200 ms, then calls _exit(CODE) (exit_group)
+//!   inspeq-workload statuses N                   after a line on stdin, N children ending as child i of
+//!                                                the kernel tests' sequence does (exit codes, signals),
+//!                                                each reaped at once; prints "pid status" per child
 //!   inspeq-workload puma MARKS                   a master and two workers; SIGUSR1 replaces the workers
 //!                                                (Puma's phased restart) and marks `WORKERS pid pid`
 //!   inspeq-workload demo-service                 a long-running service for `cargo xtask demo`: SIGUSR1
@@ -31,6 +34,10 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
+
+/// The signals `statuses` kills every fifth child with, in turn.
+const STATUS_SIGNALS: [libc::c_int; 8] =
+    [libc::SIGTERM, libc::SIGKILL, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGABRT, libc::SIGQUIT, libc::SIGPIPE];
 
 fn join_cgroup() {
     if let Ok(dirs) = std::env::var("INSPEQ_JOIN_CGROUP") {
@@ -311,8 +318,33 @@ fn main() {
                 std::thread::sleep(gap);
             }
         }
+        Some("statuses") => {
+            // The caller watches this process before it forks anything.
+            let mut go = String::new();
+            std::io::stdin().read_line(&mut go).unwrap();
+            let mut out = std::io::stdout().lock();
+            for i in 0..num(1) as usize {
+                let signal = (i % 5 == 4).then(|| STATUS_SIGNALS[i / 5 % STATUS_SIGNALS.len()]);
+                // SAFETY: the child only calls async-signal-safe functions, then _exit.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    unsafe {
+                        if let Some(signal) = signal {
+                            // Rust ignores SIGPIPE; every signal here must kill by default.
+                            libc::signal(signal, libc::SIG_DFL);
+                            libc::kill(libc::getpid(), signal);
+                        }
+                        libc::_exit(((i * 37) % 256) as i32);
+                    }
+                }
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                writeln!(out, "{pid} {status}").unwrap();
+            }
+        }
         _ => {
-            eprintln!("usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | thread-exit CODE | leader-exit CODE | demo | serve MARKS");
+            eprintln!("usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | statuses N | thread-exit CODE | leader-exit CODE | demo | serve MARKS");
             std::process::exit(2);
         }
     }
