@@ -516,30 +516,49 @@ fn systemd_without_ebpf_and_the_proc_connector_a_kill9_is_alerted_within_a_cycle
     }
 }
 
-#[test]
-fn systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle() {
-    if !privileged_with("systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle", SYSTEMD_USER) {
-        return;
-    }
-    let manager = UserManager::start("daemon-memory");
-    let scratch = Scratch::new("daemon-systemd-memory");
+/// A service that grows by 96 MiB on SIGUSR1, under a real systemd user manager,
+/// watched by an inspeqd with one `rule` and a 30 s cycle: the only cycle before
+/// the growth is the one at start, so only the kernel's crossing can fire the
+/// rule before the next.
+struct Bloating {
+    manager: UserManager,
+    _scratch: Scratch,
+    marks_file: std::path::PathBuf,
+    service: String,
+    unit: String,
+    pid: u32,
+    daemon: Daemon,
+    cycle: Duration,
+}
+
+fn bloating(tag: &str, rule: &str) -> Bloating {
+    let manager = UserManager::start(&format!("daemon-{tag}"));
+    let scratch = Scratch::new(&format!("daemon-systemd-{tag}"));
     let marks_file = scratch.dir.join("marks");
-    let service = "inspeq-daemon-bloat";
+    let service = format!("inspeq-daemon-{tag}");
     let unit = format!("{service}.service");
     manager.add_unit(&unit, &workload_unit(&marks_file));
     manager.systemctl_ok(&["start", &unit]);
     let pid = main_pid(&manager, &unit);
     wait_for("the service to start", LIMIT, || marks(&marks_file).contains(&"START".to_owned()).then_some(()));
-
-    // A 30 s cycle: the only cycle before the alert is the one at start, before the
-    // service grows, so only the kernel's crossing can trigger the rule in time.
     let cycle = Duration::from_secs(30);
-    let daemon = Daemon::builder("systemd-memory")
+    let daemon = Daemon::builder(&format!("systemd-{tag}"))
         .file("inspeq.conf", &conf(cycle.as_secs()))
-        .file("services.d/bloat.inq", &format!("check service {service} with scope user\n  if memory:rss > 64m then alert, reload\n"))
+        .file("services.d/bloat.inq", &format!("check service {service} with scope user\n  {rule}\n"))
         .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
         .start();
-    assert_eq!(daemon.wait_up(service, INIT_LIMIT), pid);
+    assert_eq!(daemon.wait_up(&service, INIT_LIMIT), pid);
+    Bloating { manager, _scratch: scratch, marks_file, service, unit, pid, daemon, cycle }
+}
+
+#[test]
+fn systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle() {
+    if !privileged_with("systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle", SYSTEMD_USER) {
+        return;
+    }
+    let Bloating { manager, _scratch, marks_file, service, unit, pid, daemon, cycle } =
+        bloating("memory", "if memory:rss > 64m then alert, reload");
+    let service = service.as_str();
 
     // Grow past 64 MiB (96 MiB, touched).
     // SAFETY: kill(2) on the unit's main pid.
@@ -570,24 +589,10 @@ fn systemd_a_total_memory_rule_fires_at_the_services_crossing() {
     if !privileged_with("systemd_a_total_memory_rule_fires_at_the_services_crossing", SYSTEMD_USER) {
         return;
     }
-    let manager = UserManager::start("daemon-total");
-    let scratch = Scratch::new("daemon-systemd-total");
-    let marks_file = scratch.dir.join("marks");
-    let service = "inspeq-daemon-total";
-    let unit = format!("{service}.service");
-    manager.add_unit(&unit, &workload_unit(&marks_file));
-    manager.systemctl_ok(&["start", &unit]);
-    let pid = main_pid(&manager, &unit);
-    wait_for("the service to start", LIMIT, || marks(&marks_file).contains(&"START".to_owned()).then_some(()));
-
-    // As above: a 30 s cycle, so only the kernel's total can fire the rule in time.
-    let cycle = Duration::from_secs(30);
-    let daemon = Daemon::builder("systemd-total")
-        .file("inspeq.conf", &conf(cycle.as_secs()))
-        .file("services.d/total.inq", &format!("check service {service} with scope user\n  if memory:total_rss > 64m then alert\n"))
-        .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
-        .start();
-    assert_eq!(daemon.wait_up(service, INIT_LIMIT), pid);
+    // Every part bound: the user manager and scratch directory live to the end.
+    let Bloating { manager: _manager, _scratch, marks_file: _, service, unit: _, pid, daemon, cycle } =
+        bloating("total", "if memory:total_rss > 64m then alert");
+    let service = service.as_str();
     // SAFETY: kill(2) on the unit's main pid.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
     let alert = daemon.stdout.wait("the total memory alert", LIMIT, |l| is_alert(l, service, "rule_failed"));

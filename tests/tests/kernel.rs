@@ -455,7 +455,7 @@ fn the_proc_connector_follows_a_process_tree_and_leaves_others_alone() {
             .spawn()
             .unwrap();
         let root_pid = root.id();
-        let id = monitor.watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None }).unwrap();
+        let id = monitor.watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None, total_rss: None }).unwrap();
         let mut unrelated = Command::new("/bin/sh").arg("-c").arg("exit 9").spawn().unwrap();
         let unrelated_pid = unrelated.id();
         unrelated.wait().unwrap();

@@ -353,15 +353,7 @@ impl EbpfMonitor {
             let state = RssState { last_bytes: rss, now_bytes: rss, above: u32::from(above), total_watch: cfg.watch_id };
             self.rss_state.insert(pid, state, 0).map_err(|source| KernelError::Map { name: MAP_RSS_STATE, source })?;
             if above {
-                self.pending.push(Observation::RssCrossed {
-                    watch: WatchId(cfg.watch_id),
-                    pid,
-                    direction: RssDirection::Up,
-                    rss_bytes: rss,
-                    threshold_bytes: cfg.rss_threshold,
-                    cgroup_id,
-                    ktime_ns: now,
-                });
+                self.pending.push(crossed_up(cfg, pid, rss, cgroup_id, now));
             }
             total += rss;
             seeded.push((pid, rss));
@@ -408,15 +400,7 @@ impl EbpfMonitor {
             }
             let state = RssState { last_bytes: rss, above: 1, ..state };
             if self.rss_state.insert(pid, state, 0).is_ok() {
-                self.pending.push(Observation::RssCrossed {
-                    watch: WatchId(cfg.watch_id),
-                    pid,
-                    direction: RssDirection::Up,
-                    rss_bytes: rss,
-                    threshold_bytes: cfg.rss_threshold,
-                    cgroup_id,
-                    ktime_ns: super::monotonic_ns(),
-                });
+                self.pending.push(crossed_up(cfg, pid, rss, cgroup_id, super::monotonic_ns()));
             }
         }
     }
@@ -554,6 +538,19 @@ impl EbpfMonitor {
         // Reading stats must not swallow a drop report the loop has yet to emit.
         self.seen_dropped = before;
         self.stats
+    }
+}
+
+/// The crossing the kernel would have reported had it seen `pid` grow.
+fn crossed_up(cfg: &WatchConfig, pid: u32, rss: u64, cgroup_id: u64, ktime_ns: u64) -> Observation {
+    Observation::RssCrossed {
+        watch: WatchId(cfg.watch_id),
+        pid,
+        direction: RssDirection::Up,
+        rss_bytes: rss,
+        threshold_bytes: cfg.rss_threshold,
+        cgroup_id,
+        ktime_ns,
     }
 }
 
