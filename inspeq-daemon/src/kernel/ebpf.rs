@@ -30,7 +30,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 use super::{
     KernelError, KernelStats, Options,
     btf::Btf,
-    cgroup, decode,
+    cgroup, decode, fallback,
     observation::{Observation, RssDirection, WatchId},
     tracefs,
     watch::{WatchSettings, WatchTarget},
@@ -220,6 +220,8 @@ pub struct EbpfMonitor {
     stats: KernelStats,
     /// How this kernel lays out what the programs read.
     pub layout: Layout,
+    /// For RSS read from /proc when a watch is armed.
+    page_size: u64,
     /// Programs that did not attach (optional ones), for `status`.
     pub missing: Vec<String>,
     /// Kernel ids of the attached programs (for `bpftool prog show id N`).
@@ -296,6 +298,7 @@ impl EbpfMonitor {
             pending: Vec::new(),
             stats: KernelStats::default(),
             layout,
+            page_size: procfs::page_size(),
             missing,
             program_ids,
             attach_time: started.elapsed(),
@@ -307,11 +310,13 @@ impl EbpfMonitor {
     /// that will never come, and the watch's total starts with what they hold.
     pub fn watch(&mut self, id: WatchId, target: &WatchTarget, settings: WatchSettings) -> Result<(), KernelError> {
         let cfg = settings.to_wire(id);
+        // Only a watch with an RSS threshold needs its members (and their /proc reads) now.
+        let seeds = cfg.rss_threshold != 0 || cfg.total_threshold != 0;
         let (keys, members, cgroup_id) = match target {
             WatchTarget::Cgroup(path) => {
                 let dir = cgroup::resolve(path)?;
                 let cg = cgroup::id_of(&dir)?;
-                (Keys::Cgroup(cg), super::cgroup_members(&dir), cg)
+                (Keys::Cgroup(cg), if seeds { super::cgroup_members(&dir) } else { Vec::new() }, cg)
             }
             WatchTarget::CgroupId(cg) => (Keys::Cgroup(*cg), Vec::new(), *cg),
             WatchTarget::Tree(pid) => {
@@ -319,10 +324,10 @@ impl EbpfMonitor {
                 if pids.is_empty() {
                     return Err(KernelError::NoProcess(*pid));
                 }
-                (Keys::Tree(pids.clone()), pids, 0)
+                (Keys::Tree(pids.clone()), if seeds { pids } else { Vec::new() }, 0)
             }
         };
-        let seeded = if cfg.rss_threshold != 0 || cfg.total_threshold != 0 { self.seed(&cfg, &members, cgroup_id)? } else { Vec::new() };
+        let seeded = if seeds { self.seed(&cfg, &members, cgroup_id)? } else { Vec::new() };
         match &keys {
             Keys::Cgroup(cg) => self.insert_cgroup(*cg, cfg)?,
             Keys::Tree(pids) => {
@@ -348,7 +353,7 @@ impl EbpfMonitor {
         let mut total = 0u64;
         let now = super::monotonic_ns();
         for &pid in members {
-            let Some(rss) = proc_rss_bytes(pid) else { continue };
+            let Some(rss) = fallback::read_rss(pid, self.page_size) else { continue };
             let above = cfg.rss_threshold != 0 && rss >= cfg.rss_threshold;
             let state = RssState { last_bytes: rss, now_bytes: rss, above: u32::from(above), total_watch: cfg.watch_id };
             self.rss_state.insert(pid, state, 0).map_err(|source| KernelError::Map { name: MAP_RSS_STATE, source })?;
@@ -390,7 +395,7 @@ impl EbpfMonitor {
             if was >= cfg.rss_threshold {
                 continue;
             }
-            let Some(rss) = proc_rss_bytes(pid) else { continue };
+            let Some(rss) = fallback::read_rss(pid, self.page_size) else { continue };
             if rss < cfg.rss_threshold {
                 continue;
             }
@@ -602,16 +607,6 @@ fn load_and_attach(offsets: &Offsets, options: &Options, cgroup_walk: u32) -> Re
         }
     }
     Ok((ebpf, missing, program_ids))
-}
-
-/// Resident bytes of `pid` from `/proc/PID/statm`, as the kernel counts them
-/// (file + anon + shmem pages).
-fn proc_rss_bytes(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    Some(pages * page)
 }
 
 fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Observation>, stats: &mut KernelStats) {
