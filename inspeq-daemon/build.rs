@@ -21,6 +21,11 @@ fn main() -> anyhow::Result<()> {
         .process()
         .map_err(|e| anyhow!("LALRPOP grammar failed to compile: {e}"))?;
 
+    // Once a build script prints any `rerun-if`, cargo reruns it only for what
+    // it names: the grammars must be named, or an edited grammar is not regenerated.
+    for grammar in ["src/config/checks.lalrpop", "src/config/global.lalrpop"] {
+        println!("cargo:rerun-if-changed={grammar}");
+    }
     println!("cargo:rerun-if-env-changed=INSPEQ_BPF_TOOLCHAIN");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     if std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {

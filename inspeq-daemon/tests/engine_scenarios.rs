@@ -6,8 +6,8 @@
 
 use inspeq_daemon::config::{Diagnostic, load};
 use inspeq_daemon::engine::{
-    Action, EngineState, EventKind, Input, ProcessExit, Sample, Target, Timestamp, step,
-    swap_used_percent,
+    Action, EngineState, EventKind, ExitCause, Input, ProcessExit, Sample, Target, Timestamp,
+    step, swap_used_percent,
 };
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -49,6 +49,18 @@ fn describe(action: &Action) -> String {
                     format!("`{text}`: {restarts} restarts in {}s", window.as_secs())
                 }
                 EventKind::FlappingRecovered => format!("recovered `{text}`"),
+                EventKind::RestartFailed { reason } => format!("restart failed: {reason}"),
+                EventKind::WorkerDied(exit) => match exit.signal {
+                    Some(signal) if exit.oom_killed => {
+                        format!("`{text}`: worker {} oom-killed ({signal})", exit.pid)
+                    }
+                    Some(signal) => format!("`{text}`: worker {} on signal {signal}", exit.pid),
+                    None => format!("`{text}`: worker {}", exit.pid),
+                },
+                EventKind::WorkerDeaths { deaths, window } => {
+                    format!("`{text}`: {deaths} worker deaths in {}s", window.as_secs())
+                }
+                EventKind::WorkerDeathsRecovered => format!("recovered `{text}`"),
                 EventKind::JobOverdue { job, .. } => format!("job {job} overdue"),
                 EventKind::JobRan { job } => format!("job {job} ran"),
             };
@@ -59,6 +71,7 @@ fn describe(action: &Action) -> String {
             )
         }
         Action::Restart { service } => format!("restart {service}"),
+        Action::InitRestarts { service } => format!("init restarts {service}"),
         Action::Reload { service } => format!("reload {service}"),
         Action::Unmonitor { service } => format!("unmonitor {service}"),
         Action::Exec { argv, .. } => format!("exec {}", argv.join(" ")),
@@ -102,7 +115,9 @@ fn exit(service: &str, exit_code: Option<i32>, signal: Option<i32>) -> Input {
         signal,
         core_dumped: false,
         oom_killed: false,
-        requested: false,
+        cause: ExitCause::Unexpected {
+            init_restarts: false,
+        },
         init_says_clean: false,
     })
 }
@@ -390,7 +405,9 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
         signal: Some(9),
         core_dumped: false,
         oom_killed: true,
-        requested: false,
+        cause: ExitCause::Unexpected {
+            init_restarts: false,
+        },
         init_says_clean: false,
     });
     let requested = Input::ProcessExited(ProcessExit {
@@ -400,7 +417,7 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
         signal: Some(15),
         core_dumped: false,
         oom_killed: false,
-        requested: true,
+        cause: ExitCause::Restart,
         init_says_clean: false,
     });
     play(
@@ -455,7 +472,9 @@ fn an_exit_with_an_unknown_status_is_a_crash_unless_the_init_system_says_it_was_
         signal: None,
         core_dumped: false,
         oom_killed: false,
-        requested: false,
+        cause: ExitCause::Unexpected {
+            init_restarts: false,
+        },
         init_says_clean: true,
     });
     play(
@@ -464,7 +483,8 @@ fn an_exit_with_an_unknown_status_is_a_crash_unless_the_init_system_says_it_was_
             (0, started("web", 100), NONE),
             // Unknown: `crashed` matches, `exit_code` rules (which need a code) do not.
             (1, exit("web", None, None), &["alert - web: `crashed` on exit", "restart web"]),
-            (2, started("web", 101), NONE),
+            // The crash alert opened the service's condition: the next start resolves it.
+            (2, started("web", 101), &["alert - web: up as pid 101"]),
             (3, clean, NONE),
         ],
     );
@@ -493,6 +513,7 @@ fn without_exit_rules_a_service_reports_down_and_up_like_inspeqtor() {
                 6,
                 Input::ServiceDown {
                     service: "web".into(),
+                    stopped: false,
                 },
                 NONE,
             ),
@@ -733,7 +754,9 @@ fn a_reload_keeps_deploy_silence_unmonitor_and_job_runs() {
         signal: Some(9),
         core_dumped: false,
         oom_killed: false,
-        requested: false,
+        cause: ExitCause::Unexpected {
+            init_restarts: false,
+        },
         init_says_clean: false,
     });
     play(
@@ -750,4 +773,213 @@ fn a_reload_keeps_deploy_silence_unmonitor_and_job_runs() {
     assert!(s.is_silenced(Timestamp::from_secs(3120)), "the deploy silence goes on");
     let (_, last_run, overdue) = s.jobs().next().unwrap();
     assert_eq!((last_run, overdue), (Timestamp::from_secs(3000), false), "the job's last run is kept");
+}
+
+/// An exit of `pid` with `cause`, killed by `signal`.
+fn ended(service: &str, pid: u32, signal: i32, cause: ExitCause) -> Input {
+    Input::ProcessExited(ProcessExit {
+        service: service.to_owned(),
+        pid,
+        exit_code: None,
+        signal: Some(signal),
+        core_dumped: false,
+        oom_killed: false,
+        cause,
+        init_says_clean: false,
+    })
+}
+
+const CRASH: ExitCause = ExitCause::Unexpected {
+    init_restarts: false,
+};
+
+fn worker(service: &str, pid: u32, signal: i32, oom_killed: bool) -> Input {
+    Input::WorkerDied(ProcessExit {
+        service: service.to_owned(),
+        pid,
+        exit_code: None,
+        signal: Some(signal),
+        core_dumped: false,
+        oom_killed,
+        cause: CRASH,
+        init_says_clean: false,
+    })
+}
+
+#[test]
+fn an_exit_the_init_system_was_asked_for_is_no_crash_and_its_next_start_is_quiet() {
+    // The seed's Puma: `systemctl stop` and `systemctl restart` end the master by SIGTERM.
+    let inq = "check service puma\n  if crashed then alert, restart\n";
+    let mut s = engine(&[("puma.inq", inq)]);
+    play(
+        &mut s,
+        vec![
+            (0, started("puma", 10), NONE),
+            (5, ended("puma", 10, 15, ExitCause::InitStopped), NONE),
+            // The init system says it is stopped; that is where it stays.
+            (6, Input::ServiceDown { service: "puma".into(), stopped: true }, NONE),
+            (20, Input::Cycle, NONE),
+            // The operator starts it again: nothing was open, nothing to resolve.
+            (30, started("puma", 11), NONE),
+            // inspeq's own restart: the same.
+            (40, ended("puma", 11, 15, ExitCause::Restart), NONE),
+            (41, started("puma", 12), NONE),
+        ],
+    );
+    assert_eq!(s.counts("puma").0, 2, "two new main processes after the first");
+}
+
+#[test]
+fn a_crash_the_init_system_restarts_by_itself_is_alerted_but_not_restarted_twice() {
+    let inq = "check service web\n  if crashed then alert, restart\n";
+    let mut s = engine(&[("web.inq", inq)]);
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 10), NONE),
+            (
+                5,
+                ended("web", 10, 9, ExitCause::Unexpected { init_restarts: true }),
+                &["alert - web: `crashed` on signal 9", "init restarts web"],
+            ),
+            // Every down has its up: the crash alert opened the service's condition.
+            (6, started("web", 11), &["alert - web: up as pid 11"]),
+        ],
+    );
+    assert_eq!(s.counts("web").0, 1);
+}
+
+#[test]
+fn a_failed_restart_is_alerted_with_its_cause_and_resolved_by_the_next_start() {
+    let inq = "check service web\n  if memory:rss > 1g then alert, restart\n";
+    let mut s = engine(&[("web.inq", inq)]);
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 10), NONE),
+            (15, svc("web", &[("memory:rss", 2.0 * GIB)]), &["alert - web: failed `memory:rss > 1g` (2147483648)", "restart web"]),
+            (16, ended("web", 10, 15, ExitCause::Restart), NONE),
+            (
+                46,
+                Input::RestartFailed { service: "web".into(), reason: "systemd: restart web: job ended with result `failed`".into() },
+                &["alert - web: restart failed: systemd: restart web: job ended with result `failed`"],
+            ),
+            (60, started("web", 11), &["alert - web: up as pid 11"]),
+        ],
+    );
+}
+
+#[test]
+fn without_a_restarts_rule_a_service_that_keeps_dying_is_unmonitored_after_the_restart_limit() {
+    let inq = "check service web\n  if crashed then alert, restart\n";
+    let mut s = engine(&[("web.inq", inq)]);
+    let described = |actions: Vec<Action>| actions.iter().map(describe).collect::<Vec<_>>();
+    step(&mut s, started("web", 100), Timestamp::ZERO);
+    // Five crashes and restarts within the limit: each alerted, restarted, and resolved by its start.
+    for i in 1..=5u32 {
+        let at = u64::from(i) * 10;
+        let crash = step(&mut s, ended("web", 99 + i, 9, CRASH), Timestamp::from_secs(at));
+        assert_eq!(described(crash), ["alert - web: `crashed` on signal 9", "restart web"], "crash {i}");
+        let up = step(&mut s, started("web", 100 + i), Timestamp::from_secs(at + 1));
+        assert_eq!(described(up), [format!("alert - web: up as pid {}", 100 + i)], "start {i}");
+    }
+    play(
+        &mut s,
+        vec![
+            (60, ended("web", 105, 9, CRASH), &["alert - web: `crashed` on signal 9", "restart web"]),
+            (
+                61,
+                started("web", 106),
+                &[
+                    "alert - web: up as pid 106",
+                    "alert - web: `restarts > 5 within 5 minutes (the restart limit)`: 6 restarts in 300s",
+                    "unmonitor web",
+                ],
+            ),
+            // Unmonitored: no more restarts, whatever happens.
+            (70, ended("web", 106, 9, CRASH), NONE),
+        ],
+    );
+    // `set restart_limit 0` lifts the cap; a check's own `restarts` rule replaces it.
+    for files in [
+        vec![("inspeq.conf", "set restart_limit 0\n"), ("web.inq", inq)],
+        vec![("web.inq", "check service web\n  if crashed then alert, restart\n  if restarts > 50 within 1 minute then alert\n")],
+    ] {
+        let mut s = engine(&files);
+        step(&mut s, started("web", 100), Timestamp::ZERO);
+        for i in 1..=10u32 {
+            let at = u64::from(i) * 2;
+            step(&mut s, ended("web", 99 + i, 9, CRASH), Timestamp::from_secs(at));
+            let actions = step(&mut s, started("web", 100 + i), Timestamp::from_secs(at + 1));
+            assert!(!actions.iter().any(|a| matches!(a, Action::Unmonitor { .. })), "{files:?}: {actions:?}");
+        }
+    }
+}
+
+#[test]
+fn a_service_that_died_during_a_deploy_and_is_still_down_after_it_is_judged_then() {
+    let inq = "check service web\n  if crashed then alert, restart\n";
+    let mut s = engine(&[("web.inq", inq), ("api.inq", "check service api\n  if memory:rss > 1g then alert\n")]);
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 10), NONE),
+            (0, started("api", 20), NONE),
+            (5, Input::DeployStarted, NONE),
+            (6, ended("web", 10, 9, CRASH), NONE),
+            (7, ended("api", 20, 9, CRASH), NONE),
+            (8, started("api", 21), NONE),
+            (10, Input::DeployFinished, NONE),
+            // One grace cycle (15 s) for what the deploy restarted.
+            (20, Input::Cycle, NONE),
+            // web is still down: its rule runs now; api came back during the deploy: nothing.
+            (30, Input::Cycle, &["alert - web: `crashed` on signal 9", "restart web"]),
+            (31, started("web", 11), &["alert - web: up as pid 11"]),
+            (45, Input::Cycle, NONE),
+        ],
+    );
+    // Without exit rules, the built-in down alert, once.
+    let mut s = engine(&[("api.inq", "check service api\n  if memory:rss > 1g then alert\n")]);
+    play(
+        &mut s,
+        vec![
+            (0, started("api", 20), NONE),
+            (5, Input::DeployStarted, NONE),
+            (7, Input::ServiceDown { service: "api".into(), stopped: false }, NONE),
+            (10, Input::DeployFinished, NONE),
+            (30, Input::Cycle, &["alert - api: down"]),
+            (45, Input::Cycle, NONE),
+        ],
+    );
+}
+
+#[test]
+fn worker_deaths_by_a_signal_are_events_and_can_be_counted() {
+    let inq = "check service puma\n\
+               \x20 if worker crashed then alert\n\
+               \x20 if worker oom_killed then alert\n\
+               \x20 if worker crashed > 2 within 1 minute then restart\n";
+    let mut s = engine(&[("puma.inq", inq)]);
+    play(
+        &mut s,
+        vec![
+            (0, started("puma", 10), NONE),
+            (1, worker("puma", 11, 9, false), &["alert - puma: `worker crashed`: worker 11 on signal 9"]),
+            // A phased restart TERMs its workers: no event.
+            (2, worker("puma", 12, 15, false), NONE),
+            (
+                3,
+                worker("puma", 13, 9, true),
+                &["alert - puma: `worker crashed`: worker 13 oom-killed (9)", "alert - puma: `worker oom_killed`: worker 13 oom-killed (9)"],
+            ),
+            (
+                4,
+                worker("puma", 14, 11, false),
+                &["alert - puma: `worker crashed`: worker 14 on signal 11", "restart puma"],
+            ),
+            // Counted once per episode; it ends when the window holds no more than 2.
+            (5, worker("puma", 15, 9, false), &["alert - puma: `worker crashed`: worker 15 on signal 9"]),
+        ],
+    );
+    assert_eq!(s.counts("puma"), (0, 4, 1));
 }

@@ -87,6 +87,25 @@ pub enum Event {
         pid: u32,
         rss_bytes: Option<u64>,
     },
+    /// A restart inspeq asked for failed, or the init system gave up bringing
+    /// the service back; `reason` is the init system's own answer.
+    RestartFailed {
+        reason: String,
+    },
+    /// A process of the service other than its main one died by a signal.
+    WorkerCrashed {
+        pid: u32,
+        exit: Exit,
+    },
+    /// The OOM killer chose a process of the service other than its main one.
+    WorkerOomKilled {
+        pid: u32,
+    },
+    /// More than a rule's count of workers died within its window.
+    WorkerDeaths {
+        deaths: u32,
+        within_secs: u64,
+    },
     RuleFailed(RuleState),
     RuleRecovered(RuleState),
     /// The init system restarted the service (inspeq asked, or it did on its own).
@@ -156,6 +175,11 @@ pub enum Comparison {
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     Restart,
+    /// The init system (`init`: systemd, runit, ...) restarts it by itself;
+    /// inspeq sent no restart of its own.
+    InitRestarts {
+        init: String,
+    },
     Reload,
     Unmonitor,
     /// Ran a command (argv joined for display).
@@ -221,6 +245,10 @@ impl Event {
             Event::ProcessUp { .. } => "process_up",
             Event::Crashed { .. } => "crashed",
             Event::OomKilled { .. } => "oom_killed",
+            Event::RestartFailed { .. } => "restart_failed",
+            Event::WorkerCrashed { .. } => "worker_crashed",
+            Event::WorkerOomKilled { .. } => "worker_oom_killed",
+            Event::WorkerDeaths { .. } => "worker_deaths",
             Event::RuleFailed(_) => "rule_failed",
             Event::RuleRecovered(_) => "rule_recovered",
             Event::Restarted { .. } => "restarted",
@@ -245,9 +273,17 @@ impl Event {
         match self {
             // A crash or an OOM kill takes the process down: the next ProcessUp
             // resolves all three.
-            Event::ProcessDown | Event::ProcessUp { .. } | Event::Crashed { .. } | Event::OomKilled { .. } => {
-                stateful("process".into(), "InspeqServiceDown", Severity::Critical)
+            // A failed restart leaves it down the same way.
+            Event::ProcessDown
+            | Event::ProcessUp { .. }
+            | Event::Crashed { .. }
+            | Event::OomKilled { .. }
+            | Event::RestartFailed { .. } => stateful("process".into(), "InspeqServiceDown", Severity::Critical),
+            // The service keeps running: each death is news, nothing stays open.
+            Event::WorkerCrashed { .. } | Event::WorkerOomKilled { .. } => {
+                one_shot("worker", "InspeqWorkerDied", Severity::Error)
             }
+            Event::WorkerDeaths { .. } => one_shot("workers", "InspeqWorkersDying", Severity::Error),
             Event::RuleFailed(r) | Event::RuleRecovered(r) => {
                 stateful(format!("rule:{}", r.rule), "InspeqRuleFailed", Severity::Error)
             }

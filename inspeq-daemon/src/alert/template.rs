@@ -33,6 +33,12 @@ fn what(alert: &Alert) -> String {
             Some(rss) => format!("{t} was killed by the OOM killer: pid {pid}, {} resident", bytes(*rss)),
             None => format!("{t} was killed by the OOM killer: pid {pid}"),
         },
+        Event::RestartFailed { reason } => format!("{t} is down and its restart failed: {reason}"),
+        Event::WorkerCrashed { pid, exit } => format!("a worker of {t} died: pid {pid} {}", exit_text(*exit)),
+        Event::WorkerOomKilled { pid } => format!("a worker of {t} was killed by the OOM killer: pid {pid}"),
+        Event::WorkerDeaths { deaths, within_secs } => {
+            format!("{t} is losing workers: {deaths} died within {}", duration(*within_secs))
+        }
         Event::RuleFailed(rule) => {
             let mut s = format!("{t}: {} is {}, {} {}", rule.metric, rule.value, comparison(rule), rule.threshold);
             if let Some(secs) = rule.for_secs {
@@ -68,19 +74,32 @@ fn comparison(rule: &RuleState) -> &'static str {
     }
 }
 
-/// What inspeq did, as a sentence (empty when it did nothing).
+/// What inspeq did, as a sentence (empty when it did nothing), then who
+/// brings the service back when its init system does that by itself.
 fn did(alert: &Alert) -> String {
+    let mut init = None;
     let parts: Vec<String> = alert
         .actions
         .iter()
-        .map(|a| match a {
-            Response::Restart => "restarting it".to_owned(),
-            Response::Reload => "reloading it".to_owned(),
-            Response::Unmonitor => "no longer monitoring it".to_owned(),
-            Response::Exec(cmd) => format!("running `{cmd}`"),
+        .filter_map(|a| match a {
+            Response::Restart => Some("restarting it".to_owned()),
+            Response::Reload => Some("reloading it".to_owned()),
+            Response::Unmonitor => Some("no longer monitoring it".to_owned()),
+            Response::Exec(cmd) => Some(format!("running `{cmd}`")),
+            Response::InitRestarts { init: name } => {
+                init = Some(name.as_str());
+                None
+            }
         })
         .collect();
-    if parts.is_empty() { String::new() } else { format!("inspeq is {}.", parts.join(", then ")) }
+    let mut s = if parts.is_empty() { String::new() } else { format!("inspeq is {}.", parts.join(", then ")) };
+    if let Some(init) = init {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        let _ = write!(s, "{init} is restarting it.");
+    }
+    s
 }
 
 /// One line for chat and logs.
@@ -152,7 +171,16 @@ pub fn details(alert: &Alert) -> Vec<(String, String)> {
             add("restarts", restarts.to_string());
             add("within", duration(*within_secs));
         }
-        Event::Unmonitored { reason } => add("reason", reason.clone()),
+        Event::Unmonitored { reason } | Event::RestartFailed { reason } => add("reason", reason.clone()),
+        Event::WorkerCrashed { pid, exit } => {
+            add("pid", pid.to_string());
+            add("exit", exit_text(*exit));
+        }
+        Event::WorkerOomKilled { pid } => add("pid", pid.to_string()),
+        Event::WorkerDeaths { deaths, within_secs } => {
+            add("deaths", deaths.to_string());
+            add("within", duration(*within_secs));
+        }
         Event::JobOverdue { job, every_secs } => {
             add("job", job.clone());
             add("every", duration(*every_secs));

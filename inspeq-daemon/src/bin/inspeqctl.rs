@@ -106,7 +106,11 @@ fn print_status(status: &Status) {
     for s in &status.services {
         let pid = s.pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "no pid".into());
         let how = s.watched_by.as_deref().map(|w| format!(", watched by {w}")).unwrap_or_default();
-        println!("\n{} ({}) {} {pid}, {} process(es), {} restart(s){how}", s.name, if s.init.is_empty() { "?" } else { &s.init }, s.state, s.processes, s.restarts);
+        let workers = match s.workers.crashed {
+            0 => String::new(),
+            n => format!(", {n} worker(s) died ({} OOM-killed)", s.workers.oom_killed),
+        };
+        println!("\n{} ({}) {} {pid}, {} process(es), {} restart(s){workers}{how}", s.name, if s.init.is_empty() { "?" } else { &s.init }, s.state, s.processes, s.restarts);
         if let Some(w) = &s.wrapper {
             println!("  note: the main pid is a wrapper ({w}); the whole tree/cgroup is watched");
         }

@@ -121,6 +121,14 @@ pub enum Condition {
     },
     /// `exited`, `crashed`, `oom_killed`, `signaled [SIG]`: a word and an optional argument.
     Event { name: Text, arg: Option<Text> },
+    /// `worker crashed > 3 within 1 minute`: an event of two words, counted in a window.
+    EventCount {
+        name: Text,
+        arg: Text,
+        op: (Op, Span),
+        amount: Text,
+        within: Vec<Text>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

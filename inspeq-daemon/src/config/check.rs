@@ -13,8 +13,8 @@ use crate::config::diagnostic::{Diagnostic, SourceFile};
 use crate::config::metrics::{self, EventSubject, MetricKind, Scope, Unit};
 use crate::config::model::{
     ActionSpec, Channel, Check, CheckKind, Condition, Email, InitKind, Job, Location, LogLevel,
-    MetricName, MetricRule, Op, ProcessSelector, Route, Rule, Settings, Suffix, Tls, UnitScope,
-    Window,
+    MetricName, MetricRule, Op, ProcessSelector, RestartLimit, Route, Rule, Settings, Suffix, Tls,
+    UnitScope, Window, WorkerEvent,
 };
 
 /// What the files checked so far have declared, for the checks that span files.
@@ -43,7 +43,7 @@ fn at(loc: &Location) -> String {
 // ---------------------------------------------------------------------------------------------------------------
 // inspeq.conf
 
-const SETTINGS: &str = "cycle_time, deploy_length, log_level, expose_port, statsd_location, socket, state_dir or metrics_listen";
+const SETTINGS: &str = "cycle_time, deploy_length, log_level, expose_port, statsd_location, socket, state_dir, metrics_listen, restart_limit or restart_window";
 
 pub fn check_global(
     file: &SourceFile<'_>,
@@ -144,6 +144,24 @@ fn set(
                     value.span,
                     format!("invalid statsd location `{v}`, expected HOST:PORT"),
                 ));
+            }
+        }
+        "restart_limit" => match v.parse::<u32>() {
+            Ok(0) => s.restart_limit = None,
+            Ok(count) => {
+                let window = s.restart_limit.unwrap_or_default().window;
+                s.restart_limit = Some(RestartLimit { count, window });
+            }
+            Err(_) => out.push(file.error(
+                value.span,
+                format!("invalid restart limit `{v}`, expected a whole number of restarts (0: no limit)"),
+            )),
+        },
+        "restart_window" => {
+            if let Some(window) = seconds(out, 1)
+                && let Some(limit) = &mut s.restart_limit
+            {
+                limit.window = window;
             }
         }
         "socket" => s.socket = Some(v.to_owned()),
@@ -894,6 +912,16 @@ fn condition(
                         }
                     }
                 },
+                Some(EventSubject::Worker) => {
+                    let what = arg.as_ref().and_then(|a| worker_event(&a.value));
+                    if what.is_none() {
+                        let span = arg
+                            .as_ref()
+                            .map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
+                        out.push(file.error(span, WORKER_EXPECTED));
+                    }
+                    what.map(|what| Condition::Worker { what, more_than: None })
+                }
                 Some(EventSubject::ExitCode | EventSubject::Forks | EventSubject::Restarts) => {
                     let example = match subject {
                         Some(EventSubject::ExitCode) => "exit_code != 0",
@@ -948,6 +976,32 @@ fn condition(
                     None
                 }
             }
+        }
+        ast::Condition::EventCount {
+            name,
+            arg,
+            op,
+            amount,
+            within,
+        } => {
+            if metrics::event_subject(&name.value) != Some(EventSubject::Worker) {
+                out.push(file.error(
+                    name.span,
+                    format!("`{} {}` cannot be counted, expected `worker crashed > 3 within 1 minute`", name.value, arg.value),
+                ));
+                return None;
+            }
+            if is_host {
+                out.push(file.error(name.span, "`worker` is an event of a service, expected a host metric such as swap, load:5 or disk:/"));
+                return None;
+            }
+            let Some(what) = worker_event(&arg.value) else {
+                out.push(file.error(arg.span, WORKER_EXPECTED));
+                return None;
+            };
+            let word = format!("worker {}", arg.value);
+            let more_than = count_within(file, &word, *op, amount, Some(within), out)?;
+            Some(Condition::Worker { what, more_than: Some(more_than) })
         }
         ast::Condition::Compare {
             metric,
@@ -1082,59 +1136,11 @@ fn event_compare(
                 }
             }
         }
-        EventSubject::Restarts => {
-            if !matches!(op, Op::Gt | Op::Ge) {
-                out.push(file.error(
-                    op_span,
-                    "`restarts` is compared with `>` or `>=`, like `restarts > 3 within 5 minutes`",
-                ));
-                return None;
-            }
-            let Ok(n) = amount.value.parse::<u32>() else {
-                out.push(file.error(
-                    amount.span,
-                    format!(
-                        "invalid restart count `{}`, expected a whole number",
-                        amount.value
-                    ),
-                ));
-                return None;
-            };
-            // `>= N` is "more than N - 1"; `>= 0` would hold with no restart at all.
-            let count = match op {
-                Op::Ge if n == 0 => {
-                    out.push(file.error(
-                        amount.span,
-                        "`restarts >= 0` always holds, expected a count of at least 1",
-                    ));
-                    return None;
-                }
-                Op::Ge => n - 1,
-                _ => n,
-            };
-            let Some(words) = within else {
-                out.push(file.error(
-                    Span::new(amount.span.end, amount.span.end + 1),
-                    "`restarts` needs a window, expected `within DURATION` or `within N cycles`",
-                ));
-                return None;
-            };
-            let texts: Vec<&str> = words.iter().map(|w| w.value.as_str()).collect();
-            let span = Span::new(words[0].span.start, words[words.len() - 1].span.end);
-            match parse_window(&texts) {
-                Ok(amount::Span::Time(d)) => Some(Condition::Restarts {
-                    count,
-                    window: Window::Time(d),
-                }),
-                Ok(amount::Span::Cycles(c)) => Some(Condition::Restarts {
-                    count,
-                    window: Window::Cycles(c),
-                }),
-                Err(e) => {
-                    out.push(file.error(span, e.to_string()));
-                    None
-                }
-            }
+        EventSubject::Restarts => count_within(file, word, (op, op_span), amount, within, out)
+            .map(|(count, window)| Condition::Restarts { count, window }),
+        EventSubject::Worker => {
+            out.push(file.error(metric.span, WORKER_EXPECTED));
+            None
         }
         EventSubject::Exited
         | EventSubject::Crashed
@@ -1144,6 +1150,71 @@ fn event_compare(
                 op_span,
                 format!("`{word}` takes no comparison, expected `if {word} then ...`"),
             ));
+            None
+        }
+    }
+}
+
+const WORKER_EXPECTED: &str = "expected `worker crashed` or `worker oom_killed`";
+
+fn worker_event(word: &str) -> Option<WorkerEvent> {
+    match word {
+        "crashed" => Some(WorkerEvent::Crashed),
+        "oom_killed" => Some(WorkerEvent::OomKilled),
+        _ => None,
+    }
+}
+
+/// `> N within WINDOW` after an event that is counted (`restarts`, `worker crashed`): more than the count
+/// within the window, `>= N` being more than N - 1.
+fn count_within(
+    file: &SourceFile<'_>,
+    word: &str,
+    (op, op_span): (Op, Span),
+    amount: &Text,
+    within: Option<&[Text]>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<(u32, Window)> {
+    if !matches!(op, Op::Gt | Op::Ge) {
+        out.push(file.error(
+            op_span,
+            format!("`{word}` is compared with `>` or `>=`, like `{word} > 3 within 5 minutes`"),
+        ));
+        return None;
+    }
+    let Ok(n) = amount.value.parse::<u32>() else {
+        out.push(file.error(
+            amount.span,
+            format!("invalid count `{}`, expected a whole number", amount.value),
+        ));
+        return None;
+    };
+    // `>= 0` would hold with nothing counted at all.
+    let count = match op {
+        Op::Ge if n == 0 => {
+            out.push(file.error(
+                amount.span,
+                format!("`{word} >= 0` always holds, expected a count of at least 1"),
+            ));
+            return None;
+        }
+        Op::Ge => n - 1,
+        _ => n,
+    };
+    let Some(words) = within else {
+        out.push(file.error(
+            Span::new(amount.span.end, amount.span.end + 1),
+            format!("`{word}` needs a window, expected `within DURATION` or `within N cycles`"),
+        ));
+        return None;
+    };
+    let texts: Vec<&str> = words.iter().map(|w| w.value.as_str()).collect();
+    let span = Span::new(words[0].span.start, words[words.len() - 1].span.end);
+    match parse_window(&texts) {
+        Ok(amount::Span::Time(d)) => Some((count, Window::Time(d))),
+        Ok(amount::Span::Cycles(c)) => Some((count, Window::Cycles(c))),
+        Err(e) => {
+            out.push(file.error(span, e.to_string()));
             None
         }
     }

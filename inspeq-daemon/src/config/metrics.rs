@@ -488,6 +488,8 @@ pub enum EventSubject {
     Forks,
     /// `if restarts > N within WINDOW`.
     Restarts,
+    /// `if worker crashed`, `if worker oom_killed`, `if worker crashed > N within WINDOW`.
+    Worker,
 }
 
 pub static EVENT_SUBJECTS: &[(&str, EventSubject)] = &[
@@ -498,6 +500,7 @@ pub static EVENT_SUBJECTS: &[(&str, EventSubject)] = &[
     ("exit_code", EventSubject::ExitCode),
     ("forks", EventSubject::Forks),
     ("restarts", EventSubject::Restarts),
+    ("worker", EventSubject::Worker),
 ];
 
 #[must_use]

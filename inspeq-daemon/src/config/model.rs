@@ -51,6 +51,8 @@ pub struct Settings {
     pub state_dir: Option<String>,
     /// `set metrics_listen`: address of the Prometheus endpoint.
     pub metrics_listen: Option<String>,
+    /// `None`: `set restart_limit 0`, no cap.
+    pub restart_limit: Option<RestartLimit>,
 }
 
 impl Default for Settings {
@@ -64,6 +66,7 @@ impl Default for Settings {
             socket: None,
             state_dir: None,
             metrics_listen: None,
+            restart_limit: Some(RestartLimit::default()),
         }
     }
 }
@@ -229,6 +232,38 @@ pub enum Condition {
         count: u32,
         window: Window,
     },
+    /// `worker crashed`, `worker oom_killed`: another process of the service than its main one died by a signal
+    /// or the OOM killer. With `> N within W`, more than `count` such deaths within the window.
+    Worker {
+        what: WorkerEvent,
+        more_than: Option<(u32, Window)>,
+    },
+}
+
+/// Which worker deaths a `worker` rule counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// Killed by a signal other than a stop signal, or dumped core, or OOM-killed.
+    Crashed,
+    OomKilled,
+}
+
+/// The built-in cap on restarts (`set restart_limit N`, `set restart_window DURATION`): a service with a rule
+/// that restarts it and no `restarts` rule of its own is unmonitored, with one alert, after more than `count`
+/// restarts within `window`, so a restart can never loop unbounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartLimit {
+    pub count: u32,
+    pub window: Duration,
+}
+
+impl Default for RestartLimit {
+    fn default() -> Self {
+        RestartLimit {
+            count: 5,
+            window: Duration::from_mins(5),
+        }
+    }
 }
 
 impl Condition {

@@ -89,7 +89,7 @@ pub struct ServiceStatus {
     pub name: String,
     /// `systemd`, `runit`, ... or `process` for `check process`.
     pub init: String,
-    /// `up`, `down`, `not_found`, `unmonitored`, `starting`.
+    /// `up`, `down`, `not_found`, `unmonitored`, `starting`, `stopping`.
     pub state: String,
     pub pid: Option<u32>,
     pub cgroup: Option<String>,
@@ -99,8 +99,22 @@ pub struct ServiceStatus {
     /// whole cgroup or tree is watched so the real server's crash is still seen.
     pub wrapper: Option<String>,
     pub processes: usize,
+    /// New main processes after the first, as the init system confirmed them
+    /// (inspeq's restarts, the init system's own, an operator's).
     pub restarts: u64,
+    /// Deaths of the service's other processes by a signal or the OOM killer.
+    #[serde(default)]
+    pub workers: WorkerCounts,
     pub rules: Vec<RuleStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCounts {
+    /// Killed by a signal other than a stop signal (`TERM`, `INT`, `HUP`,
+    /// `PIPE`), dumped core, or OOM-killed.
+    pub crashed: u64,
+    /// Of those, chosen by the OOM killer.
+    pub oom_killed: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -36,7 +36,7 @@ use self::{
     event::Event,
     history::History,
     notify::Notifier,
-    services::{Backends, Service, Services},
+    services::{Backends, PendingExit, Service, Services},
 };
 use crate::{
     alert::{self, Outbox, OutboxConfig, Response, Routes},
@@ -48,12 +48,12 @@ use crate::{
         protocol::{Request, Response as Reply, Show},
         server::{self, Control},
     },
-    engine::{self, Action, EngineState, Input, Sample, Target, Timestamp},
+    engine::{self, Action, EngineState, ExitCause, Input, Sample, Target, Timestamp},
     export::{
         prometheus,
         statsd::{self, Statsd, StatsdKind},
     },
-    init::{ServiceState, ServiceStatus},
+    init::{Intent, ServiceState, ServiceStatus},
     kernel::{self, Monitor, Observation, RssDirection, RssLimits, WatchSettings},
     metrics,
 };
@@ -327,44 +327,92 @@ impl Daemon {
         settings
     }
 
-    /// Hands the engine an exit that waited for the init system's record:
-    /// with the record's status when it has one for that pid, else unknown.
+    /// Holds a main-process exit back and asks the init system about it: an
+    /// operator's stop and a crash look alike to the kernel, and only the init
+    /// system knows whether it restarts the service by itself. Without a backend
+    /// the exit goes to the engine as it is.
+    fn exit_seen(&mut self, name: &str, exit: engine::ProcessExit, intent_before: Intent) {
+        let now = self.now();
+        let Some(service) = self.services.get_mut(name) else { return };
+        service.started = None;
+        service.last_exited = Some(exit.pid);
+        if service.restarting {
+            tracing::info!("service `{name}`: main process {} ended by the restart inspeq asked for", exit.pid);
+            let exit = engine::ProcessExit { cause: ExitCause::Restart, ..exit };
+            self.step(Input::ProcessExited(exit), now);
+            self.lookup(name);
+            return;
+        }
+        match service.backend.clone() {
+            Some(backend) => {
+                let pid = exit.pid;
+                service.pending_exit = Some(PendingExit { exit, intent_before });
+                executor::main_exit(&self.events, backend, service.name.clone(), pid);
+            }
+            None => {
+                self.step(Input::ProcessExited(exit), now);
+                self.lookup(name);
+            }
+        }
+    }
+
+    /// Hands the engine an exit that waited for the init system's word: who
+    /// asked for it, whether the init system restarts it by itself, and its
+    /// status when the kernel side could not learn it.
     fn settle_exit(&mut self, name: &str, record: Option<crate::init::MainExit>) {
         let now = self.now();
         let Some(service) = self.services.get_mut(name) else { return };
-        let Some(mut exit) = service.pending_exit.take() else { return };
-        match record.filter(|r| r.pid == exit.pid) {
-            Some(record) => {
-                tracing::info!(
-                    "service `{name}`: {} says main process {} ended {:?}{}",
-                    service.backend.as_ref().map_or("the init system", |b| b.kind().name()),
-                    exit.pid,
-                    record.status,
-                    if record.clean { " (a success)" } else { "" }
-                );
-                exit.exit_code = record.status.exit_code();
-                exit.signal = record.status.signal();
-                exit.core_dumped = record.status.core_dumped();
-                exit.init_says_clean = record.clean;
+        let Some(PendingExit { mut exit, intent_before }) = service.pending_exit.take() else { return };
+        let init = service.backend.as_ref().map_or("the init system", |b| b.kind().name());
+        let record = record.filter(|r| r.pid == exit.pid);
+        if exit.status_unknown() {
+            match record.and_then(|r| r.status.map(|status| (status, r.clean))) {
+                Some((status, clean)) => {
+                    tracing::info!("service `{name}`: {init} says main process {} ended {status:?}{}", exit.pid, if clean { " (a success)" } else { "" });
+                    exit.exit_code = status.exit_code();
+                    exit.signal = status.signal();
+                    exit.core_dumped = status.core_dumped();
+                    exit.init_says_clean = clean;
+                }
+                None => tracing::info!("service `{name}`: how main process {} ended is unknown", exit.pid),
             }
-            None => tracing::info!("service `{name}`: how main process {} ended is unknown", exit.pid),
         }
+        let intent = record.map_or(intent_before, |r| if intent_before.stops() { intent_before } else { r.intent });
+        exit.cause = if intent.stops() {
+            tracing::info!(
+                "service `{name}`: main process {} stopped by {init} ({}); not a crash, not restarted",
+                exit.pid,
+                if intent == Intent::Restart { "a restart was asked of it" } else { "a stop was asked of it" }
+            );
+            ExitCause::InitStopped
+        } else {
+            let init_restarts = intent == Intent::AutoRestart;
+            if init_restarts {
+                tracing::info!("service `{name}`: {init} restarts it by itself");
+            }
+            service.awaiting_init_restart = init_restarts;
+            ExitCause::Unexpected { init_restarts }
+        };
         self.step(Input::ProcessExited(exit), now);
-        self.lookup(name);
+        let held = self.services.get_mut(name).map(|s| std::mem::take(&mut s.held)).unwrap_or_default();
+        if held.is_empty() {
+            self.lookup(name);
+        }
+        for status in held {
+            self.apply_status(name, status);
+        }
     }
 
     /// Takes a lookup's answer: re-keys the kernel watch and tells the engine
-    /// about starts and stops.
+    /// about starts and stops. A restart is a new main pid the init system
+    /// confirms, alive, and not the one that just exited.
     fn apply_status(&mut self, name: &str, status: ServiceStatus) {
-        // A new main process while an exit still waits for its record: the exit
-        // goes first, with what is known, so the engine sees down before up.
-        if let Some(service) = self.services.get(name)
-            && service.pending_exit.as_ref().is_some_and(|e| status.main_pid.is_some_and(|p| p != e.pid))
-        {
-            self.settle_exit(name, None);
-        }
         let now = self.now();
         let Some(service) = self.services.get_mut(name) else { return };
+        if service.pending_exit.is_some() {
+            service.held.push(status);
+            return;
+        }
         let target = status.watch_target();
         let old_target = service.status.as_ref().and_then(ServiceStatus::watch_target);
         if target != old_target || service.watch.is_none() {
@@ -394,26 +442,35 @@ impl Daemon {
             tracing::info!("service `{name}`: main pid is a wrapper ({wrapper:?}); its whole tree or cgroup is watched");
         }
         let was_up = service.started;
-        let input = match (status.state, status.main_pid) {
-            // Not the pid that just exited: that answer predates the manager reaping it.
-            (ServiceState::Up, Some(pid)) if was_up != Some(pid) && service.last_exited != Some(pid) => {
-                // Every start after the first is a restart, whoever asked for it.
-                if service.ever_started {
-                    service.restarts += 1;
+        let mut input = None;
+        match (status.state, status.main_pid) {
+            (ServiceState::Up, Some(pid)) if was_up == Some(pid) => {}
+            (ServiceState::Up, Some(pid)) => {
+                if service.last_exited == Some(pid) || !crate::init::process_alive(pid) {
+                    // An answer from before the manager reaped it: the next lookup
+                    // (or announcement) says what replaced it.
+                    tracing::debug!("service `{name}`: stale answer names exited pid {pid}");
+                    return;
                 }
-                service.ever_started = true;
+                if let Some(old) = was_up {
+                    // A new main process without an exit of the old one seen: the
+                    // old one ended unobserved; its end is settled first.
+                    tracing::info!("service `{name}`: main process {old} was replaced by {pid}");
+                }
                 service.started = Some(pid);
+                service.awaiting_init_restart = false;
                 tracing::info!("service `{name}`: up, pid {pid} ({})", status.detail);
-                Some(Input::ProcessStarted { service: name.to_owned(), pid })
+                input = Some(Input::ProcessStarted { service: name.to_owned(), pid });
             }
-            (ServiceState::Down | ServiceState::NotFound, _) if was_up.is_some_and(|pid| !crate::init::process_alive(pid) && service.last_exited != Some(pid)) => {
-                // The manager saw the main process die before the kernel side
+            (ServiceState::Down | ServiceState::NotFound, _)
+                if was_up.is_some_and(|pid| !crate::init::process_alive(pid) && service.last_exited != Some(pid)) =>
+            {
+                // The manager saw the main process end before the kernel side
                 // reported it (the /proc tier's next poll, or a D-Bus message that
-                // won the race): an exit, settled with the manager's record.
+                // won the race): an exit, settled with the manager's word.
                 let pid = was_up.unwrap_or_default();
-                service.started = None;
-                service.last_exited = Some(pid);
                 tracing::info!("service `{name}`: down ({}); main process {pid} is gone", status.detail);
+                let intent_before = service.status.as_ref().map_or(Intent::Run, |s| s.intent);
                 let exit = engine::ProcessExit {
                     service: name.to_owned(),
                     pid,
@@ -421,27 +478,32 @@ impl Daemon {
                     signal: None,
                     core_dumped: false,
                     oom_killed: false,
-                    requested: service.restarting,
+                    cause: ExitCause::Unexpected { init_restarts: false },
                     init_says_clean: false,
                 };
-                match service.backend.clone() {
-                    Some(backend) => {
-                        service.pending_exit = Some(exit);
-                        executor::main_exit(&self.events, backend, service.name.clone(), pid);
-                        None
-                    }
-                    None => Some(Input::ProcessExited(exit)),
+                service.status = Some(status);
+                self.exit_seen(name, exit, intent_before);
+                return;
+            }
+            // Stopping, or down while its process still runs: the exit, when the
+            // kernel reports it, is judged with the init system's word.
+            (ServiceState::Stopping | ServiceState::Down | ServiceState::NotFound, _) if was_up.is_some() => {
+                tracing::info!("service `{name}`: {}", status.detail);
+            }
+            (ServiceState::Down | ServiceState::NotFound, _) if service.restarting => {}
+            (ServiceState::Down | ServiceState::NotFound, _) => {
+                if service.awaiting_init_restart && status.intent != Intent::AutoRestart {
+                    service.awaiting_init_restart = false;
+                    let init = service.backend.as_ref().map_or("the init system", |b| b.kind().name());
+                    let reason = format!("{init} did not bring it back: {}", status.detail);
+                    tracing::error!("service `{name}`: {reason}");
+                    input = Some(Input::RestartFailed { service: name.to_owned(), reason });
+                } else {
+                    input = Some(Input::ServiceDown { service: name.to_owned(), stopped: status.intent == Intent::Stop });
                 }
             }
-            (ServiceState::Down | ServiceState::NotFound, _) if was_up.is_some() => {
-                // Still alive: the manager is stopping it (systemd's `deactivating`),
-                // so its exit, when it comes, was asked for.
-                service.started = None;
-                tracing::info!("service `{name}`: down ({})", status.detail);
-                Some(Input::ServiceDown { service: name.to_owned() })
-            }
-            _ => None,
-        };
+            _ => {}
+        }
         service.status = Some(status);
         if let Some(input) = input {
             self.step(input, now);
@@ -460,6 +522,10 @@ impl Daemon {
         for action in &actions {
             let (target, response) = match action {
                 Action::Restart { service } => (service.clone(), Response::Restart),
+                Action::InitRestarts { service } => {
+                    let init = self.services.get(service).and_then(|s| s.backend.as_ref()).map_or("the init system", |b| b.kind().name());
+                    (service.clone(), Response::InitRestarts { init: init.to_owned() })
+                }
                 Action::Reload { service } => (service.clone(), Response::Reload),
                 Action::Unmonitor { service } => (service.clone(), Response::Unmonitor),
                 Action::Exec { argv, event } => (event.target.to_string(), Response::Exec(argv.join(" "))),
@@ -490,6 +556,9 @@ impl Daemon {
                     self.raised += 1;
                 }
                 Action::Restart { service } => self.init_action(&service, "restart"),
+                Action::InitRestarts { service } => {
+                    tracing::info!("service `{service}`: its init system restarts it; inspeq sends no second restart");
+                }
                 Action::Reload { service } => self.init_action(&service, "reload"),
                 Action::Unmonitor { service } => tracing::warn!("service `{service}`: unmonitored until `inspeqctl remonitor {service}`"),
                 Action::Exec { argv, event } => {
@@ -528,16 +597,6 @@ impl Daemon {
                     let Some(service) = self.services.get_mut(&name) else { continue };
                     service.members.remove(&exit.pid);
                     let main = service.status.as_ref().is_some_and(|s| s.is_main_process(exit.pid));
-                    if !main {
-                        continue;
-                    }
-                    tracing::info!("service `{name}`: main process {} exited: {:?}{}", exit.pid, exit.status, if exit.oom_killed { " (OOM killed)" } else { "" });
-                    let requested = service.restarting;
-                    service.started = None;
-                    service.last_exited = Some(exit.pid);
-                    if let Some(status) = &mut service.status {
-                        *status = ServiceStatus::down(format!("pid {} exited", exit.pid));
-                    }
                     let input = engine::ProcessExit {
                         service: name.clone(),
                         pid: exit.pid,
@@ -545,21 +604,27 @@ impl Daemon {
                         signal: exit.status.signal(),
                         core_dumped: exit.status.core_dumped(),
                         oom_killed: exit.oom_killed,
-                        requested,
+                        cause: ExitCause::Unexpected { init_restarts: false },
                         init_says_clean: false,
                     };
-                    if exit.status == kernel::ExitStatus::Unknown
-                        && let Some(backend) = service.backend.clone()
-                    {
-                        // The init system reaped it and may know how it ended: ask
-                        // (bounded by the lookup timeout) before the engine decides.
-                        service.pending_exit = Some(input);
-                        executor::main_exit(&self.events, backend, service.name.clone(), exit.pid);
+                    if !main {
+                        // A worker: an event only when it dies by a signal while the
+                        // service is up and nobody (inspeq, the init system) is stopping it.
+                        let stopping = service.restarting
+                            || service.started.is_none()
+                            || service.status.as_ref().is_some_and(|s| s.intent.stops() || s.state != ServiceState::Up);
+                        if !stopping && input.worker_crashed() {
+                            tracing::info!("service `{name}`: worker {} died: {:?}{}", exit.pid, exit.status, if exit.oom_killed { " (OOM killed)" } else { "" });
+                            self.step(Input::WorkerDied(input), now);
+                        }
                         continue;
                     }
-                    self.step(Input::ProcessExited(input), now);
-                    // The init system may bring it back by itself; a lookup finds out.
-                    self.lookup(&name);
+                    tracing::info!("service `{name}`: main process {} exited: {:?}{}", exit.pid, exit.status, if exit.oom_killed { " (OOM killed)" } else { "" });
+                    let intent_before = service.status.as_ref().map_or(Intent::Run, |s| s.intent);
+                    if let Some(status) = &mut service.status {
+                        *status = ServiceStatus::down(format!("pid {} exited", exit.pid)).with_intent(intent_before);
+                    }
+                    self.exit_seen(&name, input, intent_before);
                 }
                 Observation::ProcessForked { watch, child, .. } => {
                     let Some(name) = self.watches.get(&watch).cloned() else { continue };
@@ -703,6 +768,11 @@ impl Daemon {
                 }
                 match result {
                     Ok(()) => tracing::info!("service `{name}`: {what} done"),
+                    Err(err) if what == "restart" => {
+                        tracing::error!("service `{name}`: {what} failed: {err}");
+                        let now = self.now();
+                        self.step(Input::RestartFailed { service: name.clone(), reason: err.to_string() }, now);
+                    }
                     Err(err) => tracing::error!("service `{name}`: {what} failed: {err}"),
                 }
                 self.lookup(&name);
@@ -714,7 +784,7 @@ impl Daemon {
             Event::Watchdog => self.notifier.notify("WATCHDOG=1"),
             Event::Kernel(observations) => self.kernel(observations),
             Event::MainExit { service, pid, record } => {
-                if self.services.get(&service).and_then(|s| s.pending_exit.as_ref()).is_some_and(|e| e.pid == pid) {
+                if self.services.get(&service).and_then(|s| s.pending_exit.as_ref()).is_some_and(|e| e.exit.pid == pid) {
                     self.settle_exit(&service, record);
                 }
             }

@@ -11,7 +11,7 @@ use std::{
 use crate::{
     config::model::{Check, CheckKind, InitKind as ConfigInit, ProcessSelector, UnitScope},
     init::{
-        Argv, ChangeSubscription, InitD, InitDOptions, InitKind, InitSystem, ProcessLocator, ProcessOptions, ProcessService, ReloadSignal,
+        Argv, ChangeSubscription, InitD, InitDOptions, InitKind, InitSystem, Intent, ProcessLocator, ProcessOptions, ProcessService, ReloadSignal,
         Runit, RunitOptions, Scope, ServiceName, ServiceState, ServiceStatus, Systemd, SystemdOptions, Upstart,
         UpstartOptions, detect,
     },
@@ -36,19 +36,28 @@ pub struct Service {
     pub reported_missing: bool,
     /// A restart inspeq asked for is running: the exit it causes is no crash.
     pub restarting: bool,
-    pub restarts: u64,
     /// The pid the engine was told is up, while it is.
     pub started: Option<u32>,
-    /// It was up at least once (the first start is no restart).
-    pub ever_started: bool,
     /// The init system's change announcements, while the service is watched.
     pub subscription: Option<ChangeSubscription>,
-    /// A main-process exit the kernel side saw without its status, held back
-    /// while the init system is asked how it ended.
-    pub pending_exit: Option<crate::engine::ProcessExit>,
+    /// A main-process exit held back while the init system is asked about it.
+    pub pending_exit: Option<PendingExit>,
+    /// Statuses that arrived while an exit was pending, applied (latest last)
+    /// once it is settled, so the engine sees the down before the next up.
+    pub held: Vec<ServiceStatus>,
     /// The main pid that exited last: a lookup answered before the manager reaped
     /// it still names it as up, which is stale.
     pub last_exited: Option<u32>,
+    /// The last exit was a crash the init system said it restarts by itself: if it
+    /// reports the service down instead, it gave up (systemd's start limit).
+    pub awaiting_init_restart: bool,
+}
+
+/// A main-process exit waiting for the init system's word on it.
+pub struct PendingExit {
+    pub exit: crate::engine::ProcessExit,
+    /// What the init system meant to do, as it said before the exit.
+    pub intent_before: Intent,
 }
 
 impl Service {
@@ -64,12 +73,12 @@ impl Service {
             looking_up: false,
             reported_missing: false,
             restarting: false,
-            restarts: 0,
             started: None,
-            ever_started: false,
             subscription: None,
             pending_exit: None,
+            held: Vec::new(),
             last_exited: None,
+            awaiting_init_restart: false,
         })
     }
 

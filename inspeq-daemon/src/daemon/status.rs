@@ -4,7 +4,7 @@
 
 use super::Daemon;
 use crate::{
-    control::protocol::{AlertHealth, JobStatus, KernelHealth, MetricValue, RuleStatus, ServiceStatus, Status},
+    control::protocol::{AlertHealth, JobStatus, KernelHealth, MetricValue, RuleStatus, ServiceStatus, Status, WorkerCounts},
     engine::{Phase, Target},
     export::prometheus,
     init::ServiceState,
@@ -44,7 +44,7 @@ impl Daemon {
         prometheus::Snapshot {
             metrics: self.history.latest().map(|(t, m, v)| (t.to_owned(), m.to_owned(), v)).collect(),
             rules,
-            services: self.services.iter().map(|(n, s)| (n.clone(), s.main_pid().is_some(), s.restarts)).collect(),
+            services: self.services.iter().map(|(n, s)| (n.clone(), s.main_pid().is_some(), self.engine.counts(n).0)).collect(),
             alerts_raised: self.raised,
             alerts_delivered: outbox.delivered,
             alert_send_failures: outbox.failed_sends,
@@ -65,10 +65,12 @@ impl Daemon {
             .services
             .iter()
             .map(|(name, s)| {
+                let (restarts, crashed, oom_killed) = self.engine.counts(name);
                 let state = match s.status.as_ref().map(|st| st.state) {
                     _ if self.engine.is_unmonitored(name) => "unmonitored",
                     Some(ServiceState::Up) => "up",
                     Some(ServiceState::Starting) => "starting",
+                    Some(ServiceState::Stopping) => "stopping",
                     Some(ServiceState::Down) => "down",
                     Some(ServiceState::NotFound) | None => "not_found",
                 };
@@ -81,7 +83,8 @@ impl Daemon {
                     watched_by: s.watch.map(|(_, how)| how.to_owned()),
                     wrapper: s.status.as_ref().and_then(|st| st.wrapper.as_ref()).map(|w| format!("{w:?}")),
                     processes: s.members.len().max(usize::from(s.main_pid().is_some())),
-                    restarts: s.restarts,
+                    restarts,
+                    workers: WorkerCounts { crashed, oom_killed },
                     rules: rules(self, &Target::Service(name.clone())),
                 }
             })

@@ -118,6 +118,15 @@ fn rule_state(config: &Config, target: &engine::Target, rule: &engine::RuleRef, 
     RuleState { rule: rule.text.clone(), metric, comparison, value: shown, threshold, for_secs }
 }
 
+fn alert_exit(exit: &engine::ExitStatus) -> Exit {
+    match (exit.exit_code, exit.signal) {
+        (_, Some(signal)) => Exit::Signal { signal, core_dumped: exit.core_dumped },
+        (Some(code), None) => Exit::Code(code),
+        // Never a made-up code 0: an exit inspeq could not read is said to be one.
+        (None, None) => Exit::Unknown,
+    }
+}
+
 /// The alert for one engine event, or `None` for events no channel needs.
 pub fn alert(config: &Config, hostname: &str, event: &engine::Event, responses: &[Response], at: SystemTime) -> Option<alert::Alert> {
     let service = event.target.to_string();
@@ -128,16 +137,15 @@ pub fn alert(config: &Config, hostname: &str, event: &engine::Event, responses: 
             alert::Event::RuleRecovered(rule_state(config, &event.target, rule?, *value, Some(failed_for.as_secs())))
         }
         EventKind::ProcessExited(exit) if exit.oom_killed => alert::Event::OomKilled { pid: exit.pid, rss_bytes: None },
-        EventKind::ProcessExited(exit) => alert::Event::Crashed {
-            pid: exit.pid,
-            exit: match (exit.exit_code, exit.signal) {
-                (_, Some(signal)) => Exit::Signal { signal, core_dumped: exit.core_dumped },
-                (Some(code), None) => Exit::Code(code),
-                // Never a made-up code 0: an exit inspeq could not read is said to be one.
-                (None, None) => Exit::Unknown,
-            },
-        },
+        EventKind::ProcessExited(exit) => alert::Event::Crashed { pid: exit.pid, exit: alert_exit(exit) },
         EventKind::ProcessDown => alert::Event::ProcessDown,
+        EventKind::RestartFailed { reason } => alert::Event::RestartFailed { reason: reason.clone() },
+        EventKind::WorkerDied(exit) if exit.oom_killed => alert::Event::WorkerOomKilled { pid: exit.pid },
+        EventKind::WorkerDied(exit) => alert::Event::WorkerCrashed { pid: exit.pid, exit: alert_exit(exit) },
+        EventKind::WorkerDeaths { deaths, window } => {
+            alert::Event::WorkerDeaths { deaths: *deaths as u32, within_secs: window.as_secs() }
+        }
+        EventKind::WorkerDeathsRecovered => return None,
         EventKind::ProcessUp { pid } => alert::Event::ProcessUp { pid: Some(*pid) },
         EventKind::ForkRate { forks, window } => {
             let per_sec = *forks as f64 / window.as_secs_f64().max(1e-9);

@@ -16,6 +16,11 @@ pub enum Action {
     Restart {
         service: String,
     },
+    /// A rule asked for a restart the init system does by itself (systemd's `Restart=`, runit): nothing to send,
+    /// but the alert says who brings the service back.
+    InitRestarts {
+        service: String,
+    },
     Reload {
         service: String,
     },
@@ -57,6 +62,19 @@ pub enum EventKind {
     ProcessUp {
         pid: u32,
     },
+    /// A restart inspeq asked for failed; `reason` is the init system's answer. The service stays down: the
+    /// next start resolves it like a `ProcessUp` resolves a `ProcessDown`.
+    RestartFailed {
+        reason: String,
+    },
+    /// A `worker crashed` / `worker oom_killed` rule matched a worker's death.
+    WorkerDied(ExitStatus),
+    /// `worker crashed > N within W` tripped: `deaths` seen within `window`.
+    WorkerDeaths {
+        deaths: usize,
+        window: Duration,
+    },
+    WorkerDeathsRecovered,
     /// `forks > N/sec` tripped: `forks` forks seen within `window`.
     ForkRate {
         forks: u64,

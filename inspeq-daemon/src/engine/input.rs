@@ -29,10 +29,19 @@ pub enum Input {
     /// The main process of a service started (or was found running). Every start after the first counts as a
     /// restart for `restarts > N within ...`, and resets the service's counters (a new process starts from zero).
     ProcessStarted { service: String, pid: u32 },
-    /// The main process of a service exited, as the kernel reported it.
+    /// The main process of a service exited, as the kernel reported it and the init system explained it.
     ProcessExited(ProcessExit),
+    /// Another process of the service (a worker) died by a signal or the OOM killer, while nobody was stopping
+    /// the service. A worker that exits, or dies of a stop signal (`TERM`, `INT`, `HUP`, `PIPE`, the way a phased
+    /// restart ends workers), is no event: the daemon does not send it.
+    WorkerDied(ProcessExit),
     /// The init system reports the service down without an exit having been observed (e.g. at startup).
-    ServiceDown { service: String },
+    /// `stopped`: it is down because the init system was told to stop it (systemd `inactive`, runit "want down"):
+    /// nothing to alert, nothing to restart.
+    ServiceDown { service: String, stopped: bool },
+    /// A restart inspeq asked for failed (or the init system gave up restarting it by itself); `reason` is the
+    /// init system's own answer.
+    RestartFailed { service: String, reason: String },
     /// A process of the service forked.
     Forked { service: String },
     /// The cycle timer fired: job deadlines, fork-rate and flap windows are checked.
@@ -94,12 +103,26 @@ pub struct ProcessExit {
     pub signal: Option<i32>,
     pub core_dumped: bool,
     pub oom_killed: bool,
-    /// The exit was asked for (inspeq's own restart, or the init system stopping the unit): no event rule fires.
-    pub requested: bool,
+    /// Who asked for the exit, if anyone.
+    pub cause: ExitCause,
     /// The init system judged the exit a success (systemd's `Result` is `success`, which honours
     /// `SuccessExitStatus=`): no crash. Set only when the daemon had to ask it, because the kernel side could not
     /// learn the status or the init system saw the exit first.
     pub init_says_clean: bool,
+}
+
+/// Why a main process ended, as the daemon learned it from its own actions and the init system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCause {
+    /// Nobody asked: a crash, an OOM kill, or an exit on its own. Event rules judge it. `init_restarts`: the
+    /// init system brings it back by itself (systemd's `Restart=`, runit), so a rule's `restart` is not sent
+    /// again.
+    Unexpected { init_restarts: bool },
+    /// inspeq's own restart: no rule fires, no down alert.
+    Restart,
+    /// The init system stopped or restarted it on request (an operator's `systemctl stop|restart`, `sv down`):
+    /// no rule fires, nothing is alerted, and inspeq never restarts it; a later start is the operator's.
+    InitStopped,
 }
 
 impl ProcessExit {
@@ -108,6 +131,14 @@ impl ProcessExit {
     #[must_use]
     pub fn status_unknown(&self) -> bool {
         self.exit_code.is_none() && self.signal.is_none()
+    }
+
+    /// A worker's death that is an event: a signal other than the stop signals (`HUP`, `INT`, `TERM`, `PIPE`,
+    /// systemd's clean signals, which a phased restart or a graceful stop sends), a core dump, or the OOM killer.
+    #[must_use]
+    pub fn worker_crashed(&self) -> bool {
+        const STOP_SIGNALS: [i32; 4] = [1, 2, 13, 15];
+        self.oom_killed || self.core_dumped || self.signal.is_some_and(|s| !STOP_SIGNALS.contains(&s))
     }
 
     /// A non-zero exit status or death by a signal. An exit whose status is unknown is a crash too, unless the

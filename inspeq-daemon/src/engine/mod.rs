@@ -15,13 +15,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use action::{Action, Event, EventKind, ExitStatus, RuleRef};
-pub use input::{Input, ProcessExit, Sample, Target, swap_used_percent};
+pub use input::{ExitCause, Input, ProcessExit, Sample, Target, swap_used_percent};
 pub use rule::{CycleRuleState, Phase, Transition};
 pub use time::Timestamp;
 
-use crate::config::model::{ActionSpec, Check, CheckKind, Condition, Config, Job, Rule};
+use crate::config::model::{
+    ActionSpec, Check, CheckKind, Condition, Config, Job, RestartLimit, Rule, Window, WorkerEvent,
+};
 use value::Previous;
-use window::{Forks, Restarts};
+use window::{Forks, Instants};
 
 /// Inspeqtor's grace before a job counts as overdue (#61): cron jobs rarely finish on the exact minute.
 pub const JOB_GRACE: Duration = Duration::from_mins(1);
@@ -45,18 +47,31 @@ struct TargetState {
     previous: Previous,
     status: Status,
     started_before: bool,
-    restarts: Restarts,
+    restarts: Instants,
+    /// Every restart since inspeq started (or the check changed): what `status` shows.
+    restarts_total: u64,
     forks: Forks,
+    /// Worker deaths that `worker crashed` counts, for `worker crashed > N within W`.
+    worker_deaths: Instants,
+    workers_crashed: u64,
+    workers_oom_killed: u64,
     unmonitored: bool,
     /// A check with its own exit rules decides what an exit means; the built-in down/up alerts stay quiet.
     has_exit_rules: bool,
+    /// The service went down while alerts were silenced (a deploy): judged at the first cycle after the
+    /// silence if it is still down, with the exit that took it down, if one was seen.
+    down_while_silenced: Option<Option<ProcessExit>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
     Unknown,
     Up,
+    /// `alerted`: an alert of the process condition (down, crashed, restart failed) is open, so the next start
+    /// resolves it with `ProcessUp`.
     Down { alerted: bool },
+    /// The init system stopped it on request: nothing is open, nothing to do.
+    Stopped,
 }
 
 #[derive(Clone, Debug)]
@@ -79,9 +94,10 @@ impl EngineState {
     #[must_use]
     pub fn new(config: &Config, now: Timestamp) -> Self {
         let cycle_time = config.settings.cycle_time.max(Duration::from_secs(1));
+        let limit = config.settings.restart_limit;
         let targets = config
             .checks()
-            .map(|check| (target_of(check), TargetState::new(check, cycle_time)))
+            .map(|check| (target_of(check), TargetState::new(check, cycle_time, limit)))
             .collect();
         let jobs = config
             .jobs
@@ -155,6 +171,17 @@ impl EngineState {
             .is_some_and(|t| t.unmonitored)
     }
 
+    /// For `status`: restarts since the check started being watched, and worker deaths (crashed, of which
+    /// OOM-killed).
+    #[must_use]
+    pub fn counts(&self, service: &str) -> (u64, u64, u64) {
+        self.targets
+            .get(&Target::Service(service.to_owned()))
+            .map_or((0, 0, 0), |t| {
+                (t.restarts_total, t.workers_crashed, t.workers_oom_killed)
+            })
+    }
+
     /// For `status`: each rule of a target with its phase.
     pub fn rule_phases(&self, target: &Target) -> Vec<(&Rule, Phase)> {
         self.targets.get(target).map_or_else(Vec::new, |t| {
@@ -180,14 +207,63 @@ fn target_of(check: &Check) -> Target {
     }
 }
 
+/// The rule the restart limit stands for, for a check that restarts its service and counts no restarts itself.
+fn restart_limit_rule(check: &Check, limit: Option<RestartLimit>) -> Option<Rule> {
+    let limit = limit?;
+    let restarts = check.rules.iter().any(|r| r.actions.contains(&ActionSpec::Restart));
+    let counted = check
+        .rules
+        .iter()
+        .any(|r| matches!(r.condition, Condition::Restarts { .. }));
+    if !restarts || counted || check.kind == CheckKind::Host {
+        return None;
+    }
+    Some(Rule {
+        condition: Condition::Restarts {
+            count: limit.count,
+            window: Window::Time(limit.window),
+        },
+        actions: vec![ActionSpec::Alert { route: None }, ActionSpec::Unmonitor],
+        text: format!(
+            "restarts > {} within {} (the restart limit)",
+            limit.count,
+            humantime_secs(limit.window)
+        ),
+        location: check.location.clone(),
+    })
+}
+
+/// `300s` as the rule language writes it: `5 minutes`.
+fn humantime_secs(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s % 3600 == 0 && s > 0 => format!("{} hours", s / 3600),
+        s if s % 60 == 0 && s > 0 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
 impl TargetState {
-    fn new(check: &Check, cycle_time: Duration) -> Self {
+    fn new(check: &Check, cycle_time: Duration, limit: Option<RestartLimit>) -> Self {
         let mut horizon = Duration::ZERO;
+        let mut worker_horizon = Duration::ZERO;
         let mut has_exit_rules = false;
-        for rule in &check.rules {
+        let rules: Vec<Rule> = check
+            .rules
+            .iter()
+            .cloned()
+            .chain(restart_limit_rule(check, limit))
+            .collect();
+        for rule in &rules {
             match &rule.condition {
                 Condition::Restarts { window, .. } => {
                     horizon = horizon.max(window.duration(cycle_time));
+                }
+                Condition::Worker {
+                    more_than: Some((_, window)),
+                    ..
+                } => {
+                    worker_horizon = worker_horizon.max(window.duration(cycle_time));
                 }
                 Condition::Exited
                 | Condition::Crashed
@@ -196,18 +272,17 @@ impl TargetState {
                 | Condition::ExitCode { .. } => {
                     has_exit_rules = true;
                 }
-                Condition::Metric(_) | Condition::Forks { .. } => {}
+                Condition::Metric(_) | Condition::Forks { .. } | Condition::Worker { .. } => {}
             }
         }
         TargetState {
             target: target_of(check),
             owner: check.owner.clone(),
             cycle_time,
-            rules: check
-                .rules
-                .iter()
+            rules: rules
+                .into_iter()
                 .map(|rule| Slot {
-                    rule: rule.clone(),
+                    rule,
                     cycle: CycleRuleState::default(),
                     episode: None,
                 })
@@ -215,11 +290,16 @@ impl TargetState {
             previous: Previous::new(),
             status: Status::Unknown,
             started_before: false,
-            restarts: Restarts::new(horizon),
+            restarts: Instants::new(horizon),
+            restarts_total: 0,
             // `forks > N/sec` is measured over one cycle, so a short burst is judged like a sustained rate.
             forks: Forks::new(cycle_time),
+            worker_deaths: Instants::new(worker_horizon),
+            workers_crashed: 0,
+            workers_oom_killed: 0,
             unmonitored: false,
             has_exit_rules,
+            down_while_silenced: None,
         }
     }
 
@@ -289,6 +369,7 @@ impl TargetState {
         }
         self.restarts.clear();
         self.forks.clear();
+        self.worker_deaths.clear();
     }
 }
 
@@ -316,9 +397,31 @@ pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action
                 on_exited(t, &exit, silenced, &mut out);
             }
         }
-        Input::ServiceDown { service } => {
+        Input::WorkerDied(exit) => {
+            if let Some(t) = state
+                .targets
+                .get_mut(&Target::Service(exit.service.clone()))
+            {
+                on_worker_died(t, &exit, now, silenced, &mut out);
+            }
+        }
+        Input::ServiceDown { service, stopped } => {
             if let Some(t) = state.targets.get_mut(&Target::Service(service)) {
-                went_down(t, silenced, &mut out);
+                if stopped {
+                    if !matches!(t.status, Status::Down { alerted: true }) {
+                        t.status = Status::Stopped;
+                    }
+                } else {
+                    went_down(t, None, silenced, &mut out);
+                }
+            }
+        }
+        Input::RestartFailed { service, reason } => {
+            if let Some(t) = state.targets.get_mut(&Target::Service(service)) {
+                if !silenced && !t.unmonitored {
+                    t.alert(EventKind::RestartFailed { reason }, &mut out);
+                    t.status = Status::Down { alerted: true };
+                }
             }
         }
         Input::Forked { service } => {
@@ -435,8 +538,12 @@ fn on_started(
     t.previous.clear();
     let was = t.status;
     t.status = Status::Up;
+    t.down_while_silenced = None;
     let restarted = t.started_before;
     t.started_before = true;
+    if restarted {
+        t.restarts_total += 1;
+    }
     if t.unmonitored || silenced {
         return;
     }
@@ -472,11 +579,23 @@ fn on_started(
     }
 }
 
-fn went_down(t: &mut TargetState, silenced: bool, out: &mut Vec<Action>) {
+/// The service is down without inspeq or the init system having asked: the built-in down alert, unless the
+/// check's own exit rules decided (`alerted`: whether they alerted). Silenced, it waits for the silence to end.
+fn went_down(
+    t: &mut TargetState,
+    exit: Option<&ProcessExit>,
+    silenced: bool,
+    out: &mut Vec<Action>,
+) {
     if matches!(t.status, Status::Down { .. }) {
         return;
     }
-    let alert = !silenced && !t.unmonitored && !t.has_exit_rules;
+    if silenced {
+        t.down_while_silenced = Some(exit.cloned());
+        t.status = Status::Down { alerted: false };
+        return;
+    }
+    let alert = !t.unmonitored && !t.has_exit_rules;
     t.status = Status::Down { alerted: alert };
     if alert {
         t.alert(EventKind::ProcessDown, out);
@@ -484,7 +603,45 @@ fn went_down(t: &mut TargetState, silenced: bool, out: &mut Vec<Action>) {
 }
 
 fn on_exited(t: &mut TargetState, exit: &ProcessExit, silenced: bool, out: &mut Vec<Action>) {
-    if !exit.requested && !silenced && !t.unmonitored {
+    match exit.cause {
+        ExitCause::Restart => {
+            // An alert already open (a failed restart before this one) stays open for the next start.
+            let alerted = matches!(t.status, Status::Down { alerted: true });
+            t.status = Status::Down { alerted };
+        }
+        ExitCause::InitStopped => {
+            if !matches!(t.status, Status::Down { alerted: true }) {
+                t.status = Status::Stopped;
+            }
+        }
+        ExitCause::Unexpected { init_restarts } => {
+            if silenced {
+                went_down(t, Some(exit), true, out);
+                return;
+            }
+            let alerted = judge_exit(t, exit, init_restarts, out);
+            if t.has_exit_rules {
+                if !matches!(t.status, Status::Down { .. }) {
+                    t.status = Status::Down { alerted };
+                }
+            } else {
+                went_down(t, Some(exit), false, out);
+            }
+        }
+    }
+}
+
+/// Runs the exit rules an unexpected exit matches; returns whether any of them alerted (the alert opens the
+/// process condition, which the next start resolves). With `init_restarts` a rule's `restart` becomes
+/// [`Action::InitRestarts`]: the init system brings it back, a second restart would fight it.
+fn judge_exit(
+    t: &mut TargetState,
+    exit: &ProcessExit,
+    init_restarts: bool,
+    out: &mut Vec<Action>,
+) -> bool {
+    let before = out.len();
+    if !t.unmonitored {
         let status = ExitStatus {
             pid: exit.pid,
             exit_code: exit.exit_code,
@@ -509,9 +666,10 @@ fn on_exited(t: &mut TargetState, exit: &ProcessExit, silenced: bool, out: &mut 
                         .is_some_and(|c| op.holds(f64::from(c), *code as f64));
                     holds
                 }
-                Condition::Metric(_) | Condition::Forks { .. } | Condition::Restarts { .. } => {
-                    false
-                }
+                Condition::Metric(_)
+                | Condition::Forks { .. }
+                | Condition::Restarts { .. }
+                | Condition::Worker { .. } => false,
             };
             if matched {
                 let event = t.event(
@@ -524,10 +682,71 @@ fn on_exited(t: &mut TargetState, exit: &ProcessExit, silenced: bool, out: &mut 
             }
         }
     }
-    if exit.requested {
-        t.status = Status::Down { alerted: false };
-    } else {
-        went_down(t, silenced, out);
+    if init_restarts {
+        for action in &mut out[before..] {
+            if let Action::Restart { service } = action {
+                *action = Action::InitRestarts {
+                    service: std::mem::take(service),
+                };
+            }
+        }
+    }
+    out[before..]
+        .iter()
+        .any(|a| matches!(a, Action::Alert { .. }))
+}
+
+fn on_worker_died(
+    t: &mut TargetState,
+    exit: &ProcessExit,
+    now: Timestamp,
+    silenced: bool,
+    out: &mut Vec<Action>,
+) {
+    if !exit.worker_crashed() {
+        return;
+    }
+    t.workers_crashed += 1;
+    if exit.oom_killed {
+        t.workers_oom_killed += 1;
+    }
+    t.worker_deaths.record(now);
+    if silenced || t.unmonitored {
+        return;
+    }
+    let status = ExitStatus {
+        pid: exit.pid,
+        exit_code: exit.exit_code,
+        signal: exit.signal,
+        core_dumped: exit.core_dumped,
+        oom_killed: exit.oom_killed,
+    };
+    for i in 0..t.rules.len() {
+        let Condition::Worker { what, more_than } = t.rules[i].rule.condition else {
+            continue;
+        };
+        if what == WorkerEvent::OomKilled && !exit.oom_killed {
+            continue;
+        }
+        let kind = match more_than {
+            None => EventKind::WorkerDied(status.clone()),
+            Some((count, window)) => {
+                if t.rules[i].episode.is_some() {
+                    continue;
+                }
+                let window = window.duration(t.cycle_time);
+                let deaths = t.worker_deaths.count(now, window);
+                if deaths <= count as usize {
+                    continue;
+                }
+                t.rules[i].episode = Some(now);
+                EventKind::WorkerDeaths { deaths, window }
+            }
+        };
+        let event = t.event(kind, Some(&t.rules[i].rule));
+        if t.fire(i, &event, true, out) {
+            break;
+        }
     }
 }
 
@@ -586,6 +805,18 @@ fn on_cycle(state: &mut EngineState, now: Timestamp, out: &mut Vec<Action>) {
     let silenced = state.is_silenced(now);
     for t in state.targets.values_mut() {
         t.restarts.prune(now);
+        t.worker_deaths.prune(now);
+        if !silenced
+            && let Some(exit) = t.down_while_silenced.take()
+            && matches!(t.status, Status::Down { .. })
+        {
+            // Down during the deploy and still down after it: judged now, as if it had just gone down.
+            t.status = Status::Unknown;
+            match exit {
+                Some(exit) => on_exited(t, &exit, false, out),
+                None => went_down(t, None, false, out),
+            }
+        }
         if t.unmonitored {
             continue;
         }
@@ -607,6 +838,13 @@ fn on_cycle(state: &mut EngineState, now: Timestamp, out: &mut Vec<Action>) {
                 Condition::Restarts { count, window } => (
                     t.restarts.count(now, window.duration(cycle)) > count as usize,
                     EventKind::FlappingRecovered,
+                ),
+                Condition::Worker {
+                    more_than: Some((count, window)),
+                    ..
+                } => (
+                    t.worker_deaths.count(now, window.duration(cycle)) > count as usize,
+                    EventKind::WorkerDeathsRecovered,
                 ),
                 _ => continue,
             };

@@ -6,21 +6,21 @@ use std::time::Duration;
 
 use crate::engine::time::Timestamp;
 
-/// Instants of recent restarts, kept for the longest window a rule asks about.
+/// Instants of recent events (restarts, worker deaths), kept for the longest window a rule asks about.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Restarts {
+pub struct Instants {
     at: VecDeque<Timestamp>,
     horizon: Duration,
 }
 
-/// Restart history is capped: a service restarting in a tight loop must not grow memory, and no rule counts
+/// The history is capped: a service restarting (or losing workers) in a tight loop must not grow memory, and no rule counts
 /// beyond this many (a rule asking for more is refused nothing; it just compares against the cap).
 const MAX_RESTARTS_KEPT: usize = 10_000;
 
-impl Restarts {
+impl Instants {
     #[must_use]
     pub fn new(horizon: Duration) -> Self {
-        Restarts {
+        Instants {
             at: VecDeque::new(),
             horizon,
         }
@@ -34,7 +34,7 @@ impl Restarts {
         self.at.push_back(now);
     }
 
-    /// Restarts in `(now - window, now]`.
+    /// Events in `(now - window, now]`.
     #[must_use]
     pub fn count(&self, now: Timestamp, window: Duration) -> usize {
         self.at.iter().filter(|t| now.since(**t) < window).count()

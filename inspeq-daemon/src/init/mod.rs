@@ -161,10 +161,36 @@ pub enum ServiceState {
     Up,
     /// On its way up (systemd `activating`, upstart `start/pre-start`, ...).
     Starting,
-    /// Known to the init system but not running (stopped, failed, stopping).
+    /// On its way down while its processes still run (systemd `deactivating`): the exit, when it comes,
+    /// is judged with what the init system says then.
+    Stopping,
+    /// Known to the init system but not running (stopped, failed).
     Down,
     /// The init system does not know it.
     NotFound,
+}
+
+/// What the init system means to do with the service, as it says itself: the difference between an
+/// operator's `systemctl stop` and a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Intent {
+    /// Keep it running; it does not bring it back by itself (or the init system cannot tell).
+    #[default]
+    Run,
+    /// Stopping it, or stopped, because it was asked to (a stop job, systemd `inactive`, runit "want down",
+    /// upstart goal `stop`).
+    Stop,
+    /// Restarting it because it was asked to (an operator's `systemctl restart`).
+    Restart,
+    /// Bringing it back by itself after it died (systemd's `Restart=`, runsv, upstart `respawn`).
+    AutoRestart,
+}
+
+impl Intent {
+    /// The init system was asked to stop or restart it: its exit is no crash.
+    pub fn stops(self) -> bool {
+        matches!(self, Self::Stop | Self::Restart)
+    }
 }
 
 /// A cgroup v2 directory on this host, with its id (the directory's inode, what
@@ -189,15 +215,31 @@ pub struct ServiceStatus {
     /// The manager's own words, for `status` (`active (running)`, `stop/waiting`, a
     /// stale pidfile's path, ...).
     pub detail: String,
+    /// What the manager means to do with it.
+    pub intent: Intent,
 }
 
 impl ServiceStatus {
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self { state: ServiceState::NotFound, main_pid: None, cgroup: None, wrapper: None, detail: detail.into() }
+        Self {
+            state: ServiceState::NotFound,
+            main_pid: None,
+            cgroup: None,
+            wrapper: None,
+            detail: detail.into(),
+            intent: Intent::Run,
+        }
     }
 
     pub fn down(detail: impl Into<String>) -> Self {
-        Self { state: ServiceState::Down, main_pid: None, cgroup: None, wrapper: None, detail: detail.into() }
+        Self {
+            state: ServiceState::Down,
+            main_pid: None,
+            cgroup: None,
+            wrapper: None,
+            detail: detail.into(),
+            intent: Intent::Run,
+        }
     }
 
     /// Up with a main pid; the wrapper check runs here so every backend reports it.
@@ -208,7 +250,12 @@ impl ServiceStatus {
             cgroup: None,
             wrapper: detect_wrapper(pid),
             detail: detail.into(),
+            intent: Intent::Run,
         }
+    }
+
+    pub fn with_intent(self, intent: Intent) -> Self {
+        Self { intent, ..self }
     }
 
     /// What the kernel side should watch: the cgroup when the service has one
@@ -229,16 +276,20 @@ impl ServiceStatus {
     }
 }
 
-/// How the manager says its main process ended (systemd's `ExecMainPID`,
-/// `ExecMainCode`, `ExecMainStatus` and the unit's `Result`): what the daemon
-/// uses when the kernel side saw an exit without its status.
+/// What the manager says about its main process's exit, once it has reaped it
+/// (systemd's `ExecMainPID`/`ExecMainCode`/`ExecMainStatus`, the unit's `Result`
+/// and timestamps; runit's want-down flag; upstart's goal): whether someone asked
+/// for it, and how it ended when the kernel side could not tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MainExit {
     pub pid: u32,
-    pub status: crate::kernel::ExitStatus,
+    /// How it ended, when the manager recorded it.
+    pub status: Option<crate::kernel::ExitStatus>,
     /// The manager judged it a success (`Result` is `success`: a clean exit, or
     /// one listed in `SuccessExitStatus=`).
     pub clean: bool,
+    /// What the manager was doing: stopping it on request, or bringing it back by itself.
+    pub intent: Intent,
 }
 
 /// A change an init system announced on its own (systemd's property changes):
@@ -298,7 +349,7 @@ impl ReloadSignal {
 pub enum InitError {
     #[error(transparent)]
     InvalidName(#[from] InvalidServiceName),
-    #[error("{init}: {action} {service}")]
+    #[error("{init}: {action} {service}: {source}")]
     Command {
         init: InitKind,
         service: String,
@@ -323,7 +374,7 @@ pub enum InitError {
     },
     #[error("systemd: no D-Bus address for the {scope} manager: {reason}")]
     NoBus { scope: Scope, reason: String },
-    #[error("systemd: {action} {service}")]
+    #[error("systemd: {action} {service}: {source}")]
     DBus {
         service: String,
         action: &'static str,
@@ -374,13 +425,16 @@ pub trait InitSystem: Send + Sync {
     /// Asks the service to reload its configuration.
     fn reload<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ()>;
 
-    /// How the main process `pid` ended, as the manager recorded it; `None`
-    /// when this init system keeps no such record or it is about another
-    /// process by now. Asked only when the kernel side could not learn the
-    /// status; may wait (bounded by the lookup timeout) for the manager to reap it.
+    /// What the manager says about the exit of main process `pid`: asked after
+    /// every main-process exit, so that an operator's stop is told from a crash,
+    /// and a restart the manager does itself is not sent again. May wait (bounded
+    /// by the lookup timeout) for the manager to reap it. `None` when it can say
+    /// nothing about that pid. By default: the intent a fresh lookup reports.
     fn main_exit<'a>(&'a self, service: &'a ServiceName, pid: u32) -> InitFuture<'a, Option<MainExit>> {
-        let _ = (service, pid);
-        Box::pin(async { Ok(None) })
+        Box::pin(async move {
+            let status = self.lookup(service).await?;
+            Ok(Some(MainExit { pid, status: None, clean: false, intent: status.intent }))
+        })
     }
 
     /// Pushes a [`ServiceChange`] into `changes` whenever the manager announces

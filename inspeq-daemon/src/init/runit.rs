@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::{
-    Argv, InitError, InitFuture, InitKind, InitSystem, ReloadSignal, ServiceName, ServiceState, ServiceStatus,
+    Argv, InitError, InitFuture, InitKind, InitSystem, Intent, ReloadSignal, ServiceName, ServiceState, ServiceStatus,
     Timeouts,
 };
 
@@ -151,13 +151,17 @@ impl InitSystem for Runit {
                 // runsv writes it right after it starts; until then, it is coming up.
                 return Ok(ServiceStatus { state: ServiceState::Starting, ..ServiceStatus::down("supervise/status not written yet") });
             };
+            // `sv down`/`sv stop` set "want down" before signalling; otherwise runsv
+            // restarts whatever ends, by itself.
+            let intent = if want == b'd' { Intent::Stop } else { Intent::AutoRestart };
             let want = if want == b'd' { ", want down" } else { "" };
             let paused = if paused { ", paused" } else { "" };
             Ok(match state {
                 1 if pid > 0 => ServiceStatus::up(pid, format!("run: (pid {pid}){paused}{want}")),
                 2 => ServiceStatus::down(format!("finish: (pid {pid}){want}")),
                 _ => ServiceStatus::down(format!("down{want}")),
-            })
+            }
+            .with_intent(intent))
         })
     }
 

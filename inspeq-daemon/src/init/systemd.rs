@@ -26,7 +26,7 @@ use zbus::{
 };
 
 use super::{
-    ChangeSubscription, InitError, InitFuture, InitKind, InitSystem, MainExit, ServiceCgroup, ServiceChange, ServiceName,
+    ChangeSubscription, InitError, InitFuture, InitKind, InitSystem, Intent, MainExit, ServiceCgroup, ServiceChange, ServiceName,
     ServiceState, ServiceStatus, Timeouts, cgroup2_mount, detect_wrapper,
 };
 
@@ -35,7 +35,16 @@ const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 const UNIT: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE: &str = "org.freedesktop.systemd1.Service";
+const JOB: &str = "org.freedesktop.systemd1.Job";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+
+/// One interface's properties, read in one call so that they are one moment's values.
+type Properties = std::collections::HashMap<String, OwnedValue>;
+
+fn prop<T: TryFrom<OwnedValue, Error = zbus::zvariant::Error>>(props: &Properties, name: &str) -> zbus::Result<T> {
+    let value = props.get(name).ok_or_else(|| zbus::Error::Failure(format!("no property {name}")))?;
+    T::try_from(value.try_clone().map_err(zbus::Error::Variant)?).map_err(zbus::Error::Variant)
+}
 
 /// Which manager.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +180,20 @@ impl Systemd {
         String::try_from(self.property(path, interface, name).await?).map_err(zbus::Error::Variant)
     }
 
+    async fn all(&self, path: &str, interface: &str) -> zbus::Result<Properties> {
+        self.call(path, PROPERTIES, "GetAll", &(interface,)).await
+    }
+
+    /// The type of the job the unit has queued or running (`stop`, `restart`,
+    /// `start`, ...), if any. A job that ended in between reads as none.
+    async fn job_type(&self, unit: &Properties) -> Option<String> {
+        let (id, path): (u32, OwnedObjectPath) = prop(unit, "Job").ok()?;
+        if id == 0 {
+            return None;
+        }
+        self.string_property(path.as_str(), JOB, "JobType").await.ok()
+    }
+
     /// The unit's object path, loading the unit if the manager had not (a
     /// stopped unit may have been garbage-collected; it is still known).
     async fn unit_path(&self, unit: &str) -> zbus::Result<OwnedObjectPath> {
@@ -181,26 +204,54 @@ impl Systemd {
         let unit = unit_name(service);
         let path = self.unit_path(&unit).await?;
         let path = path.as_str();
-        let load = self.string_property(path, UNIT, "LoadState").await?;
+        let props = self.all(path, UNIT).await?;
+        let load: String = prop(&props, "LoadState")?;
         if load == "not-found" {
             return Ok(ServiceStatus::not_found(format!("{unit}: not found")));
         }
-        let active = self.string_property(path, UNIT, "ActiveState").await?;
-        let sub = self.string_property(path, UNIT, "SubState").await?;
-        let detail = if load == "loaded" { format!("{active} ({sub})") } else { format!("{load}, {active} ({sub})") };
-        let (main_pid, cgroup) = if unit.ends_with(".service") {
-            let pid = u32::try_from(self.property(path, SERVICE, "MainPID").await?).map_err(zbus::Error::Variant)?;
-            let cgroup = self.string_property(path, SERVICE, "ControlGroup").await?;
-            (Some(pid).filter(|p| *p > 0), self.host_cgroup(&cgroup))
+        let active: String = prop(&props, "ActiveState")?;
+        let sub: String = prop(&props, "SubState")?;
+        let job = self.job_type(&props).await;
+        let (main_pid, cgroup, result) = if unit.ends_with(".service") {
+            let service = self.all(path, SERVICE).await?;
+            let pid: u32 = prop(&service, "MainPID")?;
+            let cgroup: String = prop(&service, "ControlGroup")?;
+            let result: String = prop(&service, "Result")?;
+            (Some(pid).filter(|p| *p > 0), self.host_cgroup(&cgroup), result)
         } else {
-            (None, None)
+            (None, None, String::new())
         };
+        let mut detail = if load == "loaded" { format!("{active} ({sub})") } else { format!("{load}, {active} ({sub})") };
+        if let Some(job) = &job {
+            detail.push_str(&format!(", {job} job"));
+        }
+        if active == "failed" && !result.is_empty() {
+            detail.push_str(&format!(", result {result}"));
+        }
         let state = match active.as_str() {
             "active" | "reloading" => ServiceState::Up,
             "activating" => ServiceState::Starting,
+            "deactivating" => ServiceState::Stopping,
             _ => ServiceState::Down,
         };
-        Ok(ServiceStatus { state, main_pid, cgroup, wrapper: main_pid.and_then(detect_wrapper), detail })
+        Ok(ServiceStatus {
+            state,
+            main_pid,
+            cgroup,
+            wrapper: main_pid.and_then(detect_wrapper),
+            detail,
+            intent: lookup_intent(job.as_deref(), &active, &sub),
+        })
+    }
+
+    /// The unit's `NRestarts` (the restarts systemd did by itself) while its
+    /// record is still about `pid`, that is before anything restarted it.
+    async fn restarts_seen(&self, path: &str, pid: u32) -> Option<u32> {
+        let record = self.all(path, SERVICE).await.ok()?;
+        if prop::<u32>(&record, "ExecMainPID").ok()? != pid {
+            return None;
+        }
+        prop(&record, "NRestarts").ok()
     }
 
     /// `ControlGroup` on this host; `None` when the unit has none (not running)
@@ -280,32 +331,65 @@ impl InitSystem for Systemd {
         Box::pin(self.job(service, "RestartUnit", "restart"))
     }
 
-    /// Reads `ExecMainPID`/`ExecMainCode`/`ExecMainStatus` and `Result` until the
-    /// manager has reaped `pid` (the kernel reports the exit before systemd
-    /// handles its SIGCHLD), within the lookup timeout.
+    /// Waits until the manager has reaped `pid` (the kernel reports the exit
+    /// before systemd handles its SIGCHLD), within the lookup timeout, then reads
+    /// one moment's `ExecMain*` record, `Result`, `Restart` and the unit's
+    /// `ActiveExitTimestampMonotonic`. Whether the exit was asked for follows
+    /// from the order of events, which systemd's own timestamps keep: a stop or
+    /// restart job makes the unit leave `active` *before* it signals the main
+    /// process, so `ActiveExit < ExecMainExit`; a process that dies on its own is
+    /// reaped first and the unit leaves `active` afterwards (`ActiveExit >=
+    /// ExecMainExit`). No signal has to win a race with the kernel's report.
+    ///
+    /// When a new main process already replaced the record, `NRestarts` tells a
+    /// restart systemd did by itself (counted) from an operator's (not counted).
     fn main_exit<'a>(&'a self, service: &'a ServiceName, pid: u32) -> InitFuture<'a, Option<MainExit>> {
         Box::pin(async move {
             let limit = self.timeouts.lookup;
             let dbus = |source| InitError::DBus { service: service.to_string(), action: "lookup", source: Box::new(source) };
-            let variant = |e| dbus(zbus::Error::Variant(e));
             let unit = unit_name(service);
             let read = async {
                 let path = self.unit_path(&unit).await.map_err(dbus)?;
                 let path = path.as_str();
+                let restarts_before = self.restarts_seen(path, pid).await;
                 loop {
-                    let main = u32::try_from(self.property(path, SERVICE, "ExecMainPID").await.map_err(dbus)?).map_err(variant)?;
+                    let record = self.all(path, SERVICE).await.map_err(dbus)?;
+                    let main: u32 = prop(&record, "ExecMainPID").map_err(dbus)?;
+                    let code: i32 = prop(&record, "ExecMainCode").map_err(dbus)?;
+                    if main == pid && code == 0 {
+                        // Not reaped yet: systemd handles SIGCHLD within milliseconds.
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    let unit_props = self.all(path, UNIT).await.map_err(dbus)?;
+                    let sub: String = prop(&unit_props, "SubState").map_err(dbus)?;
+                    let job = self.job_type(&unit_props).await;
                     if main != pid {
-                        // A new main process replaced the record (or none was kept).
-                        return Ok(None);
+                        // A new main process is there already: systemd counts its own restarts.
+                        let now: u32 = prop(&record, "NRestarts").map_err(dbus)?;
+                        let intent = match restarts_before {
+                            Some(before) if now > before => Intent::AutoRestart,
+                            Some(_) => Intent::Restart,
+                            None => Intent::Run,
+                        };
+                        return Ok(Some(MainExit { pid, status: None, clean: false, intent }));
                     }
-                    let code = i32::try_from(self.property(path, SERVICE, "ExecMainCode").await.map_err(dbus)?).map_err(variant)?;
-                    if code != 0 {
-                        let value = i32::try_from(self.property(path, SERVICE, "ExecMainStatus").await.map_err(dbus)?).map_err(variant)?;
-                        let result = self.string_property(path, SERVICE, "Result").await.map_err(dbus)?;
-                        return Ok(exec_main_status(code, value).map(|status| MainExit { pid, status, clean: result == "success" }));
-                    }
-                    // Not reaped yet: systemd handles SIGCHLD within milliseconds.
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    let value: i32 = prop(&record, "ExecMainStatus").map_err(dbus)?;
+                    let result: String = prop(&record, "Result").map_err(dbus)?;
+                    let restart: String = prop(&record, "Restart").map_err(dbus)?;
+                    let started: u64 = prop(&record, "ExecMainStartTimestampMonotonic").map_err(dbus)?;
+                    let reaped: u64 = prop(&record, "ExecMainExitTimestampMonotonic").map_err(dbus)?;
+                    let left_active: u64 = prop(&unit_props, "ActiveExitTimestampMonotonic").map_err(dbus)?;
+                    let asked = started < left_active && left_active < reaped && result != "watchdog";
+                    let intent = if asked {
+                        if job.as_deref().is_some_and(is_restart_job) { Intent::Restart } else { Intent::Stop }
+                    } else if sub == "auto-restart" || restarts_by_itself(&restart, &result) {
+                        Intent::AutoRestart
+                    } else {
+                        Intent::Run
+                    };
+                    let status = exec_main_status(code, value);
+                    return Ok(Some(MainExit { pid, status, clean: result == "success", intent }));
                 }
             };
             match tokio::time::timeout(limit, read).await {
@@ -372,8 +456,44 @@ fn exec_main_status(code: i32, status: i32) -> Option<crate::kernel::ExitStatus>
 }
 
 /// What makes a status change worth announcing.
-fn key(status: &ServiceStatus) -> (ServiceState, Option<u32>, Option<u64>) {
-    (status.state, status.main_pid, status.cgroup.as_ref().map(|c| c.id))
+fn key(status: &ServiceStatus) -> (ServiceState, Option<u32>, Option<u64>, Intent) {
+    (status.state, status.main_pid, status.cgroup.as_ref().map(|c| c.id), status.intent)
+}
+
+/// Job types that stop the unit and start it again.
+fn is_restart_job(job: &str) -> bool {
+    matches!(job, "restart" | "try-restart" | "reload-or-restart" | "try-reload-or-restart")
+}
+
+/// The intent a lookup reads: the queued job says what was asked; without
+/// one, `auto-restart` is systemd bringing the unit back by itself, and
+/// `inactive` a unit stopped on request (a unit that failed is `failed`).
+fn lookup_intent(job: Option<&str>, active: &str, sub: &str) -> Intent {
+    match job {
+        _ if sub == "auto-restart" => Intent::AutoRestart,
+        Some("stop") => Intent::Stop,
+        Some(job) if is_restart_job(job) => Intent::Restart,
+        Some(_) => Intent::Run,
+        None if active == "inactive" => Intent::Stop,
+        None => Intent::Run,
+    }
+}
+
+/// Whether systemd restarts the unit by itself after a main process that
+/// ended with `result`, under its `Restart=` setting (systemd.service(5)'s
+/// table; `RestartPreventExitStatus=` and the start limit are left to the
+/// lookups that follow: a unit systemd gives up on ends `failed`).
+fn restarts_by_itself(restart: &str, result: &str) -> bool {
+    let signal = matches!(result, "signal" | "core-dump");
+    match restart {
+        "always" => true,
+        "on-success" => result == "success",
+        "on-failure" => result != "success",
+        "on-abnormal" => signal || matches!(result, "watchdog" | "timeout"),
+        "on-watchdog" => result == "watchdog",
+        "on-abort" => signal,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use super::{
-    Argv, CommandOutput, InitError, InitFuture, InitKind, InitSystem, ServiceName, ServiceState, ServiceStatus,
+    Argv, CommandOutput, InitError, InitFuture, InitKind, InitSystem, Intent, ServiceName, ServiceState, ServiceStatus,
     Timeouts,
 };
 
@@ -104,13 +104,18 @@ fn parse_line(line: &str) -> Option<UpstartStatus> {
 impl UpstartStatus {
     fn service_status(&self) -> ServiceStatus {
         let detail = format!("{}/{}", self.goal, self.state);
+        // The goal is upstart's intent: `stop` once `initctl stop` (or restart's
+        // first half) was asked, before the process is signalled.
+        let intent = if self.goal == "stop" { Intent::Stop } else { Intent::Run };
         match (self.goal.as_str(), self.state.as_str(), self.pid) {
             ("start" | "respawn", "running", Some(pid)) => ServiceStatus::up(pid, detail),
             ("start" | "respawn", _, pid) => {
                 ServiceStatus { state: ServiceState::Starting, main_pid: pid, ..ServiceStatus::down(detail) }
             }
+            (_, _, Some(pid)) => ServiceStatus { state: ServiceState::Stopping, main_pid: Some(pid), ..ServiceStatus::down(detail) },
             _ => ServiceStatus::down(detail),
         }
+        .with_intent(intent)
     }
 }
 
@@ -262,7 +267,9 @@ mod tests {
         assert_eq!(status("a", None, "start", "running", Some(5)).service_status().state, ServiceState::Up);
         assert_eq!(status("a", None, "start", "pre-start", None).service_status().state, ServiceState::Starting);
         assert_eq!(status("a", None, "stop", "waiting", None).service_status().state, ServiceState::Down);
-        assert_eq!(status("a", None, "stop", "killed", Some(5)).service_status().state, ServiceState::Down);
+        let stopping = status("a", None, "stop", "killed", Some(5)).service_status();
+        assert_eq!((stopping.state, stopping.intent), (ServiceState::Stopping, Intent::Stop));
+        assert_eq!(status("a", None, "start", "running", Some(5)).service_status().intent, Intent::Run);
     }
 
     #[test]
