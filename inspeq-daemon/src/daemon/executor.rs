@@ -25,12 +25,18 @@ pub fn init_action(events: &mpsc::Sender<Event>, backend: Arc<dyn InitSystem>, s
     });
 }
 
-/// Asks `backend` how main process `pid` ended, in a task; the answer comes
+/// Asks `backend` about the exit of main process `pid`, in a task; the answer comes
 /// back as [`Event::MainExit`] (a failed or timed-out question as `None`).
-pub fn main_exit(events: &mpsc::Sender<Event>, backend: Arc<dyn InitSystem>, service: ServiceName, pid: u32) {
+pub fn main_exit(
+    events: &mpsc::Sender<Event>,
+    backend: Arc<dyn InitSystem>,
+    service: ServiceName,
+    pid: u32,
+    restarts_before: Option<u32>,
+) {
     let events = events.clone();
     tokio::spawn(async move {
-        let record = match backend.main_exit(&service, pid).await {
+        let record = match backend.main_exit(&service, pid, restarts_before).await {
             Ok(record) => record,
             Err(err) => {
                 tracing::warn!("service `{service}`: how pid {pid} ended is unknown: {err}");

@@ -36,7 +36,7 @@ use self::{
     event::Event,
     history::History,
     notify::Notifier,
-    services::{Backends, PendingExit, Service, Services},
+    services::{Backends, Before, PendingExit, Service, Services},
 };
 use crate::{
     alert::{self, Outbox, OutboxConfig, Response, Routes},
@@ -331,7 +331,7 @@ impl Daemon {
     /// operator's stop and a crash look alike to the kernel, and only the init
     /// system knows whether it restarts the service by itself. Without a backend
     /// the exit goes to the engine as it is.
-    fn exit_seen(&mut self, name: &str, exit: engine::ProcessExit, intent_before: Intent) {
+    fn exit_seen(&mut self, name: &str, exit: engine::ProcessExit, before: Before) {
         let now = self.now();
         let Some(service) = self.services.get_mut(name) else { return };
         service.started = None;
@@ -345,9 +345,11 @@ impl Daemon {
         }
         match service.backend.clone() {
             Some(backend) => {
-                let pid = exit.pid;
-                service.pending_exit = Some(PendingExit { exit, intent_before });
-                executor::main_exit(&self.events, backend, service.name.clone(), pid);
+                // The init system's record is about its main pid: the wrapper, when
+                // the exit seen is the server's behind a shell.
+                let pid = before.main_pid.unwrap_or(exit.pid);
+                service.pending_exit = Some(PendingExit { exit, before });
+                executor::main_exit(&self.events, backend, service.name.clone(), pid, before.init_restarts);
             }
             None => {
                 self.step(Input::ProcessExited(exit), now);
@@ -362,9 +364,10 @@ impl Daemon {
     fn settle_exit(&mut self, name: &str, record: Option<crate::init::MainExit>) {
         let now = self.now();
         let Some(service) = self.services.get_mut(name) else { return };
-        let Some(PendingExit { mut exit, intent_before }) = service.pending_exit.take() else { return };
+        let Some(PendingExit { mut exit, before }) = service.pending_exit.take() else { return };
+        let intent_before = before.intent;
         let init = service.backend.as_ref().map_or("the init system", |b| b.kind().name());
-        let record = record.filter(|r| r.pid == exit.pid);
+        let record = record.filter(|r| r.pid == before.main_pid.unwrap_or(exit.pid));
         if exit.status_unknown() {
             match record.and_then(|r| r.status.map(|status| (status, r.clean))) {
                 Some((status, clean)) => {
@@ -470,7 +473,7 @@ impl Daemon {
                 // won the race): an exit, settled with the manager's word.
                 let pid = was_up.unwrap_or_default();
                 tracing::info!("service `{name}`: down ({}); main process {pid} is gone", status.detail);
-                let intent_before = service.status.as_ref().map_or(Intent::Run, |s| s.intent);
+                let before = Before::of(service.status.as_ref());
                 let exit = engine::ProcessExit {
                     service: name.to_owned(),
                     pid,
@@ -482,7 +485,7 @@ impl Daemon {
                     init_says_clean: false,
                 };
                 service.status = Some(status);
-                self.exit_seen(name, exit, intent_before);
+                self.exit_seen(name, exit, before);
                 return;
             }
             // Stopping, or down while its process still runs: the exit, when the
@@ -620,11 +623,11 @@ impl Daemon {
                         continue;
                     }
                     tracing::info!("service `{name}`: main process {} exited: {:?}{}", exit.pid, exit.status, if exit.oom_killed { " (OOM killed)" } else { "" });
-                    let intent_before = service.status.as_ref().map_or(Intent::Run, |s| s.intent);
+                    let before = Before::of(service.status.as_ref());
                     if let Some(status) = &mut service.status {
-                        *status = ServiceStatus::down(format!("pid {} exited", exit.pid)).with_intent(intent_before);
+                        *status = ServiceStatus { init_restarts: before.init_restarts, ..ServiceStatus::down(format!("pid {} exited", exit.pid)).with_intent(before.intent) };
                     }
-                    self.exit_seen(&name, input, intent_before);
+                    self.exit_seen(&name, input, before);
                 }
                 Observation::ProcessForked { watch, child, .. } => {
                     let Some(name) = self.watches.get(&watch).cloned() else { continue };
@@ -784,7 +787,7 @@ impl Daemon {
             Event::Watchdog => self.notifier.notify("WATCHDOG=1"),
             Event::Kernel(observations) => self.kernel(observations),
             Event::MainExit { service, pid, record } => {
-                if self.services.get(&service).and_then(|s| s.pending_exit.as_ref()).is_some_and(|e| e.exit.pid == pid) {
+                if self.services.get(&service).and_then(|s| s.pending_exit.as_ref()).is_some_and(|e| e.before.main_pid.unwrap_or(e.exit.pid) == pid) {
                     self.settle_exit(&service, record);
                 }
             }

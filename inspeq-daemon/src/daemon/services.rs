@@ -56,8 +56,28 @@ pub struct Service {
 /// A main-process exit waiting for the init system's word on it.
 pub struct PendingExit {
     pub exit: crate::engine::ProcessExit,
-    /// What the init system meant to do, as it said before the exit.
-    pub intent_before: Intent,
+    /// What the init system said while the process ran.
+    pub before: Before,
+}
+
+/// What the init system said about the service while its main process ran.
+#[derive(Clone, Copy, Debug)]
+pub struct Before {
+    pub intent: Intent,
+    pub init_restarts: Option<u32>,
+    /// The init system's main pid: the process it keeps a record of, which is
+    /// the wrapper when a shell runs the server.
+    pub main_pid: Option<u32>,
+}
+
+impl Before {
+    pub fn of(status: Option<&ServiceStatus>) -> Self {
+        Self {
+            intent: status.map_or(Intent::Run, |s| s.intent),
+            init_restarts: status.and_then(|s| s.init_restarts),
+            main_pid: status.and_then(|s| s.main_pid),
+        }
+    }
 }
 
 impl Service {

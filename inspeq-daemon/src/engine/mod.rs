@@ -580,7 +580,7 @@ fn on_started(
 }
 
 /// The service is down without inspeq or the init system having asked: the built-in down alert, unless the
-/// check's own exit rules decided (`alerted`: whether they alerted). Silenced, it waits for the silence to end.
+/// check's own exit rules judged the exit that took it down. Silenced, it waits for the silence to end.
 fn went_down(
     t: &mut TargetState,
     exit: Option<&ProcessExit>,
@@ -595,7 +595,9 @@ fn went_down(
         t.status = Status::Down { alerted: false };
         return;
     }
-    let alert = !t.unmonitored && !t.has_exit_rules;
+    // Exit rules decide what an exit means; a service found down with no exit
+    // seen (at startup, or dead before its start was confirmed) is down for all.
+    let alert = !t.unmonitored && (exit.is_none() || !t.has_exit_rules);
     t.status = Status::Down { alerted: alert };
     if alert {
         t.alert(EventKind::ProcessDown, out);

@@ -217,6 +217,9 @@ pub struct ServiceStatus {
     pub detail: String,
     /// What the manager means to do with it.
     pub intent: Intent,
+    /// How many times the manager restarted it by itself so far (systemd's
+    /// `NRestarts`), where it counts them.
+    pub init_restarts: Option<u32>,
 }
 
 impl ServiceStatus {
@@ -228,6 +231,7 @@ impl ServiceStatus {
             wrapper: None,
             detail: detail.into(),
             intent: Intent::Run,
+            init_restarts: None,
         }
     }
 
@@ -239,6 +243,7 @@ impl ServiceStatus {
             wrapper: None,
             detail: detail.into(),
             intent: Intent::Run,
+            init_restarts: None,
         }
     }
 
@@ -251,6 +256,7 @@ impl ServiceStatus {
             wrapper: detect_wrapper(pid),
             detail: detail.into(),
             intent: Intent::Run,
+            init_restarts: None,
         }
     }
 
@@ -429,8 +435,16 @@ pub trait InitSystem: Send + Sync {
     /// every main-process exit, so that an operator's stop is told from a crash,
     /// and a restart the manager does itself is not sent again. May wait (bounded
     /// by the lookup timeout) for the manager to reap it. `None` when it can say
-    /// nothing about that pid. By default: the intent a fresh lookup reports.
-    fn main_exit<'a>(&'a self, service: &'a ServiceName, pid: u32) -> InitFuture<'a, Option<MainExit>> {
+    /// nothing about that pid. `restarts_before`: the manager's own restart
+    /// count while `pid` ran (`ServiceStatus::init_restarts`). By default: the
+    /// intent a fresh lookup reports.
+    fn main_exit<'a>(
+        &'a self,
+        service: &'a ServiceName,
+        pid: u32,
+        restarts_before: Option<u32>,
+    ) -> InitFuture<'a, Option<MainExit>> {
+        let _ = restarts_before;
         Box::pin(async move {
             let status = self.lookup(service).await?;
             Ok(Some(MainExit { pid, status: None, clean: false, intent: status.intent }))

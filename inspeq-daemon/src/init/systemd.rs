@@ -38,14 +38,6 @@ const SERVICE: &str = "org.freedesktop.systemd1.Service";
 const JOB: &str = "org.freedesktop.systemd1.Job";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 
-/// One interface's properties, read in one call so that they are one moment's values.
-type Properties = std::collections::HashMap<String, OwnedValue>;
-
-fn prop<T: TryFrom<OwnedValue, Error = zbus::zvariant::Error>>(props: &Properties, name: &str) -> zbus::Result<T> {
-    let value = props.get(name).ok_or_else(|| zbus::Error::Failure(format!("no property {name}")))?;
-    T::try_from(value.try_clone().map_err(zbus::Error::Variant)?).map_err(zbus::Error::Variant)
-}
-
 /// Which manager.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -180,18 +172,23 @@ impl Systemd {
         String::try_from(self.property(path, interface, name).await?).map_err(zbus::Error::Variant)
     }
 
-    async fn all(&self, path: &str, interface: &str) -> zbus::Result<Properties> {
-        self.call(path, PROPERTIES, "GetAll", &(interface,)).await
+    async fn get<T: TryFrom<OwnedValue, Error = zbus::zvariant::Error>>(
+        &self,
+        path: &str,
+        interface: &str,
+        name: &str,
+    ) -> zbus::Result<T> {
+        T::try_from(self.property(path, interface, name).await?).map_err(zbus::Error::Variant)
     }
 
     /// The type of the job the unit has queued or running (`stop`, `restart`,
     /// `start`, ...), if any. A job that ended in between reads as none.
-    async fn job_type(&self, unit: &Properties) -> Option<String> {
-        let (id, path): (u32, OwnedObjectPath) = prop(unit, "Job").ok()?;
+    async fn job_type(&self, path: &str) -> Option<String> {
+        let (id, job): (u32, OwnedObjectPath) = self.get(path, UNIT, "Job").await.ok()?;
         if id == 0 {
             return None;
         }
-        self.string_property(path.as_str(), JOB, "JobType").await.ok()
+        self.string_property(job.as_str(), JOB, "JobType").await.ok()
     }
 
     /// The unit's object path, loading the unit if the manager had not (a
@@ -204,22 +201,21 @@ impl Systemd {
         let unit = unit_name(service);
         let path = self.unit_path(&unit).await?;
         let path = path.as_str();
-        let props = self.all(path, UNIT).await?;
-        let load: String = prop(&props, "LoadState")?;
+        let load = self.string_property(path, UNIT, "LoadState").await?;
         if load == "not-found" {
             return Ok(ServiceStatus::not_found(format!("{unit}: not found")));
         }
-        let active: String = prop(&props, "ActiveState")?;
-        let sub: String = prop(&props, "SubState")?;
-        let job = self.job_type(&props).await;
-        let (main_pid, cgroup, result) = if unit.ends_with(".service") {
-            let service = self.all(path, SERVICE).await?;
-            let pid: u32 = prop(&service, "MainPID")?;
-            let cgroup: String = prop(&service, "ControlGroup")?;
-            let result: String = prop(&service, "Result")?;
-            (Some(pid).filter(|p| *p > 0), self.host_cgroup(&cgroup), result)
+        let active = self.string_property(path, UNIT, "ActiveState").await?;
+        let sub = self.string_property(path, UNIT, "SubState").await?;
+        let job = self.job_type(path).await;
+        let (main_pid, cgroup, result, init_restarts) = if unit.ends_with(".service") {
+            let pid: u32 = self.get(path, SERVICE, "MainPID").await?;
+            let cgroup = self.string_property(path, SERVICE, "ControlGroup").await?;
+            let result = self.string_property(path, SERVICE, "Result").await?;
+            let restarts: u32 = self.get(path, SERVICE, "NRestarts").await?;
+            (Some(pid).filter(|p| *p > 0), self.host_cgroup(&cgroup), result, Some(restarts))
         } else {
-            (None, None, String::new())
+            (None, None, String::new(), None)
         };
         let mut detail = if load == "loaded" { format!("{active} ({sub})") } else { format!("{load}, {active} ({sub})") };
         if let Some(job) = &job {
@@ -241,17 +237,8 @@ impl Systemd {
             wrapper: main_pid.and_then(detect_wrapper),
             detail,
             intent: lookup_intent(job.as_deref(), &active, &sub),
+            init_restarts,
         })
-    }
-
-    /// The unit's `NRestarts` (the restarts systemd did by itself) while its
-    /// record is still about `pid`, that is before anything restarted it.
-    async fn restarts_seen(&self, path: &str, pid: u32) -> Option<u32> {
-        let record = self.all(path, SERVICE).await.ok()?;
-        if prop::<u32>(&record, "ExecMainPID").ok()? != pid {
-            return None;
-        }
-        prop(&record, "NRestarts").ok()
     }
 
     /// `ControlGroup` on this host; `None` when the unit has none (not running)
@@ -343,7 +330,12 @@ impl InitSystem for Systemd {
     ///
     /// When a new main process already replaced the record, `NRestarts` tells a
     /// restart systemd did by itself (counted) from an operator's (not counted).
-    fn main_exit<'a>(&'a self, service: &'a ServiceName, pid: u32) -> InitFuture<'a, Option<MainExit>> {
+    fn main_exit<'a>(
+        &'a self,
+        service: &'a ServiceName,
+        pid: u32,
+        restarts_before: Option<u32>,
+    ) -> InitFuture<'a, Option<MainExit>> {
         Box::pin(async move {
             let limit = self.timeouts.lookup;
             let dbus = |source| InitError::DBus { service: service.to_string(), action: "lookup", source: Box::new(source) };
@@ -351,22 +343,19 @@ impl InitSystem for Systemd {
             let read = async {
                 let path = self.unit_path(&unit).await.map_err(dbus)?;
                 let path = path.as_str();
-                let restarts_before = self.restarts_seen(path, pid).await;
                 loop {
-                    let record = self.all(path, SERVICE).await.map_err(dbus)?;
-                    let main: u32 = prop(&record, "ExecMainPID").map_err(dbus)?;
-                    let code: i32 = prop(&record, "ExecMainCode").map_err(dbus)?;
-                    if main == pid && code == 0 {
-                        // Not reaped yet: systemd handles SIGCHLD within milliseconds.
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                        continue;
+                    let main: u32 = self.get(path, SERVICE, "ExecMainPID").await.map_err(dbus)?;
+                    if main == 0 {
+                        // The record is gone with the unit: systemd unloads a unit
+                        // that ended `inactive` (stopped) and that nobody references
+                        // (the subscription's `Ref` normally prevents it); a failed
+                        // one it keeps.
+                        return Ok(Some(MainExit { pid, status: None, clean: true, intent: Intent::Stop }));
                     }
-                    let unit_props = self.all(path, UNIT).await.map_err(dbus)?;
-                    let sub: String = prop(&unit_props, "SubState").map_err(dbus)?;
-                    let job = self.job_type(&unit_props).await;
                     if main != pid {
-                        // A new main process is there already: systemd counts its own restarts.
-                        let now: u32 = prop(&record, "NRestarts").map_err(dbus)?;
+                        // A new main process is there already: systemd counts the
+                        // restarts it does by itself, not an operator's.
+                        let now: u32 = self.get(path, SERVICE, "NRestarts").await.map_err(dbus)?;
                         let intent = match restarts_before {
                             Some(before) if now > before => Intent::AutoRestart,
                             Some(_) => Intent::Restart,
@@ -374,12 +363,25 @@ impl InitSystem for Systemd {
                         };
                         return Ok(Some(MainExit { pid, status: None, clean: false, intent }));
                     }
-                    let value: i32 = prop(&record, "ExecMainStatus").map_err(dbus)?;
-                    let result: String = prop(&record, "Result").map_err(dbus)?;
-                    let restart: String = prop(&record, "Restart").map_err(dbus)?;
-                    let started: u64 = prop(&record, "ExecMainStartTimestampMonotonic").map_err(dbus)?;
-                    let reaped: u64 = prop(&record, "ExecMainExitTimestampMonotonic").map_err(dbus)?;
-                    let left_active: u64 = prop(&unit_props, "ActiveExitTimestampMonotonic").map_err(dbus)?;
+                    let code: i32 = self.get(path, SERVICE, "ExecMainCode").await.map_err(dbus)?;
+                    if code == 0 {
+                        // Not reaped yet: systemd handles SIGCHLD within milliseconds.
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    let value: i32 = self.get(path, SERVICE, "ExecMainStatus").await.map_err(dbus)?;
+                    let started: u64 = self.get(path, SERVICE, "ExecMainStartTimestampMonotonic").await.map_err(dbus)?;
+                    let reaped: u64 = self.get(path, SERVICE, "ExecMainExitTimestampMonotonic").await.map_err(dbus)?;
+                    let result = self.string_property(path, SERVICE, "Result").await.map_err(dbus)?;
+                    let restart = self.string_property(path, SERVICE, "Restart").await.map_err(dbus)?;
+                    let left_active: u64 = self.get(path, UNIT, "ActiveExitTimestampMonotonic").await.map_err(dbus)?;
+                    let sub = self.string_property(path, UNIT, "SubState").await.map_err(dbus)?;
+                    let job = self.job_type(path).await;
+                    // One property at a time: if a new process replaced the record
+                    // meanwhile, the values are a mix; read it again.
+                    if self.get::<u32>(path, SERVICE, "ExecMainPID").await.map_err(dbus)? != pid {
+                        continue;
+                    }
                     let asked = started < left_active && left_active < reaped && result != "watchdog";
                     let intent = if asked {
                         if job.as_deref().is_some_and(is_restart_job) { Intent::Restart } else { Intent::Stop }
@@ -421,6 +423,13 @@ impl InitSystem for Systemd {
                 .map_err(dbus)?
                 .build();
             let mut stream = MessageStream::for_match_rule(rule, &self.conn, Some(256)).await.map_err(dbus)?;
+            // A stopped unit nobody references is garbage-collected at once, and
+            // its `ExecMain*` record and timestamps with it: the record `main_exit`
+            // reads to tell an operator's stop from a crash. systemd keeps units
+            // a bus client holds a reference to (`Ref`, dropped when we disconnect).
+            if let Err(err) = self.call::<_, ()>(path.as_str(), UNIT, "Ref", &()).await {
+                tracing::warn!("systemd: cannot hold {} loaded (Ref): {err}; a stop may read as a crash", unit_name(service));
+            }
             let this = self.clone();
             let service = service.clone();
             let mut last = this.lookup(&service).await.ok().map(|s| key(&s));

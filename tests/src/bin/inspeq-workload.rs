@@ -10,6 +10,8 @@
 //!   inspeq-workload storm-n N                    the same, N times
 //!   inspeq-workload exits N GAP_US               N children exiting with code i % 256, GAP_US apart;
 //!                                                prints "pid status" per child
+//!   inspeq-workload exit-after MS CODE           sleeps MS milliseconds, then exits with CODE (a service
+//!                                                that keeps crashing)
 //!   inspeq-workload thread-exit CODE             a thread that ends (its own exit, not exit_group), then
 //!                                                the process exits with CODE after 100 ms
 //!   inspeq-workload leader-exit CODE             the main thread ends with SYS_exit while another thread
@@ -283,6 +285,10 @@ fn main() {
         Some("demo-service") => demo_service(),
         Some("serve") => serve(args.get(1).expect("serve MARKS")),
         Some("puma") => puma(args.get(1).expect("puma MARKS")),
+        Some("exit-after") => {
+            std::thread::sleep(Duration::from_millis(num(1)));
+            std::process::exit(num(2) as i32)
+        }
         Some("thread-exit") => thread_exit(num(1) as i32),
         Some("leader-exit") => leader_exit(num(1) as i32),
         Some("alloc") => alloc(num(1) as usize, Duration::from_millis(num(2)), Duration::from_millis(num(3))),
