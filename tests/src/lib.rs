@@ -5,6 +5,7 @@
 //! skip with a printed reason.
 
 pub mod alert_harness;
+pub mod apps_harness;
 pub mod daemon_harness;
 pub mod init_harness;
 

@@ -31,6 +31,15 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("runit", "/usr/bin/runsvdir"),
     // The metrics test: a real Prometheus scrapes inspeqd's /metrics.
     ("prometheus", "/usr/bin/prometheus"),
+    // The apps tests (tests/tests/apps.rs): the real Puma, Sidekiq and Redis as
+    // user units, and Rack for the test app (no binary of its own but rackup).
+    // The tests run their own Redis on a free port; the test VMs' policy-rc.d
+    // (exit 101) keeps redis-server's postinst from starting one on the host.
+    ("puma", "/usr/bin/puma"),
+    ("ruby-sidekiq", "/usr/bin/sidekiq"),
+    ("redis-server", "/usr/bin/redis-server"),
+    ("redis-tools", "/usr/bin/redis-cli"),
+    ("ruby-rack", "/usr/bin/rackup"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
