@@ -15,7 +15,7 @@ use inspeq_daemon::{
     alert::{self, Alert, Batching, Channel, SendFuture, route::{Route, RouteName}},
     control::{
         client,
-        protocol::{Request, Response},
+        protocol::{Request, Response, Unit},
     },
     daemon,
     init::{InitFuture, InitKind, InitSystem, ServiceName, ServiceStatus},
@@ -186,6 +186,13 @@ async fn every_control_command_answers() {
     assert!(export.metrics.iter().any(|m| m.target == "web" && m.metric == "memory:rss" && m.value > 0.0), "{:?}", export.metrics);
     let Response::Show(show) = h.ask(Request::Show { target: "web".into(), metric: "memory:rss".into() }).await else { panic!("show") };
     assert!(!show.values.is_empty() && show.min.is_some());
+    assert_eq!(show.unit, Some(Unit::Bytes));
+    // The rule shows the value it compared, and the service (this test process, a tree) its processes.
+    let web = &export.services[0];
+    assert!(web.processes >= 1, "{web:?}");
+    let rule = &web.rules[0];
+    assert!(rule.value.is_some_and(|v| v > 0.0) && rule.unit == Some(Unit::Bytes), "{rule:?}");
+    assert!(rule.value_text.ends_with('m') || rule.value_text.ends_with('g'), "{rule:?}");
 
     assert!(matches!(h.ask(Request::StartDeploy).await, Response::Ok { .. }));
     let Response::Status(status) = h.ask(Request::Status).await else { panic!("status") };

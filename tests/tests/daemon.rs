@@ -683,3 +683,82 @@ fn systemd_a_phased_restart_that_replaces_the_workers_is_no_crash() {
     assert_eq!(main_pid(&manager, &unit), master, "the master was never restarted");
     assert_eq!(daemon.service(service).unwrap()["pid"], master);
 }
+
+#[test]
+fn systemd_status_counts_the_services_processes_and_shows_each_rules_value_in_its_unit() {
+    if !privileged_with("systemd_status_counts_the_services_processes_and_shows_each_rules_value_in_its_unit", SYSTEMD_USER) {
+        return;
+    }
+    let manager = UserManager::start("daemon-status");
+    let scratch = Scratch::new("daemon-systemd-status");
+    let marks_file = scratch.dir.join("marks");
+    let service = "inspeq-daemon-status";
+    let unit = format!("{service}.service");
+    // A master and two workers, each worker spending 10 % of a core: three
+    // processes in the unit's cgroup, and no `forks` rule to report any of them.
+    manager.add_unit(
+        &unit,
+        &format!("[Unit]\nDescription=Puma-like, busy\n\n[Service]\nExecStart={WORKLOAD} puma {} 10\nRestart=no\n", marks_file.display()),
+    );
+    manager.systemctl_ok(&["start", &unit]);
+    let master = main_pid(&manager, &unit);
+    wait_for("the workers", LIMIT, || marks(&marks_file).iter().any(|m| m.starts_with("WORKERS")).then_some(()));
+    let daemon = Daemon::builder("systemd-status")
+        .file("inspeq.conf", &conf(1))
+        .file(
+            "services.d/status.inq",
+            &format!(
+                "check service {service} with scope user\n  if memory:rss > 1g then alert\n  if memory:total_rss > 10g then alert\n  \
+                 if cpu:total_user > 95% then alert\n  if restarts > 5 within 1 minutes then alert\n  if crashed then alert\n"
+            ),
+        )
+        .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
+        .start();
+    assert_eq!(daemon.wait_up(service, INIT_LIMIT), master);
+
+    // CPU needs two cycles' samples before there is a percentage to compare.
+    let status = wait_for("every metric rule to have a value", LIMIT, || {
+        let status = daemon.status();
+        let s = status["services"].as_array()?.iter().find(|s| s["name"] == service)?.clone();
+        s["rules"].as_array()?.iter().take(3).all(|r| r["value"].is_number()).then_some(status)
+    });
+    let s = status["services"].as_array().unwrap().iter().find(|s| s["name"] == service).unwrap();
+    assert_eq!((s["watched_by"].as_str(), s["processes"].as_u64()), (Some("cgroup"), Some(3)), "{s:#}");
+    let rule = |text: &str| s["rules"].as_array().unwrap().iter().find(|r| r["rule"] == text).unwrap_or_else(|| panic!("no `{text}` in {s:#}"));
+    for (text, unit) in [("memory:rss > 1g", "bytes"), ("memory:total_rss > 10g", "bytes"), ("cpu:total_user > 95%", "percent")] {
+        let r = rule(text);
+        assert!(r["value"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+        assert_eq!(r["unit"], unit, "{r}");
+    }
+    // The total is over all three processes: more than the master alone.
+    assert!(rule("memory:total_rss > 10g")["value"].as_f64() > rule("memory:rss > 1g")["value"].as_f64(), "{s:#}");
+    // What the rule compared is what the history holds: the same conversion.
+    let metric = |name: &str| {
+        let m = status["metrics"].as_array().unwrap().iter().find(|m| m["target"] == service && m["metric"] == name);
+        m.unwrap_or_else(|| panic!("no {name} in {:#}", status["metrics"]))["value"].as_f64().unwrap()
+    };
+    let cpu = rule("cpu:total_user > 95%")["value"].as_f64().unwrap();
+    assert_eq!(cpu, metric("cpu:total_user"));
+    // Two workers at 10 % each (less on a loaded machine), never cumulative seconds.
+    assert!((1.0..60.0).contains(&cpu), "cpu:total_user {cpu} %");
+    let restarts = rule("restarts > 5 within 1 minutes");
+    assert_eq!((restarts["value"].as_f64(), restarts["unit"].as_str()), (Some(0.0), Some("count")), "{restarts}");
+    assert_eq!(restarts["value_text"], "0 restarts within 1m");
+    let crashed = rule("crashed");
+    assert!(crashed["value"].is_null() && crashed["last_exit"].is_null(), "{crashed}");
+    assert_eq!(crashed["value_text"], "no exit seen yet");
+
+    // `show` draws percentages; `status` prints each rule's value and the count.
+    let show = daemon.ctl_ok(&["show", service, "cpu:total_user"]);
+    let first = show.lines().next().unwrap();
+    assert!(first.starts_with(&format!("{service} cpu:total_user  min ")), "{show}");
+    let figures: Vec<&str> = first.split_whitespace().skip(2).collect();
+    assert_eq!(figures.len(), 6, "{show}");
+    for pair in figures.chunks(2) {
+        let value: f64 = pair[1].strip_suffix('%').unwrap_or_else(|| panic!("`{}` is no percentage: {show}", pair[1])).parse().unwrap();
+        assert!((0.0..60.0).contains(&value), "{show}");
+    }
+    let human = daemon.ctl_ok(&["status"]);
+    assert!(human.contains(&format!("{service} (systemd) up pid {master}, 3 process(es)")), "{human}");
+    assert!(human.contains("[ok] cpu:total_user > 95% — ") && human.contains("[ok] crashed — no exit seen yet"), "{human}");
+}

@@ -9,7 +9,7 @@ use inspeq_daemon::{
     config,
     control::{
         client,
-        protocol::{Request, Response, Status},
+        protocol::{Request, Response, RuleStatus, Status},
     },
 };
 
@@ -69,6 +69,16 @@ enum Command {
     },
 }
 
+/// `  [ok] memory:rss > 64m — 12.1m`: the rule, its state and its value (or why it has none).
+fn print_rule(rule: &RuleStatus) {
+    if rule.value_text.is_empty() {
+        // A daemon from before rules had values.
+        println!("  [{}] {}", rule.state, rule.rule);
+    } else {
+        println!("  [{}] {} — {}", rule.state, rule.rule, rule.value_text);
+    }
+}
+
 fn print_status(status: &Status) {
     println!("{} — inspeq {} — up {}s, cycle {}s", status.hostname, status.version, status.uptime_secs, status.cycle_secs);
     if let Some(secs) = status.silenced_for_secs {
@@ -100,7 +110,7 @@ fn print_status(status: &Status) {
     if !status.host.is_empty() {
         println!("\nhost");
         for rule in &status.host {
-            println!("  [{}] {}", rule.state, rule.rule);
+            print_rule(rule);
         }
     }
     for s in &status.services {
@@ -115,7 +125,7 @@ fn print_status(status: &Status) {
             println!("  note: the main pid is a wrapper ({w}); the whole tree/cgroup is watched");
         }
         for rule in &s.rules {
-            println!("  [{}] {}", rule.state, rule.rule);
+            print_rule(rule);
         }
     }
     for j in &status.jobs {
@@ -183,7 +193,8 @@ fn main() -> ExitCode {
             if show.values.is_empty() {
                 println!("{} {}: no values yet", show.target, show.metric);
             } else {
-                println!("{} {}  min {:.2}  max {:.2}  avg {:.2}", show.target, show.metric, show.min.unwrap_or(0.0), show.max.unwrap_or(0.0), show.avg.unwrap_or(0.0));
+                let (min, max, avg) = (show.min.unwrap_or(0.0), show.max.unwrap_or(0.0), show.avg.unwrap_or(0.0));
+                println!("{} {}  min {}  max {}  avg {}", show.target, show.metric, show.format(min), show.format(max), show.format(avg));
                 println!("{}", show.sparkline());
             }
         }

@@ -123,7 +123,82 @@ pub struct RuleStatus {
     pub rule: String,
     /// `ok`, `triggered`, `recovered`, `pending`.
     pub state: String,
+    /// The rule's value, in `unit`: the last value a metric rule compared, a `forks` rule's rate and a
+    /// `restarts` rule's count in their windows now, an `exit_code` rule's last exit code. Null when there is
+    /// none; `value_text` says why, and the other exit rules give their exit in `last_exit`.
     pub value: Option<f64>,
+    #[serde(default)]
+    pub unit: Option<Unit>,
+    /// The value for people (`12.5%`, `96.0m`, `1 restart within 5m`, `last exit: pid 7 was killed by signal 9
+    /// (SIGKILL)`), or why there is none (`no value yet: CPU needs two samples`).
+    #[serde(default)]
+    pub value_text: String,
+    /// Exit rules: how the main process ended last (null before the first exit).
+    #[serde(default)]
+    pub last_exit: Option<LastExit>,
+}
+
+/// A main process's exit, as the kernel (or the init system's record) gave it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExit {
+    pub pid: u32,
+    /// Null when a signal ended it, or when its status is unknown (then `signal` is null too).
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+    pub oom_killed: bool,
+    /// inspeq or the init system asked for it (a restart, a stop): no exit rule judges it.
+    pub requested: bool,
+}
+
+/// The unit of a value in `status`, `show` and `export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// CPU (of one core for a service, so a busy service can pass 100; of all cores for the host), memory, swap
+    /// and disk use.
+    Percent,
+    Bytes,
+    /// A plain number: load, connections, a counter's change over one cycle, restarts.
+    Count,
+    /// A rate: a counter's change per second, forks per second.
+    PerSec,
+    BytesPerSec,
+    /// `/sec` on a percentage (the checker warns): the percentage divided by the cycle time.
+    PercentPerSec,
+    ExitCode,
+}
+
+impl Unit {
+    /// `value` for people: `12.5%`, `96.0m` (bytes as the rule language writes them), `3`, `0.52`, `12/s`.
+    pub fn format(self, value: f64) -> String {
+        match self {
+            Self::Percent => format!("{value:.1}%"),
+            Self::Bytes => bytes(value),
+            Self::Count => number(value),
+            Self::PerSec => format!("{}/s", number(value)),
+            Self::BytesPerSec => format!("{}/s", bytes(value)),
+            Self::PercentPerSec => format!("{value:.1}%/s"),
+            Self::ExitCode => format!("{value:.0}"),
+        }
+    }
+}
+
+/// Bytes as the rule language writes them (`64.1m`), powers of 1024.
+pub fn bytes(value: f64) -> String {
+    let mut v = value;
+    for suffix in ["", "k", "m", "g", "t"] {
+        if v.abs() < 1024.0 || suffix == "t" {
+            return if suffix.is_empty() { format!("{v:.0}") } else { format!("{v:.1}{suffix}") };
+        }
+        v /= 1024.0;
+    }
+    unreachable!()
+}
+
+/// A whole number as such, anything else with two decimals.
+pub fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 { format!("{value:.0}") } else { format!("{value:.2}") }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -153,6 +228,10 @@ pub struct AlertHealth {
 pub struct Show {
     pub target: String,
     pub metric: String,
+    /// The values' unit, as the metric catalogue gives it (CPU in percent, counters per second); null for a
+    /// metric the daemon does not know.
+    #[serde(default)]
+    pub unit: Option<Unit>,
     /// Oldest first, one per cycle.
     pub values: Vec<f64>,
     pub min: Option<f64>,
@@ -162,11 +241,16 @@ pub struct Show {
 
 impl Show {
     /// Fills min/max/avg from `values`.
-    pub fn new(target: String, metric: String, values: Vec<f64>) -> Self {
+    pub fn new(target: String, metric: String, unit: Option<Unit>, values: Vec<f64>) -> Self {
         let min = values.iter().copied().reduce(f64::min);
         let max = values.iter().copied().reduce(f64::max);
         let avg = (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
-        Self { target, metric, values, min, max, avg }
+        Self { target, metric, unit, values, min, max, avg }
+    }
+
+    /// A value of this metric for people, in its unit (two decimals without one).
+    pub fn format(&self, value: f64) -> String {
+        self.unit.map_or_else(|| format!("{value:.2}"), |u| u.format(value))
     }
 
     /// The values as a one-line sparkline (▁▂▃▄▅▆▇█).
@@ -206,10 +290,27 @@ mod tests {
 
     #[test]
     fn show_summarises_and_draws() {
-        let show = Show::new("host".into(), "load:1".into(), vec![1.0, 2.0, 3.0, 8.0]);
+        let show = Show::new("host".into(), "load:1".into(), Some(Unit::Count), vec![1.0, 2.0, 3.0, 8.0]);
         assert_eq!((show.min, show.max, show.avg), (Some(1.0), Some(8.0), Some(3.5)));
         assert_eq!(show.sparkline(), "▁▂▃█");
-        assert_eq!(Show::new("h".into(), "m".into(), vec![]).sparkline(), "");
-        assert_eq!(Show::new("h".into(), "m".into(), vec![5.0, 5.0]).sparkline(), "▄▄");
+        assert_eq!(Show::new("h".into(), "m".into(), None, vec![]).sparkline(), "");
+        assert_eq!(Show::new("h".into(), "m".into(), None, vec![5.0, 5.0]).sparkline(), "▄▄");
+    }
+
+    #[test]
+    fn values_are_written_in_their_unit() {
+        assert_eq!(Unit::Percent.format(12.345), "12.3%");
+        assert_eq!(Unit::Bytes.format(96.0 * 1048576.0), "96.0m");
+        assert_eq!(Unit::Bytes.format(512.0), "512");
+        assert_eq!(Unit::Count.format(3.0), "3");
+        assert_eq!(Unit::Count.format(0.52), "0.52");
+        assert_eq!(Unit::PerSec.format(12.5), "12.50/s");
+        assert_eq!(Unit::BytesPerSec.format(2048.0), "2.0k/s");
+        assert_eq!(Unit::ExitCode.format(75.0), "75");
+        let show = Show::new("web".into(), "cpu:total_user".into(), Some(Unit::Percent), vec![20.0]);
+        assert_eq!(show.format(20.0), "20.0%");
+        assert_eq!(Show::new("web".into(), "x".into(), None, vec![]).format(1.0), "1.00");
+        // Units are snake_case words in JSON.
+        assert_eq!(serde_json::to_string(&Unit::BytesPerSec).unwrap(), r#""bytes_per_sec""#);
     }
 }

@@ -643,21 +643,42 @@ impl Daemon {
                         continue;
                     }
                     // Memory rules see the crossing now rather than at the next cycle.
-                    self.history.record(&name, "memory:rss", rss_bytes as f64);
                     let sample = Sample::new(Target::Service(name)).with("memory:rss", rss_bytes as f64);
+                    self.record(&sample, now, &mut Vec::new());
                     self.step(Input::Sample(sample), now);
                 }
                 Observation::RssTotalCrossed { watch, total_bytes, .. } => {
                     let Some(name) = self.watches.get(&watch).cloned() else { continue };
                     // `memory:total_rss` rules see the service's crossing now.
-                    self.history.record(&name, "memory:total_rss", total_bytes as f64);
                     let sample = Sample::new(Target::Service(name)).with("memory:total_rss", total_bytes as f64);
+                    self.record(&sample, now, &mut Vec::new());
                     self.step(Input::Sample(sample), now);
                 }
                 Observation::EventsLost { kind, count } => {
                     tracing::warn!("kernel: {count} {kind} records lost (ring buffer full)");
                 }
             }
+        }
+    }
+
+    /// Records `sample`'s values in the history and as statsd lines, each in its
+    /// metric's catalogue unit, by the engine's own conversion from the previous
+    /// sample it keeps: so before the engine steps `sample`. A value that cannot
+    /// be known yet (CPU's first sample) is left out, as the rules skip it.
+    fn record(&mut self, sample: &Sample, now: Timestamp, lines: &mut Vec<String>) {
+        let target = sample.target.to_string();
+        for (metric, raw) in &sample.values {
+            let Some(shown) = history::shown(&sample.target, metric, sample.cores.unwrap_or(1)) else { continue };
+            let Some(reading) = self.engine.reading(&sample.target, metric, shown.kind, *raw, shown.cores, now) else {
+                continue;
+            };
+            let name = metric.to_string();
+            self.history.record(&target, &name, reading.value);
+            // statsd sums counters itself: a counter goes as its change this cycle.
+            lines.push(match reading.delta {
+                Some(delta) => statsd::line(&self.hostname, &target, &name, delta, StatsdKind::Counter),
+                None => statsd::line(&self.hostname, &target, &name, reading.value, StatsdKind::Gauge),
+            });
         }
     }
 
@@ -683,37 +704,18 @@ impl Daemon {
                 .collect();
             let mount_refs: Vec<&Path> = mounts.iter().map(PathBuf::as_path).collect();
             let values = metrics::host::sample(&mount_refs);
-            let mut sample = Sample::new(Target::Host).cores(metrics::host::cores());
-            for (metric, value) in values {
-                self.history.record("host", &metric, value);
-                lines.push(statsd::line(&self.hostname, "host", &metric, value, StatsdKind::Gauge));
-                // Rules name totals only; per-core values are for show, export and statsd.
-                if !metrics::host::is_per_core(&metric) {
-                    sample = sample.with(&metric, value);
-                }
-            }
+            // Per-core values too, though rules name totals only: the engine keeps
+            // their previous sample, which show, export and statsd convert from.
+            let sample = values.iter().fold(Sample::new(Target::Host).cores(metrics::host::cores()), |s, (m, v)| s.with(m, *v));
+            self.record(&sample, now, &mut lines);
             self.step(Input::Sample(sample), now);
         }
         for name in &names {
             let Some(service) = self.services.get(name) else { continue };
             let Some(main) = service.main_pid() else { continue };
-            // A cgroup's members from its own cgroup.procs files, at the path the
-            // init system gave (finding it by id would walk the whole cgroup tree
-            // every cycle); a tree's from what the kernel reported.
-            let cgroup = service.status.as_ref().and_then(|s| s.cgroup.as_ref());
-            let mut members: Vec<u32> = match (service.watch, cgroup) {
-                (Some((_, "cgroup")), Some(cgroup)) => kernel::cgroup_members(&cgroup.path),
-                _ => service.members.iter().copied().chain(std::iter::once(main)).collect(),
-            };
-            members.sort_unstable();
-            members.dedup();
-            let values = metrics::process::sample(Some(main), members);
-            let mut sample = Sample::new(Target::Service(name.clone()));
-            for (metric, value) in values {
-                self.history.record(name, &metric, value);
-                lines.push(statsd::line(&self.hostname, name, &metric, value, StatsdKind::Gauge));
-                sample = sample.with(&metric, value);
-            }
+            let values = metrics::process::sample(Some(main), service.live_members());
+            let sample = values.iter().fold(Sample::new(Target::Service(name.clone())), |s, (m, v)| s.with(m, *v));
+            self.record(&sample, now, &mut lines);
             self.step(Input::Sample(sample), now);
         }
         self.step(Input::Cycle, now);
@@ -880,7 +882,10 @@ impl Daemon {
                 self.step(Input::DeployFinished, now);
                 Reply::Ok { message: "deploy finished: rules apply again after one more cycle".into() }
             }
-            Request::Show { target, metric } => Reply::Show(Show::new(target.clone(), metric.clone(), self.history.values(&target, &metric))),
+            Request::Show { target, metric } => {
+                let unit = history::unit_of(&target, &metric);
+                Reply::Show(Show::new(target.clone(), metric.clone(), unit, self.history.values(&target, &metric)))
+            }
             Request::JobDone { job } => {
                 if self.engine.knows_job(&job) {
                     self.step(Input::JobDone { job: job.clone() }, now);

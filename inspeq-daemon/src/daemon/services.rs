@@ -15,7 +15,7 @@ use crate::{
         Runit, RunitOptions, Scope, ServiceName, ServiceState, ServiceStatus, Systemd, SystemdOptions, Upstart,
         UpstartOptions, detect,
     },
-    kernel::WatchId,
+    kernel::{self, WatchId},
 };
 
 /// One checked service at run time.
@@ -28,7 +28,9 @@ pub struct Service {
     pub status: Option<ServiceStatus>,
     /// The kernel watch and what it watches (`cgroup` or `tree`).
     pub watch: Option<(WatchId, &'static str)>,
-    /// Live processes of the service, as the kernel reported them.
+    /// Processes of the service as the kernel reported them: those at the watch's
+    /// start, then forks (only reported when a `forks` rule asks) less exits. See
+    /// [`Service::live_members`] for the service's processes now.
     pub members: BTreeSet<u32>,
     /// A lookup is running; don't start another.
     pub looking_up: bool,
@@ -104,6 +106,29 @@ impl Service {
 
     pub fn main_pid(&self) -> Option<u32> {
         self.status.as_ref().filter(|s| s.state == ServiceState::Up).and_then(|s| s.main_pid)
+    }
+
+    /// The service's processes now, read when asked (the cycle's metrics,
+    /// `status`'s count): its cgroup's, from `cgroup.procs` at the path the init
+    /// system gave and in the cgroups below (finding the cgroup by id would walk
+    /// the whole cgroup tree); else its main process's tree, from /proc (each
+    /// process's `task/*/children`) plus the processes the kernel reported in the
+    /// tree, which covers a child that left it in /proc by daemonising. Never a
+    /// scan of all of /proc.
+    pub fn live_members(&self) -> Vec<u32> {
+        let cgroup = self.status.as_ref().and_then(|s| s.cgroup.as_ref());
+        let mut members = match (cgroup, self.main_pid()) {
+            (Some(cgroup), _) => kernel::cgroup_members(&cgroup.path),
+            (None, Some(main)) => {
+                let mut tree = kernel::tree_members(main);
+                tree.extend(self.members.iter().copied());
+                tree
+            }
+            (None, None) => Vec::new(),
+        };
+        members.sort_unstable();
+        members.dedup();
+        members
     }
 }
 

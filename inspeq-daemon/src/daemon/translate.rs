@@ -10,6 +10,8 @@ use crate::{
         metrics::Unit,
         model::{Channel, Condition, Config, Tls},
     },
+    // One way of writing values, in alerts and in `status`.
+    control::protocol::{bytes, number},
     engine::{self, EventKind},
 };
 
@@ -74,22 +76,6 @@ pub fn route_configs(config: &Config) -> Vec<RouteConfig> {
         .collect()
 }
 
-/// Bytes as the rule language writes them (`64.1m`), powers of 1024.
-fn bytes(value: f64) -> String {
-    let mut v = value;
-    for suffix in ["", "k", "m", "g", "t"] {
-        if v.abs() < 1024.0 || suffix == "t" {
-            return if suffix.is_empty() { format!("{v:.0}") } else { format!("{v:.1}{suffix}") };
-        }
-        v /= 1024.0;
-    }
-    unreachable!()
-}
-
-fn amount(value: f64) -> String {
-    if value.fract() == 0.0 && value.abs() < 1e15 { format!("{value:.0}") } else { format!("{value:.2}") }
-}
-
 /// The rule state of a metric rule, found by its text in `config`.
 fn rule_state(config: &Config, target: &engine::Target, rule: &engine::RuleRef, value: f64, for_secs: Option<u64>) -> RuleState {
     let check = match target {
@@ -97,7 +83,7 @@ fn rule_state(config: &Config, target: &engine::Target, rule: &engine::RuleRef, 
         engine::Target::Service(name) => config.services.iter().find(|c| &c.name == name),
     };
     let found = check.and_then(|c| c.rules.iter().find(|r| r.text == rule.text && r.location == rule.location));
-    let mut shown = amount(value);
+    let mut shown = number(value);
     let (metric, comparison, threshold) = match found.map(|r| &r.condition) {
         Some(Condition::Metric(m)) => {
             let metric = match &m.metric.name {

@@ -9,6 +9,7 @@ pub mod input;
 pub mod rule;
 pub mod time;
 pub mod value;
+mod view;
 pub mod window;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ pub use action::{Action, Event, EventKind, ExitStatus, RuleRef};
 pub use input::{ExitCause, Input, ProcessExit, Sample, Target, swap_used_percent};
 pub use rule::{CycleRuleState, Phase, Transition};
 pub use time::Timestamp;
+pub use view::{RuleValue, RuleView};
 
 use crate::config::model::{
     ActionSpec, Check, CheckKind, Condition, Config, Job, RestartLimit, Rule, Window, WorkerEvent,
@@ -80,6 +82,8 @@ struct Slot {
     cycle: CycleRuleState,
     /// For forks and restarts rules: when the current episode started.
     episode: Option<Timestamp>,
+    /// For metric and exit rules: the last value, for `status` (forks and restarts are counted when asked).
+    last: Option<RuleValue>,
 }
 
 #[derive(Clone, Debug)]
@@ -181,23 +185,6 @@ impl EngineState {
                 (t.restarts_total, t.workers_crashed, t.workers_oom_killed)
             })
     }
-
-    /// For `status`: each rule of a target with its phase.
-    pub fn rule_phases(&self, target: &Target) -> Vec<(&Rule, Phase)> {
-        self.targets.get(target).map_or_else(Vec::new, |t| {
-            t.rules
-                .iter()
-                .map(|s| {
-                    let phase = if s.episode.is_some() {
-                        Phase::Triggered
-                    } else {
-                        s.cycle.phase
-                    };
-                    (&s.rule, phase)
-                })
-                .collect()
-        })
-    }
 }
 
 fn target_of(check: &Check) -> Target {
@@ -285,6 +272,7 @@ impl TargetState {
                     rule,
                     cycle: CycleRuleState::default(),
                     episode: None,
+                    last: None,
                 })
                 .collect(),
             previous: Previous::new(),
@@ -394,6 +382,7 @@ pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action
                 .targets
                 .get_mut(&Target::Service(exit.service.clone()))
             {
+                view::remember_exit(t, &exit);
                 on_exited(t, &exit, silenced, &mut out);
             }
         }
@@ -495,31 +484,36 @@ fn on_sample(
     out: &mut Vec<Action>,
 ) {
     let host = t.target == Target::Host;
+    let judging = !silenced && !t.unmonitored;
     if silenced {
         t.reset_counts();
-    } else if !t.unmonitored {
-        for i in 0..t.rules.len() {
-            let Condition::Metric(rule) = &t.rules[i].rule.condition else {
-                continue;
-            };
-            let Some(value) = value::rule_value(rule, sample, &t.previous, now, cycle_time, host)
-            else {
-                continue;
-            };
-            let tripped = rule.op.holds(value, rule.threshold.value);
-            let cycles = rule.cycles;
-            let transition = t.rules[i].cycle.observe(tripped, cycles, now);
-            let (kind, failing) = match transition {
-                Transition::None => continue,
-                Transition::Failed => (EventKind::RuleFailed { value }, true),
-                Transition::Recovered { failed_for } => {
-                    (EventKind::RuleRecovered { value, failed_for }, false)
-                }
-            };
-            let event = t.event(kind, Some(&t.rules[i].rule));
-            if t.fire(i, &event, failing, out) {
-                break;
+    }
+    for i in 0..t.rules.len() {
+        let Condition::Metric(rule) = &t.rules[i].rule.condition else {
+            continue;
+        };
+        let Some(value) = value::rule_value(rule, sample, &t.previous, now, cycle_time, host)
+        else {
+            continue;
+        };
+        let tripped = rule.op.holds(value, rule.threshold.value);
+        let cycles = rule.cycles;
+        // Kept while the rule may not act too (a deploy, `unmonitor`): `status` shows what it would compare.
+        t.rules[i].last = Some(RuleValue::Metric(value));
+        if !judging {
+            continue;
+        }
+        let transition = t.rules[i].cycle.observe(tripped, cycles, now);
+        let (kind, failing) = match transition {
+            Transition::None => continue,
+            Transition::Failed => (EventKind::RuleFailed { value }, true),
+            Transition::Recovered { failed_for } => {
+                (EventKind::RuleRecovered { value, failed_for }, false)
             }
+        };
+        let event = t.event(kind, Some(&t.rules[i].rule));
+        if t.fire(i, &event, failing, out) {
+            break;
         }
     }
     for (metric, value) in &sample.values {

@@ -98,6 +98,18 @@ impl Forks {
         self.buckets.iter().map(|(_, n)| *n).sum()
     }
 
+    /// The same count without forgetting older buckets, for read-only views (`status`).
+    #[must_use]
+    pub fn count_at(&self, now: Timestamp) -> u64 {
+        let now_s = now.since_origin().as_secs();
+        let span = self.window.as_secs().max(1);
+        self.buckets
+            .iter()
+            .filter(|(s, _)| now_s.saturating_sub(*s) < span)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
     #[must_use]
     pub fn window(&self) -> Duration {
         self.window

@@ -1,7 +1,8 @@
 //! Prometheus `/metrics` (text exposition format 0.0.4) when `set metrics_listen
 //! ADDR:PORT` is configured: every sampled host and service metric, rule states,
 //! service states and restarts, alerts per outcome, and the kernel path's records
-//! and drops per kind. All names start with `inspeq_`.
+//! and drops per kind. All names start with `inspeq_`. Metric values are those
+//! `show` draws, in the catalogue's units (CPU in percent, counters per second).
 //!
 //! The daemon loop renders the page after each cycle and hands it over through a
 //! `watch` channel; the listener only serves the latest page, so a slow scraper
@@ -53,7 +54,7 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "inspeq_metric",
         "gauge",
-        "The latest sample of each metric inspeq collects, by target and metric name (raw: CPU as cumulative seconds).",
+        "The latest value of each metric inspeq collects, by target and metric name, as rules compare it: CPU in percent, counters per second, memory in bytes.",
         s.metrics
             .iter()
             .map(|(t, m, v)| format!("inspeq_metric{{target=\"{}\",metric=\"{}\"}} {v}", label(t), label(m)))

@@ -1,8 +1,9 @@
 //! statsd export, as Inspeqtor did it (`set statsd_location host:port`): after
 //! every cycle, one UDP datagram per metric,
-//! `<hostname>.<host|service>.<family>[.<name>]:<value>|g` for gauges and `|c` for
-//! counters (the per-cycle delta). UDP send errors are counted, never fatal: a
-//! missing statsd must not disturb monitoring.
+//! `<hostname>.<host|service>.<family>[.<name>]:<value>|g` for gauges (CPU as its
+//! percentage, as rules compare it) and `|c` for counters (the per-cycle delta,
+//! which statsd sums). UDP send errors are counted, never fatal: a missing statsd
+//! must not disturb monitoring.
 
 use std::net::UdpSocket;
 

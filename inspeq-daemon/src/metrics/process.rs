@@ -1,7 +1,8 @@
 //! A service's process metrics: `memory:rss` and `cpu:user|system|total` of its
 //! main process, and `memory:total_rss` and `cpu:total_user|total_system` summed
-//! over all its live processes. The member list comes from the kernel side (the
-//! service's cgroup or tracked process tree), never from scanning all of /proc.
+//! over all its live processes: the cgroup's, or the process tree's (see
+//! `daemon::services::Service::live_members`), never from scanning all of /proc.
+//! Raw values: CPU as cumulative seconds, which the engine turns into percent.
 
 use super::Value;
 

@@ -19,8 +19,9 @@
 //!   inspeq-workload statuses N                   after a line on stdin, N children ending as child i of
 //!                                                the kernel tests' sequence does (exit codes, signals),
 //!                                                each reaped at once; prints "pid status" per child
-//!   inspeq-workload puma MARKS                   a master and two workers; SIGUSR1 replaces the workers
-//!                                                (Puma's phased restart) and marks `WORKERS pid pid`
+//!   inspeq-workload puma MARKS [PERCENT]         a master and two workers; SIGUSR1 replaces the workers
+//!                                                (Puma's phased restart) and marks `WORKERS pid pid`; with
+//!                                                PERCENT each worker spends that share of a core in user mode
 //!   inspeq-workload demo-service                 a long-running service for `cargo xtask demo`: SIGUSR1
 //!                                                makes it bloat by 96 MiB, SIGHUP (reload) frees that
 //!   inspeq-workload demo                         the misbehaving service of `cargo xtask demo`: a crash,
@@ -214,18 +215,49 @@ fn serve(marks: &str) -> ! {
     }
 }
 
+/// This process's CPU time so far.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Spends `percent` of a core in user mode, in 10 ms periods, until killed. The
+/// spin is measured in CPU time, so on a loaded machine the share drops rather
+/// than rises; the clock (a system call) is read only every few thousand rounds of
+/// arithmetic, so the time is user time.
+fn busy(percent: u64) -> ! {
+    let period = Duration::from_millis(10);
+    let spin = period * percent.min(100) as u32 / 100;
+    let mut x = 1u64;
+    loop {
+        let start = cpu_time();
+        while cpu_time() - start < spin {
+            for _ in 0..20_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        std::thread::sleep(period - spin);
+    }
+}
+
 /// A Puma-like server: a master with two workers; SIGUSR1 (its reload) is a
 /// phased restart that stops every worker and forks new ones. The master marks
-/// `WORKERS pid pid` each time it has a full set.
-fn puma(marks: &str) -> ! {
+/// `WORKERS pid pid` each time it has a full set. Workers idle, or spend
+/// `percent` of a core each.
+fn puma(marks: &str, percent: u64) -> ! {
     // SAFETY: the handler only stores to an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
     let spawn = || -> Vec<i32> {
         (0..2)
             .map(|_| {
-                // SAFETY: the child only sleeps until killed.
+                // SAFETY: the child only sleeps (or spins) until killed.
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
+                    if percent > 0 {
+                        busy(percent);
+                    }
                     loop {
                         unsafe { libc::pause() };
                     }
@@ -284,7 +316,7 @@ fn main() {
         Some("demo") => demo(),
         Some("demo-service") => demo_service(),
         Some("serve") => serve(args.get(1).expect("serve MARKS")),
-        Some("puma") => puma(args.get(1).expect("puma MARKS")),
+        Some("puma") => puma(args.get(1).expect("puma MARKS"), if args.len() > 2 { num(2) } else { 0 }),
         Some("exit-after") => {
             std::thread::sleep(Duration::from_millis(num(1)));
             std::process::exit(num(2) as i32)
