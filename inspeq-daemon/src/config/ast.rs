@@ -105,10 +105,6 @@ pub struct RuleText {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per rule, built once at load; boxing would only add noise"
-)]
 pub enum Condition {
     /// `METRIC OP AMOUNT [for N cycles]` or `METRIC OP AMOUNT within WINDOW`.
     Compare {

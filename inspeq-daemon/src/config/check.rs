@@ -1049,10 +1049,6 @@ fn condition(
     clippy::too_many_arguments,
     reason = "one call site; a struct would only rename the same fields"
 )]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one match over a closed list of words; split up, the list would be harder to read"
-)]
 fn event_compare(
     file: &SourceFile<'_>,
     subject: EventSubject,

@@ -261,7 +261,7 @@ impl Default for RestartLimit {
     fn default() -> Self {
         RestartLimit {
             count: 5,
-            window: Duration::from_mins(5),
+            window: Duration::from_secs(5 * 60),
         }
     }
 }
