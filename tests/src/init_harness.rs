@@ -152,6 +152,11 @@ impl UserManager {
         this
     }
 
+    /// The manager's pid (to freeze it with SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.manager.id()
+    }
+
     /// The manager's user bus (its stock dbus.socket starts dbus-daemon there).
     pub fn bus_address(&self) -> String {
         format!("unix:path={}", self.runtime_dir.join("bus").display())

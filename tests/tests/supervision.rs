@@ -247,3 +247,38 @@ fn a_service_that_died_during_a_deploy_is_judged_when_the_deploy_ends() {
     s.daemon.wait_up_not(&s.service, Some(s.first), INIT_LIMIT);
     assert_eq!(restart_requests(&s.daemon, &s.service), 1);
 }
+
+#[test]
+fn a_frozen_init_system_does_not_stall_the_loop() {
+    if !privileged_with("a_frozen_init_system_does_not_stall_the_loop", SYSTEMD_USER) {
+        return;
+    }
+    // A systemd unit and a plain process, watched by one daemon.
+    let s = setup("frozen", |dir| unit(&format!("serve {}", dir.join("marks").display()), "Restart=no"), "  if crashed then alert\n");
+    let marks_file = s.scratch.dir.join("plain-marks");
+    let mut plain = std::process::Command::new(WORKLOAD).arg("serve").arg(&marks_file).spawn().unwrap();
+    wait_for("the plain process", LIMIT, || marks(&marks_file).first().is_some().then_some(()));
+    s.daemon.write(
+        "services.d/plain.inq",
+        &format!("check process plain with matching \"inspeq-workload serve {}$\"\n  if crashed then alert\n", marks_file.display()),
+    );
+    s.daemon.signal(libc::SIGHUP);
+    s.daemon.wait_up("plain", INIT_LIMIT);
+    // systemd stops answering: the next reload connects to it and waits out its
+    // 3 s timeout, in its own task.
+    // SAFETY: signals to processes this test started.
+    unsafe { libc::kill(s.manager.pid() as i32, libc::SIGSTOP) };
+    s.daemon.signal(libc::SIGHUP);
+    unsafe { libc::kill(plain.id() as i32, libc::SIGKILL) };
+    let _ = plain.wait();
+    // Meanwhile the loop goes on: the crash is alerted and status answers, before
+    // the reload gives up on the frozen manager.
+    s.daemon.stdout.wait("the crash, while systemd is frozen", LIMIT, |l| is_alert(l, "plain", "crashed"));
+    assert!(s.daemon.service("plain").is_some());
+    let unavailable = s.daemon.stderr.wait("the reload giving up on the frozen manager", LIMIT, |l| l.contains("systemd user scope unavailable"));
+    let lines = s.daemon.stderr.all();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    assert!(at("alert: plain: crashed") < at(&unavailable), "the crash waited for the frozen init system:\n{lines:#?}");
+    unsafe { libc::kill(s.manager.pid() as i32, libc::SIGCONT) };
+    s.daemon.stderr.wait_nth("the second reload in force", 1, INIT_LIMIT, |l| l.contains("reload: configuration from"));
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::{
     control::server::Control,
-    init::{InitError, InitSystem, MainExit, ServiceChange, ServiceStatus},
+    init::{ChangeSubscription, InitError, InitSystem, MainExit, ServiceChange, ServiceStatus},
     kernel::Observation,
 };
 
@@ -28,6 +28,10 @@ pub enum Event {
     Control(Control),
     /// SIGHUP or `inspeqctl reload`.
     Reload,
+    /// A reload task finished reading and building the new configuration.
+    Reloaded(Box<anyhow::Result<super::Reloaded>>),
+    /// A change subscription was set up (or could not be).
+    Subscribed { service: String, result: Result<Option<ChangeSubscription>, InitError> },
     /// SIGTERM or SIGINT.
     Shutdown,
     /// Time to tell systemd's watchdog we are alive.

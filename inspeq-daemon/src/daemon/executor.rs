@@ -78,3 +78,28 @@ pub fn resolve(events: &mpsc::Sender<Event>, candidates: Vec<Arc<dyn InitSystem>
         let _ = events.send(Event::Resolved { service: service.to_string(), found, errors }).await;
     });
 }
+
+/// Subscribes to `backend`'s change announcements about `service`, in a task
+/// (two D-Bus calls and a lookup for systemd, bounded by its timeouts); the
+/// result comes back as [`Event::Subscribed`].
+pub fn subscribe(
+    events: &mpsc::Sender<Event>,
+    backend: Arc<dyn InitSystem>,
+    service: ServiceName,
+    changes: mpsc::Sender<crate::init::ServiceChange>,
+) {
+    let events = events.clone();
+    tokio::spawn(async move {
+        let limit = crate::init::DEFAULT_LOOKUP_TIMEOUT * 3;
+        let result = match tokio::time::timeout(limit, backend.subscribe(&service, changes)).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::init::InitError::Timeout {
+                init: backend.kind(),
+                service: service.to_string(),
+                action: "subscribe",
+                after: limit,
+            }),
+        };
+        let _ = events.send(Event::Subscribed { service: service.to_string(), result }).await;
+    });
+}

@@ -129,6 +129,36 @@ struct Daemon {
     socket: PathBuf,
     /// The Prometheus page, when `set metrics_listen` is configured.
     metrics_page: Option<tokio::sync::watch::Sender<String>>,
+    /// A reload task is running.
+    reloading: bool,
+    /// `inspeqctl reload`s waiting for it.
+    reload_waiters: Vec<tokio::sync::oneshot::Sender<Reply>>,
+}
+
+/// What a reload task read and built, for [`Daemon::finish_reload`].
+pub(crate) struct Reloaded {
+    config: Config,
+    backends: Backends,
+    /// New alert routes, when the routes changed.
+    routes: Option<Routes>,
+}
+
+/// The reload's waiting half, off the loop: reads and checks the files in a
+/// blocking task, connects the init systems the new checks need, and builds
+/// the alert routes if they changed.
+async fn reload_task(options: Options, running_routes: BTreeMap<Option<String>, config::model::Route>, hostname: String) -> anyhow::Result<Reloaded> {
+    let dir = options.config_dir.clone();
+    let config = tokio::task::spawn_blocking(move || load_config(&dir)).await.context("reading the configuration")??;
+    let routes = if config.routes != running_routes && options.alert_routes.is_none() {
+        Some(
+            Routes::build(&translate::route_configs(&config), &alert::http_client(), &hostname)
+                .map_err(|e| anyhow::anyhow!("alert routes: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let backends = Backends::for_options(&options, &config).await;
+    Ok(Reloaded { config, backends, routes })
 }
 
 /// Runs the daemon until `shutdown` completes or SIGTERM/SIGINT arrives.
@@ -196,6 +226,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         raised: 0,
         socket: socket.clone(),
         metrics_page,
+        reloading: false,
+        reload_waiters: Vec::new(),
     };
     daemon.add_services();
     tracing::info!(
@@ -236,11 +268,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         // Also after a poll of the kernel side that another branch cancelled:
         // the records it drained are in `batch`.
         if !batch.is_empty() {
-            daemon.event(Event::Kernel(std::mem::take(&mut batch))).await;
+            daemon.event(Event::Kernel(std::mem::take(&mut batch)));
         }
         match event {
             Some(Event::Shutdown) => break,
-            Some(event) => daemon.event(event).await,
+            Some(event) => daemon.event(event),
             None => {}
         }
     }
@@ -730,7 +762,10 @@ impl Daemon {
         }
     }
 
-    async fn event(&mut self, event: Event) {
+    /// Handles one event. Not `async`, so that nothing it does can wait: calls
+    /// into init systems, channels and the disk run in tasks and come back as
+    /// events of their own.
+    fn event(&mut self, event: Event) {
         match event {
             Event::Resolved { service: name, found, errors } => {
                 for err in errors {
@@ -744,11 +779,7 @@ impl Daemon {
                         if service.backend.is_none() {
                             tracing::info!("service `{name}`: managed by {}", backend.kind().name());
                             // Init systems that announce changes (systemd) tell us about restarts themselves.
-                            match backend.subscribe(&service.name, changes).await {
-                                Ok(Some(subscription)) => service.subscription = Some(subscription),
-                                Ok(None) => {}
-                                Err(err) => tracing::warn!("service `{name}`: no change notifications: {err}"),
-                            }
+                            executor::subscribe(&self.events, backend.clone(), service.name.clone(), changes);
                         }
                         service.backend = Some(backend);
                         service.reported_missing = false;
@@ -782,10 +813,18 @@ impl Daemon {
                 }
                 self.lookup(&name);
             }
-            Event::Reload => {
-                // `reload` logs a failure itself.
-                let _ = self.reload().await;
+            Event::Subscribed { service: name, result } => {
+                let Some(service) = self.services.get_mut(&name) else { return };
+                match result {
+                    Ok(subscription) => service.subscription = subscription,
+                    Err(err) => tracing::warn!("service `{name}`: no change notifications: {err}"),
+                }
+                // A change between the lookup that found it and the subscription
+                // would go unannounced: one more lookup closes the gap.
+                self.lookup(&name);
             }
+            Event::Reload => self.start_reload(None),
+            Event::Reloaded(result) => self.finish_reload(*result),
             Event::Watchdog => self.notifier.notify("WATCHDOG=1"),
             Event::Kernel(observations) => self.kernel(observations),
             Event::MainExit { service, pid, record } => {
@@ -794,7 +833,7 @@ impl Daemon {
                 }
             }
             Event::Cycle => self.cycle(),
-            Event::Control(control) => self.control(control).await,
+            Event::Control(control) => self.control(control),
             Event::Shutdown => {}
         }
     }
@@ -813,39 +852,67 @@ impl Daemon {
         tx
     }
 
-    /// Re-reads the configuration; on any error the running one stays.
-    async fn reload(&mut self) -> anyhow::Result<()> {
-        self.notifier.notify("RELOADING=1");
-        let result = self.reload_inner().await;
-        self.notifier.notify("READY=1");
-        // Logged whoever asked (SIGHUP or `inspeqctl reload`): the operator reading
-        // the log must learn that the files on disk are not what runs.
-        if let Err(err) = &result {
-            tracing::error!("reload: keeping the running configuration: {err:#}");
+    /// Starts re-reading the configuration in a task: the files through a
+    /// blocking read, then the init-system backends it needs (D-Bus connections)
+    /// and, when they changed, the alert routes. The answer comes back as
+    /// [`Event::Reloaded`]; `reply` (an `inspeqctl reload`) is answered then. A
+    /// reload asked for while one runs joins it.
+    fn start_reload(&mut self, reply: Option<tokio::sync::oneshot::Sender<Reply>>) {
+        self.reload_waiters.extend(reply);
+        if self.reloading {
+            return;
         }
-        result
+        self.reloading = true;
+        self.notifier.notify("RELOADING=1");
+        let options = self.options.clone();
+        let running_routes = self.config.routes.clone();
+        let hostname = self.hostname.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let result = reload_task(options, running_routes, hostname).await;
+            let _ = events.send(Event::Reloaded(Box::new(result))).await;
+        });
     }
 
-    async fn reload_inner(&mut self) -> anyhow::Result<()> {
-        let config = load_config(&self.options.config_dir)?;
-        if config.routes != self.config.routes && self.options.alert_routes.is_none() {
-            let routes = Routes::build(&translate::route_configs(&config), &alert::http_client(), &self.hostname)
-                .map_err(|e| anyhow::anyhow!("alert routes: {e}"))?;
-            self.outbox.sync().await;
+    /// Puts a configuration the reload task read in force; on any error the
+    /// running one stays. Logged whoever asked (SIGHUP or `inspeqctl reload`): the
+    /// operator reading the log must learn that the files on disk are not what runs.
+    fn finish_reload(&mut self, result: anyhow::Result<Reloaded>) {
+        self.reloading = false;
+        let result = result.and_then(|reloaded| self.apply_reload(reloaded));
+        self.notifier.notify("READY=1");
+        let reply = match &result {
+            Ok(()) => Reply::Ok { message: "configuration reloaded".into() },
+            Err(err) => {
+                tracing::error!("reload: keeping the running configuration: {err:#}");
+                Reply::Error { message: format!("reload failed; the running configuration stays:\n{err:#}") }
+            }
+        };
+        for waiter in self.reload_waiters.drain(..) {
+            let _ = waiter.send(reply.clone());
+        }
+    }
+
+    fn apply_reload(&mut self, reloaded: Reloaded) -> anyhow::Result<()> {
+        let Reloaded { config, backends, routes } = reloaded;
+        if let Some(routes) = routes {
             let state_dir = self
                 .options
                 .state_dir
                 .clone()
                 .or_else(|| config.settings.state_dir.as_ref().map(PathBuf::from))
                 .unwrap_or_else(|| "/var/lib/inspeq".into());
-            self.outbox = Outbox::start(OutboxConfig::new(state_dir.join("outbox")), routes)?;
+            let outbox = Outbox::start(OutboxConfig::new(state_dir.join("outbox")), routes)?;
+            let old = std::mem::replace(&mut self.outbox, outbox);
+            // The old outbox finishes writing what it was handed, off the loop.
+            tokio::spawn(async move { old.sync().await });
         }
         let now = self.now();
         // Unchanged checks keep their rule states, windows and unmonitor flags,
         // jobs their last run, and a deploy silence goes on.
         let old = std::mem::replace(&mut self.engine, EngineState::new(&config, now));
         self.engine.carry_over(&old);
-        self.backends = Backends::for_options(&self.options, &config).await;
+        self.backends = backends;
         // Services whose check is unchanged keep their state and watch.
         let keep: Vec<String> = self
             .services
@@ -869,7 +936,7 @@ impl Daemon {
         Ok(())
     }
 
-    async fn control(&mut self, control: Control) {
+    fn control(&mut self, control: Control) {
         let now = self.now();
         let reply = match control.request {
             Request::Status => Reply::Status(self.status(false)),
@@ -894,10 +961,10 @@ impl Daemon {
                     Reply::Error { message: format!("no job `{job}` is configured") }
                 }
             }
-            Request::Reload => match self.reload().await {
-                Ok(()) => Reply::Ok { message: "configuration reloaded".into() },
-                Err(err) => Reply::Error { message: format!("reload failed; the running configuration stays:\n{err:#}") },
-            },
+            Request::Reload => {
+                self.start_reload(Some(control.reply));
+                return;
+            }
             Request::Remonitor { service } => {
                 if self.engine.is_unmonitored(&service) {
                     self.step(Input::Remonitor { service: service.clone() }, now);
