@@ -365,8 +365,9 @@ impl InitSystem for Systemd {
                     }
                     let code: i32 = self.get(path, SERVICE, "ExecMainCode").await.map_err(dbus)?;
                     if code == 0 {
-                        // Not reaped yet: systemd handles SIGCHLD within milliseconds.
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        // Not reaped yet: systemd handles SIGCHLD within a millisecond or
+                        // two, and every alert about this exit waits for the answer.
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                         continue;
                     }
                     let value: i32 = self.get(path, SERVICE, "ExecMainStatus").await.map_err(dbus)?;
