@@ -7,7 +7,7 @@
 //! Where the thread cannot be started, lines are written directly, as before.
 
 use std::{
-    io::{self, Write as _},
+    io,
     sync::{
         atomic::{AtomicU64, Ordering},
         mpsc,
@@ -157,7 +157,10 @@ impl Drop for Flush {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::{
+        io::Write as _,
+        sync::{Arc, Mutex},
+    };
 
     use super::*;
 
