@@ -249,7 +249,10 @@ fn an_inspeqd_whose_stderr_nobody_reads_still_answers_and_alerts_a_crash() {
         .file("inspeq.conf", &conf(1))
         .file(
             "services.d/worker.inq",
-            &format!("check process inspeq-stuck-worker with matching \"{}\"\n  if crashed then alert\n", workload.pattern()),
+            &format!(
+                "check process inspeq-stuck-worker with matching \"{}\"\n  if crashed then alert\n",
+                workload.pattern()
+            ),
         )
         .start();
     let pid = daemon.wait_up("inspeq-stuck-worker", LIMIT);

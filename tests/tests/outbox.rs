@@ -31,7 +31,8 @@ const LIMIT: Duration = Duration::from_secs(20);
 const QUIET: Duration = Duration::from_secs(6);
 
 /// Three rules that hold at the first cycle: three alerts, raised together.
-const THREE_RULES: &str = "check host\n  if load:1 >= 0 then alert\n  if load:5 >= 0 then alert\n  if load:15 >= 0 then alert\n";
+const THREE_RULES: &str =
+    "check host\n  if load:1 >= 0 then alert\n  if load:5 >= 0 then alert\n  if load:15 >= 0 then alert\n";
 
 /// `inspeq.conf` with a one-second cycle and `routes`.
 fn conf(routes: &[String]) -> String {
@@ -155,7 +156,10 @@ fn a_second_daemon_on_the_same_state_dir_exits_naming_it_and_delivers_nothing() 
             std::thread::sleep(QUIET);
             let _ = second.kill();
             let _ = second.wait();
-            panic!("the second inspeqd ran on the first one's state directory; deliveries: {:#?}", deliveries(&receiver));
+            panic!(
+                "the second inspeqd ran on the first one's state directory; deliveries: {:#?}",
+                deliveries(&receiver)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -214,7 +218,10 @@ fn a_damaged_segment_loses_only_its_damaged_records_and_status_counts_them() {
     assert!(writer.terminate().success());
     let state_dir = writer.state_dir.clone();
     let files = segments(&state_dir, "default");
-    let records: Vec<String> = files.iter().flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(str::to_owned).collect::<Vec<_>>()).collect();
+    let records: Vec<String> = files
+        .iter()
+        .flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
     assert_eq!(records.len(), 3, "one record per line: {records:#?}");
 
     // The newest segment cut mid-way through its last record, as a crash of

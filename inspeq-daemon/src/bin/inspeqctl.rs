@@ -111,7 +111,10 @@ fn print_status(status: &Status) {
         println!("alerts: {} could not be written to the outbox (they would not survive a restart)", a.unpersisted);
     }
     if a.unreadable > 0 {
-        println!("alerts: {} outbox record(s) could not be read back at start (see the log; damaged bytes kept as .bad)", a.unreadable);
+        println!(
+            "alerts: {} outbox record(s) could not be read back at start (see the log; damaged bytes kept as .bad)",
+            a.unreadable
+        );
     }
     if status.log.dropped_lines > 0 {
         println!("log: {} line(s) dropped because standard error was not being read", status.log.dropped_lines);

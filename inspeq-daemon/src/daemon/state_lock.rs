@@ -50,8 +50,14 @@ impl StateLock {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(LOCK_FILE);
         // Not truncated at open: until the lock is ours, the pid in it is the holder's.
-        let mut file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(&path).map_err(io_err(&path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map_err(io_err(&path))?;
         // SAFETY: flock(2) on a descriptor this function owns.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = io::Error::last_os_error();
@@ -84,7 +90,10 @@ mod tests {
         let err = StateLock::acquire(&dir).unwrap_err();
         assert!(matches!(err, LockError::InUse { pid: Some(pid), .. } if pid == std::process::id()), "{err:?}");
         let text = err.to_string();
-        assert!(text.starts_with(&format!("state directory {} is in use by another inspeqd, pid ", dir.display())), "{text}");
+        assert!(
+            text.starts_with(&format!("state directory {} is in use by another inspeqd, pid ", dir.display())),
+            "{text}"
+        );
         drop(first);
         let _again = StateLock::acquire(&dir).expect("free once the holder is gone");
         let _ = std::fs::remove_dir_all(&dir);

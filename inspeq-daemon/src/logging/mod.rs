@@ -19,11 +19,8 @@ pub use queue::{Flush, dropped_lines};
 #[must_use = "dropping the guard at once would lose the last lines at exit"]
 pub fn init(level: LevelFilter) -> Flush {
     let (writer, flush) = queue::stderr();
-    let builder = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_max_level(level)
-        .with_target(false)
-        .with_ansi(false);
+    let builder =
+        tracing_subscriber::fmt().with_writer(writer).with_max_level(level).with_target(false).with_ansi(false);
     let result = if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().try_init()
     } else {

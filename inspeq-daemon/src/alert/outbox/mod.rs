@@ -294,10 +294,7 @@ pub fn backoff(first: Duration, max: Duration, attempt: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        sync::atomic::AtomicUsize,
-        time::SystemTime,
-    };
+    use std::{sync::atomic::AtomicUsize, time::SystemTime};
 
     use super::*;
     use crate::alert::{Batching, Channel, Event, SendError, SendFuture};
@@ -487,7 +484,9 @@ mod tests {
     async fn alerts_of_a_route_removed_while_stopped_go_to_the_default_route() {
         let dir = tempdir("orphan");
         {
-            let named = Routes::from_routes([Route { name: RouteName::Named("ops".into()), channel: Recorder::failing() }]).unwrap();
+            let named =
+                Routes::from_routes([Route { name: RouteName::Named("ops".into()), channel: Recorder::failing() }])
+                    .unwrap();
             let outbox = Outbox::start(config(&dir), named).unwrap();
             outbox.raise(alert(1), OPS).unwrap();
             outbox.sync().await;
@@ -537,7 +536,11 @@ mod tests {
     #[tokio::test]
     async fn a_route_given_a_new_channel_tries_it_at_once_not_after_its_backoff() {
         let dir = tempdir("backoff");
-        let slow = OutboxConfig { first_retry: Duration::from_secs(3600), max_retry: Duration::from_secs(3600), ..config(&dir) };
+        let slow = OutboxConfig {
+            first_retry: Duration::from_secs(3600),
+            max_retry: Duration::from_secs(3600),
+            ..config(&dir)
+        };
         let broken = Recorder::failing();
         let outbox = Outbox::start(slow, routes(broken.clone())).unwrap();
         outbox.raise(alert(1), Target::default()).unwrap();
@@ -620,7 +623,12 @@ mod tests {
             outbox.sync().await;
         }
         std::fs::create_dir(dir.join("default/x.json")).unwrap();
-        let segment = std::fs::read_dir(dir.join("default")).unwrap().flatten().find(|e| e.path().extension().is_some_and(|x| x == "jsonl")).unwrap().path();
+        let segment = std::fs::read_dir(dir.join("default"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+            .unwrap()
+            .path();
         let mut file = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
         std::io::Write::write_all(&mut file, b"garbage\n").unwrap();
         drop(file);

@@ -117,11 +117,8 @@ pub(super) struct Loaded {
 impl Loaded {
     /// The alerts to deliver, each with its segment, oldest first.
     pub(super) fn alerts(&self) -> Vec<(Alert, Arc<Segment>)> {
-        let mut all: Vec<(Alert, Arc<Segment>)> = self
-            .segments
-            .iter()
-            .flat_map(|s| s.state().alerts.clone().into_iter().map(|a| (a, s.clone())))
-            .collect();
+        let mut all: Vec<(Alert, Arc<Segment>)> =
+            self.segments.iter().flat_map(|s| s.state().alerts.clone().into_iter().map(|a| (a, s.clone()))).collect();
         all.sort_by_key(|(a, _)| a.seq);
         all
     }
@@ -240,7 +237,10 @@ pub(super) fn adopt_orphans(dir: &Path, known: &[String], home: &Path) -> io::Re
                 continue;
             }
             if !file.file_type().is_ok_and(|t| t.is_file()) {
-                tracing::warn!("alert outbox: {} is not a regular file, not a segment; left where it is", path.display());
+                tracing::warn!(
+                    "alert outbox: {} is not a regular file, not a segment; left where it is",
+                    path.display()
+                );
                 continue;
             }
             match fs::rename(&path, home.join(file.file_name())) {

@@ -85,8 +85,9 @@ impl Worker {
                 Err(e) => {
                     attempt = attempt.saturating_add(1);
                     self.shared.counters.failed_sends.fetch_add(1, Ordering::Relaxed);
-                    let wait =
-                        e.retry_after().unwrap_or_else(|| backoff(self.config.first_retry, self.config.max_retry, attempt));
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or_else(|| backoff(self.config.first_retry, self.config.max_retry, attempt));
                     tracing::warn!(
                         "alert route {} ({}): {e}; {} pending, retry {attempt} in {:.1}s",
                         self.route.name,

@@ -60,7 +60,12 @@ pub(super) fn home(routes: &Routes) -> RouteName {
 
 impl Writer {
     /// Must be called inside a tokio runtime: workers are spawned on it.
-    pub(super) fn new(config: OutboxConfig, shared: Arc<Shared>, routes: Arc<Routes>, commands: mpsc::Sender<Command>) -> Self {
+    pub(super) fn new(
+        config: OutboxConfig,
+        shared: Arc<Shared>,
+        routes: Arc<Routes>,
+        commands: mpsc::Sender<Command>,
+    ) -> Self {
         Self {
             config,
             shared,
@@ -97,7 +102,8 @@ impl Writer {
             total += queue.len();
             self.start_worker(route.clone(), dir, queue);
         }
-        let now_micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
+        let now_micros =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
         self.next_seq = (max_seq + 1).max(u64::try_from(now_micros).unwrap_or(u64::MAX));
         total
     }
@@ -108,7 +114,10 @@ impl Writer {
         match std::fs::create_dir_all(&dir) {
             Ok(()) => Some(dir),
             Err(e) => {
-                tracing::error!("alert outbox: creating {}: {e}; alerts of route {name} will not survive a restart", dir.display());
+                tracing::error!(
+                    "alert outbox: creating {}: {e}; alerts of route {name} will not survive a restart",
+                    dir.display()
+                );
                 None
             }
         }
@@ -184,7 +193,10 @@ impl Writer {
                     match Segment::create(path.clone(), alerts.clone()) {
                         Ok(segment) => Some(segment),
                         Err(e) => {
-                            tracing::error!("alert outbox: writing {}: {e}; sending without a durable copy", path.display());
+                            tracing::error!(
+                                "alert outbox: writing {}: {e}; sending without a durable copy",
+                                path.display()
+                            );
                             None
                         }
                     }
@@ -237,7 +249,10 @@ impl Writer {
         // Closed meanwhile: the alerts stay on disk for the next start.
         let Some(worker) = self.workers.get(&target) else { return };
         if &target != name {
-            tracing::warn!("alert outbox: route {name} is gone; its {} pending alert(s) go to route {target}", queue.len());
+            tracing::warn!(
+                "alert outbox: route {name} is gone; its {} pending alert(s) go to route {target}",
+                queue.len()
+            );
             if let Some(to) = &worker.dir {
                 move_segments(&queue, to);
             }
