@@ -221,7 +221,9 @@ fn append(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Moves the segments of route directories no route owns any more (`known`
 /// names those that are owned) into `home`, so a route removed from the
-/// configuration while inspeq was stopped does not strand its alerts.
+/// configuration while inspeq was stopped does not strand its alerts. Only an
+/// outbox directory that cannot be listed is an error: an orphan that cannot be
+/// moved stays where it is, for the next start, and is logged.
 pub(super) fn adopt_orphans(dir: &Path, known: &[String], home: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let Ok(entry) = entry else { continue };
@@ -229,9 +231,15 @@ pub(super) fn adopt_orphans(dir: &Path, known: &[String], home: &Path) -> io::Re
         if !entry.file_type().is_ok_and(|t| t.is_dir()) || known.contains(&name) {
             continue;
         }
-        fs::create_dir_all(home)?;
+        let files = match fs::create_dir_all(home).and_then(|()| fs::read_dir(entry.path())) {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::error!("alert outbox: route {name} is gone, but its alerts stay where they are: {e}");
+                continue;
+            }
+        };
         let mut moved = 0;
-        for file in fs::read_dir(entry.path())?.flatten() {
+        for file in files.flatten() {
             let path = file.path();
             if !is_segment(&path) {
                 continue;
@@ -250,7 +258,9 @@ pub(super) fn adopt_orphans(dir: &Path, known: &[String], home: &Path) -> io::Re
         }
         if moved > 0 {
             tracing::warn!("alert outbox: route {name} is gone; its pending alerts go to {}", home.display());
-            sync_dir(home)?;
+            if let Err(e) = sync_dir(home) {
+                tracing::error!("alert outbox: syncing {}: {e}", home.display());
+            }
         }
         // Only when empty: `.bad` files stay for the operator.
         let _ = fs::remove_dir(entry.path());
