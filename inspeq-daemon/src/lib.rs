@@ -16,7 +16,7 @@
 //! - [`metrics`]: per-cycle host and process metrics from procfs.
 //! - [`export`]: statsd export.
 //! - [`trace`]: `inspeqd trace`, printing observations live.
-//! - `logging`: the stderr log backend.
+//! - `logging`: the stderr log backend (a bounded queue and a writer thread).
 //! - `assets`: man pages and shell completions from the binaries' argument definitions.
 
 pub mod alert;

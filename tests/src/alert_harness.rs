@@ -11,7 +11,10 @@ use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU16, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -263,6 +266,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub received: Instant,
+    /// The status the receiver answered with.
+    pub status: u16,
 }
 
 impl Request {
@@ -280,11 +285,12 @@ impl Request {
 type Replies = Mutex<VecDeque<(u16, Vec<(String, String)>)>>;
 
 /// An HTTP/1.1 server on 127.0.0.1 that records every request and answers with
-/// the next queued reply (`200` once they run out).
+/// the next queued reply (the default status, `200` unless set, once they run out).
 pub struct HttpReceiver {
     pub port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
     replies: Arc<Replies>,
+    default: Arc<AtomicU16>,
 }
 
 impl HttpReceiver {
@@ -293,14 +299,26 @@ impl HttpReceiver {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let replies: Arc<Replies> = Arc::default();
-        let (req, rep) = (requests.clone(), replies.clone());
+        let default = Arc::new(AtomicU16::new(200));
+        let (req, rep, def) = (requests.clone(), replies.clone(), default.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (req, rep) = (req.clone(), rep.clone());
-                std::thread::spawn(move || serve(stream, &req, &rep));
+                let (req, rep, def) = (req.clone(), rep.clone(), def.clone());
+                std::thread::spawn(move || serve(stream, &req, &rep, &def));
             }
         });
-        Self { port, requests, replies }
+        Self { port, requests, replies, default }
+    }
+
+    /// Answers every request without a queued reply with `status` from now on
+    /// (`503`: a receiver that is down).
+    pub fn answer(&self, status: u16) {
+        self.default.store(status, Ordering::SeqCst);
+    }
+
+    /// The requests answered with a 2xx: the deliveries.
+    pub fn accepted(&self) -> Vec<Request> {
+        self.requests().into_iter().filter(|r| (200..300).contains(&r.status)).collect()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -330,7 +348,7 @@ impl HttpReceiver {
     }
 }
 
-fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, replies: &Replies) {
+fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, replies: &Replies, default: &AtomicU16) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut stream = stream;
     // Keep-alive: one connection may carry several requests.
@@ -361,8 +379,9 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, replies: &Replies) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        requests.lock().unwrap().push(Request { method, path, headers, body, received: Instant::now() });
-        let (status, extra) = replies.lock().unwrap().pop_front().unwrap_or((200, Vec::new()));
+        let (status, extra) =
+            replies.lock().unwrap().pop_front().unwrap_or_else(|| (default.load(Ordering::SeqCst), Vec::new()));
+        requests.lock().unwrap().push(Request { method, path, headers, body, received: Instant::now(), status });
         let mut response = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n");
         for (k, v) in extra {
             response.push_str(&format!("{k}: {v}\r\n"));

@@ -5,12 +5,14 @@
 //! threads, and stops it when dropped: SIGTERM, then SIGKILL.
 //!
 //! [`Daemon::ctl`] runs the real control client against the daemon's socket.
+//! [`Builder::stderr_unread`] leaves standard error a pipe nobody reads, as a
+//! hung log reader would.
 
 use std::{
     ffi::OsString,
     io::{BufRead as _, BufReader, Read},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Output, Stdio},
+    process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio},
     // A test that panics while waiting poisons the list; the reader and the guard's
     // drop still need it.
     sync::{Arc, Condvar, Mutex, PoisonError},
@@ -81,6 +83,8 @@ pub struct Builder {
     scratch: Scratch,
     env: Vec<(OsString, OsString)>,
     args: Vec<OsString>,
+    state_dir: Option<PathBuf>,
+    stderr_unread: bool,
 }
 
 /// A running `inspeqd`, stopped when dropped.
@@ -89,12 +93,16 @@ pub struct Daemon {
     /// The configuration directory (`inspeq.conf`, `services.d/`, ...).
     pub config_dir: PathBuf,
     pub socket: PathBuf,
+    /// `--state-dir` (the alert outbox).
+    pub state_dir: PathBuf,
     /// When the process was started.
     pub started: Instant,
     /// Standard output: alerts through the log channel.
     pub stdout: Lines,
-    /// Standard error: the daemon's log.
+    /// Standard error: the daemon's log (empty with [`Builder::stderr_unread`]).
     pub stderr: Lines,
+    /// The read end of standard error's pipe, kept open and never read.
+    _unread: Option<ChildStderr>,
     // Last: removed after the daemon is gone.
     _scratch: Scratch,
 }
@@ -118,11 +126,25 @@ impl Builder {
         self
     }
 
+    /// Uses `dir` as the state directory (another daemon's, or one a test
+    /// filled) instead of a fresh one.
+    pub fn state_dir(mut self, dir: &Path) -> Self {
+        self.state_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Leaves standard error a pipe that is never read.
+    pub fn stderr_unread(mut self) -> Self {
+        self.stderr_unread = true;
+        self
+    }
+
     /// Starts `inspeqd` on the directory and waits until its socket answers.
     pub fn start(self) -> Daemon {
         let base = self.scratch.dir.clone();
         let config_dir = base.join("config");
         let socket = base.join("sock");
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| base.join("state"));
         let mut command = Command::new(crate::inspeqd());
         command
             .arg("--config-dir")
@@ -130,7 +152,7 @@ impl Builder {
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
-            .arg(base.join("state"))
+            .arg(&state_dir)
             .args(&self.args)
             // Only what the test sets reaches a bus: never the caller's session.
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
@@ -144,8 +166,21 @@ impl Builder {
         let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", crate::inspeqd().display()));
         let label = base.file_name().unwrap().to_string_lossy().into_owned();
         let stdout = Lines::capture(child.stdout.take().unwrap(), format!("{label} stdout"));
-        let stderr = Lines::capture(child.stderr.take().unwrap(), format!("{label} stderr"));
-        let mut daemon = Daemon { child: Some(child), config_dir, socket, started, stdout, stderr, _scratch: self.scratch };
+        let (stderr, unread) = match child.stderr.take().unwrap() {
+            pipe if self.stderr_unread => (Lines::default(), Some(pipe)),
+            pipe => (Lines::capture(pipe, format!("{label} stderr")), None),
+        };
+        let mut daemon = Daemon {
+            child: Some(child),
+            config_dir,
+            socket,
+            state_dir,
+            started,
+            stdout,
+            stderr,
+            _unread: unread,
+            _scratch: self.scratch,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
@@ -172,7 +207,13 @@ impl Daemon {
     /// A configuration directory in a fresh temporary directory named after `name`
     /// (unique per test), to be filled and started.
     pub fn builder(name: &str) -> Builder {
-        Builder { scratch: Scratch::new(&format!("daemon-{name}")), env: Vec::new(), args: Vec::new() }
+        Builder {
+            scratch: Scratch::new(&format!("daemon-{name}")),
+            env: Vec::new(),
+            args: Vec::new(),
+            state_dir: None,
+            stderr_unread: false,
+        }
     }
 
     /// Writes (or replaces) `file` in the configuration directory of the running daemon.
@@ -239,6 +280,11 @@ impl Daemon {
         let pid = self.child.as_ref().expect("inspeqd is running").id();
         // SAFETY: kill(2) on the child this guard started and has not reaped.
         assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0, "kill -{signal} {pid}");
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("inspeqd is running").id()
     }
 
     /// Whether the daemon is still running.

@@ -211,12 +211,13 @@ fn probe(
     (child, out, line.trim().to_owned())
 }
 
+/// Records in the default route's segments: one line each.
 fn alerts_on_disk(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("default"))
         .unwrap()
         .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .map(|e| serde_json::from_slice::<Vec<serde_json::Value>>(&std::fs::read(e.path()).unwrap()).unwrap().len())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
         .sum()
 }
 

@@ -154,7 +154,9 @@ fn startup_refuses_a_live_socket_and_a_broken_config_but_replaces_a_stale_socket
     if !privileged("startup_refuses_a_live_socket_and_a_broken_config_but_replaces_a_stale_socket") {
         return;
     }
-    let scratch = Scratch::new("daemon-startup");
+    // Not `daemon-startup`: that is the first daemon's own scratch directory,
+    // whose state directory a second daemon may not share.
+    let scratch = Scratch::new("daemon-startup-others");
     let run = |config_dir: &Path, socket: &Path| {
         Command::new(tests::inspeqd())
             .arg("--config-dir")
@@ -215,6 +217,56 @@ fn startup_refuses_a_live_socket_and_a_broken_config_but_replaces_a_stale_socket
     assert!(answered, "inspeqd exited instead of replacing the stale socket ({status})");
     assert!(status.success(), "SIGINT: {status}");
     assert!(!stale.exists());
+}
+
+// ------------------------------------------------------------ a log nobody reads
+
+/// `status` over the socket itself (no `inspeqctl` process per request, so that
+/// thousands take seconds); `None` when the daemon did not answer within 10 s.
+fn raw_status(socket: &Path) -> Option<String> {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(b"{\"version\":1,\"command\":\"status\"}\n").ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).ok()?;
+    (!line.is_empty()).then_some(line)
+}
+
+#[test]
+fn an_inspeqd_whose_stderr_nobody_reads_still_answers_and_alerts_a_crash() {
+    if !privileged("an_inspeqd_whose_stderr_nobody_reads_still_answers_and_alerts_a_crash") {
+        return;
+    }
+    let scratch = Scratch::new("daemon-stuck-stderr");
+    let mut workload = Workload::start(&scratch);
+    // At debug, every `status` logs a line: thousands of them are far more than
+    // the pipe (64 KiB) and the daemon's log queue hold.
+    let daemon = Daemon::builder("stuck-stderr")
+        .arg("--log-level")
+        .arg("debug")
+        .stderr_unread()
+        .file("inspeq.conf", &conf(1))
+        .file(
+            "services.d/worker.inq",
+            &format!(
+                "check process inspeq-stuck-worker with matching \"{}\"\n  if crashed then alert\n",
+                workload.pattern()
+            ),
+        )
+        .start();
+    let pid = daemon.wait_up("inspeq-stuck-worker", LIMIT);
+    for i in 0..4000 {
+        assert!(raw_status(&daemon.socket).is_some(), "inspeqd stopped answering after {i} status requests");
+    }
+    let status = daemon.status();
+    assert!(status["log"]["dropped_lines"].as_u64().is_some_and(|n| n > 0), "no log line dropped: {}", status["log"]);
+
+    kill9(pid);
+    let _ = workload.child.wait();
+    let alert = daemon.stdout.wait("the crash alert", LIMIT, |l| is_alert(l, "inspeq-stuck-worker", "crashed"));
+    assert!(alert.contains(&format!("pid {pid} was killed by signal 9")), "{alert}");
+    assert!(daemon.ctl_ok(&["status"]).contains("line(s) dropped because standard error was not being read"));
 }
 
 // ------------------------------------------------------------ control commands

@@ -107,6 +107,18 @@ fn print_status(status: &Status) {
     }
     let a = &status.alerts;
     println!("alerts: {} raised, {} delivered, {} pending, {} failed attempts", a.raised, a.delivered, a.pending, a.failed_attempts);
+    if a.unpersisted > 0 {
+        println!("alerts: {} could not be written to the outbox (they would not survive a restart)", a.unpersisted);
+    }
+    if a.unreadable > 0 {
+        println!(
+            "alerts: {} outbox record(s) could not be read back at start (see the log; damaged bytes kept as .bad)",
+            a.unreadable
+        );
+    }
+    if status.log.dropped_lines > 0 {
+        println!("log: {} line(s) dropped because standard error was not being read", status.log.dropped_lines);
+    }
     if !status.host.is_empty() {
         println!("\nhost");
         for rule in &status.host {

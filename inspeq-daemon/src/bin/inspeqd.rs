@@ -60,7 +60,8 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_level);
+    // Lives to the end of `run`, so the last lines (`inspeqd stopping`) are written.
+    let _log = logging::init(cli.log_level);
     // One thread: the daemon's work is I/O-bound and a single reader keeps the
     // wakeup path short.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -66,6 +66,8 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricValue>,
     pub alerts: AlertHealth,
+    #[serde(default)]
+    pub log: LogHealth,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -222,6 +224,19 @@ pub struct AlertHealth {
     pub delivered: u64,
     pub failed_attempts: u64,
     pub pending: u64,
+    /// Alerts that could not be written to the outbox (sent, but lost to a restart).
+    #[serde(default)]
+    pub unpersisted: u64,
+    /// Outbox records that could not be read back at start (damaged; their
+    /// bytes are kept as `*.bad`), and entries there that are not segment files.
+    #[serde(default)]
+    pub unreadable: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogHealth {
+    /// Log lines dropped because standard error was not taking them.
+    pub dropped_lines: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ mod executor;
 mod history;
 pub mod notify;
 mod services;
+mod state_lock;
 mod status;
 mod translate;
 
@@ -180,6 +181,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         None => Routes::build(&translate::route_configs(&config), &alert::http_client(), &hostname)
             .map_err(|e| anyhow::anyhow!("alert routes: {e}"))?,
     };
+    // Held until `run` returns: one daemon per outbox, or pending alerts go out twice.
+    let _state_lock = state_lock::StateLock::acquire(&state_dir)?;
     let outbox = Outbox::start(OutboxConfig::new(state_dir.join("outbox")), routes).context("starting the alert outbox")?;
     let kernel_options = kernel::Options { cycle: config.settings.cycle_time, ..options.kernel.clone() };
     let monitor = Monitor::start(&kernel_options);
@@ -896,16 +899,12 @@ impl Daemon {
     fn apply_reload(&mut self, reloaded: Reloaded) -> anyhow::Result<()> {
         let Reloaded { config, backends, routes } = reloaded;
         if let Some(routes) = routes {
-            let state_dir = self
-                .options
-                .state_dir
-                .clone()
-                .or_else(|| config.settings.state_dir.as_ref().map(PathBuf::from))
-                .unwrap_or_else(|| "/var/lib/inspeq".into());
-            let outbox = Outbox::start(OutboxConfig::new(state_dir.join("outbox")), routes)?;
-            let old = std::mem::replace(&mut self.outbox, outbox);
-            // The old outbox finishes writing what it was handed, off the loop.
-            tokio::spawn(async move { old.sync().await });
+            // The running outbox takes them over (never waiting): a second one
+            // on the same directory would send every pending alert again.
+            self.outbox.set_routes(routes);
+        }
+        if config.settings.state_dir != self.config.settings.state_dir && self.options.state_dir.is_none() {
+            tracing::warn!("reload: a new state_dir takes effect when inspeqd restarts");
         }
         let now = self.now();
         // Unchanged checks keep their rule states, windows and unmonitor flags,

@@ -15,7 +15,7 @@ use crate::{
         model::{Condition, MetricRule, Rule},
     },
     control::protocol::{
-        AlertHealth, JobStatus, KernelHealth, LastExit, MetricValue, RuleStatus, ServiceStatus, Status, Unit, WorkerCounts,
+        AlertHealth, JobStatus, KernelHealth, LastExit, LogHealth, MetricValue, RuleStatus, ServiceStatus, Status, Unit, WorkerCounts,
     },
     engine::{ExitStatus, Phase, RuleValue, Target, Timestamp},
     export::prometheus,
@@ -178,6 +178,9 @@ impl Daemon {
             alerts_delivered: outbox.delivered,
             alert_send_failures: outbox.failed_sends,
             alerts_pending: self.outbox.pending() as u64,
+            alerts_unpersisted: outbox.unpersisted,
+            outbox_unreadable: outbox.unreadable,
+            log_dropped_lines: crate::logging::dropped_lines(),
             kernel_emitted: stats.emitted,
             kernel_dropped: stats.dropped,
             kernel_ebpf: matches!(self.monitor.mode(), Mode::Ebpf),
@@ -261,7 +264,10 @@ impl Daemon {
                 delivered: outbox.delivered,
                 failed_attempts: outbox.failed_sends,
                 pending: self.outbox.pending() as u64,
+                unpersisted: outbox.unpersisted,
+                unreadable: outbox.unreadable,
             },
+            log: LogHealth { dropped_lines: crate::logging::dropped_lines() },
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Prometheus `/metrics` (text exposition format 0.0.4) when `set metrics_listen
 //! ADDR:PORT` is configured: every sampled host and service metric, rule states,
-//! service states and restarts, alerts per outcome, and the kernel path's records
-//! and drops per kind. All names start with `inspeq_`. Metric values are those
+//! service states and restarts, alerts per outcome, what the outbox could not
+//! write or read back, log lines dropped, and the kernel path's records and
+//! drops per kind. All names start with `inspeq_`. Metric values are those
 //! `show` draws, in the catalogue's units (CPU in percent, counters per second).
 //!
 //! The daemon loop renders the page after each cycle and hands it over through a
@@ -29,6 +30,9 @@ pub struct Snapshot {
     pub alerts_delivered: u64,
     pub alert_send_failures: u64,
     pub alerts_pending: u64,
+    pub alerts_unpersisted: u64,
+    pub outbox_unreadable: u64,
+    pub log_dropped_lines: u64,
     /// Per record kind (exit, fork, rss).
     pub kernel_emitted: [u64; 3],
     pub kernel_dropped: [u64; 3],
@@ -96,6 +100,27 @@ pub fn render(s: &Snapshot) -> String {
         ],
     );
     add(&mut out, "inspeq_alerts_pending", "gauge", "Alerts waiting in the outbox.", vec![format!("inspeq_alerts_pending {}", s.alerts_pending)]);
+    add(
+        &mut out,
+        "inspeq_alerts_unpersisted_total",
+        "counter",
+        "Alerts that could not be written to the outbox: sent, but lost to a restart.",
+        vec![format!("inspeq_alerts_unpersisted_total {}", s.alerts_unpersisted)],
+    );
+    add(
+        &mut out,
+        "inspeq_outbox_unreadable_total",
+        "counter",
+        "Outbox records that could not be read back at start (damaged, kept as .bad), and entries there that are not segment files.",
+        vec![format!("inspeq_outbox_unreadable_total {}", s.outbox_unreadable)],
+    );
+    add(
+        &mut out,
+        "inspeq_log_dropped_lines_total",
+        "counter",
+        "Log lines dropped because standard error was not taking them.",
+        vec![format!("inspeq_log_dropped_lines_total {}", s.log_dropped_lines)],
+    );
     let kinds = ["exit", "fork", "rss"];
     add(
         &mut out,
@@ -159,6 +184,8 @@ mod tests {
             rules: vec![("web".into(), "memory:rss > 64m".into(), true)],
             services: vec![("web".into(), true, 2)],
             alerts_raised: 3,
+            outbox_unreadable: 2,
+            log_dropped_lines: 40,
             kernel_emitted: [5, 6, 7],
             kernel_ebpf: true,
             ..Snapshot::default()
@@ -171,6 +198,9 @@ mod tests {
             "inspeq_service_up{service=\"web\"} 1",
             "inspeq_service_restarts_total{service=\"web\"} 2",
             "inspeq_alerts_total{outcome=\"raised\"} 3",
+            "inspeq_alerts_unpersisted_total 0",
+            "inspeq_outbox_unreadable_total 2",
+            "inspeq_log_dropped_lines_total 40",
             "inspeq_kernel_records_total{kind=\"rss\"} 7",
             "inspeq_kernel_ebpf 1",
         ] {
