@@ -69,8 +69,13 @@ pub fn visible_cgroup2(mountinfo: &str) -> Option<PathBuf> {
         // Bounded: a malformed table could hold a cycle.
         for _ in 0..mounts.len() {
             let Some(parent) = by_id(m.parent).filter(|p| p.id != m.id) else { return true };
+            // The parent itself is no sibling (an initramfs's rootfs is its own parent).
             let shadowed = mounts.iter().any(|x| {
-                x.parent == parent.id && x.id != m.id && x.point != m.point && m.point.starts_with(&x.point)
+                x.parent == parent.id
+                    && x.id != m.id
+                    && x.id != parent.id
+                    && x.point != m.point
+                    && m.point.starts_with(&x.point)
             });
             if shadowed || (m.point != parent.point && covered(parent)) {
                 return false;
@@ -169,8 +174,23 @@ mod tests {
 42 23 0:13 / /sys/kernel/tracing rw,relatime - tracefs tracefs rw
 ";
 
+    /// The kernel matrix's guest (Debian's 6.1 under qemu): an initramfs whose
+    /// rootfs is its own parent.
+    const INITRAMFS: &str = "\
+1 1 0:2 / / rw - rootfs rootfs rw,size=465108k,nr_inodes=116277,inode64
+22 1 0:20 / /proc rw,relatime - proc proc rw
+23 1 0:21 / /sys rw,relatime - sysfs sysfs rw
+24 1 0:5 / /dev rw,relatime - devtmpfs devtmpfs rw,size=465108k,nr_inodes=116277,mode=755,inode64
+25 1 0:22 / /tmp rw,relatime - tmpfs tmpfs rw,inode64
+26 23 0:12 / /sys/kernel/tracing rw,relatime - tracefs tracefs rw
+27 23 0:7 / /sys/kernel/debug rw,relatime - debugfs debugfs rw
+28 23 0:23 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw
+29 23 0:24 / /sys/fs/bpf rw,relatime - bpf bpf rw
+";
+
     #[test]
     fn the_only_cgroup2_mount_is_found() {
+        assert_eq!(visible_cgroup2(INITRAMFS), Some(PathBuf::from("/sys/fs/cgroup")));
         assert_eq!(visible_cgroup2(HOST), Some(PathBuf::from("/sys/fs/cgroup/unified")));
         assert_eq!(visible_cgroup2(""), None);
     }
