@@ -105,14 +105,19 @@ impl SystemManager {
         let leader_file = cgroup.dir.join("init.scope/cgroup.procs");
         let console = base.join("console.log");
         // During boot init.scope briefly holds forked children too: PID 1 is the one whose NSpid ends in 1.
-        let leader = wait_for(&format!("the system manager's PID 1 (console: {})", console.display()), Duration::from_secs(20), || {
-            let procs = std::fs::read_to_string(&leader_file).ok()?;
-            procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()).find(|&p| nspid(p).last() == Some(&1))
-        });
+        let leader = wait_for(
+            &format!("the system manager's PID 1 (console: {})", console.display()),
+            Duration::from_secs(20),
+            || {
+                let procs = std::fs::read_to_string(&leader_file).ok()?;
+                procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()).find(|&p| nspid(p).last() == Some(&1))
+            },
+        );
         let this = Self { script, base, unit_dir, leader, cgroup };
         wait_for("the manager's system bus", Duration::from_secs(20), || {
-            (this.base.join("run/dbus/system_bus_socket").exists() && this.systemctl(&["is-active", "dbus.service"]).status.success())
-                .then_some(())
+            (this.base.join("run/dbus/system_bus_socket").exists()
+                && this.systemctl(&["is-active", "dbus.service"]).status.success())
+            .then_some(())
         });
         this
     }
@@ -224,7 +229,12 @@ impl LogFile {
             if let Some(line) = lines.iter().filter(|l| matches(l)).nth(nth) {
                 return line.clone();
             }
-            assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what} in {}:\n{}", self.path.display(), lines.join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what} in {}:\n{}",
+                self.path.display(),
+                lines.join("\n")
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

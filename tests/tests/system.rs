@@ -112,7 +112,11 @@ impl InspeqdUnit {
         );
         manager.systemctl_ok(&["start", "inspeqd.service"]);
         // RuntimeDirectory=inspeq is /run/inspeq inside: the manager's /run is $BASE/run.
-        let unit = Self { socket: base.join("run/inspeq/inspeq.sock"), out: LogFile { path: out }, err: LogFile { path: err } };
+        let unit = Self {
+            socket: base.join("run/inspeq/inspeq.sock"),
+            out: LogFile { path: out },
+            err: LogFile { path: err },
+        };
         wait_for(&format!("inspeqd's control socket (log: {})", unit.err.path.display()), LIMIT, || {
             unit.ctl(&["status"]).status.success().then_some(())
         });
@@ -161,16 +165,25 @@ fn inspeqd_as_a_system_unit_alerts_and_restarts_a_killed_unit_each_time() {
         let host = manager.host_pid(pid).expect("the demo's host pid");
         assert_ne!(host, pid, "the manager's namespace numbers its own processes");
         kill9(host);
-        let alert = inspeqd.out.wait_nth(&format!("crash alert {round}"), round, LIMIT, |l| is_alert(l, "inspeq-demo", "crashed"));
+        let alert = inspeqd
+            .out
+            .wait_nth(&format!("crash alert {round}"), round, LIMIT, |l| is_alert(l, "inspeq-demo", "crashed"));
         assert!(alert.contains(&format!("pid {pid} was killed by signal 9 (SIGKILL)")), "{alert}");
-        let new = wait_for("a new main pid after inspeq's restart", LIMIT, || Some(manager.main_pid(DEMO)).filter(|&p| p != 0 && p != pid));
+        let new = wait_for("a new main pid after inspeq's restart", LIMIT, || {
+            Some(manager.main_pid(DEMO)).filter(|&p| p != 0 && p != pid)
+        });
         inspeqd.wait_service("inspeq-demo", "up", Some(new));
         let new_cgroup = cgroup_id(&manager.unit_cgroup(DEMO));
         assert_ne!(new_cgroup, cgroup, "a restart gives the unit a new cgroup");
         (pid, cgroup) = (new, new_cgroup);
     }
     assert_eq!(inspeqd.out.count(|l| is_alert(l, "inspeq-demo", "crashed")), 2, "{:#?}", inspeqd.out.lines());
-    assert_eq!(inspeqd.err.count(|l| l.contains("service `inspeq-demo`: restart requested")), 2, "{:#?}", inspeqd.err.lines());
+    assert_eq!(
+        inspeqd.err.count(|l| l.contains("service `inspeq-demo`: restart requested")),
+        2,
+        "{:#?}",
+        inspeqd.err.lines()
+    );
 }
 
 #[test]
@@ -211,7 +224,8 @@ fn inspeqd_as_a_system_unit_takes_an_operator_restart_for_no_crash() {
     inspeqd.wait_service("inspeq-demo", "up", Some(pid));
 
     manager.systemctl_ok(&["restart", DEMO]);
-    let new = wait_for("the restarted unit's pid", LIMIT, || Some(manager.main_pid(DEMO)).filter(|&p| p != 0 && p != pid));
+    let new =
+        wait_for("the restarted unit's pid", LIMIT, || Some(manager.main_pid(DEMO)).filter(|&p| p != 0 && p != pid));
     inspeqd.wait_service("inspeq-demo", "up", Some(new));
     std::thread::sleep(Duration::from_secs(3));
     let now = manager.main_pid(DEMO);

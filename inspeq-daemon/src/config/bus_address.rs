@@ -46,10 +46,15 @@ fn entry_problem(entry: &str) -> Option<String> {
         return None;
     }
     let Some((key, value)) = values.iter().find(|(k, _)| UNIX_KEYS.contains(k)) else {
-        return Some(format!("a unix D-Bus address needs one of {}, expected like unix:path=/run/dbus/system_bus_socket", UNIX_KEYS.join("=, ") + "="));
+        return Some(format!(
+            "a unix D-Bus address needs one of {}, expected like unix:path=/run/dbus/system_bus_socket",
+            UNIX_KEYS.join("=, ") + "="
+        ));
     };
     if *key == "path" && !value.starts_with('/') {
-        return Some(format!("D-Bus socket path `{value}` is not absolute, expected like unix:path=/run/dbus/system_bus_socket"));
+        return Some(format!(
+            "D-Bus socket path `{value}` is not absolute, expected like unix:path=/run/dbus/system_bus_socket"
+        ));
     }
     if *key == "path" && value.trim_end_matches('/').ends_with("systemd/private") {
         return Some(format!(
