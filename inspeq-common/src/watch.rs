@@ -23,6 +23,13 @@ pub const MAP_EVENTS: &str = "EVENTS";
 /// the daemon, read by every program before it submits a record.
 pub const MAP_READER_STATE: &str = "READER_STATE";
 
+/// Array `TREE_WATCHES`, one `u32`: how many process-tree watches the daemon
+/// holds. Read only when pids are translated into the daemon's pid namespace
+/// (`globals::PIDNS_TRANSLATE`): with none, a task need not be translated to look
+/// it up in `WATCH_TGIDS`, which spares every page fault of the host a walk of its
+/// `struct pid`.
+pub const MAP_TREE_WATCHES: &str = "TREE_WATCHES";
+
 /// The reader sleeps until woken: records use the kernel's adaptive notification.
 pub const READER_IDLE: u32 = 0;
 /// The reader drains the ring by itself every millisecond: records wake nobody.
@@ -83,10 +90,27 @@ pub mod globals {
     pub const CGROUP_KN: &str = "CGROUP_KN_OFF";
     /// `kernfs_node.id` byte offset.
     pub const KERNFS_NODE_ID: &str = "KERNFS_NODE_ID_OFF";
-    /// `task_newtask` tracepoint: offset of `pid`.
-    pub const TP_NEWTASK_PID: &str = "TP_NEWTASK_PID_OFF";
-    /// `task_newtask` tracepoint: offset of `clone_flags`.
-    pub const TP_NEWTASK_CLONE_FLAGS: &str = "TP_NEWTASK_CLONE_FLAGS_OFF";
+    /// 1 when the daemon runs outside the initial pid namespace: every pid the
+    /// programs report, and every `WATCH_TGIDS`/`RSS_STATE` key, is then the
+    /// task's number in the daemon's namespace, read from its `struct pid`.
+    pub const PIDNS_TRANSLATE: &str = "PIDNS_TRANSLATE";
+    /// The inode number of the daemon's pid namespace (`/proc/self/ns/pid`),
+    /// which is its `pid_namespace.ns.inum`.
+    pub const PIDNS_INUM: &str = "PIDNS_INUM";
+    /// `task_struct.thread_pid` byte offset (`struct pid *`).
+    pub const TASK_THREAD_PID: &str = "TASK_THREAD_PID_OFF";
+    /// `pid.level` byte offset: the depth of the task's own pid namespace.
+    pub const PID_LEVEL: &str = "PID_LEVEL_OFF";
+    /// `pid.numbers` byte offset (`struct upid numbers[]`, one per level).
+    pub const PID_NUMBERS: &str = "PID_NUMBERS_OFF";
+    /// Size of `struct upid` (the stride of `pid.numbers`).
+    pub const UPID_SIZE: &str = "UPID_SIZE";
+    /// `upid.nr` byte offset.
+    pub const UPID_NR: &str = "UPID_NR_OFF";
+    /// `upid.ns` byte offset (`struct pid_namespace *`).
+    pub const UPID_NS: &str = "UPID_NS_OFF";
+    /// Byte offset of `pid_namespace.ns.inum`.
+    pub const PIDNS_NS_INUM: &str = "PIDNS_NS_INUM_OFF";
     /// `mark_victim` tracepoint: offset of `pid`.
     pub const TP_OOM_PID: &str = "TP_OOM_PID_OFF";
     /// The page size, to turn `rss_stat` page counts into bytes.

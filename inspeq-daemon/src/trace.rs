@@ -223,6 +223,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
                     "rss_counters": if l.rss_percpu { "percpu" } else { "atomic" },
                     "rss_split": l.rss_split,
                     "cgroup_ancestors": l.cgroup_ancestors,
+                    "pids": if l.pids_translated { "translated" } else { "initial" },
                 })),
             })
         )?;

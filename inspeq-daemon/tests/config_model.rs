@@ -134,6 +134,17 @@ fn services_processes_rules_and_jobs() {
         matches!(&sidekiq.kind, CheckKind::Process(ProcessSelector::Matching(re)) if re == "^sidekiq [0-9.]+ app\\b")
     );
     assert!(c.services.iter().any(|s| s.name == "worker pool"));
+    let api = c.services.iter().find(|s| s.name == "api").unwrap();
+    assert_eq!(
+        (api.scope, api.bus.as_deref(), api.cgroup_root.as_deref()),
+        (
+            Some(UnitScope::System),
+            Some("unix:path=/srv/ct1/run/dbus/system_bus_socket"),
+            Some("/sys/fs/cgroup/machine.slice/ct1"),
+        ),
+        "the manager's bus as written; its cgroup root without the trailing slash"
+    );
+    assert_eq!((web.bus.as_deref(), web.cgroup_root.as_deref()), (None, None));
 
     let every: Vec<(&str, u64)> = c
         .jobs

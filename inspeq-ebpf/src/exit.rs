@@ -11,6 +11,10 @@
 //!
 //! Before 6.16 the tracepoint also fires after `exit_mm`: the mm is gone, and the
 //! RSS at exit is the last value the RSS program saw for the process.
+//!
+//! The record's pids, and the `WATCH_TGIDS`/`RSS_STATE` keys, are the daemon's
+//! (see `pidns`); `EXITS_SEEN` and `OOM_VICTIMS`, which only the programs use,
+//! stay keyed by the kernel's own numbers.
 
 use aya_ebpf::{
     Global,
@@ -46,9 +50,10 @@ static EXITS_SEEN: LruHashMap<ExitKey, u8> = LruHashMap::with_max_entries(4096, 
 #[inline(always)]
 pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
+    // The kernel's numbers, for the programs' own maps; `tgid` is the daemon's.
+    let host_tgid = (pid_tgid >> 32) as u32;
     let pid = pid_tgid as u32;
-    let Some((cfg, _)) = watch::current(tgid) else {
+    let Some((cfg, _, tgid)) = watch::current(host_tgid) else {
         return Ok(());
     };
     let task = unsafe { bpf_get_current_task() } as *const u8;
@@ -62,19 +67,19 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let marked_thread = unsafe { OOM_VICTIMS.get(pid) }.is_some();
     if !group_dead {
         // The OOM killer may have marked this thread rather than the leader.
-        if marked_thread && pid != tgid {
-            let _ = OOM_VICTIMS.insert(tgid, 1, 0);
+        if marked_thread && pid != host_tgid {
+            let _ = OOM_VICTIMS.insert(host_tgid, 1, 0);
         }
         return Ok(());
     }
     if group_dead_off == u32::MAX {
-        let key = ExitKey { tgid, _pad: 0, start_time: task::leader_start_time(task)? };
+        let key = ExitKey { tgid: host_tgid, _pad: 0, start_time: task::leader_start_time(task)? };
         if EXITS_SEEN.insert(key, 1, BPF_NOEXIST as u64).is_err() {
             // Another thread of this group reports it.
             return Ok(());
         }
     }
-    let oom = marked_thread || unsafe { OOM_VICTIMS.get(tgid) }.is_some();
+    let oom = marked_thread || unsafe { OOM_VICTIMS.get(host_tgid) }.is_some();
 
     let mut flags = 0;
     let exit_status = match task::exit_status(task) {
@@ -109,8 +114,8 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
 
     let _ = WATCH_TGIDS.remove(tgid);
     let _ = RSS_STATE.remove(tgid);
-    let _ = OOM_VICTIMS.remove(tgid);
-    if pid != tgid {
+    let _ = OOM_VICTIMS.remove(host_tgid);
+    if pid != host_tgid {
         let _ = OOM_VICTIMS.remove(pid);
     }
     Ok(())

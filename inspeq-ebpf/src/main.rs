@@ -2,13 +2,15 @@
 //! own module:
 //!
 //! - `exit`: `sched:sched_process_exit` → one [`ProcessExit`] per dying process;
-//! - `fork`: `task:task_newtask` → [`ProcessFork`], and process-tree inheritance;
+//! - `fork`: `task_newtask` (raw) → [`ProcessFork`], and process-tree inheritance;
 //! - `rss`: `rss_stat` (raw) → [`RssChange`] on threshold crossings and large moves;
 //! - `oom`: `oom:mark_victim` → marks a process so its exit says "OOM killed".
 //!
 //! `watch` decides whether the current task is watched; `emit` owns the ring buffer,
 //! the wakeup policy and the counters; `task` reads kernel structs at offsets the
-//! daemon resolved from BTF and passed in as globals (Rust eBPF has no CO-RE).
+//! daemon resolved from BTF and passed in as globals (Rust eBPF has no CO-RE);
+//! `pidns` turns pids into the daemon's pid namespace when it runs outside the
+//! initial one.
 //!
 //! [`ProcessExit`]: inspeq_common::ProcessExit
 //! [`ProcessFork`]: inspeq_common::ProcessFork
@@ -24,6 +26,7 @@ mod emit;
 mod exit;
 mod fork;
 mod oom;
+mod pidns;
 mod rss;
 mod task;
 mod watch;
@@ -39,8 +42,8 @@ pub fn inspeq_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint(category = "task", name = "task_newtask")]
-pub fn inspeq_fork(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "task_newtask")]
+pub fn inspeq_fork(ctx: RawTracePointContext) -> i32 {
     let _ = fork::try_fork(&ctx);
     0
 }

@@ -54,8 +54,8 @@ pub fn try_rss(ctx: &RawTracePointContext) -> Result<(), i64> {
     if task::mm(task) != Some(mm) {
         return Ok(());
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some((cfg, _)) = watch::current(tgid) else {
+    // `tgid` is the daemon's number for the process (see `pidns`).
+    let Some((cfg, _, tgid)) = watch::current((bpf_get_current_pid_tgid() >> 32) as u32) else {
         return Ok(());
     };
     if cfg.flags & WATCH_FLAG_RSS == 0 && KEEP_EXIT_RSS.load() == 0 {

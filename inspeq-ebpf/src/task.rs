@@ -51,8 +51,9 @@ static KERNFS_NODE_ID_OFF: Global<u32> = Global::new(0);
 /// `SIGNAL_GROUP_EXIT` in `signal_struct.flags` (include/linux/sched/signal.h).
 const SIGNAL_GROUP_EXIT: u32 = 0x4;
 
+/// Reads a `T` at `base + off` in kernel memory.
 #[inline(always)]
-unsafe fn read<T>(base: *const u8, off: u32) -> Result<T, i64> {
+pub(crate) unsafe fn read<T>(base: *const u8, off: u32) -> Result<T, i64> {
     unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()) }.map_err(|e| e as i64)
 }
 
@@ -97,14 +98,31 @@ pub fn leader_start_time(task: *const u8) -> Result<u64, i64> {
     unsafe { read(leader, TASK_START_TIME_OFF.load()) }
 }
 
-/// The tgid of `task`'s parent.
+/// The tgid of `task`'s parent in the daemon's pid namespace: 0 when it has
+/// none there (as `getppid` says for a parent outside the caller's namespace).
 #[inline(always)]
 pub fn parent_tgid(task: *const u8) -> Result<u32, i64> {
     let parent: *const u8 = unsafe { read(task, TASK_REAL_PARENT_OFF.load())? };
     if parent.is_null() {
         return Ok(0);
     }
+    if crate::pidns::translating() {
+        return Ok(crate::pidns::tgid_of(parent).unwrap_or(0));
+    }
     unsafe { read(parent, TASK_TGID_OFF.load()) }
+}
+
+/// `task->tgid`: its process's pid in the initial namespace.
+#[inline(always)]
+pub fn tgid(task: *const u8) -> Result<u32, i64> {
+    unsafe { read(task, TASK_TGID_OFF.load()) }
+}
+
+/// `task`'s thread-group leader (`task` itself when the pointer is unset).
+#[inline(always)]
+pub fn group_leader(task: *const u8) -> Option<*const u8> {
+    let leader: *const u8 = unsafe { read(task, TASK_GROUP_LEADER_OFF.load()).ok()? };
+    Some(if leader.is_null() { task } else { leader })
 }
 
 /// The address of `task`'s mm, or `None` for a task without one.

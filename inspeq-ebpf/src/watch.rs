@@ -1,6 +1,11 @@
 //! Is the current task watched, and by which watch? A task is watched when its
 //! tgid is in `WATCH_TGIDS` (a process tree the daemon named, children inherit at
 //! fork) or when its cgroup v2 or an ancestor is in `WATCH_CGROUPS`.
+//!
+//! `WATCH_TGIDS` keys are pids in the daemon's pid namespace (the daemon inserts
+//! what it reads from /proc; see `pidns`), so the lookup there uses the
+//! translated tgid; a task that has no pid in the daemon's namespace is not
+//! watched at all.
 
 use aya_ebpf::{
     helpers::generated::bpf_get_current_ancestor_cgroup_id,
@@ -10,7 +15,7 @@ use aya_ebpf::{
 use aya_ebpf::Global;
 use inspeq_common::WatchConfig;
 
-use crate::task;
+use crate::{pidns, task};
 
 /// Deepest cgroup level looked at; systemd services sit at level 2 or 3.
 const MAX_CGROUP_DEPTH: i32 = 16;
@@ -42,7 +47,11 @@ pub enum Origin {
 }
 
 /// The watch of the current task, deepest cgroup winning over its ancestors, a
-/// process-tree watch winning over both.
+/// process-tree watch winning over both, and the task's tgid as the daemon knows
+/// it. `host_tgid` is the current tgid in the initial namespace (what
+/// `bpf_get_current_pid_tgid` says); outside it the tgid is translated once, and
+/// only when needed: before the tree lookup when the daemon has tree watches, else
+/// only for a task a cgroup watch covers.
 ///
 /// The loop keeps the deepest watched cgroup's *id* and looks it up once more at
 /// the end. Carrying the value (or its pointer) through the loop instead lets
@@ -50,9 +59,17 @@ pub enum Origin {
 /// register never written (`R9 !read_ok`, once `WatchConfig` grew to 48 bytes),
 /// or an OR of two maybe-null map pointers.
 #[inline(always)]
-pub fn current(tgid: u32) -> Option<(WatchConfig, Origin)> {
-    if let Some(cfg) = unsafe { WATCH_TGIDS.get(tgid) } {
-        return Some((*cfg, Origin::Tree));
+pub fn current(host_tgid: u32) -> Option<(WatchConfig, Origin, u32)> {
+    let translate = pidns::translating();
+    // In the daemon's namespace; 0 while not yet translated (no task there has pid 0).
+    let mut tgid = if translate { 0 } else { host_tgid };
+    if !translate || pidns::tree_watches() {
+        if translate {
+            tgid = pidns::current_tgid()?;
+        }
+        if let Some(cfg) = unsafe { WATCH_TGIDS.get(tgid) } {
+            return Some((*cfg, Origin::Tree, tgid));
+        }
     }
     let walk = CGROUP_WALK.load();
     // Without the helper: the task's cgroup2 cgroup and its depth, read once.
@@ -80,5 +97,8 @@ pub fn current(tgid: u32) -> Option<(WatchConfig, Origin)> {
         return None;
     }
     let cfg = unsafe { WATCH_CGROUPS.get(found) }?;
-    Some((*cfg, Origin::Cgroup))
+    if translate && tgid == 0 {
+        tgid = pidns::current_tgid()?;
+    }
+    Some((*cfg, Origin::Cgroup, tgid))
 }

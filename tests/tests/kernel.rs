@@ -708,3 +708,129 @@ fn a_watch_total_crossing_is_reported_when_its_processes_together_cross() {
         }
     });
 }
+
+/// What runs as PID 1 of a new pid namespace (with its own /proc) in
+/// [`pids_are_those_of_the_watchers_own_pid_namespace`]: `inspeqd trace` on a
+/// cgroup and on a process tree, and processes it starts, waits for and records
+/// (`PID STATUS` as that namespace's `wait` gave them) in `$OUT`. Busybox `sh`
+/// compatible: the kernel matrix runs it in its guests.
+const IN_PID_NAMESPACE: &str = r#"
+ready() { i=0; until grep -q '"kind":"ready"' "$1" 2>/dev/null; do i=$((i+1)); [ $i -lt 500 ] || exit 90; sleep 0.02; done; }
+seen() { i=0; until grep -q "$2" "$1" 2>/dev/null; do i=$((i+1)); [ $i -lt 500 ] || return 1; sleep 0.02; done; }
+record() { wait "$1"; echo "$1 $? $2" >> "$OUT/waited"; }
+
+# A cgroup watch: exits (a code, a signal), an RSS crossing and a fork.
+"$INSPEQD" trace --json --cgroup "$CG" --rss-threshold 16m > "$OUT/cgroup.jsonl" 2> "$OUT/cgroup.err" & CGTRACE=$!
+ready "$OUT/cgroup.jsonl"
+sh -c 'echo 0 > "$CG/cgroup.procs"; exit 7' & record $! code
+sh -c 'echo 0 > "$CG/cgroup.procs"; kill -9 $$' & record $! signal
+INSPEQ_JOIN_CGROUP="$CG" "$WORKLOAD" alloc 32 50 0 & record $! rss
+sh -c 'echo 0 > "$CG/cgroup.procs"; sh -c "exit 5" & echo $! > "$OUT/cgroup-child"; wait $!; exit 6' & record $! parent
+
+# A process-tree watch (WATCH_TGIDS): the root waits on a fifo until watched.
+mkfifo "$OUT/go"
+sh -c 'read x < "$1"; sh -c "exit 3" & echo $! > "$2"; wait $!; exit 4' tree "$OUT/go" "$OUT/tree-child" & ROOT=$!
+echo "$ROOT" > "$OUT/tree-root"
+"$INSPEQD" trace --json --pid "$ROOT" > "$OUT/tree.jsonl" 2> "$OUT/tree.err" & TREETRACE=$!
+ready "$OUT/tree.jsonl"
+echo go > "$OUT/go"
+record "$ROOT" tree
+
+# Without eBPF: the process connector refuses (initial namespaces only); pidfds
+# over this namespace's /proc serve.
+"$INSPEQD" trace --json --no-ebpf --poll-ms 100 --cgroup "$CG" > "$OUT/pidfd.jsonl" 2> "$OUT/pidfd.err" & PIDFDTRACE=$!
+ready "$OUT/pidfd.jsonl"
+sh -c 'echo 0 > "$CG/cgroup.procs"; exec sleep 30' & SLEEPER=$!
+sleep 0.5
+kill -9 "$SLEEPER"
+record "$SLEEPER" pidfd
+
+seen "$OUT/cgroup.jsonl" "\"pid\":$(cat "$OUT/cgroup-child")," && seen "$OUT/tree.jsonl" "\"pid\":$ROOT," && seen "$OUT/pidfd.jsonl" "\"pid\":$SLEEPER,"
+kill -TERM "$CGTRACE" "$TREETRACE" "$PIDFDTRACE"
+wait
+"#;
+
+/// The JSON lines of one `inspeqd trace` output file.
+fn trace_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display()))).collect()
+}
+
+/// The `exited` line of `pid`, as (exit code, signal).
+fn exit_line(lines: &[serde_json::Value], pid: u64) -> Option<(Option<i64>, Option<i64>)> {
+    lines.iter().find(|l| l["kind"] == "exited" && l["pid"] == pid).map(|l| (l["exit_code"].as_i64(), l["signal"].as_i64()))
+}
+
+#[test]
+fn pids_are_those_of_the_watchers_own_pid_namespace() {
+    if !privileged("pids_are_those_of_the_watchers_own_pid_namespace") {
+        return;
+    }
+    let cg = TestCgroup::new("pidns");
+    let out = tempdir("pidns");
+    let status = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "/bin/sh", "-c", IN_PID_NAMESPACE])
+        .env("INSPEQD", inspeqd())
+        .env("WORKLOAD", WORKLOAD)
+        .env("CG", &cg.dir)
+        .env("OUT", &out)
+        .status()
+        .expect("running unshare (util-linux, or busybox in the kernel matrix)");
+    let file = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
+    assert!(status.success(), "the namespace's script failed ({status}):\n{}\n{}\n{}", file("cgroup.err"), file("tree.err"), file("pidfd.err"));
+
+    // (pid, status as `wait` gave it, what it was) in the namespace.
+    let waited: Vec<(u64, i64, String)> = file("waited")
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].to_owned())
+        })
+        .collect();
+    let pid_of = |what: &str| waited.iter().find(|w| w.2 == what).unwrap_or_else(|| panic!("no {what} in {waited:?}")).0;
+    // `wait`'s $?: a code, or 128 + the signal.
+    let expect = |status: i64| if status > 128 { (None, Some(status - 128)) } else { (Some(status), None) };
+
+    let cgroup = trace_lines(&out.join("cgroup.jsonl"));
+    assert_eq!(cgroup[0]["layout"]["pids"], "translated", "{}", cgroup[0]);
+    for (pid, status, what) in &waited {
+        let lines = match what.as_str() {
+            "tree" => continue,
+            "pidfd" => continue,
+            _ => &cgroup,
+        };
+        assert_eq!(exit_line(lines, *pid), Some(expect(*status)), "{what}: pid {pid} as wait gave it; trace said:\n{cgroup:#?}");
+    }
+    assert_eq!(expect(waited.iter().find(|w| w.2 == "signal").unwrap().1), (None, Some(9)));
+    let rss = pid_of("rss");
+    assert!(cgroup.iter().any(|l| l["kind"] == "rss" && l["pid"] == rss && l["direction"] == "up"), "no RSS crossing of {rss}: {cgroup:#?}");
+    let parent = pid_of("parent");
+    let child: u64 = file("cgroup-child").trim().parse().unwrap();
+    assert!(cgroup.iter().any(|l| l["kind"] == "forked" && l["pid"] == child && l["parent_pid"] == parent), "no fork {parent} → {child}: {cgroup:#?}");
+    assert_eq!(exit_line(&cgroup, child), Some((Some(5), None)));
+
+    let tree = trace_lines(&out.join("tree.jsonl"));
+    let root = pid_of("tree");
+    assert_eq!(root, file("tree-root").trim().parse::<u64>().unwrap());
+    let tree_child: u64 = file("tree-child").trim().parse().unwrap();
+    assert!(tree.iter().any(|l| l["kind"] == "forked" && l["pid"] == tree_child && l["parent_pid"] == root), "{tree:#?}");
+    assert_eq!(exit_line(&tree, tree_child), Some((Some(3), None)), "{tree:#?}");
+    assert_eq!(exit_line(&tree, root), Some((Some(4), None)), "{tree:#?}");
+
+    let pidfd = trace_lines(&out.join("pidfd.jsonl"));
+    assert_eq!(pidfd[0]["mode"], "pidfd", "{}", pidfd[0]);
+    assert!(pidfd[0]["reason"].as_str().unwrap().contains("outside the initial pid namespace"), "{}", pidfd[0]);
+    let sleeper = pid_of("pidfd");
+    let (code, signal) = exit_line(&pidfd, sleeper).unwrap_or_else(|| panic!("no exit of {sleeper}: {pidfd:#?}"));
+    // Seen while still a zombie (SIGKILL), or after `wait` reaped it (unknown).
+    assert!(code.is_none() && matches!(signal, Some(9) | None), "{code:?} {signal:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A fresh directory under the temporary directory, named after the test.
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("inspeq-kernel-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

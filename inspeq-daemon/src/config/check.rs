@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::config::amount::{self, parse_amount, parse_window};
+use crate::config::bus_address;
 use crate::config::ast::{self, ChecksFile, GlobalFile, GlobalStatement, Item, Span, Text};
 use crate::config::diagnostic::{Diagnostic, SourceFile};
 use crate::config::metrics::{self, EventSubject, MetricKind, Scope, Unit};
@@ -464,7 +465,7 @@ fn channel(
 /// pattern from stalling `inspeqctl check`. The daemon must compile with the same limit.
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-const PARAMS: &str = "owner, init, scope, pidfile, matching, restart_command, hostname, port, socket, username, password, database, endpoint or path";
+const PARAMS: &str = "owner, init, scope, bus, cgroup_root, pidfile, matching, restart_command, hostname, port, socket, username, password, database, endpoint or path";
 
 pub fn check_checks(
     file: &SourceFile<'_>,
@@ -656,6 +657,8 @@ fn check_block(
         owner: None,
         init: None,
         scope: None,
+        bus: None,
+        cgroup_root: None,
         restart_command: None,
         params: BTreeMap::new(),
         exposes: Vec::new(),
@@ -663,6 +666,8 @@ fn check_block(
         location: location(file, block.head),
     };
     let mut selector = None;
+    // `bus` and `cgroup_root` name a systemd manager: where they were given, to check that one runs the check.
+    let mut systemd_only: Option<(&str, Span)> = None;
     // A selector that was given but invalid has its own error; "needs a way to find it" would repeat it.
     let mut selector_given = false;
     for (key, value) in &block.params {
@@ -716,6 +721,22 @@ fn check_block(
                     format!("unknown scope `{v}`, expected system or user"),
                 )),
             },
+            "bus" => {
+                systemd_only = systemd_only.or(Some(("bus", key.span)));
+                match bus_address::problem(v) {
+                    None => check.bus = Some(v.to_owned()),
+                    Some(problem) => out.push(file.error(value.span, problem)),
+                }
+            }
+            "cgroup_root" => {
+                systemd_only = systemd_only.or(Some(("cgroup_root", key.span)));
+                if v.starts_with('/') {
+                    let root = v.trim_end_matches('/');
+                    check.cgroup_root = Some(if root.is_empty() { "/".to_owned() } else { root.to_owned() });
+                } else {
+                    out.push(file.error(value.span, format!("cgroup root `{v}` is not an absolute path, expected where the manager's cgroups are on this host, like /sys/fs/cgroup/machine.slice/NAME")));
+                }
+            }
             "pidfile" => {
                 selector_given = true;
                 if v.starts_with('/') {
@@ -768,6 +789,19 @@ fn check_block(
                 key.span,
                 format!("unknown parameter `{other}` is ignored, expected {PARAMS}"),
             )),
+        }
+    }
+    if let Some((param, span)) = systemd_only {
+        let other = match check.init {
+            Some(InitKind::Upstart) => Some("upstart"),
+            Some(InitKind::Runit) => Some("runit"),
+            Some(InitKind::Initd) => Some("initd"),
+            Some(InitKind::Systemd) | None => None,
+        };
+        if kind_word == "process" {
+            out.push(file.error(span, format!("`{param}` only applies to systemd services, not to `check process`")));
+        } else if let Some(other) = other {
+            out.push(file.error(span, format!("`{param}` only applies to systemd services, expected init systemd (not {other})")));
         }
     }
     if kind_word == "process" {

@@ -6,6 +6,7 @@
 
 pub mod amount;
 pub mod ast;
+pub mod bus_address;
 pub mod check;
 pub mod diagnostic;
 pub mod lexer;

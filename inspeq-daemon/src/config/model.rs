@@ -160,6 +160,12 @@ pub struct Check {
     pub owner: Option<String>,
     pub init: Option<InitKind>,
     pub scope: Option<UnitScope>,
+    /// `with bus ADDRESS`: the systemd manager's D-Bus address (checked), instead of
+    /// the scope's default bus.
+    pub bus: Option<String>,
+    /// `with cgroup_root PATH`: where the manager's cgroup root is on this host
+    /// (absolute), for a manager in a cgroup namespace; default the cgroup2 mount.
+    pub cgroup_root: Option<String>,
     /// `with restart_command "..."`: argv, never a shell. Lets `restart` work on a `check process`.
     pub restart_command: Option<Vec<String>>,
     /// Every `with` parameter as written, including daemon connection keys (`port`, `socket`, ...).

@@ -1,10 +1,11 @@
 //! The services the daemon watches: which init system runs each, what it said
 //! last, and how the kernel watches it. Also builds the init-system backends from
-//! detection and the checks' `with init`/`with scope` overrides.
+//! detection and the checks' `with init`/`with scope`/`with bus`/`with
+//! cgroup_root` overrides: one systemd connection per distinct manager.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
@@ -132,19 +133,38 @@ impl Service {
     }
 }
 
+/// Which backend a check asks for. For systemd, the manager: its scope, and the
+/// bus address and cgroup root given (`None`: the scope's defaults).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct BackendKey {
+    kind: InitKind,
+    user: bool,
+    bus: Option<String>,
+    cgroup_root: Option<PathBuf>,
+}
+
+impl BackendKey {
+    fn plain(kind: InitKind) -> Self {
+        Self { kind, user: false, bus: None, cgroup_root: None }
+    }
+}
+
 /// The init systems of this host, built once per (re)load.
 pub struct Backends {
     /// In detection order.
     pub detected: Vec<Arc<dyn InitSystem>>,
-    /// By kind and, for systemd, whether it is the user scope.
-    by_kind: HashMap<(InitKind, bool), Arc<dyn InitSystem>>,
+    /// By what the checks ask for.
+    by_kind: HashMap<BackendKey, Arc<dyn InitSystem>>,
 }
 
-async fn systemd(scope: Scope) -> Option<Arc<dyn InitSystem>> {
-    match Systemd::connect(SystemdOptions::new(scope)).await {
+async fn systemd(key: &BackendKey) -> Option<Arc<dyn InitSystem>> {
+    let scope = if key.user { Scope::User } else { Scope::System };
+    let options = SystemdOptions { address: key.bus.clone(), cgroup_root: key.cgroup_root.clone(), ..SystemdOptions::new(scope) };
+    match Systemd::connect(options).await {
         Ok(s) => Some(Arc::new(s)),
         Err(err) => {
-            tracing::warn!("init: systemd {scope} scope unavailable: {err}");
+            let at = key.bus.as_deref().map(|b| format!(" at {b}")).unwrap_or_default();
+            tracing::warn!("init: systemd {scope} scope{at} unavailable: {err}");
             None
         }
     }
@@ -162,7 +182,7 @@ impl Backends {
     /// Detects the init systems under `root` and connects to what the checks need.
     pub async fn build(root: &Path, checks: &[Check]) -> Self {
         let mut detected: Vec<Arc<dyn InitSystem>> = Vec::new();
-        let mut by_kind: HashMap<(InitKind, bool), Arc<dyn InitSystem>> = HashMap::new();
+        let mut by_kind: HashMap<BackendKey, Arc<dyn InitSystem>> = HashMap::new();
         let pidfiles: HashMap<ServiceName, std::path::PathBuf> = checks
             .iter()
             .filter(|c| c.kind == CheckKind::Service)
@@ -170,7 +190,7 @@ impl Backends {
             .collect();
         for found in detect(root) {
             let backend: Option<Arc<dyn InitSystem>> = match found.kind {
-                InitKind::Systemd => systemd(Scope::System).await,
+                InitKind::Systemd => systemd(&BackendKey::plain(InitKind::Systemd)).await,
                 InitKind::Upstart => Some(Arc::new(Upstart::new(UpstartOptions {
                     job_dir: found.dir.clone().unwrap_or_else(|| "/etc/init".into()),
                     ..UpstartOptions::default()
@@ -187,24 +207,24 @@ impl Backends {
                 InitKind::Process => None,
             };
             if let Some(backend) = backend {
-                by_kind.insert((found.kind, false), backend.clone());
+                by_kind.insert(BackendKey::plain(found.kind), backend.clone());
                 detected.push(backend);
             }
         }
-        // Explicit `with init X` / `with scope user` may name systems detection skipped.
+        // Explicit `with init X` / `with scope user` / `with bus ...` may name systems detection skipped.
         for check in checks {
             let Some(wanted) = wanted_backend(check) else { continue };
             if by_kind.contains_key(&wanted) {
                 continue;
             }
-            let backend: Option<Arc<dyn InitSystem>> = match wanted {
-                (InitKind::Systemd, user) => systemd(if user { Scope::User } else { Scope::System }).await,
-                (InitKind::Upstart, _) => Some(Arc::new(Upstart::new(UpstartOptions::default()))),
-                (InitKind::Runit, _) => Some(Arc::new(Runit::new(RunitOptions::default()))),
-                (InitKind::InitD, _) => {
+            let backend: Option<Arc<dyn InitSystem>> = match wanted.kind {
+                InitKind::Systemd => systemd(&wanted).await,
+                InitKind::Upstart => Some(Arc::new(Upstart::new(UpstartOptions::default()))),
+                InitKind::Runit => Some(Arc::new(Runit::new(RunitOptions::default()))),
+                InitKind::InitD => {
                     Some(Arc::new(InitD::new(InitDOptions { pidfiles: pidfiles.clone(), ..InitDOptions::default() })))
                 }
-                (InitKind::Process, _) => None,
+                InitKind::Process => None,
             };
             if let Some(backend) = backend {
                 by_kind.insert(wanted, backend);
@@ -242,18 +262,64 @@ impl Backends {
     }
 }
 
-/// The backend a check names with `with init X` / `with scope user`, if any:
-/// (kind, user scope).
-fn wanted_backend(check: &Check) -> Option<(InitKind, bool)> {
-    Some(match (check.init, check.scope) {
-        (Some(ConfigInit::Systemd) | None, Some(UnitScope::User)) => (InitKind::Systemd, true),
-        (Some(ConfigInit::Systemd), _) => (InitKind::Systemd, false),
-        (Some(ConfigInit::Upstart), _) => (InitKind::Upstart, false),
-        (Some(ConfigInit::Runit), _) => (InitKind::Runit, false),
-        (Some(ConfigInit::Initd), _) => (InitKind::InitD, false),
-        (None, None | Some(UnitScope::System)) => return None,
-    })
+/// The backend a check names with `with init X`, `with scope user`, `with bus
+/// ADDRESS` or `with cgroup_root PATH` (the last three mean systemd), if any.
+fn wanted_backend(check: &Check) -> Option<BackendKey> {
+    let user = check.scope == Some(UnitScope::User);
+    let manager_given = user || check.bus.is_some() || check.cgroup_root.is_some();
+    let kind = match check.init {
+        Some(ConfigInit::Systemd) => InitKind::Systemd,
+        None if manager_given => InitKind::Systemd,
+        None => return None,
+        Some(ConfigInit::Upstart) => InitKind::Upstart,
+        Some(ConfigInit::Runit) => InitKind::Runit,
+        Some(ConfigInit::Initd) => InitKind::InitD,
+    };
+    if kind != InitKind::Systemd {
+        return Some(BackendKey::plain(kind));
+    }
+    Some(BackendKey { kind, user, bus: check.bus.clone(), cgroup_root: check.cgroup_root.as_ref().map(PathBuf::from) })
 }
 
 /// Services by name.
 pub type Services = BTreeMap<String, Service>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(params: &str) -> Check {
+        let text = format!("check service web{params}\n  if crashed then alert\n");
+        let (config, diagnostics) = crate::config::load_files(None, [("web.inq", text.as_str())]);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        config.services.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_check_without_a_manager_of_its_own_asks_every_detected_init_system() {
+        assert_eq!(wanted_backend(&check("")), None);
+        assert_eq!(wanted_backend(&check(" with scope system")), None);
+        assert_eq!(wanted_backend(&check(" with init systemd")), Some(BackendKey::plain(InitKind::Systemd)));
+        assert_eq!(wanted_backend(&check(" with init runit")), Some(BackendKey::plain(InitKind::Runit)));
+    }
+
+    #[test]
+    fn a_bus_or_a_cgroup_root_names_a_systemd_manager_of_its_own() {
+        let key = wanted_backend(&check(
+            r#" with scope system, bus "unix:path=/x/run/dbus/system_bus_socket", cgroup_root /sys/fs/cgroup/unified/itest"#,
+        ));
+        assert_eq!(
+            key,
+            Some(BackendKey {
+                kind: InitKind::Systemd,
+                user: false,
+                bus: Some("unix:path=/x/run/dbus/system_bus_socket".into()),
+                cgroup_root: Some("/sys/fs/cgroup/unified/itest".into()),
+            })
+        );
+        let root_only = wanted_backend(&check(" with cgroup_root /sys/fs/cgroup/machine.slice/ct1")).unwrap();
+        assert_eq!((root_only.kind, root_only.bus, root_only.user), (InitKind::Systemd, None, false));
+        let user = wanted_backend(&check(r#" with scope user, bus "unix:path=/run/user/0/bus""#)).unwrap();
+        assert!(user.user);
+    }
+}

@@ -13,6 +13,7 @@
 //! - `detect`: which of these a host runs, in a documented order.
 //! - `command`: every command is an argv (never a shell) with a timeout.
 //! - `wrapper`: is the main pid a shell or a `logger` pipeline rather than the server.
+//! - `nspid`: a manager's `MainPID` from another pid namespace as inspeqd's pid.
 //!
 //! Every call a backend makes is bounded by a timeout (lookup 3 s, restart and
 //! reload 30 s by default), so a hung init system costs the executor one timed-out
@@ -22,6 +23,7 @@
 mod command;
 pub mod detect;
 mod initd;
+mod nspid;
 mod pidfile;
 mod runit;
 mod systemd;

@@ -9,13 +9,18 @@
 //! [`bus_address_for`].
 //!
 //! `ControlGroup` is relative to the manager's cgroup root; on the host that is
-//! the cgroup2 mount unless configured otherwise (a manager in a cgroup
-//! namespace). `MainPID` is in the manager's pid namespace: inspeq must share it.
+//! the cgroup2 mount unless configured otherwise (`cgroup_root`: a manager in a
+//! cgroup namespace). `MainPID` and `ExecMainPID` are in the manager's pid
+//! namespace; the main pid is translated into inspeqd's on lookup (see `nspid`),
+//! and each unit's recent translations are kept to compare `ExecMainPID` with
+//! the pid of an exit the kernel side reported.
 
 use std::{
+    collections::{HashMap, VecDeque},
     fmt,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use futures_util::{FutureExt as _, StreamExt as _};
@@ -27,7 +32,7 @@ use zbus::{
 
 use super::{
     ChangeSubscription, InitError, InitFuture, InitKind, InitSystem, Intent, MainExit, ServiceCgroup, ServiceChange, ServiceName,
-    ServiceState, ServiceStatus, Timeouts, cgroup2_mount, detect_wrapper,
+    ServiceState, ServiceStatus, Timeouts, cgroup2_mount, detect_wrapper, nspid,
 };
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
@@ -117,12 +122,20 @@ fn unit_name(service: &ServiceName) -> String {
     }
 }
 
+/// How many main pids per unit are remembered (a restart's new pid must not
+/// forget the one whose exit is still being settled).
+const REMEMBERED_PIDS: usize = 4;
+
+/// Per unit, recent main pids as (inspeqd's pid, the manager's pid).
+type PidMap = Arc<Mutex<HashMap<String, VecDeque<(u32, u32)>>>>;
+
 /// A systemd manager over one D-Bus connection.
 #[derive(Clone)]
 pub struct Systemd {
     conn: Connection,
     cgroup_root: Option<PathBuf>,
     timeouts: Timeouts,
+    main_pids: PidMap,
 }
 
 impl Systemd {
@@ -152,7 +165,12 @@ impl Systemd {
             .await
             .unwrap_or_else(|_| Err(zbus::Error::Failure(format!("Subscribe: no answer within {:?}", options.timeouts.lookup))))
             .map_err(|source| InitError::Connect { address: address.clone(), source: Box::new(source) })?;
-        Ok(Self { conn, cgroup_root: options.cgroup_root.or_else(cgroup2_mount), timeouts: options.timeouts })
+        Ok(Self {
+            conn,
+            cgroup_root: options.cgroup_root.or_else(cgroup2_mount),
+            timeouts: options.timeouts,
+            main_pids: PidMap::default(),
+        })
     }
 
     async fn call<B, R>(&self, path: &str, interface: &str, method: &str, body: &B) -> zbus::Result<R>
@@ -210,10 +228,26 @@ impl Systemd {
         let job = self.job_type(path).await;
         let (main_pid, cgroup, result, init_restarts) = if unit.ends_with(".service") {
             let pid: u32 = self.get(path, SERVICE, "MainPID").await?;
-            let cgroup = self.string_property(path, SERVICE, "ControlGroup").await?;
+            let cgroup = self.host_cgroup(&self.string_property(path, SERVICE, "ControlGroup").await?);
             let result = self.string_property(path, SERVICE, "Result").await?;
             let restarts: u32 = self.get(path, SERVICE, "NRestarts").await?;
-            (Some(pid).filter(|p| *p > 0), self.host_cgroup(&cgroup), result, Some(restarts))
+            let here = match (pid, &cgroup) {
+                (0, _) => None,
+                (pid, Some(cgroup)) => {
+                    let here = nspid::main_pid_here(pid, &cgroup.path);
+                    match here {
+                        Some(here) => self.remember(&unit, here, pid),
+                        None => tracing::warn!(
+                            "init: {unit}: no process of {} is the manager's MainPID {pid} (by /proc/PID/status NSpid); inspeqd must share the manager's pid namespace or an ancestor of it",
+                            cgroup.path.display()
+                        ),
+                    }
+                    here
+                }
+                // Without a cgroup to search, the manager is taken to share inspeqd's namespace.
+                (pid, None) => Some(pid),
+            };
+            (here, cgroup, result, Some(restarts))
         } else {
             (None, None, String::new(), None)
         };
@@ -239,6 +273,25 @@ impl Systemd {
             intent: lookup_intent(job.as_deref(), &active, &sub),
             init_restarts,
         })
+    }
+
+    /// Records that the manager's main pid `manager` of `unit` is `here` in inspeqd's namespace.
+    fn remember(&self, unit: &str, here: u32, manager: u32) {
+        let mut map = self.main_pids.lock().unwrap_or_else(PoisonError::into_inner);
+        let pids = map.entry(unit.to_owned()).or_default();
+        if pids.back() != Some(&(here, manager)) {
+            pids.push_back((here, manager));
+            if pids.len() > REMEMBERED_PIDS {
+                pids.pop_front();
+            }
+        }
+    }
+
+    /// inspeqd's pid `here` of `unit`'s main process in the manager's namespace, as
+    /// a lookup found it; `here` itself when no lookup did (the same namespace).
+    fn manager_pid(&self, unit: &str, here: u32) -> u32 {
+        let map = self.main_pids.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(unit).and_then(|pids| pids.iter().rev().find(|(h, _)| *h == here)).map_or(here, |(_, m)| *m)
     }
 
     /// `ControlGroup` on this host; `None` when the unit has none (not running)
@@ -340,6 +393,8 @@ impl InitSystem for Systemd {
             let limit = self.timeouts.lookup;
             let dbus = |source| InitError::DBus { service: service.to_string(), action: "lookup", source: Box::new(source) };
             let unit = unit_name(service);
+            // ExecMainPID is the manager's number for what the kernel side reported as `pid`.
+            let expected = self.manager_pid(&unit, pid);
             let read = async {
                 let path = self.unit_path(&unit).await.map_err(dbus)?;
                 let path = path.as_str();
@@ -352,7 +407,7 @@ impl InitSystem for Systemd {
                         // one it keeps.
                         return Ok(Some(MainExit { pid, status: None, clean: true, intent: Intent::Stop }));
                     }
-                    if main != pid {
+                    if main != expected {
                         // A new main process is there already: systemd counts the
                         // restarts it does by itself, not an operator's.
                         let now: u32 = self.get(path, SERVICE, "NRestarts").await.map_err(dbus)?;
@@ -380,7 +435,7 @@ impl InitSystem for Systemd {
                     let job = self.job_type(path).await;
                     // One property at a time: if a new process replaced the record
                     // meanwhile, the values are a mix; read it again.
-                    if self.get::<u32>(path, SERVICE, "ExecMainPID").await.map_err(dbus)? != pid {
+                    if self.get::<u32>(path, SERVICE, "ExecMainPID").await.map_err(dbus)? != expected {
                         continue;
                     }
                     let asked = started < left_active && left_active < reaped && result != "watchdog";

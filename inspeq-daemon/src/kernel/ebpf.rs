@@ -7,6 +7,11 @@
 //! polling every [`BUSY_POLL`] and the kernel wakes nobody, so storms pay no
 //! wakeups; when a poll finds nothing it goes idle again. Drops are counted per CPU in the kernel and turned into
 //! [`Observation::EventsLost`] here.
+//!
+//! Outside the initial pid namespace the programs report pids of inspeqd's own
+//! namespace (`PIDNS_TRANSLATE`, see `pidns.rs` on the kernel side), so the keys
+//! written here (`WATCH_TGIDS`, `RSS_STATE`) are the pids /proc and `cgroup.procs`
+//! give, as they are everywhere else in the daemon.
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -22,8 +27,8 @@ use aya::{
 };
 use inspeq_common::{
     COUNTER_DROPPED, COUNTER_EMITTED, MAP_COUNTERS, MAP_EVENTS, MAP_READER_STATE, MAP_RSS_STATE, MAP_RSS_TOTALS,
-    MAP_WATCH_CGROUPS, MAP_WATCH_TGIDS, READER_IDLE, READER_POLLING, RssState, RssTotal, WatchConfig, globals,
-    CGROUP_WALK_ANCESTOR_IDS, CGROUP_WALK_ANCESTORS, CGROUP_WALK_HELPER,
+    MAP_TREE_WATCHES, MAP_WATCH_CGROUPS, MAP_WATCH_TGIDS, READER_IDLE, READER_POLLING, RssState, RssTotal, WatchConfig,
+    globals, CGROUP_WALK_ANCESTOR_IDS, CGROUP_WALK_ANCESTORS, CGROUP_WALK_HELPER,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -32,6 +37,7 @@ use super::{
     btf::Btf,
     cgroup, decode, fallback,
     observation::{Observation, RssDirection, WatchId},
+    pidns::PidNamespace,
     tracefs,
     watch::{WatchSettings, WatchTarget},
 };
@@ -54,7 +60,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/in
 /// tracepoint.
 const PROGRAMS: [(&str, &str, &str, bool); 4] = [
     ("inspeq_exit", "sched", "sched_process_exit", true),
-    ("inspeq_fork", "task", "task_newtask", true),
+    ("inspeq_fork", "", "task_newtask", true),
     ("inspeq_rss", "", "rss_stat", false),
     ("inspeq_oom", "oom", "mark_victim", false),
 ];
@@ -85,10 +91,13 @@ pub struct Layout {
     /// (`bpf_get_current_ancestor_cgroup_id`, 6.1+), or a walk of
     /// `ancestor_ids` (before 6.0) or `ancestors`.
     pub cgroup_ancestors: &'static str,
+    /// Pids are translated into inspeqd's pid namespace in the kernel (it runs
+    /// outside the initial one); otherwise they are the kernel's own.
+    pub pids_translated: bool,
 }
 
 impl Offsets {
-    fn resolve(tracefs_root: &Path) -> Result<Self, KernelError> {
+    fn resolve(tracefs_root: &Path, pid_ns: &PidNamespace) -> Result<Self, KernelError> {
         let data = std::fs::read("/sys/kernel/btf/vmlinux")
             .map_err(|source| KernelError::NoBtf { source })?;
         let btf = Btf::parse(&data)?;
@@ -130,12 +139,14 @@ impl Offsets {
             (globals::PAGE_SIZE, page_size),
             (globals::TP_EXIT_GROUP_DEAD, group_dead.unwrap_or(u32::MAX)),
             (globals::KEEP_EXIT_RSS, u32::from(group_dead.is_none())),
-            (globals::TP_NEWTASK_PID, field("task", "task_newtask", "pid")?),
-            (globals::TP_NEWTASK_CLONE_FLAGS, field("task", "task_newtask", "clone_flags")?),
             (globals::TP_OOM_PID, field("oom", "mark_victim", "pid").unwrap_or(u32::MAX)),
         ];
         let mut globals = globals;
         let cgroup_walk = cgroup_walk(&btf, &mut globals);
+        let pids_translated = !pid_ns.is_initial();
+        if pids_translated {
+            globals.extend(pid_translation(&btf, pid_ns)?);
+        }
         Ok(Self {
             globals,
             layout: Layout {
@@ -143,6 +154,7 @@ impl Offsets {
                 rss_percpu,
                 rss_split: split.is_some(),
                 cgroup_ancestors: "helper",
+                pids_translated,
             },
             cgroup_walk,
         })
@@ -167,6 +179,30 @@ fn cgroup_walk(btf: &Btf, globals: &mut Vec<(&'static str, u32)>) -> Option<u32>
         (globals::KERNFS_NODE_ID, btf.member_offset("kernfs_node", "id").ok()?),
     ]);
     Some(walk)
+}
+
+/// The globals that turn kernel pids into numbers of inspeqd's namespace: the
+/// namespace's inode, and where a task's `struct pid` keeps one `upid { nr, ns }`
+/// per level (`task->thread_pid->numbers[]`) and a namespace its inode
+/// (`pid_namespace.ns.inum`). All present since 4.19.
+fn pid_translation(btf: &Btf, pid_ns: &PidNamespace) -> Result<Vec<(&'static str, u32)>, super::BtfError> {
+    let numbers = btf.member("pid", "numbers")?;
+    let (upid, _) = btf.array(numbers.type_id).ok_or_else(|| shape("pid.numbers"))?;
+    let stride = btf.type_size(upid).ok_or_else(|| shape("pid.numbers[]"))?;
+    let ns = btf.member("pid_namespace", "ns")?;
+    let inum = btf.member_of(ns.type_id, "inum").ok_or_else(|| shape("pid_namespace.ns"))?;
+    let inode = u32::try_from(pid_ns.inode).map_err(|_| shape("the pid namespace's inode"))?;
+    Ok(vec![
+        (globals::PIDNS_TRANSLATE, 1),
+        (globals::PIDNS_INUM, inode),
+        (globals::TASK_THREAD_PID, btf.member_offset("task_struct", "thread_pid")?),
+        (globals::PID_LEVEL, btf.member_offset("pid", "level")?),
+        (globals::PID_NUMBERS, numbers.offset),
+        (globals::UPID_SIZE, stride),
+        (globals::UPID_NR, btf.member_offset("upid", "nr")?),
+        (globals::UPID_NS, btf.member_offset("upid", "ns")?),
+        (globals::PIDNS_NS_INUM, ns.offset + inum.offset),
+    ])
 }
 
 fn shape(what: &str) -> super::BtfError {
@@ -202,6 +238,7 @@ pub struct EbpfMonitor {
     tgids: HashMap<MapData, u32, WatchConfig>,
     rss_state: HashMap<MapData, u32, RssState>,
     rss_totals: HashMap<MapData, u32, RssTotal>,
+    tree_watches: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     reader_state: Array<MapData, u32>,
     /// When the reader was last woken by the kernel, the last FLOW_WAKEUPS times.
@@ -245,14 +282,14 @@ where
 }
 
 impl EbpfMonitor {
-    pub fn start(options: &Options) -> Result<Self, KernelError> {
+    pub fn start(options: &Options, pid_ns: &PidNamespace) -> Result<Self, KernelError> {
         let started = Instant::now();
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(KernelError::NotRoot);
         }
         let tracefs_root = tracefs::root()?;
-        let offsets = Offsets::resolve(&tracefs_root)?;
+        let offsets = Offsets::resolve(&tracefs_root, pid_ns)?;
 
         // The helper first; where tracing programs may not call it (before 6.1),
         // the verifier rejects them, and the walk of the task's cgroup takes over.
@@ -277,6 +314,7 @@ impl EbpfMonitor {
         let tgids = map(&mut ebpf, MAP_WATCH_TGIDS)?;
         let rss_state = map(&mut ebpf, MAP_RSS_STATE)?;
         let rss_totals = map(&mut ebpf, MAP_RSS_TOTALS)?;
+        let tree_watches = map(&mut ebpf, MAP_TREE_WATCHES)?;
         let counters = map(&mut ebpf, MAP_COUNTERS)?;
         let reader_state = map(&mut ebpf, MAP_READER_STATE)?;
         tracing::debug!("kernel: ring buffer fd {}", ring.get_ref().as_raw_fd());
@@ -287,6 +325,7 @@ impl EbpfMonitor {
             tgids,
             rss_state,
             rss_totals,
+            tree_watches,
             counters,
             reader_state,
             wakeups: [None; FLOW_WAKEUPS],
@@ -328,6 +367,10 @@ impl EbpfMonitor {
             }
         };
         let seeded = if seeds { self.seed(&cfg, &members, cgroup_id)? } else { Vec::new() };
+        if matches!(keys, Keys::Tree(_)) {
+            // Before the keys: a fork in between must find the count non-zero.
+            self.publish_trees(self.trees() + 1);
+        }
         match &keys {
             Keys::Cgroup(cg) => self.insert_cgroup(*cg, cfg)?,
             Keys::Tree(pids) => {
@@ -342,7 +385,22 @@ impl EbpfMonitor {
         if let Some(old) = self.watches.insert(id, keys) {
             self.remove_keys(old);
         }
+        self.publish_trees(self.trees());
         Ok(())
+    }
+
+    fn trees(&self) -> u32 {
+        self.watches.values().filter(|k| matches!(k, Keys::Tree(_))).count() as u32
+    }
+
+    /// Publishes how many tree watches there are (`TREE_WATCHES`): outside the
+    /// initial pid namespace the programs translate a task for the `WATCH_TGIDS`
+    /// lookup only while there are some.
+    fn publish_trees(&mut self, trees: u32) {
+        if let Err(err) = self.tree_watches.set(0, trees, 0) {
+            // A count left at 0 would hide tree watches outside the initial namespace.
+            tracing::warn!("kernel: cannot publish the number of tree watches: {err}");
+        }
     }
 
     /// Writes the RSS state of each member and the watch's total, before the
@@ -426,6 +484,7 @@ impl EbpfMonitor {
         for pid in stale {
             let _ = self.tgids.remove(&pid);
         }
+        self.publish_trees(self.trees());
     }
 
     fn remove_keys(&mut self, keys: Keys) {
@@ -620,5 +679,26 @@ fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Observation>, stats: &m
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_running_kernel_has_what_pid_translation_reads() {
+        let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("skipped: /sys/kernel/btf/vmlinux is not readable here");
+            return;
+        };
+        let btf = Btf::parse(&data).unwrap();
+        let ns = PidNamespace { inode: 4_026_532_179, initial_user: true, proc_is_ours: Some(true) };
+        let globals: StdHashMap<&str, u32> = pid_translation(&btf, &ns).unwrap().into_iter().collect();
+        assert_eq!(globals[globals::PIDNS_TRANSLATE], 1);
+        assert_eq!(globals[globals::PIDNS_INUM], 4_026_532_179);
+        // `struct upid { int nr; struct pid_namespace *ns; }` on every 64-bit kernel.
+        assert_eq!((globals[globals::UPID_SIZE], globals[globals::UPID_NR], globals[globals::UPID_NS]), (16, 0, 8));
+        assert!(globals[globals::PID_NUMBERS] > globals[globals::PID_LEVEL]);
     }
 }

@@ -19,6 +19,8 @@
 //! - `decode`: raw records → observations (pure).
 //! - `btf`, `tracefs`: offsets of kernel struct members and tracepoint fields.
 //! - `cgroup`: cgroup v2 paths and ids.
+//! - `pidns`: inspeqd's pid namespace, which decides how pids are read (eBPF
+//!   translates outside the initial one) and which tiers can serve.
 
 mod btf;
 pub(crate) mod cgroup;
@@ -27,6 +29,7 @@ mod ebpf;
 mod fallback;
 mod observation;
 mod pidfd;
+mod pidns;
 mod proc_connector;
 mod tracefs;
 mod watch;
@@ -36,6 +39,7 @@ use std::time::Duration;
 pub use decode::{DecodeError, decode};
 pub use ebpf::Layout;
 pub use observation::{ExitStatus, Observation, ProcessExited, RssDirection, WatchId};
+pub use pidns::PidNamespace;
 pub use watch::{RssLimits, WatchSettings, WatchTarget};
 
 pub use self::{
@@ -208,12 +212,19 @@ impl Monitor {
     pub fn start(options: &Options) -> Self {
         let mut reasons: Vec<String> = Vec::new();
         let monitor = |backend, mode| Self { backend, mode, next_id: 1 };
+        let pid_ns = PidNamespace::current();
+        // eBPF's own records are right either way; what it reads from /proc (a
+        // tree's members, RSS seeds) is not.
+        let foreign_proc = pid_ns.proc_refusal();
+        if let Some(why) = &foreign_proc {
+            tracing::warn!("kernel: {why}; process trees and RSS seeds read from it will be wrong");
+        }
         'ebpf: {
             if options.force_fallback {
                 reasons.push("eBPF turned off by configuration".into());
                 break 'ebpf;
             }
-            match ebpf::EbpfMonitor::start(options) {
+            match ebpf::EbpfMonitor::start(options, &pid_ns) {
                 Ok(m) => return monitor(Backend::Ebpf(Box::new(m)), Mode::Ebpf),
                 Err(err) => reasons.push(format!("eBPF unavailable: {}", error_chain(&err))),
             }
@@ -222,7 +233,7 @@ impl Monitor {
             if options.no_proc_connector {
                 reasons.push("process connector turned off by configuration".into());
             } else {
-                match proc_connector::ProcConnectorMonitor::start(options) {
+                match proc_connector::ProcConnectorMonitor::start(options, &pid_ns) {
                     Ok(m) => break 'tiers (Backend::ProcConnector(m), Mode::ProcConnector { reason: reasons.join("; ") }),
                     Err(err) => reasons.push(format!("process connector unavailable: {}", error_chain(&err))),
                 }
@@ -230,10 +241,14 @@ impl Monitor {
             if options.no_pidfd {
                 reasons.push("pidfd turned off by configuration".into());
             } else {
-                match pidfd::PidfdMonitor::start(options) {
+                match pidfd::PidfdMonitor::start(options, &pid_ns) {
                     Ok(m) => break 'tiers (Backend::Pidfd(m), Mode::Pidfd { reason: reasons.join("; ") }),
                     Err(err) => reasons.push(format!("pidfd unavailable: {}", error_chain(&err))),
                 }
+            }
+            // The last resort starts whatever /proc is; its reason says when its pids are not inspeqd's.
+            if let Some(why) = foreign_proc {
+                reasons.push(format!("/proc polling reports /proc's pids: {why}"));
             }
             (Backend::Proc(fallback::ProcMonitor::new(options)), Mode::Fallback { reason: reasons.join("; ") })
         };

@@ -23,6 +23,7 @@ use super::{
     KernelError, KernelStats, Options,
     fallback::{ProcMonitor, zombie_status},
     observation::{ExitStatus, Observation, WatchId},
+    pidns::PidNamespace,
     watch::{WatchSettings, WatchTarget},
 };
 
@@ -36,6 +37,9 @@ pub const MAX_PIDFDS: usize = 256;
 pub enum PidfdError {
     #[error("pidfd_open is not available (Linux 5.3 or later)")]
     Unsupported(#[source] io::Error),
+    /// Its scans read /proc, whose pids must be inspeqd's.
+    #[error("{0}")]
+    ForeignProc(String),
 }
 
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
@@ -54,7 +58,10 @@ pub struct PidfdMonitor {
 }
 
 impl PidfdMonitor {
-    pub fn start(options: &Options) -> Result<Self, KernelError> {
+    pub fn start(options: &Options, pid_ns: &PidNamespace) -> Result<Self, KernelError> {
+        if let Some(why) = pid_ns.proc_refusal() {
+            return Err(KernelError::Pidfd(PidfdError::ForeignProc(why)));
+        }
         // Probe with our own pid: ENOSYS on kernels before 5.3, EPERM under some
         // seccomp policies.
         pidfd_open(std::process::id())

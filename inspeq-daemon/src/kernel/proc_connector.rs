@@ -50,6 +50,7 @@ use super::{
     fallback::{RssState, read_comm, read_rss},
     monotonic_ns,
     observation::{ExitStatus, Observation, ProcessExited, WatchId},
+    pidns::PidNamespace,
     watch::{WatchSettings, WatchTarget},
 };
 
@@ -70,6 +71,10 @@ pub enum ProcConnectorError {
         "the kernel did not acknowledge PROC_CN_MCAST_LISTEN within {0} ms (CONFIG_PROC_EVENTS off?)"
     )]
     NoAck(u64),
+    /// Outside the initial namespaces the kernel ignores the listen request, and
+    /// the events would carry the initial namespace's pids anyway.
+    #[error("{0}")]
+    Namespace(String),
 }
 
 /// The byte layout of the messages, from the kernel's uapi headers.
@@ -499,7 +504,10 @@ fn inside(path: &str, dir: &str) -> bool {
 }
 
 impl ProcConnectorMonitor {
-    pub fn start(options: &Options) -> Result<Self, KernelError> {
+    pub fn start(options: &Options, pid_ns: &PidNamespace) -> Result<Self, KernelError> {
+        if let Some(why) = pid_ns.proc_connector_refusal() {
+            return Err(KernelError::ProcConnector(ProcConnectorError::Namespace(why)));
+        }
         let fd = socket()?;
         send(&fd, wire::PROC_CN_MCAST_LISTEN).map_err(ProcConnectorError::Listen)?;
         wait_for_ack(&fd)?;
