@@ -69,6 +69,8 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// The group that may use the control socket (mode 0660).
     pub socket_group: Option<String>,
+    /// How many control connections are served at once, and how long each may idle.
+    pub control: server::Limits,
     pub kernel: kernel::Options,
     /// Where init systems are detected (`/`; tests point it at a fixture tree).
     pub init_root: PathBuf,
@@ -87,6 +89,7 @@ impl Default for Options {
             socket: None,
             state_dir: None,
             socket_group: None,
+            control: server::Limits::default(),
             kernel: kernel::Options::default(),
             init_root: "/".into(),
             init_systems: None,
@@ -156,7 +159,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let backends = Backends::for_options(&options, &config).await;
     let listener = server::bind(&socket, options.socket_group.as_deref()).await?;
     let (control_tx, mut control_rx) = mpsc::channel(16);
-    tokio::spawn(server::serve(listener, control_tx));
+    tokio::spawn(server::serve(listener, control_tx, options.control));
     let (events, mut events_rx) = mpsc::channel(256);
     let statsd = config.settings.statsd_location.as_deref().and_then(|loc| match Statsd::connect(loc) {
         Ok(s) => Some(s),
