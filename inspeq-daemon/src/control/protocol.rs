@@ -20,8 +20,31 @@ pub enum RequestError {
     TooLong,
     #[error("protocol version {0} not supported (daemon speaks {VERSION})")]
     Version(u32),
+    /// serde_json's message, made one line of printable text: it quotes what the client sent (an unknown
+    /// command's name), which may hold newlines and terminal escapes, and be 8 KiB long.
     #[error("bad request: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(String),
+}
+
+/// The longest quote of a client's request in an error reply, in characters.
+const MAX_ERROR_CHARS: usize = 200;
+
+impl From<serde_json::Error> for RequestError {
+    fn from(err: serde_json::Error) -> Self {
+        let mut text = String::new();
+        for c in err.to_string().chars() {
+            if text.chars().count() >= MAX_ERROR_CHARS {
+                text.push('…');
+                break;
+            }
+            if c.is_control() {
+                text.extend(c.escape_default());
+            } else {
+                text.push(c);
+            }
+        }
+        Self::Json(text)
+    }
 }
 
 /// Only the version, read first: a newer client's unknown command is then reported as a version mismatch, not
@@ -340,6 +363,11 @@ mod tests {
         assert!(error(br#"{"command":"status"}"#).starts_with("bad request: missing field `version`"));
         assert!(error(br#"{"version":1,"command":"format_disk"}"#).starts_with("bad request: unknown variant `format_disk`"));
         assert!(error(b"").starts_with("bad request: EOF while parsing"));
+        // What the client wrote comes back on one line, printable and short (found by fuzzing).
+        let sly = format!(r#"{{"version":1,"command":"status\n\u001b[2J{}"}}"#, "x".repeat(5000));
+        let message = error(sly.as_bytes());
+        assert!(message.starts_with(r"bad request: unknown variant `status\n\u{1b}[2Jxxx"), "{message}");
+        assert!(message.ends_with('…') && message.chars().count() < 250, "{message}");
         // Deep nesting is an error, not a stack overflow (serde_json skips unknown fields without recursing).
         let deep = [&b"{\"a\":"[..], &[b'['; 8000]].concat();
         assert!(error(&deep).starts_with("bad request: EOF while parsing a list"), "{}", error(&deep));
