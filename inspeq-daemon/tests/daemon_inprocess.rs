@@ -127,7 +127,7 @@ impl Harness {
         // Until the service has been looked up and is up.
         harness
             .until_async(|| async {
-                matches!(client::send(&harness.socket, Request::Status).await,
+                matches!(client::send(&harness.socket, Request::Status, CLIENT_TIMEOUT).await,
                     Ok(Response::Status(s)) if s.services.iter().all(|svc| svc.state == "up"))
             })
             .await;
@@ -135,7 +135,7 @@ impl Harness {
     }
 
     async fn ask(&self, request: Request) -> Response {
-        client::send(&self.socket, request).await.expect("the daemon answers")
+        client::send(&self.socket, request, CLIENT_TIMEOUT).await.expect("the daemon answers")
     }
 
     async fn until(&self, check: impl Fn(&Self) -> bool) {
@@ -165,6 +165,9 @@ impl Harness {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Time is paused here: a client timeout in the daemon's own clock would fire whenever the runtime idles.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 const CONF: &str = "set cycle_time 1\nset deploy_length 60\n";
 const WEB: &str = "check service web\n  if memory:rss > 100g then alert\n";

@@ -287,6 +287,18 @@ impl Daemon {
         self.child.as_ref().expect("inspeqd is running").id()
     }
 
+    /// A line of the daemon's `/proc/PID/status` (`VmHWM`, `VmRSS`, ...), in kB.
+    pub fn proc_status_kb(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_else(|| panic!("no {field}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// How many file descriptors the daemon has open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
+    }
+
     /// Whether the daemon is still running.
     pub fn running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())

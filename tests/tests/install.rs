@@ -72,6 +72,8 @@ fn install_into_a_prefix_gives_a_working_daemon_layout() {
     let unit = std::fs::read_to_string(dir.join("units/inspeqd.service")).unwrap();
     assert!(unit.contains(&format!("ExecStart={}", dir.join("usr/bin/inspeqd").display())), "{unit}");
     assert!(unit.contains("Type=notify") && unit.contains("NoNewPrivileges=yes") && unit.contains("ProtectSystem=strict"));
+    // Above the 1024 default: the control socket's connections and the pidfds must fit with room to spare.
+    assert!(unit.contains("\nLimitNOFILE=4096\n"), "{unit}");
     let check = run(Command::new(dir.join("usr/bin/inspeqctl")).arg("check").arg(dir.join("etc/inspeq")));
     assert!(check.contains(": ok"), "{check}");
 

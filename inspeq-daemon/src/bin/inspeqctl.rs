@@ -2,7 +2,7 @@
 //! configuration directories without one. Parsing arguments is all it does
 //! before handing over to the library.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use inspeq_daemon::{
@@ -19,6 +19,9 @@ struct Cli {
     /// The daemon's control socket.
     #[arg(long, global = true, default_value = "/run/inspeq.sock")]
     socket: PathBuf,
+    /// Seconds to wait for the daemon's answer [default: 30; 300 for test-alert, which waits on every route].
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -177,6 +180,9 @@ fn main() -> ExitCode {
         Command::Remonitor { service } => Request::Remonitor { service },
     };
     let json = matches!(request, Request::Export);
+    // The daemon gives each route 15 s in a test; other requests are answered from memory.
+    let default_timeout = if matches!(request, Request::TestAlert { .. }) { 300 } else { 30 };
+    let timeout = Duration::from_secs(cli.timeout.unwrap_or(default_timeout));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(err) => {
@@ -184,7 +190,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let response = match runtime.block_on(client::send(&cli.socket, request)) {
+    let response = match runtime.block_on(client::send(&cli.socket, request, timeout)) {
         Ok(r) => r,
         Err(err) => {
             let mut text = err.to_string();

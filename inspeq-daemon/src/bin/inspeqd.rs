@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use inspeq_daemon::{daemon, kernel, logging, trace};
+use inspeq_daemon::{control::server, daemon, kernel, logging, trace};
 
 #[derive(Parser)]
 #[command(name = "inspeqd", version, about = "inspeq: event-driven service monitoring")]
@@ -22,6 +22,12 @@ struct Cli {
     /// The group that may use the control socket (it is created mode 0660).
     #[arg(long)]
     socket_group: Option<String>,
+    /// Control connections served at once; one more is answered "busy" and closed.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    control_connections: u32,
+    /// Seconds a control client may take to send its request and to take the answer.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    control_timeout: u64,
     /// Durable state, such as the alert outbox [default: `set state_dir`, else /var/lib/inspeq].
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -76,6 +82,10 @@ fn run() -> anyhow::Result<()> {
                 socket: cli.socket,
                 state_dir: cli.state_dir,
                 socket_group: cli.socket_group,
+                control: server::Limits {
+                    max_connections: cli.control_connections as usize,
+                    idle_timeout: std::time::Duration::from_secs(cli.control_timeout),
+                },
                 kernel: kernel::Options {
                     force_fallback: cli.no_ebpf,
                     no_proc_connector: cli.no_proc_connector,

@@ -4,7 +4,7 @@
 //! Problems that make a rule or a check meaningless are errors; problems Inspeqtor tolerated (unknown `set` keys,
 //! unknown parameters, rules that can never fire) are warnings, so that Inspeqtor files keep loading unchanged.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use crate::config::amount::{self, parse_amount, parse_window};
@@ -26,6 +26,10 @@ pub struct Context {
     pub host: Option<Check>,
     pub services: Vec<Check>,
     pub jobs: Vec<Job>,
+    /// Where each service and job name is in `services` and `jobs`: a duplicate is found without a scan of all
+    /// the earlier ones, which made loading quadratic (40,000 checks took 23 s).
+    service_index: HashMap<String, usize>,
+    job_index: HashMap<String, usize>,
 }
 
 fn location(file: &SourceFile<'_>, span: Span) -> Location {
@@ -492,7 +496,7 @@ pub fn check_checks(
                     }
                 }
                 _ => {
-                    if let Some(previous) = cx.services.iter().find(|s| s.name == check.name) {
+                    if let Some(previous) = cx.service_index.get(&check.name).map(|&i| &cx.services[i]) {
                         let span = block.name.as_ref().map_or(block.head, |n| n.span);
                         out.push(file.error(
                             span,
@@ -503,6 +507,7 @@ pub fn check_checks(
                             ),
                         ));
                     } else {
+                        cx.service_index.insert(check.name.clone(), cx.services.len());
                         cx.services.push(check);
                     }
                 }
@@ -584,7 +589,7 @@ fn jobs(
             }
         };
         let name = job.name.value.clone();
-        if let Some(previous) = cx.jobs.iter().find(|j| j.name == name) {
+        if let Some(previous) = cx.job_index.get(&name).map(|&i| &cx.jobs[i]) {
             out.push(file.error(
                 job.name.span,
                 format!(
@@ -595,6 +600,7 @@ fn jobs(
             continue;
         }
         let every = Duration::from_secs(count.saturating_mul(unit));
+        cx.job_index.insert(name.clone(), cx.jobs.len());
         cx.jobs.push(Job {
             name,
             every,

@@ -7,6 +7,70 @@ use serde::{Deserialize, Serialize};
 /// Bumped on any incompatible change.
 pub const VERSION: u32 = 1;
 
+/// The longest request line the daemon reads, newline included. Requests are a command and a few names (a
+/// few hundred bytes at most); the cap bounds what one connection can make the daemon hold.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// Why a request line was not understood. The daemon answers each with [`Response::Error`], never a panic.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("bad request: not UTF-8 text")]
+    NotUtf8,
+    #[error("bad request: longer than {MAX_REQUEST_BYTES} bytes")]
+    TooLong,
+    #[error("protocol version {0} not supported (daemon speaks {VERSION})")]
+    Version(u32),
+    /// serde_json's message, made one line of printable text: it quotes what the client sent (an unknown
+    /// command's name), which may hold newlines and terminal escapes, and be 8 KiB long.
+    #[error("bad request: {0}")]
+    Json(String),
+}
+
+/// The longest quote of a client's request in an error reply, in characters.
+const MAX_ERROR_CHARS: usize = 200;
+
+impl From<serde_json::Error> for RequestError {
+    fn from(err: serde_json::Error) -> Self {
+        let mut text = String::new();
+        for c in err.to_string().chars() {
+            if text.chars().count() >= MAX_ERROR_CHARS {
+                text.push('…');
+                break;
+            }
+            if c.is_control() {
+                text.extend(c.escape_default());
+            } else {
+                text.push(c);
+            }
+        }
+        Self::Json(text)
+    }
+}
+
+/// Only the version, read first: a newer client's unknown command is then reported as a version mismatch, not
+/// as a command this daemon has never heard of.
+#[derive(Deserialize)]
+struct Envelope {
+    version: u32,
+}
+
+/// Decodes one request line (a trailing newline is allowed).
+///
+/// # Errors
+/// What was wrong with the line, to be sent back as [`Response::Error`].
+pub fn decode_request(line: &[u8]) -> Result<Request, RequestError> {
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(RequestError::TooLong);
+    }
+    let text = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
+    let Envelope { version } = serde_json::from_str(text)?;
+    if version != VERSION {
+        return Err(RequestError::Version(version));
+    }
+    let RequestLine { request, .. } = serde_json::from_str(text)?;
+    Ok(request)
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
@@ -301,6 +365,27 @@ mod tests {
         let status: RequestLine = serde_json::from_str(r#"{"version":1,"command":"status"}"#).unwrap();
         assert_eq!(status.request, Request::Status);
         assert!(serde_json::from_str::<RequestLine>(r#"{"version":1,"command":"format_disk"}"#).is_err());
+    }
+
+    #[test]
+    fn undecodable_requests_are_errors_with_a_reason() {
+        assert_eq!(decode_request(b"{\"version\":1,\"command\":\"status\"}\n").unwrap(), Request::Status);
+        let error = |line: &[u8]| decode_request(line).unwrap_err().to_string();
+        assert_eq!(error(b"{\"version\":1,\"command\":\"show\",\"target\":\"\xff\"}"), "bad request: not UTF-8 text");
+        assert_eq!(error(&vec![b' '; MAX_REQUEST_BYTES + 1]), "bad request: longer than 8192 bytes");
+        // A newer client's command: the version is what it needs to hear about.
+        assert_eq!(error(br#"{"version":2,"command":"frobnicate"}"#), "protocol version 2 not supported (daemon speaks 1)");
+        assert!(error(br#"{"command":"status"}"#).starts_with("bad request: missing field `version`"));
+        assert!(error(br#"{"version":1,"command":"format_disk"}"#).starts_with("bad request: unknown variant `format_disk`"));
+        assert!(error(b"").starts_with("bad request: EOF while parsing"));
+        // What the client wrote comes back on one line, printable and short (found by fuzzing).
+        let sly = format!(r#"{{"version":1,"command":"status\n\u001b[2J{}"}}"#, "x".repeat(5000));
+        let message = error(sly.as_bytes());
+        assert!(message.starts_with(r"bad request: unknown variant `status\n\u{1b}[2Jxxx"), "{message}");
+        assert!(message.ends_with('…') && message.chars().count() < 250, "{message}");
+        // Deep nesting is an error, not a stack overflow (serde_json skips unknown fields without recursing).
+        let deep = [&b"{\"a\":"[..], &[b'['; 8000]].concat();
+        assert!(error(&deep).starts_with("bad request: EOF while parsing a list"), "{}", error(&deep));
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod status;
 mod translate;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     path::{Path, PathBuf},
     sync::Arc,
@@ -70,6 +70,8 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// The group that may use the control socket (mode 0660).
     pub socket_group: Option<String>,
+    /// How many control connections are served at once, and how long each may idle.
+    pub control: server::Limits,
     pub kernel: kernel::Options,
     /// Where init systems are detected (`/`; tests point it at a fixture tree).
     pub init_root: PathBuf,
@@ -88,6 +90,7 @@ impl Default for Options {
             socket: None,
             state_dir: None,
             socket_group: None,
+            control: server::Limits::default(),
             kernel: kernel::Options::default(),
             init_root: "/".into(),
             init_systems: None,
@@ -189,7 +192,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let backends = Backends::for_options(&options, &config).await;
     let listener = server::bind(&socket, options.socket_group.as_deref()).await?;
     let (control_tx, mut control_rx) = mpsc::channel(16);
-    tokio::spawn(server::serve(listener, control_tx));
+    tokio::spawn(server::serve(listener, control_tx, options.control));
     let (events, mut events_rx) = mpsc::channel(256);
     let statsd = config.settings.statsd_location.as_deref().and_then(|loc| match Statsd::connect(loc) {
         Ok(s) => Some(s),
@@ -912,14 +915,18 @@ impl Daemon {
         let old = std::mem::replace(&mut self.engine, EngineState::new(&config, now));
         self.engine.carry_over(&old);
         self.backends = backends;
-        // Services whose check is unchanged keep their state and watch.
-        let keep: Vec<String> = self
+        // Services whose check is unchanged keep their state and watch. Looked up by
+        // name: a scan of the new checks for each service made a reload quadratic
+        // (40,000 unchanged checks: minutes).
+        let checks: HashMap<&str, &config::model::Check> =
+            config.services.iter().map(|c| (c.name.as_str(), c)).collect();
+        let keep: HashSet<String> = self
             .services
             .iter()
-            .filter(|(name, s)| config.services.iter().any(|c| &c.name == *name && *c == s.check))
+            .filter(|(name, s)| checks.get(name.as_str()).is_some_and(|c| **c == s.check))
             .map(|(name, _)| name.clone())
             .collect();
-        let removed: Vec<String> = self.services.keys().filter(|n| !keep.contains(n)).cloned().collect();
+        let removed: Vec<String> = self.services.keys().filter(|n| !keep.contains(*n)).cloned().collect();
         for name in removed {
             if let Some(service) = self.services.remove(&name)
                 && let Some((id, _)) = service.watch
@@ -929,7 +936,7 @@ impl Daemon {
             }
         }
         self.config = config;
-        self.history.retain_targets(|t| t == "host" || keep.iter().any(|k| k == t));
+        self.history.retain_targets(|t| t == "host" || keep.contains(t));
         self.add_services();
         tracing::info!("reload: configuration from {} in force", self.options.config_dir.display());
         Ok(())
