@@ -399,7 +399,11 @@ impl InitSystem for Systemd {
                 let path = self.unit_path(&unit).await.map_err(dbus)?;
                 let path = path.as_str();
                 loop {
-                    let main: u32 = self.get(path, SERVICE, "ExecMainPID").await.map_err(dbus)?;
+                    let (main, code) = tokio::join!(
+                        self.get::<u32>(path, SERVICE, "ExecMainPID"),
+                        self.get::<i32>(path, SERVICE, "ExecMainCode")
+                    );
+                    let main = main.map_err(dbus)?;
                     if main == 0 {
                         // The record is gone with the unit: systemd unloads a unit
                         // that ended `inactive` (stopped) and that nobody references
@@ -418,22 +422,31 @@ impl InitSystem for Systemd {
                         };
                         return Ok(Some(MainExit { pid, status: None, clean: false, intent }));
                     }
-                    let code: i32 = self.get(path, SERVICE, "ExecMainCode").await.map_err(dbus)?;
+                    // Read with the pid: a code of another process is never taken
+                    // for this one's (the pid is checked again below).
+                    let code = code.map_err(dbus)?;
                     if code == 0 {
                         // Not reaped yet: systemd handles SIGCHLD within a millisecond or
                         // two, and every alert about this exit waits for the answer.
                         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                         continue;
                     }
-                    let value: i32 = self.get(path, SERVICE, "ExecMainStatus").await.map_err(dbus)?;
-                    let started: u64 = self.get(path, SERVICE, "ExecMainStartTimestampMonotonic").await.map_err(dbus)?;
-                    let reaped: u64 = self.get(path, SERVICE, "ExecMainExitTimestampMonotonic").await.map_err(dbus)?;
-                    let result = self.string_property(path, SERVICE, "Result").await.map_err(dbus)?;
-                    let restart = self.string_property(path, SERVICE, "Restart").await.map_err(dbus)?;
-                    let left_active: u64 = self.get(path, UNIT, "ActiveExitTimestampMonotonic").await.map_err(dbus)?;
-                    let sub = self.string_property(path, UNIT, "SubState").await.map_err(dbus)?;
-                    let job = self.job_type(path).await;
-                    // One property at a time: if a new process replaced the record
+                    // Asked all at once (the calls are pipelined on the connection;
+                    // every alert about this exit waits for the answers).
+                    let (value, started, reaped, result, restart, left_active, sub, job) = tokio::join!(
+                        self.get::<i32>(path, SERVICE, "ExecMainStatus"),
+                        self.get::<u64>(path, SERVICE, "ExecMainStartTimestampMonotonic"),
+                        self.get::<u64>(path, SERVICE, "ExecMainExitTimestampMonotonic"),
+                        self.string_property(path, SERVICE, "Result"),
+                        self.string_property(path, SERVICE, "Restart"),
+                        self.get::<u64>(path, UNIT, "ActiveExitTimestampMonotonic"),
+                        self.string_property(path, UNIT, "SubState"),
+                        self.job_type(path),
+                    );
+                    let (value, started, reaped) = (value.map_err(dbus)?, started.map_err(dbus)?, reaped.map_err(dbus)?);
+                    let (result, restart, left_active, sub) =
+                        (result.map_err(dbus)?, restart.map_err(dbus)?, left_active.map_err(dbus)?, sub.map_err(dbus)?);
+                    // One property per call: if a new process replaced the record
                     // meanwhile, the values are a mix; read it again.
                     if self.get::<u32>(path, SERVICE, "ExecMainPID").await.map_err(dbus)? != expected {
                         continue;
