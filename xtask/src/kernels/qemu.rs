@@ -2,7 +2,10 @@
 //! console: TCG only (nested KVM fails on these machines), the console kept in
 //! `<dir>/console.log`, and a guest that never reached its test driver (a panic
 //! while booting, a hang) told apart from one that stopped during it. A guest that
-//! did not boot is booted once more.
+//! did not boot is booted once more, and so is one whose kernel oopsed on an
+//! `int3` at a live-patched site: TCG's emulation of a second CPU executing code
+//! that `text_poke_bp` is patching (a tracepoint switched on or off while pages
+//! fault) is not the kernel's or inspeq's fault, and the console says which.
 
 use std::{
     path::Path,
@@ -37,6 +40,14 @@ pub struct Guest {
     pub boot_time: Option<Duration>,
     pub elapsed: Duration,
     pub attempts: u32,
+    /// The guest's kernel oopsed on an `int3` (see the module's doc).
+    pub emulator_fault: bool,
+}
+
+/// A kernel oops on a breakpoint left by live code patching, as TCG's SMP
+/// emulation produces it (seen once in 6.12's `mm_trace_rss_stat`).
+fn is_emulator_fault(line: &str) -> bool {
+    line.contains("Oops: int3")
 }
 
 pub enum Outcome {
@@ -58,6 +69,19 @@ pub fn boot(
 ) -> anyhow::Result<Guest> {
     let log = dir.join("console.log");
     let first = once(vmlinuz, initrd, &log, settings, echo)?;
+    if let Outcome::Stopped(why) = &first.outcome
+        && first.emulator_fault
+    {
+        eprintln!(
+            "xtask: {}: the guest's kernel oopsed on an int3 at a live-patched site under TCG ({why}); running it once more",
+            dir.display()
+        );
+        std::fs::rename(&log, dir.join("console.attempt1.log"))?;
+        let mut second = once(vmlinuz, initrd, &log, settings, echo)?;
+        second.attempts = 2;
+        second.elapsed += first.elapsed;
+        return Ok(second);
+    }
     let Outcome::DidNotBoot(why) = &first.outcome else {
         return Ok(first);
     };
@@ -155,5 +179,19 @@ fn once(
         boot_time: began,
         elapsed: captured.elapsed,
         attempts: 1,
+        emulator_fault: captured.lines.iter().any(|l| is_emulator_fault(l)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_int3_oops_at_a_patched_tracepoint_is_the_emulators_and_a_real_panic_is_not() {
+        // From Debian's 6.12 under TCG, during the pid-namespace case.
+        assert!(is_emulator_fault("[  231.459493] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI"));
+        assert!(!is_emulator_fault("[  231.468148] Kernel panic - not syncing: Fatal exception in interrupt"));
+        assert!(!is_emulator_fault("[    3.1] Oops: general protection fault, probably for non-canonical address"));
+    }
 }
