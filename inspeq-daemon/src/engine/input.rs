@@ -133,6 +133,18 @@ impl ProcessExit {
         self.exit_code.is_none() && self.signal.is_none()
     }
 
+    /// The exit's facts as events and alerts carry them.
+    #[must_use]
+    pub fn status(&self) -> crate::engine::ExitStatus {
+        crate::engine::ExitStatus {
+            pid: self.pid,
+            exit_code: self.exit_code,
+            signal: self.signal,
+            core_dumped: self.core_dumped,
+            oom_killed: self.oom_killed,
+        }
+    }
+
     /// A worker's death that is an event: a signal other than the stop signals (`HUP`, `INT`, `TERM`, `PIPE`,
     /// systemd's clean signals, which a phased restart or a graceful stop sends), a core dump, or the OOM killer.
     #[must_use]

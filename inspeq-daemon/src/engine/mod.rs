@@ -638,13 +638,7 @@ fn judge_exit(
 ) -> bool {
     let before = out.len();
     if !t.unmonitored {
-        let status = ExitStatus {
-            pid: exit.pid,
-            exit_code: exit.exit_code,
-            signal: exit.signal,
-            core_dumped: exit.core_dumped,
-            oom_killed: exit.oom_killed,
-        };
+        let status = exit.status();
         for i in 0..t.rules.len() {
             let matched = match &t.rules[i].rule.condition {
                 Condition::Exited => true,
@@ -710,13 +704,7 @@ fn on_worker_died(
     if silenced || t.unmonitored {
         return;
     }
-    let status = ExitStatus {
-        pid: exit.pid,
-        exit_code: exit.exit_code,
-        signal: exit.signal,
-        core_dumped: exit.core_dumped,
-        oom_killed: exit.oom_killed,
-    };
+    let status = exit.status();
     for i in 0..t.rules.len() {
         let Condition::Worker { what, more_than } = t.rules[i].rule.condition else {
             continue;

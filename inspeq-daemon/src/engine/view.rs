@@ -109,13 +109,7 @@ impl EngineState {
 /// `status` shows the main process's last exit either way.
 pub(super) fn remember_exit(t: &mut TargetState, exit: &ProcessExit) {
     let value = RuleValue::Exit {
-        status: ExitStatus {
-            pid: exit.pid,
-            exit_code: exit.exit_code,
-            signal: exit.signal,
-            core_dumped: exit.core_dumped,
-            oom_killed: exit.oom_killed,
-        },
+        status: exit.status(),
         requested: !matches!(exit.cause, ExitCause::Unexpected { .. }),
     };
     for slot in &mut t.rules {

@@ -226,15 +226,7 @@ pub struct ServiceStatus {
 
 impl ServiceStatus {
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self {
-            state: ServiceState::NotFound,
-            main_pid: None,
-            cgroup: None,
-            wrapper: None,
-            detail: detail.into(),
-            intent: Intent::Run,
-            init_restarts: None,
-        }
+        Self { state: ServiceState::NotFound, ..Self::down(detail) }
     }
 
     pub fn down(detail: impl Into<String>) -> Self {
