@@ -44,21 +44,15 @@ fn main() -> anyhow::Result<()> {
     // build script is single-threaded at this point.
     unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
     let metadata = cargo_metadata_root().context("locating the eBPF crate")?;
-    let package = Package {
-        name: "inspeq-ebpf",
-        root_dir: &metadata,
-        ..Default::default()
-    };
-    aya_build::build_ebpf([package], toolchain)
-        .map_err(|e| anyhow!("building the eBPF programs failed (run `cargo xtask setup` for bpf-linker and rust-src): {e:#}"))
+    let package = Package { name: "inspeq-ebpf", root_dir: &metadata, ..Default::default() };
+    aya_build::build_ebpf([package], toolchain).map_err(|e| {
+        anyhow!("building the eBPF programs failed (run `cargo xtask setup` for bpf-linker and rust-src): {e:#}")
+    })
 }
 
 /// `inspeq-ebpf`'s directory: a sibling of this crate in the workspace.
 fn cargo_metadata_root() -> anyhow::Result<String> {
     let here = std::env::var("CARGO_MANIFEST_DIR")?;
-    let dir = std::path::Path::new(&here)
-        .parent()
-        .ok_or_else(|| anyhow!("{here} has no parent"))?
-        .join("inspeq-ebpf");
+    let dir = std::path::Path::new(&here).parent().ok_or_else(|| anyhow!("{here} has no parent"))?.join("inspeq-ebpf");
     Ok(dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", dir.display()))?.to_owned())
 }

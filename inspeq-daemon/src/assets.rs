@@ -15,7 +15,9 @@ pub fn generate(mut command: clap::Command, section: &str, dir: &Path) -> std::i
     let mut page = Vec::new();
     clap_mangen::Man::new(command.clone()).section(section).render(&mut page)?;
     std::fs::write(man_dir.join(format!("{name}.{section}")), page)?;
-    for (shell, file) in [(Shell::Bash, name.clone()), (Shell::Zsh, format!("_{name}")), (Shell::Fish, format!("{name}.fish"))] {
+    for (shell, file) in
+        [(Shell::Bash, name.clone()), (Shell::Zsh, format!("_{name}")), (Shell::Fish, format!("{name}.fish"))]
+    {
         let shell_dir = dir.join("completions").join(shell.to_string());
         std::fs::create_dir_all(&shell_dir)?;
         let mut script = Vec::new();

@@ -154,7 +154,11 @@ pub fn to_text(o: &Observation) -> String {
             let how = match e.status {
                 ExitStatus::Exited(code) => format!("code={code}"),
                 ExitStatus::Signaled { signal, core_dumped } => {
-                    format!("signal={signal} ({}){}", signal_name(signal), if core_dumped { " core dumped" } else { "" })
+                    format!(
+                        "signal={signal} ({}){}",
+                        signal_name(signal),
+                        if core_dumped { " core dumped" } else { "" }
+                    )
                 }
                 ExitStatus::Unknown => "status=unknown".to_owned(),
             };
@@ -192,10 +196,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     };
     let rss = match (args.rss_threshold, args.rss_delta) {
         (None, None) => None,
-        (threshold, delta) => Some(RssLimits {
-            delta: delta.unwrap_or(0),
-            ..RssLimits::threshold(threshold.unwrap_or(0))
-        }),
+        (threshold, delta) => {
+            Some(RssLimits { delta: delta.unwrap_or(0), ..RssLimits::threshold(threshold.unwrap_or(0)) })
+        }
     };
     monitor
         .watch(&target, WatchSettings { forks: true, rss, total_rss: args.rss_total_threshold })

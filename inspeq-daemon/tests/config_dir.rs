@@ -126,8 +126,7 @@ fn load_one(name: &str, text: &str) -> (usize, usize, u128) {
 #[test]
 fn forty_thousand_checks_load_each_once() {
     let n = 40_000;
-    let text: String =
-        (0..n).map(|i| format!("check service svc{i}\n  if memory:rss > 1g then alert\n")).collect();
+    let text: String = (0..n).map(|i| format!("check service svc{i}\n  if memory:rss > 1g then alert\n")).collect();
     let (services, rules, ms) = load_one("checks", &text);
     assert_eq!((services, rules), (n, n));
     eprintln!("{n} checks ({} bytes): {ms} ms", text.len());

@@ -15,10 +15,7 @@ use inspeq_daemon::config::{Diagnostic, load, load_dir, load_files};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/config");
 
 fn files_under(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
-    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
@@ -47,26 +44,17 @@ fn diagnostics_of(category: &Path, entry: &Path) -> Vec<Diagnostic> {
 
 fn run(category: &str, expect_errors: bool) {
     let dir = Path::new(FIXTURES).join(category);
-    let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut entries: Vec<PathBuf> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();
     let bless = std::env::var_os("BLESS").is_some();
     let mut failures = Vec::new();
     let mut count = 0;
-    for entry in entries
-        .iter()
-        .filter(|p| p.extension().is_none_or(|e| e != "expected"))
-    {
+    for entry in entries.iter().filter(|p| p.extension().is_none_or(|e| e != "expected")) {
         count += 1;
         let stem = entry.file_stem().unwrap().to_string_lossy().into_owned();
         let expected_path = dir.join(format!("{stem}.expected"));
         let diagnostics = diagnostics_of(&dir, entry);
-        let actual: String = diagnostics
-            .iter()
-            .map(|d| format!("{}\n", d.short()))
-            .collect();
+        let actual: String = diagnostics.iter().map(|d| format!("{}\n", d.short())).collect();
         let has_errors = diagnostics.iter().any(Diagnostic::is_error);
         if has_errors != expect_errors {
             failures.push(format!(
@@ -84,7 +72,8 @@ fn run(category: &str, expect_errors: bool) {
         }
         let expected = fs::read_to_string(&expected_path).unwrap_or_default();
         if expected != actual {
-            failures.push(format!("{category}/{stem}: diagnostics differ\n--- expected\n{expected}--- actual\n{actual}"));
+            failures
+                .push(format!("{category}/{stem}: diagnostics differ\n--- expected\n{expected}--- actual\n{actual}"));
         }
     }
     assert!(count > 0, "no fixtures found in {}", dir.display());
@@ -109,18 +98,12 @@ fn load_dir_reads_an_inspeqtor_tree_like_the_pure_loader() {
     assert_eq!(config.services.len(), 3);
     assert_eq!(config.jobs.len(), 3);
     let prefix = format!("{}/", root.display());
-    assert!(
-        diagnostics.iter().all(|d| d.path.starts_with(&prefix)),
-        "paths name the real files: {diagnostics:?}"
-    );
+    assert!(diagnostics.iter().all(|d| d.path.starts_with(&prefix)), "paths name the real files: {diagnostics:?}");
 }
 
 #[test]
 fn load_dir_reports_a_missing_directory_instead_of_an_empty_config() {
     let (_, diagnostics) = load_dir(&Path::new(FIXTURES).join("no-such-dir"));
     assert_eq!(diagnostics.len(), 1);
-    assert!(
-        diagnostics[0].is_error() && diagnostics[0].message.starts_with("cannot read:"),
-        "{diagnostics:?}"
-    );
+    assert!(diagnostics[0].is_error() && diagnostics[0].message.starts_with("cannot read:"), "{diagnostics:?}");
 }

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use inspeq_daemon::config::metrics::MetricKind;
 use inspeq_daemon::config::model::{
-    ActionSpec, Channel, CheckKind, Condition, Config, InitKind, Op, ProcessSelector, Suffix, Tls,
-    UnitScope, Window,
+    ActionSpec, Channel, CheckKind, Condition, Config, InitKind, Op, ProcessSelector, Suffix, Tls, UnitScope, Window,
 };
 use inspeq_daemon::config::{load, load_files};
 
@@ -24,18 +23,12 @@ fn load_fixture_dir(name: &str) -> Config {
         for entry in entries {
             let path = entry.unwrap().path();
             if path.is_file() {
-                files.push((
-                    path.display().to_string(),
-                    fs::read_to_string(&path).unwrap(),
-                ));
+                files.push((path.display().to_string(), fs::read_to_string(&path).unwrap()));
             }
         }
     }
     let (config, diagnostics) = load(files.iter().map(|(p, t)| (p.as_str(), t.as_str())));
-    assert!(
-        diagnostics.iter().all(|d| !d.is_error()),
-        "{diagnostics:#?}"
-    );
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:#?}");
     config
 }
 
@@ -46,30 +39,15 @@ fn settings_and_every_channel() {
     assert_eq!(c.settings.deploy_length, Duration::from_mins(2));
     assert_eq!(c.settings.expose_port, None, "expose_port 0 turns it off");
     assert!(matches!(c.routes[&None].channel, Channel::Log));
-    let Channel::Email(ops) = &c.routes[&Some("ops".into())].channel else {
-        panic!("ops is email")
-    };
+    let Channel::Email(ops) = &c.routes[&Some("ops".into())].channel else { panic!("ops is email") };
     assert_eq!((ops.smtp_port, ops.tls), (465, Tls::Implicit));
     assert_eq!(ops.to_email, ["ops@example.com", "oncall@example.com"]);
     assert_eq!(ops.password.as_deref(), Some("pa ss"));
-    let Channel::Email(relay) = &c.routes[&Some("relay".into())].channel else {
-        panic!("relay is email")
-    };
+    let Channel::Email(relay) = &c.routes[&Some("relay".into())].channel else { panic!("relay is email") };
     assert_eq!((relay.smtp_port, relay.tls), (25, Tls::None));
-    assert_eq!(
-        relay.to_email,
-        ["a@example.com", "b@example.com"],
-        "unquoted recipient list (Inspeqtor #131)"
-    );
+    assert_eq!(relay.to_email, ["a@example.com", "b@example.com"], "unquoted recipient list (Inspeqtor #131)");
     let names: Vec<&str> = c.routes.values().map(|r| r.channel.name()).collect();
-    for channel in [
-        "log",
-        "email",
-        "slack",
-        "webhook",
-        "pagerduty",
-        "alertmanager",
-    ] {
+    for channel in ["log", "email", "slack", "webhook", "pagerduty", "alertmanager"] {
         assert!(names.contains(&channel), "{channel} in {names:?}");
     }
 }
@@ -82,53 +60,21 @@ fn services_processes_rules_and_jobs() {
         (web.init, web.scope, web.owner.as_deref()),
         (Some(InitKind::Systemd), Some(UnitScope::User), Some("chat"))
     );
-    let Condition::Metric(rss) = &web.rules[0].condition else {
-        panic!("first web rule is a metric rule")
-    };
-    assert_eq!(
-        (rss.op, rss.cycles, rss.kind),
-        (Op::Gt, 2, MetricKind::Gauge)
-    );
-    assert_eq!(
-        (rss.threshold.value, rss.threshold.suffix),
-        (1.5 * 1024.0 * 1024.0 * 1024.0, Suffix::Binary(3))
-    );
-    assert_eq!(
-        web.rules[0].text, "memory:rss > 1.5g for 2 cycles",
-        "display text of a rule spanning lines"
-    );
-    assert_eq!(
-        web.rules[0].actions,
-        [ActionSpec::Alert { route: None }, ActionSpec::Restart]
-    );
+    let Condition::Metric(rss) = &web.rules[0].condition else { panic!("first web rule is a metric rule") };
+    assert_eq!((rss.op, rss.cycles, rss.kind), (Op::Gt, 2, MetricKind::Gauge));
+    assert_eq!((rss.threshold.value, rss.threshold.suffix), (1.5 * 1024.0 * 1024.0 * 1024.0, Suffix::Binary(3)));
+    assert_eq!(web.rules[0].text, "memory:rss > 1.5g for 2 cycles", "display text of a rule spanning lines");
+    assert_eq!(web.rules[0].actions, [ActionSpec::Alert { route: None }, ActionSpec::Restart]);
     let conditions: Vec<&Condition> = web.rules.iter().map(|r| &r.condition).collect();
     assert!(conditions.contains(&&Condition::Signaled(Some(11))));
-    assert!(conditions.contains(&&Condition::ExitCode {
-        op: Op::Ne,
-        code: 0
-    }));
+    assert!(conditions.contains(&&Condition::ExitCode { op: Op::Ne, code: 0 }));
     assert!(conditions.contains(&&Condition::Forks { per_sec: 100.0 }));
-    assert!(conditions.contains(&&Condition::Restarts {
-        count: 3,
-        window: Window::Time(Duration::from_mins(5))
-    }));
-    assert!(
-        conditions.contains(&&Condition::Restarts {
-            count: 9,
-            window: Window::Cycles(20)
-        }),
-        ">= 10 is > 9"
-    );
+    assert!(conditions.contains(&&Condition::Restarts { count: 3, window: Window::Time(Duration::from_mins(5)) }));
+    assert!(conditions.contains(&&Condition::Restarts { count: 9, window: Window::Cycles(20) }), ">= 10 is > 9");
 
     let legacy = c.services.iter().find(|s| s.name == "legacy").unwrap();
-    assert_eq!(
-        legacy.kind,
-        CheckKind::Process(ProcessSelector::PidFile("/var/run/legacy.pid".into()))
-    );
-    assert_eq!(
-        legacy.restart_command.as_deref(),
-        Some(&["/usr/sbin/legacyctl".to_owned(), "restart".to_owned()][..])
-    );
+    assert_eq!(legacy.kind, CheckKind::Process(ProcessSelector::PidFile("/var/run/legacy.pid".into())));
+    assert_eq!(legacy.restart_command.as_deref(), Some(&["/usr/sbin/legacyctl".to_owned(), "restart".to_owned()][..]));
     let sidekiq = c.services.iter().find(|s| s.name == "sidekiq").unwrap();
     assert!(
         matches!(&sidekiq.kind, CheckKind::Process(ProcessSelector::Matching(re)) if re == "^sidekiq [0-9.]+ app\\b")
@@ -146,64 +92,29 @@ fn services_processes_rules_and_jobs() {
     );
     assert_eq!((web.bus.as_deref(), web.cgroup_root.as_deref()), (None, None));
 
-    let every: Vec<(&str, u64)> = c
-        .jobs
-        .iter()
-        .map(|j| (j.name.as_str(), j.every.as_secs()))
-        .collect();
-    assert_eq!(
-        every,
-        [
-            ("nightly_backup", 86_400),
-            ("rotate", 21_600),
-            ("quoted job", 900)
-        ]
-    );
+    let every: Vec<(&str, u64)> = c.jobs.iter().map(|j| (j.name.as_str(), j.every.as_secs())).collect();
+    assert_eq!(every, [("nightly_backup", 86_400), ("rotate", 21_600), ("quoted job", 900)]);
 }
 
 #[test]
 fn inspeqtor_files_mean_what_they_meant() {
     let c = load_fixture_dir("inspeqtor");
     assert_eq!(c.routes.len(), 5);
-    let Channel::Email(analytics) = &c.routes[&Some("analytics".into())].channel else {
-        panic!()
-    };
+    let Channel::Email(analytics) = &c.routes[&Some("analytics".into())].channel else { panic!() };
     assert_eq!(analytics.password.as_deref(), Some("b!l$a%rgh^fazz\""));
-    assert_eq!(
-        (analytics.tls, analytics.smtp_port),
-        (Tls::StartTls, 587),
-        "AUTH means STARTTLS on 587"
-    );
-    let Channel::Email(local) = &c.routes[&Some("local".into())].channel else {
-        panic!()
-    };
-    assert_eq!(
-        (local.tls, local.smtp_port),
-        (Tls::None, 25),
-        "no AUTH: plain local relay (Inspeqtor #48)"
-    );
+    assert_eq!((analytics.tls, analytics.smtp_port), (Tls::StartTls, 587), "AUTH means STARTTLS on 587");
+    let Channel::Email(local) = &c.routes[&Some("local".into())].channel else { panic!() };
+    assert_eq!((local.tls, local.smtp_port), (Tls::None, 25), "no AUTH: plain local relay (Inspeqtor #48)");
     let memcached = c.services.iter().find(|s| s.name == "memcached").unwrap();
     assert_eq!(
         memcached.rules[0].actions,
-        [
-            ActionSpec::Alert {
-                route: Some("ops".into())
-            },
-            ActionSpec::Restart,
-            ActionSpec::Reload
-        ]
+        [ActionSpec::Alert { route: Some("ops".into()) }, ActionSpec::Restart, ActionSpec::Reload]
     );
     let inspeqtor = c.services.iter().find(|s| s.name == "inspeqtor").unwrap();
     assert_eq!(inspeqtor.exposes, ["memstats"]);
     let host = c.host.as_ref().unwrap();
-    let Condition::Metric(cpu) = &host.rules[4].condition else {
-        panic!()
-    };
-    assert_eq!(
-        (cpu.metric.to_string(), cpu.cycles),
-        ("cpu:user".to_owned(), 2),
-        "cpu(user) is cpu:user"
-    );
+    let Condition::Metric(cpu) = &host.rules[4].condition else { panic!() };
+    assert_eq!((cpu.metric.to_string(), cpu.cycles), ("cpu:user".to_owned(), 2), "cpu(user) is cpu:user");
 }
 
 #[test]

@@ -12,7 +12,10 @@ use std::{
 };
 
 use inspeq_daemon::{
-    alert::{self, Alert, Batching, Channel, SendFuture, route::{Route, RouteName}},
+    alert::{
+        self, Alert, Batching, Channel, SendFuture,
+        route::{Route, RouteName},
+    },
     control::{
         client,
         protocol::{Request, Response, Unit},
@@ -106,14 +109,20 @@ impl Harness {
         let init = Arc::new(FakeInit::default());
         init.pids.lock().unwrap().insert("web".into(), std::process::id());
         let recorder = Arc::new(Recorder::default());
-        let routes = alert::Routes::from_routes([Route { name: RouteName::Default, channel: recorder.clone() }]).unwrap();
+        let routes =
+            alert::Routes::from_routes([Route { name: RouteName::Default, channel: recorder.clone() }]).unwrap();
         let socket = dir.join("sock");
         let options = daemon::Options {
             config_dir: dir.join("conf"),
             socket: Some(socket.clone()),
             state_dir: Some(dir.join("state")),
             // /proc polling: the same on every machine, root or not, with paused time.
-            kernel: kernel::Options { force_fallback: true, no_proc_connector: true, no_pidfd: true, ..kernel::Options::default() },
+            kernel: kernel::Options {
+                force_fallback: true,
+                no_proc_connector: true,
+                no_pidfd: true,
+                ..kernel::Options::default()
+            },
             init_systems: Some(vec![init.clone()]),
             alert_routes: Some(routes),
             ..daemon::Options::default()
@@ -175,7 +184,9 @@ const JOBS: &str = "check jobs\n  backup happens every 1 minute\n";
 
 #[tokio::test(start_paused = true)]
 async fn every_control_command_answers() {
-    let h = Harness::start("control", &[("inspeq.conf", CONF), ("services.d/web.inq", WEB), ("jobs.d/backup.inq", JOBS)]).await;
+    let h =
+        Harness::start("control", &[("inspeq.conf", CONF), ("services.d/web.inq", WEB), ("jobs.d/backup.inq", JOBS)])
+            .await;
     let Response::Status(status) = h.ask(Request::Status).await else { panic!("status") };
     assert_eq!(status.services.len(), 1);
     assert_eq!(status.services[0].pid, Some(std::process::id()));
@@ -186,8 +197,14 @@ async fn every_control_command_answers() {
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let Response::Status(export) = h.ask(Request::Export).await else { panic!("export") };
-    assert!(export.metrics.iter().any(|m| m.target == "web" && m.metric == "memory:rss" && m.value > 0.0), "{:?}", export.metrics);
-    let Response::Show(show) = h.ask(Request::Show { target: "web".into(), metric: "memory:rss".into() }).await else { panic!("show") };
+    assert!(
+        export.metrics.iter().any(|m| m.target == "web" && m.metric == "memory:rss" && m.value > 0.0),
+        "{:?}",
+        export.metrics
+    );
+    let Response::Show(show) = h.ask(Request::Show { target: "web".into(), metric: "memory:rss".into() }).await else {
+        panic!("show")
+    };
     assert!(!show.values.is_empty() && show.min.is_some());
     assert_eq!(show.unit, Some(Unit::Bytes));
     // The rule shows the value it compared, and the service (this test process, a tree) its processes.
@@ -203,7 +220,9 @@ async fn every_control_command_answers() {
     assert!(matches!(h.ask(Request::FinishDeploy).await, Response::Ok { .. }));
 
     assert!(matches!(h.ask(Request::JobDone { job: "backup".into() }).await, Response::Ok { .. }));
-    assert!(matches!(h.ask(Request::JobDone { job: "nope".into() }).await, Response::Error { message } if message.contains("nope")));
+    assert!(
+        matches!(h.ask(Request::JobDone { job: "nope".into() }).await, Response::Error { message } if message.contains("nope"))
+    );
     assert!(matches!(h.ask(Request::Remonitor { service: "web".into() }).await, Response::Error { .. }));
     let Response::TestAlert { routes } = h.ask(Request::TestAlert { route: None }).await else { panic!("test-alert") };
     assert!(routes.iter().any(|r| r.channel == "recorder" && r.ok), "{routes:?}");
@@ -229,7 +248,8 @@ async fn a_broken_reload_keeps_the_running_configuration() {
 #[tokio::test(start_paused = true)]
 async fn jobs_go_overdue_and_run_and_deploys_silence_them() {
     let conf = "set cycle_time 1\nset deploy_length 300\n";
-    let h = Harness::start("jobs", &[("inspeq.conf", conf), ("services.d/web.inq", WEB), ("jobs.d/backup.inq", JOBS)]).await;
+    let h = Harness::start("jobs", &[("inspeq.conf", conf), ("services.d/web.inq", WEB), ("jobs.d/backup.inq", JOBS)])
+        .await;
     // Every minute plus a minute's grace: overdue after two.
     tokio::time::sleep(Duration::from_secs(150)).await;
     h.until(|h| h.recorder.kinds().iter().any(|k| k.ends_with("job_overdue"))).await;

@@ -6,8 +6,7 @@
 
 use inspeq_daemon::config::{Diagnostic, load};
 use inspeq_daemon::engine::{
-    Action, EngineState, EventKind, ExitCause, Input, ProcessExit, Sample, Target, Timestamp,
-    step, swap_used_percent,
+    Action, EngineState, EventKind, ExitCause, Input, ProcessExit, Sample, Target, Timestamp, step, swap_used_percent,
 };
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -15,10 +14,7 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 fn engine(files: &[(&str, &str)]) -> EngineState {
     let (config, diagnostics) = load(files.iter().copied());
     let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
-    assert!(
-        errors.is_empty(),
-        "scenario configuration has errors: {errors:#?}"
-    );
+    assert!(errors.is_empty(), "scenario configuration has errors: {errors:#?}");
     EngineState::new(&config, Timestamp::ZERO)
 }
 
@@ -29,10 +25,7 @@ fn describe(action: &Action) -> String {
             let what = match &event.kind {
                 EventKind::RuleFailed { value } => format!("failed `{text}` ({value})"),
                 EventKind::RuleRecovered { value, failed_for } => {
-                    format!(
-                        "recovered `{text}` ({value}) after {}s",
-                        failed_for.as_secs()
-                    )
+                    format!("recovered `{text}` ({value}) after {}s", failed_for.as_secs())
                 }
                 EventKind::ProcessExited(exit) => match (exit.exit_code, exit.signal) {
                     (Some(code), _) => format!("`{text}` on exit code {code}"),
@@ -64,11 +57,7 @@ fn describe(action: &Action) -> String {
                 EventKind::JobOverdue { job, .. } => format!("job {job} overdue"),
                 EventKind::JobRan { job } => format!("job {job} ran"),
             };
-            format!(
-                "alert {} {}: {what}",
-                route.as_deref().unwrap_or("-"),
-                event.target
-            )
+            format!("alert {} {}: {what}", route.as_deref().unwrap_or("-"), event.target)
         }
         Action::Restart { service } => format!("restart {service}"),
         Action::InitRestarts { service } => format!("init restarts {service}"),
@@ -82,28 +71,18 @@ fn describe(action: &Action) -> String {
 fn play(state: &mut EngineState, steps: Vec<(u64, Input, &[&str])>) {
     for (i, (at, input, expected)) in steps.into_iter().enumerate() {
         let shown = format!("{input:?}");
-        let actual: Vec<String> = step(state, input, Timestamp::from_secs(at))
-            .iter()
-            .map(describe)
-            .collect();
+        let actual: Vec<String> = step(state, input, Timestamp::from_secs(at)).iter().map(describe).collect();
         assert_eq!(actual, expected, "step {i} at {at}s: {shown}");
     }
 }
 
 fn svc(name: &str, metrics: &[(&str, f64)]) -> Input {
-    let sample = metrics.iter().fold(
-        Sample::new(Target::Service(name.to_owned())),
-        |s, (m, v)| s.with(m, *v),
-    );
+    let sample = metrics.iter().fold(Sample::new(Target::Service(name.to_owned())), |s, (m, v)| s.with(m, *v));
     Input::Sample(sample)
 }
 
 fn host(cores: u32, metrics: &[(&str, f64)]) -> Input {
-    let sample = metrics
-        .iter()
-        .fold(Sample::new(Target::Host).cores(cores), |s, (m, v)| {
-            s.with(m, *v)
-        });
+    let sample = metrics.iter().fold(Sample::new(Target::Host).cores(cores), |s, (m, v)| s.with(m, *v));
     Input::Sample(sample)
 }
 
@@ -115,28 +94,20 @@ fn exit(service: &str, exit_code: Option<i32>, signal: Option<i32>) -> Input {
         signal,
         core_dumped: false,
         oom_killed: false,
-        cause: ExitCause::Unexpected {
-            init_restarts: false,
-        },
+        cause: ExitCause::Unexpected { init_restarts: false },
         init_says_clean: false,
     })
 }
 
 fn started(service: &str, pid: u32) -> Input {
-    Input::ProcessStarted {
-        service: service.to_owned(),
-        pid,
-    }
+    Input::ProcessStarted { service: service.to_owned(), pid }
 }
 
 const NONE: &[&str] = &[];
 
 #[test]
 fn a_gauge_rule_fails_once_recovers_once_and_never_restarts_on_recovery() {
-    let mut s = engine(&[(
-        "web.inq",
-        "check service web\n  if memory:rss > 1g then alert, restart\n",
-    )]);
+    let mut s = engine(&[("web.inq", "check service web\n  if memory:rss > 1g then alert, restart\n")]);
     play(
         &mut s,
         vec![
@@ -144,10 +115,7 @@ fn a_gauge_rule_fails_once_recovers_once_and_never_restarts_on_recovery() {
             (
                 15,
                 svc("web", &[("memory:rss", 2.0 * GIB)]),
-                &[
-                    "alert - web: failed `memory:rss > 1g` (2147483648)",
-                    "restart web",
-                ],
+                &["alert - web: failed `memory:rss > 1g` (2147483648)", "restart web"],
             ),
             (30, svc("web", &[("memory:rss", 3.0 * GIB)]), NONE),
             (45, svc("web", &[("memory:rss", 0.5 * GIB)]), NONE),
@@ -164,36 +132,22 @@ fn a_gauge_rule_fails_once_recovers_once_and_never_restarts_on_recovery() {
 
 #[test]
 fn one_good_cycle_inside_an_incident_does_not_end_it() {
-    let mut s = engine(&[(
-        "web.inq",
-        "check service web\n  if memory:rss > 1g then alert\n",
-    )]);
+    let mut s = engine(&[("web.inq", "check service web\n  if memory:rss > 1g then alert\n")]);
     play(
         &mut s,
         vec![
-            (
-                0,
-                svc("web", &[("memory:rss", 2.0 * GIB)]),
-                &["alert - web: failed `memory:rss > 1g` (2147483648)"],
-            ),
+            (0, svc("web", &[("memory:rss", 2.0 * GIB)]), &["alert - web: failed `memory:rss > 1g` (2147483648)"]),
             (15, svc("web", &[("memory:rss", 0.0)]), NONE),
             (30, svc("web", &[("memory:rss", 2.0 * GIB)]), NONE),
             (45, svc("web", &[("memory:rss", 0.0)]), NONE),
-            (
-                60,
-                svc("web", &[("memory:rss", 0.0)]),
-                &["alert - web: recovered `memory:rss > 1g` (0) after 60s"],
-            ),
+            (60, svc("web", &[("memory:rss", 0.0)]), &["alert - web: recovered `memory:rss > 1g` (0) after 60s"]),
         ],
     );
 }
 
 #[test]
 fn for_n_cycles_needs_n_consecutive_tripped_cycles() {
-    let mut s = engine(&[(
-        "web.inq",
-        "check service web\n  if memory:rss > 1g for 3 cycles then alert\n",
-    )]);
+    let mut s = engine(&[("web.inq", "check service web\n  if memory:rss > 1g for 3 cycles then alert\n")]);
     let high = || svc("web", &[("memory:rss", 2.0 * GIB)]);
     let low = || svc("web", &[("memory:rss", 0.0)]);
     play(
@@ -204,21 +158,14 @@ fn for_n_cycles_needs_n_consecutive_tripped_cycles() {
             (30, low(), NONE),
             (45, high(), NONE),
             (60, high(), NONE),
-            (
-                75,
-                high(),
-                &["alert - web: failed `memory:rss > 1g for 3 cycles` (2147483648)"],
-            ),
+            (75, high(), &["alert - web: failed `memory:rss > 1g for 3 cycles` (2147483648)"]),
         ],
     );
 }
 
 #[test]
 fn missing_data_skips_the_cycle_without_touching_the_rule() {
-    let mut s = engine(&[(
-        "web.inq",
-        "check service web\n  if memory:rss > 1g for 2 cycles then alert\n",
-    )]);
+    let mut s = engine(&[("web.inq", "check service web\n  if memory:rss > 1g for 2 cycles then alert\n")]);
     play(
         &mut s,
         vec![
@@ -244,51 +191,18 @@ fn counters_compare_the_change_per_cycle_or_per_second() {
         &mut s,
         vec![
             // The first sample of a counter has nothing to compare with: skipped, not read as 0 or -1.
-            (
-                0,
-                svc(
-                    "db",
-                    &[
-                        ("mysql:Queries", 1_000_000.0),
-                        ("mysql:Slow_queries", 500.0),
-                    ],
-                ),
-                NONE,
-            ),
-            (
-                15,
-                svc(
-                    "db",
-                    &[
-                        ("mysql:Queries", 1_015_000.0),
-                        ("mysql:Slow_queries", 505.0),
-                    ],
-                ),
-                NONE,
-            ),
+            (0, svc("db", &[("mysql:Queries", 1_000_000.0), ("mysql:Slow_queries", 500.0)]), NONE),
+            (15, svc("db", &[("mysql:Queries", 1_015_000.0), ("mysql:Slow_queries", 505.0)]), NONE),
             (
                 30,
-                svc(
-                    "db",
-                    &[
-                        ("mysql:Queries", 1_045_720.0),
-                        ("mysql:Slow_queries", 520.0),
-                    ],
-                ),
+                svc("db", &[("mysql:Queries", 1_045_720.0), ("mysql:Slow_queries", 520.0)]),
                 &[
                     "alert - db: failed `mysql:Queries > 1k/sec` (2048)",
                     "alert - db: failed `mysql:Slow_queries > 10` (15)",
                 ],
             ),
             // A counter going backwards (the server restarted) gives no value this cycle.
-            (
-                45,
-                svc(
-                    "db",
-                    &[("mysql:Queries", 10.0), ("mysql:Slow_queries", 0.0)],
-                ),
-                NONE,
-            ),
+            (45, svc("db", &[("mysql:Queries", 10.0), ("mysql:Slow_queries", 0.0)]), NONE),
         ],
     );
 }
@@ -297,10 +211,7 @@ fn counters_compare_the_change_per_cycle_or_per_second() {
 fn host_cpu_is_normalised_per_core_and_process_cpu_is_per_one_core() {
     let files = [
         ("host.inq", "check host\n  if cpu:user > 50% then alert\n"),
-        (
-            "web.inq",
-            "check service web\n  if cpu:user > 150% then alert\n",
-        ),
+        ("web.inq", "check service web\n  if cpu:user > 150% then alert\n"),
     ];
     let mut s = engine(&files);
     play(
@@ -308,18 +219,10 @@ fn host_cpu_is_normalised_per_core_and_process_cpu_is_per_one_core() {
         vec![
             (0, host(4, &[("cpu:user", 1000.0)]), NONE),
             // 36 CPU-seconds in 15 s on 4 cores: 60 % of the machine (Inspeqtor would say 240 %).
-            (
-                15,
-                host(4, &[("cpu:user", 1036.0)]),
-                &["alert - host: failed `cpu:user > 50%` (60)"],
-            ),
+            (15, host(4, &[("cpu:user", 1036.0)]), &["alert - host: failed `cpu:user > 50%` (60)"]),
             (0, svc("web", &[("cpu:user", 10.0)]), NONE),
             // 30 CPU-seconds in 15 s: two cores busy, 200 % of one core.
-            (
-                15,
-                svc("web", &[("cpu:user", 40.0)]),
-                &["alert - web: failed `cpu:user > 150%` (200)"],
-            ),
+            (15, svc("web", &[("cpu:user", 40.0)]), &["alert - web: failed `cpu:user > 150%` (200)"]),
         ],
     );
 }
@@ -335,10 +238,7 @@ fn a_host_without_swap_uses_zero_percent_of_it() {
 fn deploys_silence_rules_and_reset_their_counts_then_one_grace_cycle() {
     let files = [
         ("inspeq.conf", "set deploy_length 60\n"),
-        (
-            "web.inq",
-            "check service web\n  if memory:rss > 1g for 2 cycles then alert\n  if crashed then restart\n",
-        ),
+        ("web.inq", "check service web\n  if memory:rss > 1g for 2 cycles then alert\n  if crashed then restart\n"),
     ];
     let mut s = engine(&files);
     let high = || svc("web", &[("memory:rss", 2.0 * GIB)]);
@@ -355,11 +255,7 @@ fn deploys_silence_rules_and_reset_their_counts_then_one_grace_cycle() {
             (45, high(), NONE),
             // The count restarted from zero after the deploy: two more cycles are needed.
             (60, high(), NONE),
-            (
-                75,
-                high(),
-                &["alert - web: failed `memory:rss > 1g for 2 cycles` (2147483648)"],
-            ),
+            (75, high(), &["alert - web: failed `memory:rss > 1g for 2 cycles` (2147483648)"]),
             (80, exit("web", Some(1), None), &["restart web"]),
         ],
     );
@@ -369,10 +265,7 @@ fn deploys_silence_rules_and_reset_their_counts_then_one_grace_cycle() {
 fn a_deploy_that_never_finishes_ends_after_deploy_length() {
     let files = [
         ("inspeq.conf", "set deploy_length 60\n"),
-        (
-            "web.inq",
-            "check service web\n  if memory:rss > 1g then alert\n",
-        ),
+        ("web.inq", "check service web\n  if memory:rss > 1g then alert\n"),
     ];
     let mut s = engine(&files);
     play(
@@ -380,11 +273,7 @@ fn a_deploy_that_never_finishes_ends_after_deploy_length() {
         vec![
             (0, Input::DeployStarted, NONE),
             (59, svc("web", &[("memory:rss", 2.0 * GIB)]), NONE),
-            (
-                60,
-                svc("web", &[("memory:rss", 2.0 * GIB)]),
-                &["alert - web: failed `memory:rss > 1g` (2147483648)"],
-            ),
+            (60, svc("web", &[("memory:rss", 2.0 * GIB)]), &["alert - web: failed `memory:rss > 1g` (2147483648)"]),
         ],
     );
 }
@@ -405,9 +294,7 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
         signal: Some(9),
         core_dumped: false,
         oom_killed: true,
-        cause: ExitCause::Unexpected {
-            init_restarts: false,
-        },
+        cause: ExitCause::Unexpected { init_restarts: false },
         init_says_clean: false,
     });
     let requested = Input::ProcessExited(ProcessExit {
@@ -423,25 +310,9 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
     play(
         &mut s,
         vec![
-            (
-                1,
-                exit("web", Some(0), None),
-                &["alert - web: `exited` on exit code 0"],
-            ),
-            (
-                2,
-                exit("web", Some(75), None),
-                &[
-                    "alert - web: `exited` on exit code 75",
-                    "restart web",
-                    "reload web",
-                ],
-            ),
-            (
-                3,
-                exit("web", None, Some(11)),
-                &["alert - web: `exited` on signal 11", "restart web"],
-            ),
+            (1, exit("web", Some(0), None), &["alert - web: `exited` on exit code 0"]),
+            (2, exit("web", Some(75), None), &["alert - web: `exited` on exit code 75", "restart web", "reload web"]),
+            (3, exit("web", None, Some(11)), &["alert - web: `exited` on signal 11", "restart web"]),
             (
                 4,
                 oom,
@@ -472,9 +343,7 @@ fn an_exit_with_an_unknown_status_is_a_crash_unless_the_init_system_says_it_was_
         signal: None,
         core_dumped: false,
         oom_killed: false,
-        cause: ExitCause::Unexpected {
-            init_restarts: false,
-        },
+        cause: ExitCause::Unexpected { init_restarts: false },
         init_says_clean: true,
     });
     play(
@@ -497,10 +366,7 @@ fn an_exit_with_an_unknown_status_is_a_crash_unless_the_init_system_says_it_was_
 fn without_exit_rules_a_service_reports_down_and_up_like_inspeqtor() {
     let mut s = engine(&[
         ("inspeq.conf", "send alerts to ops via log\n"),
-        (
-            "web.inq",
-            "check service web with owner ops\n  if memory:rss > 1g then alert\n",
-        ),
+        ("web.inq", "check service web with owner ops\n  if memory:rss > 1g then alert\n"),
     ]);
     play(
         &mut s,
@@ -509,14 +375,7 @@ fn without_exit_rules_a_service_reports_down_and_up_like_inspeqtor() {
             (0, started("web", 10), NONE),
             (5, exit("web", Some(1), None), &["alert ops web: down"]),
             // The init system saying the same again changes nothing.
-            (
-                6,
-                Input::ServiceDown {
-                    service: "web".into(),
-                    stopped: false,
-                },
-                NONE,
-            ),
+            (6, Input::ServiceDown { service: "web".into(), stopped: false }, NONE),
             (8, started("web", 11), &["alert ops web: up as pid 11"]),
         ],
     );
@@ -526,50 +385,23 @@ fn without_exit_rules_a_service_reports_down_and_up_like_inspeqtor() {
 fn fork_rate_is_judged_over_one_cycle_and_reported_once_per_burst() {
     let mut s = engine(&[
         ("inspeq.conf", "set cycle_time 10\n"),
-        (
-            "web.inq",
-            "check service web\n  if forks > 10/sec then alert\n",
-        ),
+        ("web.inq", "check service web\n  if forks > 10/sec then alert\n"),
     ]);
     // 100 forks in a 10 s cycle is exactly 10/sec: not more.
-    let mut steps: Vec<(u64, Input, &[&str])> = (0..100)
-        .map(|i| {
-            (
-                i / 10,
-                Input::Forked {
-                    service: "web".into(),
-                },
-                NONE,
-            )
-        })
-        .collect();
-    steps.push((
-        9,
-        Input::Forked {
-            service: "web".into(),
-        },
-        &["alert - web: `forks > 10/sec`: 101 forks in 10s"],
-    ));
-    steps.push((
-        9,
-        Input::Forked {
-            service: "web".into(),
-        },
-        NONE,
-    ));
+    let mut steps: Vec<(u64, Input, &[&str])> =
+        (0..100).map(|i| (i / 10, Input::Forked { service: "web".into() }, NONE)).collect();
+    steps.push((9, Input::Forked { service: "web".into() }, &["alert - web: `forks > 10/sec`: 101 forks in 10s"]));
+    steps.push((9, Input::Forked { service: "web".into() }, NONE));
     steps.push((9, Input::Cycle, NONE));
     // At 10 s the forks of second 0 leave the window: 91 in the last 10 s.
-    steps.push((
-        10,
-        Input::Cycle,
-        &["alert - web: recovered `forks > 10/sec`"],
-    ));
+    steps.push((10, Input::Cycle, &["alert - web: recovered `forks > 10/sec`"]));
     play(&mut s, steps);
 }
 
 #[test]
 fn flapping_is_counted_in_time_and_unmonitor_stops_everything_until_remonitor() {
-    let inq = "check service web\n  if restarts > 2 within 5 minutes then unmonitor, alert\n  if crashed then restart\n";
+    let inq =
+        "check service web\n  if restarts > 2 within 5 minutes then unmonitor, alert\n  if crashed then restart\n";
     let mut s = engine(&[("web.inq", inq)]);
     play(
         &mut s,
@@ -583,20 +415,11 @@ fn flapping_is_counted_in_time_and_unmonitor_stops_everything_until_remonitor() 
             (
                 31,
                 started("web", 4),
-                &[
-                    "unmonitor web",
-                    "alert - web: `restarts > 2 within 5 minutes`: 3 restarts in 300s",
-                ],
+                &["unmonitor web", "alert - web: `restarts > 2 within 5 minutes`: 3 restarts in 300s"],
             ),
             (40, exit("web", Some(1), None), NONE),
             (50, started("web", 5), NONE),
-            (
-                60,
-                Input::Remonitor {
-                    service: "web".into(),
-                },
-                NONE,
-            ),
+            (60, Input::Remonitor { service: "web".into() }, NONE),
             (70, exit("web", Some(1), None), &["restart web"]),
         ],
     );
@@ -613,18 +436,10 @@ fn restarts_spread_wider_than_the_window_are_not_flapping() {
             (0, started("web", 1), NONE),
             (10, started("web", 2), NONE),
             (30, started("web", 3), NONE),
-            (
-                35,
-                started("web", 4),
-                &["alert - web: `restarts > 1 within 2 cycles`: 2 restarts in 20s"],
-            ),
+            (35, started("web", 4), &["alert - web: `restarts > 1 within 2 cycles`: 2 restarts in 20s"]),
             (49, Input::Cycle, NONE),
             // The restart at 30 s is now a full window (20 s) old.
-            (
-                50,
-                Input::Cycle,
-                &["alert - web: recovered `restarts > 1 within 2 cycles`"],
-            ),
+            (50, Input::Cycle, &["alert - web: recovered `restarts > 1 within 2 cycles`"]),
         ],
     );
 }
@@ -633,10 +448,7 @@ fn restarts_spread_wider_than_the_window_are_not_flapping() {
 fn jobs_are_overdue_after_their_period_plus_a_minute_and_report_when_they_run() {
     let mut s = engine(&[
         ("inspeq.conf", "send alerts to ops via log\n"),
-        (
-            "jobs.inq",
-            "check jobs with owner ops\nbackup happens every 1 hour\n",
-        ),
+        ("jobs.inq", "check jobs with owner ops\nbackup happens every 1 hour\n"),
     ]);
     play(
         &mut s,
@@ -644,19 +456,9 @@ fn jobs_are_overdue_after_their_period_plus_a_minute_and_report_when_they_run() 
             (3659, Input::Cycle, NONE),
             (3660, Input::Cycle, &["alert ops host: job backup overdue"]),
             (3675, Input::Cycle, NONE),
-            (
-                3700,
-                Input::JobDone {
-                    job: "backup".into(),
-                },
-                &["alert ops host: job backup ran"],
-            ),
+            (3700, Input::JobDone { job: "backup".into() }, &["alert ops host: job backup ran"]),
             (3700 + 3659, Input::Cycle, NONE),
-            (
-                3700 + 3660,
-                Input::Cycle,
-                &["alert ops host: job backup overdue"],
-            ),
+            (3700 + 3660, Input::Cycle, &["alert ops host: job backup overdue"]),
         ],
     );
     assert!(s.knows_job("backup") && !s.knows_job("nightly"));
@@ -679,11 +481,7 @@ fn alerts_route_by_rule_then_owner_then_default() {
                     "alert dev web: failed `memory:rss > 2g` (3221225472)",
                 ],
             ),
-            (
-                0,
-                svc("db", &[("memory:rss", 3.0 * GIB)]),
-                &["alert - db: failed `memory:rss > 1g` (3221225472)"],
-            ),
+            (0, svc("db", &[("memory:rss", 3.0 * GIB)]), &["alert - db: failed `memory:rss > 1g` (3221225472)"]),
         ],
     );
 }
@@ -731,13 +529,20 @@ fn a_reload_keeps_the_state_of_unchanged_checks_and_resets_changed_ones() {
         vec![
             (15, svc("web", &[("memory:rss", 2.0 * GIB)]), NONE),
             (30, svc("web", &[("memory:rss", 0.5 * GIB)]), NONE),
-            (45, svc("web", &[("memory:rss", 0.5 * GIB)]), &["alert - web: recovered `memory:rss > 1g` (536870912) after 45s"]),
+            (
+                45,
+                svc("web", &[("memory:rss", 0.5 * GIB)]),
+                &["alert - web: recovered `memory:rss > 1g` (536870912) after 45s"],
+            ),
         ],
     );
     // Changed (a new threshold): a fresh rule, which fails anew.
     let changed = ("web.inq", "check service web\n  if memory:rss > 1.5g then alert\n");
     let mut s = reloaded(&s, &[changed], 50);
-    play(&mut s, vec![(60, svc("web", &[("memory:rss", 2.0 * GIB)]), &["alert - web: failed `memory:rss > 1.5g` (2147483648)"])]);
+    play(
+        &mut s,
+        vec![(60, svc("web", &[("memory:rss", 2.0 * GIB)]), &["alert - web: failed `memory:rss > 1.5g` (2147483648)"])],
+    );
 }
 
 #[test]
@@ -747,18 +552,18 @@ fn a_reload_keeps_deploy_silence_unmonitor_and_job_runs() {
         ("jobs.inq", "check jobs\n  backup happens every 1 hour\n"),
     ];
     let mut s = engine(&files);
-    let crash = || Input::ProcessExited(ProcessExit {
-        service: "web".into(),
-        pid: 7,
-        exit_code: None,
-        signal: Some(9),
-        core_dumped: false,
-        oom_killed: false,
-        cause: ExitCause::Unexpected {
-            init_restarts: false,
-        },
-        init_says_clean: false,
-    });
+    let crash = || {
+        Input::ProcessExited(ProcessExit {
+            service: "web".into(),
+            pid: 7,
+            exit_code: None,
+            signal: Some(9),
+            core_dumped: false,
+            oom_killed: false,
+            cause: ExitCause::Unexpected { init_restarts: false },
+            init_says_clean: false,
+        })
+    };
     play(
         &mut s,
         vec![
@@ -789,9 +594,7 @@ fn ended(service: &str, pid: u32, signal: i32, cause: ExitCause) -> Input {
     })
 }
 
-const CRASH: ExitCause = ExitCause::Unexpected {
-    init_restarts: false,
-};
+const CRASH: ExitCause = ExitCause::Unexpected { init_restarts: false };
 
 fn worker(service: &str, pid: u32, signal: i32, oom_killed: bool) -> Input {
     Input::WorkerDied(ProcessExit {
@@ -857,11 +660,18 @@ fn a_failed_restart_is_alerted_with_its_cause_and_resolved_by_the_next_start() {
         &mut s,
         vec![
             (0, started("web", 10), NONE),
-            (15, svc("web", &[("memory:rss", 2.0 * GIB)]), &["alert - web: failed `memory:rss > 1g` (2147483648)", "restart web"]),
+            (
+                15,
+                svc("web", &[("memory:rss", 2.0 * GIB)]),
+                &["alert - web: failed `memory:rss > 1g` (2147483648)", "restart web"],
+            ),
             (16, ended("web", 10, 15, ExitCause::Restart), NONE),
             (
                 46,
-                Input::RestartFailed { service: "web".into(), reason: "systemd: restart web: job ended with result `failed`".into() },
+                Input::RestartFailed {
+                    service: "web".into(),
+                    reason: "systemd: restart web: job ended with result `failed`".into(),
+                },
                 &["alert - web: restart failed: systemd: restart web: job ended with result `failed`"],
             ),
             (60, started("web", 11), &["alert - web: up as pid 11"]),
@@ -903,7 +713,10 @@ fn without_a_restarts_rule_a_service_that_keeps_dying_is_unmonitored_after_the_r
     // `set restart_limit 0` lifts the cap; a check's own `restarts` rule replaces it.
     for files in [
         vec![("inspeq.conf", "set restart_limit 0\n"), ("web.inq", inq)],
-        vec![("web.inq", "check service web\n  if crashed then alert, restart\n  if restarts > 50 within 1 minute then alert\n")],
+        vec![(
+            "web.inq",
+            "check service web\n  if crashed then alert, restart\n  if restarts > 50 within 1 minute then alert\n",
+        )],
     ] {
         let mut s = engine(&files);
         step(&mut s, started("web", 100), Timestamp::ZERO);
@@ -970,7 +783,10 @@ fn worker_deaths_by_a_signal_are_events_and_can_be_counted() {
             (
                 3,
                 worker("puma", 13, 9, true),
-                &["alert - puma: `worker crashed`: worker 13 oom-killed (9)", "alert - puma: `worker oom_killed`: worker 13 oom-killed (9)"],
+                &[
+                    "alert - puma: `worker crashed`: worker 13 oom-killed (9)",
+                    "alert - puma: `worker oom_killed`: worker 13 oom-killed (9)",
+                ],
             ),
             (
                 4,

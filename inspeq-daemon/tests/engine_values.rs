@@ -15,10 +15,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 fn engine(text: &str) -> EngineState {
     let (config, diagnostics) = load([("services.d/web.inq", text)]);
-    assert!(
-        diagnostics.iter().all(|d| !d.is_error()),
-        "{diagnostics:#?}"
-    );
+    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:#?}");
     EngineState::new(&config, Timestamp::ZERO)
 }
 
@@ -31,83 +28,46 @@ fn at(secs: u64) -> Timestamp {
 }
 
 fn sample(metrics: &[(&str, f64)]) -> Input {
-    Input::Sample(
-        metrics
-            .iter()
-            .fold(Sample::new(web()), |s, (m, v)| s.with(m, *v)),
-    )
+    Input::Sample(metrics.iter().fold(Sample::new(web()), |s, (m, v)| s.with(m, *v)))
 }
 
 /// `(rule text, value)` of every rule of `web` at `now`.
 fn values(state: &EngineState, now: Timestamp) -> Vec<(String, Option<RuleValue>)> {
-    state
-        .rules(&web(), now)
-        .into_iter()
-        .map(|v| (v.rule.text.clone(), v.value))
-        .collect()
+    state.rules(&web(), now).into_iter().map(|v| (v.rule.text.clone(), v.value)).collect()
 }
 
 fn value(state: &EngineState, rule: &str, now: Timestamp) -> Option<RuleValue> {
-    values(state, now)
-        .into_iter()
-        .find(|(text, _)| text == rule)
-        .unwrap_or_else(|| panic!("no rule `{rule}`"))
-        .1
+    values(state, now).into_iter().find(|(text, _)| text == rule).unwrap_or_else(|| panic!("no rule `{rule}`")).1
 }
 
 #[test]
 fn metric_rules_keep_the_last_value_they_compared_in_their_unit() {
-    let mut s = engine(
-        "check service web\n  if memory:rss > 64m then alert\n  if cpu:total_user > 90% then alert\n",
-    );
+    let mut s = engine("check service web\n  if memory:rss > 64m then alert\n  if cpu:total_user > 90% then alert\n");
     // Nothing compared yet.
     assert_eq!(value(&s, "memory:rss > 64m", at(0)), None);
-    step(
-        &mut s,
-        sample(&[("memory:rss", 10.0 * MIB), ("cpu:total_user", 100.0)]),
-        at(0),
-    );
-    assert_eq!(
-        value(&s, "memory:rss > 64m", at(0)),
-        Some(RuleValue::Metric(10.0 * MIB))
-    );
+    step(&mut s, sample(&[("memory:rss", 10.0 * MIB), ("cpu:total_user", 100.0)]), at(0));
+    assert_eq!(value(&s, "memory:rss > 64m", at(0)), Some(RuleValue::Metric(10.0 * MIB)));
     // Cumulative CPU seconds are no percentage: the first sample gives the rule nothing to compare.
     assert_eq!(value(&s, "cpu:total_user > 90%", at(0)), None);
     // 3 CPU seconds in 15 s: 20 % of one core.
-    step(
-        &mut s,
-        sample(&[("memory:rss", 12.0 * MIB), ("cpu:total_user", 103.0)]),
-        at(15),
-    );
-    let Some(RuleValue::Metric(cpu)) = value(&s, "cpu:total_user > 90%", at(15)) else {
-        panic!("no CPU value")
-    };
+    step(&mut s, sample(&[("memory:rss", 12.0 * MIB), ("cpu:total_user", 103.0)]), at(15));
+    let Some(RuleValue::Metric(cpu)) = value(&s, "cpu:total_user > 90%", at(15)) else { panic!("no CPU value") };
     assert!((cpu - 20.0).abs() < 1e-9, "{cpu}");
     // An RSS crossing between cycles is a sample of its own: the value follows it.
     step(&mut s, sample(&[("memory:rss", 70.0 * MIB)]), at(20));
-    assert_eq!(
-        value(&s, "memory:rss > 64m", at(20)),
-        Some(RuleValue::Metric(70.0 * MIB))
-    );
+    assert_eq!(value(&s, "memory:rss > 64m", at(20)), Some(RuleValue::Metric(70.0 * MIB)));
     let phases: Vec<Phase> = s.rules(&web(), at(20)).iter().map(|v| v.phase).collect();
     assert_eq!(phases, [Phase::Triggered, Phase::Ok]);
 }
 
 #[test]
 fn counter_rules_compare_the_change_over_the_cycle_or_per_second() {
-    let mut s = engine(
-        "check service web\n  if mysql:Queries > 1000 then alert\n  if mysql:Queries > 100/sec then alert\n",
-    );
+    let mut s =
+        engine("check service web\n  if mysql:Queries > 1000 then alert\n  if mysql:Queries > 100/sec then alert\n");
     step(&mut s, sample(&[("mysql:Queries", 5000.0)]), at(0));
     step(&mut s, sample(&[("mysql:Queries", 5300.0)]), at(15));
-    assert_eq!(
-        value(&s, "mysql:Queries > 1000", at(15)),
-        Some(RuleValue::Metric(300.0))
-    );
-    assert_eq!(
-        value(&s, "mysql:Queries > 100/sec", at(15)),
-        Some(RuleValue::Metric(20.0))
-    );
+    assert_eq!(value(&s, "mysql:Queries > 1000", at(15)), Some(RuleValue::Metric(300.0)));
+    assert_eq!(value(&s, "mysql:Queries > 100/sec", at(15)), Some(RuleValue::Metric(20.0)));
 }
 
 #[test]
@@ -115,19 +75,13 @@ fn values_are_kept_while_a_deploy_or_unmonitor_keeps_the_rule_from_acting() {
     let mut s = engine("check service web\n  if memory:rss > 64m then alert, unmonitor\n");
     step(&mut s, Input::DeployStarted, at(0));
     step(&mut s, sample(&[("memory:rss", 80.0 * MIB)]), at(1));
-    assert_eq!(
-        value(&s, "memory:rss > 64m", at(1)),
-        Some(RuleValue::Metric(80.0 * MIB))
-    );
+    assert_eq!(value(&s, "memory:rss > 64m", at(1)), Some(RuleValue::Metric(80.0 * MIB)));
     step(&mut s, Input::DeployFinished, at(2));
     // After the deploy's grace cycle, the rule acts and unmonitors the service; the value still follows.
     step(&mut s, sample(&[("memory:rss", 90.0 * MIB)]), at(40));
     assert!(s.is_unmonitored("web"));
     step(&mut s, sample(&[("memory:rss", 30.0 * MIB)]), at(55));
-    assert_eq!(
-        value(&s, "memory:rss > 64m", at(55)),
-        Some(RuleValue::Metric(30.0 * MIB))
-    );
+    assert_eq!(value(&s, "memory:rss > 64m", at(55)), Some(RuleValue::Metric(30.0 * MIB)));
 }
 
 #[test]
@@ -144,33 +98,14 @@ fn exit_rules_show_the_main_processs_last_exit_whether_or_not_they_matched() {
             signal,
             core_dumped: false,
             oom_killed: false,
-            cause: if requested {
-                ExitCause::InitStopped
-            } else {
-                ExitCause::Unexpected {
-                    init_restarts: false,
-                }
-            },
+            cause: if requested { ExitCause::InitStopped } else { ExitCause::Unexpected { init_restarts: false } },
             init_says_clean: false,
         })
     };
-    step(
-        &mut s,
-        Input::ProcessStarted {
-            service: "web".into(),
-            pid: 7,
-        },
-        at(0),
-    );
+    step(&mut s, Input::ProcessStarted { service: "web".into(), pid: 7 }, at(0));
     step(&mut s, exit(7, None, Some(9), false), at(5));
     let killed = Some(RuleValue::Exit {
-        status: ExitStatus {
-            pid: 7,
-            exit_code: None,
-            signal: Some(9),
-            core_dumped: false,
-            oom_killed: false,
-        },
+        status: ExitStatus { pid: 7, exit_code: None, signal: Some(9), core_dumped: false, oom_killed: false },
         requested: false,
     });
     assert_eq!(value(&s, "crashed", at(5)), killed);
@@ -178,25 +113,12 @@ fn exit_rules_show_the_main_processs_last_exit_whether_or_not_they_matched() {
     assert_eq!(value(&s, "exit_code == 75", at(5)), killed);
     assert_eq!(value(&s, "memory:rss > 1g", at(5)), None);
     // An exit that was asked for is shown as such.
-    step(
-        &mut s,
-        Input::ProcessStarted {
-            service: "web".into(),
-            pid: 8,
-        },
-        at(10),
-    );
+    step(&mut s, Input::ProcessStarted { service: "web".into(), pid: 8 }, at(10));
     step(&mut s, exit(8, Some(0), None, true), at(12));
     assert_eq!(
         value(&s, "crashed", at(12)),
         Some(RuleValue::Exit {
-            status: ExitStatus {
-                pid: 8,
-                exit_code: Some(0),
-                signal: None,
-                core_dumped: false,
-                oom_killed: false,
-            },
+            status: ExitStatus { pid: 8, exit_code: Some(0), signal: None, core_dumped: false, oom_killed: false },
             requested: true,
         })
     );
@@ -204,54 +126,27 @@ fn exit_rules_show_the_main_processs_last_exit_whether_or_not_they_matched() {
 
 #[test]
 fn forks_and_restarts_are_counted_in_their_windows_as_they_stand_when_asked() {
-    let mut s = engine(
-        "check service web\n  if forks > 100/sec then alert\n  if restarts > 3 within 1 minutes then alert\n",
-    );
-    let started = |pid| Input::ProcessStarted {
-        service: "web".into(),
-        pid,
-    };
-    let forked = || Input::Forked {
-        service: "web".into(),
-    };
+    let mut s =
+        engine("check service web\n  if forks > 100/sec then alert\n  if restarts > 3 within 1 minutes then alert\n");
+    let started = |pid| Input::ProcessStarted { service: "web".into(), pid };
+    let forked = || Input::Forked { service: "web".into() };
     let forks = |s: &EngineState, now| value(s, "forks > 100/sec", now);
     let restarts = |s: &EngineState, now| value(s, "restarts > 3 within 1 minutes", now);
     let window = Duration::from_secs(15);
-    assert_eq!(
-        forks(&s, at(0)),
-        Some(RuleValue::Forks { forks: 0, window })
-    );
+    assert_eq!(forks(&s, at(0)), Some(RuleValue::Forks { forks: 0, window }));
     for _ in 0..3 {
         step(&mut s, forked(), at(1));
     }
-    assert_eq!(
-        forks(&s, at(2)),
-        Some(RuleValue::Forks { forks: 3, window })
-    );
+    assert_eq!(forks(&s, at(2)), Some(RuleValue::Forks { forks: 3, window }));
     // No event since: the window has moved on by itself.
-    assert_eq!(
-        forks(&s, at(20)),
-        Some(RuleValue::Forks { forks: 0, window })
-    );
+    assert_eq!(forks(&s, at(20)), Some(RuleValue::Forks { forks: 0, window }));
 
     let minute = Duration::from_secs(60);
     step(&mut s, started(10), at(0));
     step(&mut s, started(11), at(30));
     step(&mut s, started(12), at(40));
-    assert_eq!(
-        restarts(&s, at(45)),
-        Some(RuleValue::Restarts {
-            restarts: 2,
-            window: minute
-        })
-    );
-    assert_eq!(
-        restarts(&s, at(95)),
-        Some(RuleValue::Restarts {
-            restarts: 1,
-            window: minute
-        })
-    );
+    assert_eq!(restarts(&s, at(45)), Some(RuleValue::Restarts { restarts: 2, window: minute }));
+    assert_eq!(restarts(&s, at(95)), Some(RuleValue::Restarts { restarts: 1, window: minute }));
 }
 
 #[test]
@@ -260,28 +155,13 @@ fn a_reading_is_what_the_rule_compares() {
     let cpu = MetricName::new("cpu", Some("total_user"));
     step(&mut s, sample(&[("cpu:total_user", 100.0)]), at(0));
     // Read before the sample is stepped: the engine still holds the previous one.
-    let reading = s
-        .reading(&web(), &cpu, MetricKind::CpuSeconds, 104.5, 1, at(15))
-        .unwrap();
+    let reading = s.reading(&web(), &cpu, MetricKind::CpuSeconds, 104.5, 1, at(15)).unwrap();
     step(&mut s, sample(&[("cpu:total_user", 104.5)]), at(15));
-    assert_eq!(
-        value(&s, "cpu:total_user > 90%", at(15)),
-        Some(RuleValue::Metric(reading.value))
-    );
+    assert_eq!(value(&s, "cpu:total_user > 90%", at(15)), Some(RuleValue::Metric(reading.value)));
     assert!((reading.value - 30.0).abs() < 1e-9, "{reading:?}");
     // A new main process starts its counters from zero: no reading until its second sample.
-    step(
-        &mut s,
-        Input::ProcessStarted {
-            service: "web".into(),
-            pid: 9,
-        },
-        at(20),
-    );
-    assert_eq!(
-        s.reading(&web(), &cpu, MetricKind::CpuSeconds, 0.5, 1, at(30)),
-        None
-    );
+    step(&mut s, Input::ProcessStarted { service: "web".into(), pid: 9 }, at(20));
+    assert_eq!(s.reading(&web(), &cpu, MetricKind::CpuSeconds, 0.5, 1, at(30)), None);
 }
 
 #[test]
@@ -296,13 +176,6 @@ fn the_hosts_cpu_is_a_share_of_all_its_cores() {
     let rules = s.rules(&Target::Host, at(15));
     assert_eq!(rules[0].value, Some(RuleValue::Metric(50.0)));
     let cpu = MetricName::new("cpu", None);
-    let reading = s.reading(
-        &Target::Host,
-        &cpu,
-        MetricKind::CpuSeconds,
-        1030.0,
-        2,
-        at(30),
-    );
+    let reading = s.reading(&Target::Host, &cpu, MetricKind::CpuSeconds, 1030.0, 2, at(30));
     assert_eq!(reading.map(|r| r.value), Some(50.0));
 }

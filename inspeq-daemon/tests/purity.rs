@@ -27,24 +27,14 @@ const FORBIDDEN_EVERYWHERE: &[&str] = &[
 ];
 
 /// `libc::` is allowed at the edge for its open flags (`O_NONBLOCK`), which std does not name.
-const FORBIDDEN_OUTSIDE_EDGE: &[&str] = &[
-    "libc::",
-    "std::fs",
-    "fs::",
-    "File::open",
-    "read_to_string",
-    "read_dir",
-];
+const FORBIDDEN_OUTSIDE_EDGE: &[&str] = &["libc::", "std::fs", "fs::", "File::open", "read_to_string", "read_dir"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             rust_files(&path, out);
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "rs" || e == "lalrpop")
-        {
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "lalrpop") {
             out.push(path);
         }
     }
@@ -52,12 +42,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Whether `code` names `word` as a path of its own: `nix::` in `use nix::unistd`, not in `std::os::unix::fs`.
 fn mentions(code: &str, word: &str) -> bool {
-    code.match_indices(word).any(|(at, _)| {
-        !code[..at]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_')
-    })
+    code.match_indices(word)
+        .any(|(at, _)| !code[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_'))
 }
 
 #[test]
@@ -66,10 +52,7 @@ fn config_and_engine_do_no_io_and_read_no_clock() {
     for module in ["config", "engine"] {
         rust_files(&Path::new(SRC).join(module), &mut files);
     }
-    assert!(
-        files.len() > 10,
-        "expected the config and engine sources under {SRC}"
-    );
+    assert!(files.len() > 10, "expected the config and engine sources under {SRC}");
     let mut violations = Vec::new();
     for path in &files {
         let rel = path.strip_prefix(SRC).unwrap().display().to_string();
@@ -87,11 +70,7 @@ fn config_and_engine_do_no_io_and_read_no_clock() {
             }
         }
     }
-    assert!(
-        violations.is_empty(),
-        "impure code in the pure modules:\n{}",
-        violations.join("\n")
-    );
+    assert!(violations.is_empty(), "impure code in the pure modules:\n{}", violations.join("\n"));
 }
 
 #[test]

@@ -86,10 +86,7 @@ pub fn try_rss(ctx: &RawTracePointContext) -> Result<(), i64> {
     let direction = if cfg.rss_threshold != 0 && state.above == 0 && rss >= cfg.rss_threshold {
         state.above = 1;
         RSS_CROSSED_UP
-    } else if cfg.rss_threshold != 0
-        && state.above != 0
-        && rss < cfg.rss_threshold.saturating_sub(cfg.rss_hysteresis)
-    {
+    } else if cfg.rss_threshold != 0 && state.above != 0 && rss < cfg.rss_threshold.saturating_sub(cfg.rss_hysteresis) {
         state.above = 0;
         RSS_CROSSED_DOWN
     } else if cfg.rss_delta != 0 && rss.abs_diff(state.last_bytes) >= cfg.rss_delta {
@@ -145,7 +142,9 @@ fn add_to_total(cfg: &WatchConfig, tgid: u32, delta: i64) {
         // is a plain atomic add (BPF_XADD), which every kernel has; the fetching
         // variants need 5.12.
         // SAFETY: as above.
-        unsafe { core::intrinsics::atomic_xadd::<i64, i64, { core::intrinsics::AtomicOrdering::Relaxed }>(bytes, delta) };
+        unsafe {
+            core::intrinsics::atomic_xadd::<i64, i64, { core::intrinsics::AtomicOrdering::Relaxed }>(bytes, delta)
+        };
     }
     // SAFETY: as above; a torn read is impossible for an aligned 8-byte load.
     let sum = unsafe { core::ptr::read_volatile(bytes) };

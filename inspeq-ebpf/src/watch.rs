@@ -7,12 +7,8 @@
 //! translated tgid; a task that has no pid in the daemon's namespace is not
 //! watched at all.
 
-use aya_ebpf::{
-    helpers::generated::bpf_get_current_ancestor_cgroup_id,
-    macros::map,
-    maps::HashMap,
-};
 use aya_ebpf::Global;
+use aya_ebpf::{helpers::generated::bpf_get_current_ancestor_cgroup_id, macros::map, maps::HashMap};
 use inspeq_common::WatchConfig;
 
 use crate::{pidns, task};

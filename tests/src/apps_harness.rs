@@ -176,7 +176,8 @@ impl Apps {
             let master = self.main_pid("puma.service");
             let workers = self.puma_workers_of(master);
             let answers = self.http_get("/").is_some_and(|(code, body)| code == 200 && body.starts_with("ok "));
-            (master != 0 && workers.len() == PUMA_WORKERS && answers && self.main_pid("puma.service") == master).then_some(master)
+            (master != 0 && workers.len() == PUMA_WORKERS && answers && self.main_pid("puma.service") == master)
+                .then_some(master)
         })
     }
 
@@ -201,7 +202,8 @@ impl Apps {
         if master == 0 {
             return Vec::new();
         }
-        let mut workers: Vec<u32> = self.unit_procs("puma.service").into_iter().filter(|&pid| parent_pid(pid) == Some(master)).collect();
+        let mut workers: Vec<u32> =
+            self.unit_procs("puma.service").into_iter().filter(|&pid| parent_pid(pid) == Some(master)).collect();
         workers.sort_unstable();
         workers
     }
@@ -246,7 +248,11 @@ impl Apps {
         let out = self.redis_cli_output(args);
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         // redis-cli exits 0 on an error reply too; it prints `ERR ...` then.
-        assert!(out.status.success() && !stdout.starts_with("ERR"), "redis-cli {args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && !stdout.starts_with("ERR"),
+            "redis-cli {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         stdout
     }
 
@@ -269,7 +275,9 @@ impl Apps {
     /// Waits until a Sidekiq with `pid` has registered its heartbeat in Redis (it
     /// does so when it has connected and started fetching jobs).
     pub fn wait_sidekiq_beating(&self, pid: u32) {
-        wait_for(&format!("sidekiq {pid} to beat in redis"), START_LIMIT, || self.sidekiq_pids().contains(&pid).then_some(()));
+        wait_for(&format!("sidekiq {pid} to beat in redis"), START_LIMIT, || {
+            self.sidekiq_pids().contains(&pid).then_some(())
+        });
     }
 
     /// The pids of the Sidekiq processes with a heartbeat in Redis: the members of
@@ -318,7 +326,8 @@ impl Apps {
 /// A process's resident set (`VmRSS:`) in bytes, if it still exists.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
 }
 

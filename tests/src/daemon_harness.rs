@@ -67,7 +67,11 @@ impl Lines {
                 return line.clone();
             }
             let now = Instant::now();
-            assert!(now < deadline, "timed out after {limit:?} waiting for {what}; lines so far:\n{}", guard.join("\n"));
+            assert!(
+                now < deadline,
+                "timed out after {limit:?} waiting for {what}; lines so far:\n{}",
+                guard.join("\n")
+            );
             guard = arrived.wait_timeout(guard, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
         }
     }

@@ -116,7 +116,8 @@ impl UserManager {
     pub fn start(name: &str) -> Self {
         let scratch = Scratch::new(&format!("manager-{name}"));
         let base = scratch.dir.clone();
-        let (runtime_dir, config, unit_dir, empty) = (base.join("rt"), base.join("config"), base.join("units"), base.join("empty"));
+        let (runtime_dir, config, unit_dir, empty) =
+            (base.join("rt"), base.join("config"), base.join("units"), base.join("empty"));
         for dir in [&runtime_dir, &config, &unit_dir, &empty] {
             std::fs::create_dir_all(dir).unwrap();
         }
@@ -147,7 +148,7 @@ impl UserManager {
             (this.runtime_dir.join("systemd/private").exists()
                 && this.runtime_dir.join("bus").exists()
                 && this.systemctl(&["show", "-P", "Version"]).status.success())
-                .then_some(())
+            .then_some(())
         });
         this
     }
@@ -217,7 +218,8 @@ impl RunitDir {
         let cgroup = TestCgroup::new(&format!("runit-{name}"));
         let mut command = Command::new("runsvdir");
         command.arg("-P").arg(&service_dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        let runsvdir = join_cgroups(&mut command, &[&cgroup.dir]).spawn().expect("starting runsvdir (apt-get install runit)");
+        let runsvdir =
+            join_cgroups(&mut command, &[&cgroup.dir]).spawn().expect("starting runsvdir (apt-get install runit)");
         Self { runsvdir, service_dir, sv_dir, services: Vec::new(), cgroup, scratch }
     }
 

@@ -172,7 +172,11 @@ pub fn inspeqd() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let path = profile_dir.join("inspeqd");
-    assert!(path.exists(), "{} not built: run `cargo build -p inspeq-daemon` first (cargo xtask test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build -p inspeq-daemon` first (cargo xtask test does)",
+        path.display()
+    );
     path
 }
 
@@ -182,6 +186,10 @@ pub fn inspeqctl() -> PathBuf {
         return PathBuf::from(path);
     }
     let path = inspeqd().with_file_name("inspeqctl");
-    assert!(path.exists(), "{} not built: run `cargo build -p inspeq-daemon` first (cargo xtask test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build -p inspeq-daemon` first (cargo xtask test does)",
+        path.display()
+    );
     path
 }

@@ -38,7 +38,8 @@ fn stderr(out: &Output) -> String {
 
 /// A daemon that watches one (absent) service, for the tests that abuse its files or its socket.
 fn daemon(name: &str, args: &[&str]) -> Daemon {
-    let mut builder = Daemon::builder(name).file("inspeq.conf", CONF).file("services.d/web.inq", &absent_process("web"));
+    let mut builder =
+        Daemon::builder(name).file("inspeq.conf", CONF).file("services.d/web.inq", &absent_process("web"));
     for arg in args {
         builder = builder.arg(arg);
     }
@@ -145,7 +146,9 @@ fn idle_connections_beyond_the_cap_are_told_busy_and_idle_ones_are_closed_after_
     for stream in &held {
         assert_eq!(error_message(&read_to_close(stream)), "timed out: no request within 3s");
     }
-    tests::init_harness::wait_for("status to be answered again", LIMIT, || daemon.ctl(&["status"]).status.success().then_some(()));
+    tests::init_harness::wait_for("status to be answered again", LIMIT, || {
+        daemon.ctl(&["status"]).status.success().then_some(())
+    });
     still_answers_and_stops(daemon);
 }
 
@@ -161,7 +164,10 @@ fn undecodable_requests_get_an_error_reply() {
         let _ = stream.write_all(bytes);
         error_message(&read_to_close(&stream))
     };
-    assert_eq!(ask(b"{\"version\":1,\"command\":\"show\",\"target\":\"\xff\xfe\",\"metric\":\"x\"}\n"), "bad request: not UTF-8 text");
+    assert_eq!(
+        ask(b"{\"version\":1,\"command\":\"show\",\"target\":\"\xff\xfe\",\"metric\":\"x\"}\n"),
+        "bad request: not UTF-8 text"
+    );
     assert!(ask(b"\x00\x01\x02 not json\n").starts_with("bad request: expected value"));
     assert_eq!(ask(&[b'{'; 20_000]), "bad request: longer than 8192 bytes");
     assert_eq!(ask(b"{\"version\":7,\"command\":\"status\"}\n"), "protocol version 7 not supported (daemon speaks 1)");
@@ -187,7 +193,11 @@ fn inspeqctl_gives_up_on_a_daemon_that_does_not_answer() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "inspeqctl succeeded against a mute socket");
-    assert!(stderr(&out).contains(&format!("inspeqd on {} did not answer within 1s", socket.display())), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("inspeqd on {} did not answer within 1s", socket.display())),
+        "{}",
+        stderr(&out)
+    );
 }
 
 // ------------------------------------------------------------ --socket and --socket-group
@@ -224,7 +234,13 @@ fn socket_refuses_to_replace_a_regular_file_or_a_directory() {
     let file = scratch.dir.join("precious");
     std::fs::write(&file, "an operator's file\n").unwrap();
     let text = refused(&scratch, &["--socket".as_ref(), file.as_os_str()]);
-    assert!(text.contains(&format!("{} exists and is a regular file, not a socket; refusing to replace it", file.display())), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} exists and is a regular file, not a socket; refusing to replace it",
+            file.display()
+        )),
+        "{text}"
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "an operator's file\n");
 
     let dir = scratch.dir.join("a-directory");
@@ -241,7 +257,10 @@ fn a_socket_group_that_does_not_exist_leaves_no_socket_behind() {
     }
     let scratch = Scratch::new("abuse-socket-group");
     let socket = scratch.dir.join("sock");
-    let text = refused(&scratch, &["--socket".as_ref(), socket.as_os_str(), "--socket-group".as_ref(), "inspeq-no-such-group".as_ref()]);
+    let text = refused(
+        &scratch,
+        &["--socket".as_ref(), socket.as_os_str(), "--socket-group".as_ref(), "inspeq-no-such-group".as_ref()],
+    );
     assert!(text.contains("group `inspeq-no-such-group` does not exist"), "{text}");
     assert!(!socket.exists(), "{} left behind", socket.display());
 }

@@ -32,8 +32,7 @@ const HOST: &str = "check host\n  if load:1 > 100000 then alert\n";
 
 /// The seed's Puma check: a bloated app is reloaded (USR1, a phased restart), a
 /// crashed one restarted.
-const PUMA: &str =
-    "check service puma with scope user\n  if memory:total_rss > 300m then alert, reload\n  if crashed then alert, restart\n";
+const PUMA: &str = "check service puma with scope user\n  if memory:total_rss > 300m then alert, reload\n  if crashed then alert, restart\n";
 
 /// An `inspeqd` watching `apps` with the checks in `services.d/apps.inq`, on the
 /// manager's user bus.
@@ -55,7 +54,9 @@ fn cycles(daemon: &Daemon) -> usize {
 /// Waits until `n` more cycles have run: time for anything late to show up.
 fn wait_cycles(daemon: &Daemon, n: usize) {
     let start = cycles(daemon);
-    wait_for(&format!("{n} more cycles"), LIMIT + Duration::from_secs(n as u64), || (cycles(daemon) >= start + n).then_some(()));
+    wait_for(&format!("{n} more cycles"), LIMIT + Duration::from_secs(n as u64), || {
+        (cycles(daemon) >= start + n).then_some(())
+    });
 }
 
 /// Alert lines, firing or resolved, of `event` about `service`, in order.
@@ -64,11 +65,15 @@ fn alerts(daemon: &Daemon, service: &str, event: &str) -> Vec<String> {
 }
 
 fn is_event(line: &str, service: &str, event: &str) -> bool {
-    ["firing", "resolved"].iter().any(|status| line.starts_with(&format!("alert: {status} service={service} event={event} ")))
+    ["firing", "resolved"]
+        .iter()
+        .any(|status| line.starts_with(&format!("alert: {status} service={service} event={event} ")))
 }
 
 fn fingerprint(line: &str) -> &str {
-    line.split_once(" fingerprint=").and_then(|(_, rest)| rest.split(':').next()).unwrap_or_else(|| panic!("no fingerprint: {line}"))
+    line.split_once(" fingerprint=")
+        .and_then(|(_, rest)| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no fingerprint: {line}"))
 }
 
 /// How many log lines of the daemon contain `text`.
@@ -90,7 +95,10 @@ fn service(daemon: &Daemon, name: &str) -> serde_json::Value {
 
 #[test]
 fn puma_a_bloated_worker_is_alerted_and_reloaded_which_replaces_the_workers_under_the_same_master() {
-    if !privileged_with("puma_a_bloated_worker_is_alerted_and_reloaded_which_replaces_the_workers_under_the_same_master", PROGRAMS) {
+    if !privileged_with(
+        "puma_a_bloated_worker_is_alerted_and_reloaded_which_replaces_the_workers_under_the_same_master",
+        PROGRAMS,
+    ) {
         return;
     }
     let apps = Apps::new("bloat");
@@ -164,7 +172,10 @@ fn puma_restarted_by_the_operator_is_no_crash_and_counts_exactly_one_restart() {
 
 #[test]
 fn puma_master_killed_with_sigkill_is_one_crash_alert_one_restart_and_one_counted_restart() {
-    if !privileged_with("puma_master_killed_with_sigkill_is_one_crash_alert_one_restart_and_one_counted_restart", PROGRAMS) {
+    if !privileged_with(
+        "puma_master_killed_with_sigkill_is_one_crash_alert_one_restart_and_one_counted_restart",
+        PROGRAMS,
+    ) {
         return;
     }
     let apps = Apps::new("kill-master");
@@ -228,7 +239,8 @@ fn sidekiq_restarted_by_inspeq_leaves_no_down_alert_without_its_up() {
     apps.start_redis();
     let first = apps.start_sidekiq();
     // No exit rules: Inspeqtor's default, a down alert and an up alert.
-    let daemon = daemon(&apps, "sidekiq", "check service sidekiq with scope user\n  if memory:rss > 128m then restart\n");
+    let daemon =
+        daemon(&apps, "sidekiq", "check service sidekiq with scope user\n  if memory:rss > 128m then restart\n");
     assert_eq!(daemon.wait_up("sidekiq", INIT_LIMIT), first);
     let idle = rss_bytes(first).unwrap();
     assert!(idle < 96 << 20, "sidekiq idles at {idle} bytes, too close to the rule's 128m");
@@ -247,7 +259,9 @@ fn sidekiq_restarted_by_inspeq_leaves_no_down_alert_without_its_up() {
     // inspeq's own restart opens nothing: no down, so no up either.
     assert_eq!((downs.len(), ups.len()), (0, 0), "{:#?}", daemon.stdout.all());
     for (at, down) in lines.iter().enumerate().filter(|(_, l)| is_event(l, "sidekiq", "process_down")) {
-        let up = lines[at + 1..].iter().find(|l| is_event(l, "sidekiq", "process_up") && fingerprint(l) == fingerprint(down));
+        let up = lines[at + 1..]
+            .iter()
+            .find(|l| is_event(l, "sidekiq", "process_up") && fingerprint(l) == fingerprint(down));
         assert!(up.is_some(), "a down alert with no up after it: {down}\n{lines:#?}");
     }
 }

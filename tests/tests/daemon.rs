@@ -31,7 +31,6 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_inspeq-workload");
 /// A systemd user manager and the user bus its stock dbus.socket starts.
 const SYSTEMD_USER: &[&str] = &["/lib/systemd/systemd", "/usr/bin/dbus-daemon", "/usr/lib/systemd/user/dbus.socket"];
 
-
 /// `inspeq-workload serve MARKS` started by the test itself (no init system),
 /// killed when dropped.
 struct Workload {
@@ -67,7 +66,6 @@ impl Drop for Workload {
     }
 }
 
-
 /// `inspeq.conf` with a cycle of `secs` seconds.
 fn conf(secs: u64) -> String {
     format!("set cycle_time {secs}\nset deploy_length 60\n")
@@ -86,7 +84,10 @@ fn a_matched_process_killed_with_sigkill_raises_one_crash_alert_naming_the_signa
         .file("inspeq.conf", &conf(1))
         .file(
             "services.d/worker.inq",
-            &format!("check process inspeq-crash-worker with matching \"{}\"\n  if crashed then alert\n", workload.pattern()),
+            &format!(
+                "check process inspeq-crash-worker with matching \"{}\"\n  if crashed then alert\n",
+                workload.pattern()
+            ),
         )
         .start();
     let pid = daemon.wait_up("inspeq-crash-worker", LIMIT);
@@ -118,7 +119,10 @@ fn without_ebpf_a_killed_process_is_a_crash_even_when_its_status_is_unknown() {
         let mut workload = Workload::start(&scratch);
         let builder = Daemon::builder(&format!("tier-{tier}")).file("inspeq.conf", &conf(1)).file(
             "services.d/worker.inq",
-            &format!("check process inspeq-tier-worker with matching \"{}\"\n  if crashed then alert\n", workload.pattern()),
+            &format!(
+                "check process inspeq-tier-worker with matching \"{}\"\n  if crashed then alert\n",
+                workload.pattern()
+            ),
         );
         let daemon = flags.iter().fold(builder, |b, f| b.arg(f)).start();
         assert_eq!(daemon.status()["kernel"]["mode"], tier);
@@ -128,7 +132,12 @@ fn without_ebpf_a_killed_process_is_a_crash_even_when_its_status_is_unknown() {
         let _ = workload.child.wait();
         let alert = daemon.stdout.wait("the crash alert", LIMIT, |l| is_alert(l, "inspeq-tier-worker", "crashed"));
         assert!(alert.contains(&format!("pid {pid} {how}")), "{tier}: {alert}");
-        assert_eq!(daemon.stdout.count(|l| is_alert(l, "inspeq-tier-worker", "crashed")), 1, "{:#?}", daemon.stdout.all());
+        assert_eq!(
+            daemon.stdout.count(|l| is_alert(l, "inspeq-tier-worker", "crashed")),
+            1,
+            "{:#?}",
+            daemon.stdout.all()
+        );
     }
 }
 
@@ -300,7 +309,10 @@ fn every_control_command_answers() {
         .file("jobs.d/x.inq", "check jobs\nnightly happens every 1 day\n")
         .file(
             "services.d/web.inq",
-            &format!("check process inspeq-ctl-web with matching \"{}\"\n  if memory:rss > 100g then alert\n", workload.pattern()),
+            &format!(
+                "check process inspeq-ctl-web with matching \"{}\"\n  if memory:rss > 100g then alert\n",
+                workload.pattern()
+            ),
         )
         .start();
     let pid = daemon.wait_up("inspeq-ctl-web", LIMIT);
@@ -313,7 +325,10 @@ fn every_control_command_answers() {
     assert_eq!(status["cycle_secs"], 1);
     assert_eq!(status["kernel"]["mode"], "ebpf");
     let web = daemon.service("inspeq-ctl-web").unwrap();
-    assert_eq!((web["state"].as_str(), web["pid"].as_u64(), web["watched_by"].as_str()), (Some("up"), Some(u64::from(pid)), Some("tree")));
+    assert_eq!(
+        (web["state"].as_str(), web["pid"].as_u64(), web["watched_by"].as_str()),
+        (Some("up"), Some(u64::from(pid)), Some("tree"))
+    );
     assert_eq!(status["jobs"][0]["name"], "nightly");
     assert_eq!(status["jobs"][0]["every_secs"], 86400);
 
@@ -321,7 +336,8 @@ fn every_control_command_answers() {
     let metrics = wait_for("export to have the service's and the host's metrics", LIMIT, || {
         let export: serde_json::Value = serde_json::from_str(&daemon.ctl_ok(&["export"])).unwrap();
         let metrics = export["metrics"].as_array()?.clone();
-        let has = |t: &str, m: &str| metrics.iter().any(|v| v["target"] == t && v["metric"] == m && v["value"].is_number());
+        let has =
+            |t: &str, m: &str| metrics.iter().any(|v| v["target"] == t && v["metric"] == m && v["value"].is_number());
         (has("host", "load:1") && has("inspeq-ctl-web", "memory:rss")).then_some(metrics)
     });
     let rss = metrics.iter().find(|v| v["target"] == "inspeq-ctl-web" && v["metric"] == "memory:rss").unwrap();
@@ -395,14 +411,19 @@ fn a_reload_keeps_the_state_of_unchanged_rules_and_the_metric_history() {
         .file("host.inq", "check host\n  if load:1 < 0 then alert\n")
         .file(
             "services.d/bloat.inq",
-            &format!("check process {service} with matching \"{}\"\n  if memory:rss > 64m then alert\n", workload.pattern()),
+            &format!(
+                "check process {service} with matching \"{}\"\n  if memory:rss > 64m then alert\n",
+                workload.pattern()
+            ),
         )
         .start();
     let pid = daemon.wait_up(service, LIMIT);
     // SAFETY: kill(2) on the workload this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
     daemon.stdout.wait("the memory alert", LIMIT, |l| is_alert(l, service, "rule_failed"));
-    wait_for("the workload to finish growing", LIMIT, || marks(&workload.marks).contains(&"GREW".to_owned()).then_some(()));
+    wait_for("the workload to finish growing", LIMIT, || {
+        marks(&workload.marks).contains(&"GREW".to_owned()).then_some(())
+    });
 
     // A reload that changes nothing about this service, by inspeqctl and by SIGHUP.
     let before = history_len(&daemon, service, "memory:rss");
@@ -425,7 +446,8 @@ fn check_reports_a_broken_directory_compiler_style_without_a_daemon() {
     let scratch = Scratch::new("daemon-check");
     std::fs::create_dir_all(scratch.dir.join("services.d")).unwrap();
     std::fs::write(scratch.dir.join("inspeq.conf"), "set cycle_time 1\n").unwrap();
-    std::fs::write(scratch.dir.join("services.d/bad.inq"), "check service web\n  if memory:rss > then alert\n").unwrap();
+    std::fs::write(scratch.dir.join("services.d/bad.inq"), "check service web\n  if memory:rss > then alert\n")
+        .unwrap();
     let out = Command::new(tests::inspeqctl())
         .args(["--socket", "/nonexistent/inspeq.sock", "check"])
         .arg(&scratch.dir)
@@ -437,7 +459,10 @@ fn check_reports_a_broken_directory_compiler_style_without_a_daemon() {
     let rest = &stdout[at + "bad.inq:2:".len()..];
     let col: String = rest.chars().take_while(char::is_ascii_digit).collect();
     assert!(!col.is_empty() && rest[col.len()..].starts_with(": error: "), "{stdout}");
-    assert!(stdout.contains("if memory:rss > then alert") && stdout.contains('^'), "no source line and caret: {stdout}");
+    assert!(
+        stdout.contains("if memory:rss > then alert") && stdout.contains('^'),
+        "no source line and caret: {stdout}"
+    );
 
     // And a good directory is ok.
     std::fs::remove_file(scratch.dir.join("services.d/bad.inq")).unwrap();
@@ -475,7 +500,10 @@ fn systemd_a_crash_is_alerted_once_restarted_and_the_new_main_process_is_watched
 
     let daemon = Daemon::builder("systemd-crash")
         .file("inspeq.conf", &conf(1))
-        .file("services.d/crash.inq", &format!("check service {service} with scope user\n  if crashed then alert, restart\n"))
+        .file(
+            "services.d/crash.inq",
+            &format!("check service {service} with scope user\n  if crashed then alert, restart\n"),
+        )
         .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
         .start();
     assert_eq!(daemon.wait_up(service, INIT_LIMIT), first);
@@ -486,7 +514,9 @@ fn systemd_a_crash_is_alerted_once_restarted_and_the_new_main_process_is_watched
     kill9(first);
     let alert = daemon.stdout.wait("the first crash alert", LIMIT, |l| is_alert(l, service, "crashed"));
     assert!(alert.contains(&format!("pid {first} was killed by signal 9")), "{alert}");
-    daemon.stderr.wait("the restart request", LIMIT, |l| l.contains(&format!("service `{service}`: restart requested")));
+    daemon
+        .stderr
+        .wait("the restart request", LIMIT, |l| l.contains(&format!("service `{service}`: restart requested")));
     daemon.stderr.wait("the restart", INIT_LIMIT, |l| l.contains(&format!("service `{service}`: restart done")));
     let second = wait_for("systemd to give the unit a new main pid", INIT_LIMIT, || {
         let pid = main_pid(&manager, &unit);
@@ -503,7 +533,9 @@ fn systemd_a_crash_is_alerted_once_restarted_and_the_new_main_process_is_watched
     kill9(second);
     let alert = daemon.stdout.wait_nth("the second crash alert", 1, LIMIT, |l| is_alert(l, service, "crashed"));
     assert!(alert.contains(&format!("pid {second} was killed by signal 9")), "{alert}");
-    daemon.stderr.wait_nth("the second restart", 1, INIT_LIMIT, |l| l.contains(&format!("service `{service}`: restart done")));
+    daemon
+        .stderr
+        .wait_nth("the second restart", 1, INIT_LIMIT, |l| l.contains(&format!("service `{service}`: restart done")));
     daemon.wait_up_not(service, Some(second), INIT_LIMIT);
 }
 
@@ -520,7 +552,10 @@ fn systemd_kill9_is_a_crash_and_restarted(name: &str, flags: &[&str], tier: &str
     let first = main_pid(&manager, &unit);
     let builder = Daemon::builder(&format!("systemd-{name}"))
         .file("inspeq.conf", &conf(cycle_secs))
-        .file("services.d/crash.inq", &format!("check service {service} with scope user\n  if crashed then alert, restart\n"))
+        .file(
+            "services.d/crash.inq",
+            &format!("check service {service} with scope user\n  if crashed then alert, restart\n"),
+        )
         .env("XDG_RUNTIME_DIR", &manager.runtime_dir);
     let daemon = flags.iter().fold(builder, |b, f| b.arg(f)).start();
     let kernel = daemon.status()["kernel"].clone();
@@ -633,7 +668,12 @@ fn systemd_a_memory_rule_fires_at_the_crossing_not_at_the_next_cycle() {
     assert_eq!((status["state"].as_str(), status["pid"].as_u64()), (Some("up"), Some(u64::from(pid))), "{status}");
     assert_eq!(status["rules"][0]["state"], "triggered", "{status}");
     assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "rule_failed")), 1, "{:#?}", daemon.stdout.all());
-    assert_eq!(daemon.stdout.count(|l| is_alert(l, service, "crashed")), 0, "a reload is no crash: {:#?}", daemon.stdout.all());
+    assert_eq!(
+        daemon.stdout.count(|l| is_alert(l, service, "crashed")),
+        0,
+        "a reload is no crash: {:#?}",
+        daemon.stdout.all()
+    );
 }
 
 #[test]
@@ -726,7 +766,12 @@ fn systemd_a_phased_restart_that_replaces_the_workers_is_no_crash() {
         std::thread::sleep(Duration::from_millis(20));
         workers(&marks(&marks_file)).len() >= 2
     });
-    assert!(replaced, "no phased restart; marks: {:?}; stderr: {:#?}", std::fs::read_to_string(&marks_file), daemon.stderr.all());
+    assert!(
+        replaced,
+        "no phased restart; marks: {:?}; stderr: {:#?}",
+        std::fs::read_to_string(&marks_file),
+        daemon.stderr.all()
+    );
     // A few cycles for anything late to show up.
     let cycles = history_len(&daemon, service, "memory:rss");
     wait_for("three more cycles", LIMIT, || (history_len(&daemon, service, "memory:rss") >= cycles + 3).then_some(()));
@@ -738,7 +783,10 @@ fn systemd_a_phased_restart_that_replaces_the_workers_is_no_crash() {
 
 #[test]
 fn systemd_status_counts_the_services_processes_and_shows_each_rules_value_in_its_unit() {
-    if !privileged_with("systemd_status_counts_the_services_processes_and_shows_each_rules_value_in_its_unit", SYSTEMD_USER) {
+    if !privileged_with(
+        "systemd_status_counts_the_services_processes_and_shows_each_rules_value_in_its_unit",
+        SYSTEMD_USER,
+    ) {
         return;
     }
     let manager = UserManager::start("daemon-status");
@@ -750,7 +798,10 @@ fn systemd_status_counts_the_services_processes_and_shows_each_rules_value_in_it
     // processes in the unit's cgroup, and no `forks` rule to report any of them.
     manager.add_unit(
         &unit,
-        &format!("[Unit]\nDescription=Puma-like, busy\n\n[Service]\nExecStart={WORKLOAD} puma {} 10\nRestart=no\n", marks_file.display()),
+        &format!(
+            "[Unit]\nDescription=Puma-like, busy\n\n[Service]\nExecStart={WORKLOAD} puma {} 10\nRestart=no\n",
+            marks_file.display()
+        ),
     );
     manager.systemctl_ok(&["start", &unit]);
     let master = main_pid(&manager, &unit);
@@ -776,8 +827,17 @@ fn systemd_status_counts_the_services_processes_and_shows_each_rules_value_in_it
     });
     let s = status["services"].as_array().unwrap().iter().find(|s| s["name"] == service).unwrap();
     assert_eq!((s["watched_by"].as_str(), s["processes"].as_u64()), (Some("cgroup"), Some(3)), "{s:#}");
-    let rule = |text: &str| s["rules"].as_array().unwrap().iter().find(|r| r["rule"] == text).unwrap_or_else(|| panic!("no `{text}` in {s:#}"));
-    for (text, unit) in [("memory:rss > 1g", "bytes"), ("memory:total_rss > 10g", "bytes"), ("cpu:total_user > 95%", "percent")] {
+    let rule = |text: &str| {
+        s["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rule"] == text)
+            .unwrap_or_else(|| panic!("no `{text}` in {s:#}"))
+    };
+    for (text, unit) in
+        [("memory:rss > 1g", "bytes"), ("memory:total_rss > 10g", "bytes"), ("cpu:total_user > 95%", "percent")]
+    {
         let r = rule(text);
         assert!(r["value"].as_f64().is_some_and(|v| v > 0.0), "{r}");
         assert_eq!(r["unit"], unit, "{r}");
@@ -807,10 +867,17 @@ fn systemd_status_counts_the_services_processes_and_shows_each_rules_value_in_it
     let figures: Vec<&str> = first.split_whitespace().skip(2).collect();
     assert_eq!(figures.len(), 6, "{show}");
     for pair in figures.chunks(2) {
-        let value: f64 = pair[1].strip_suffix('%').unwrap_or_else(|| panic!("`{}` is no percentage: {show}", pair[1])).parse().unwrap();
+        let value: f64 = pair[1]
+            .strip_suffix('%')
+            .unwrap_or_else(|| panic!("`{}` is no percentage: {show}", pair[1]))
+            .parse()
+            .unwrap();
         assert!((0.0..60.0).contains(&value), "{show}");
     }
     let human = daemon.ctl_ok(&["status"]);
     assert!(human.contains(&format!("{service} (systemd) up pid {master}, 3 process(es)")), "{human}");
-    assert!(human.contains("[ok] cpu:total_user > 95% — ") && human.contains("[ok] crashed — no exit seen yet"), "{human}");
+    assert!(
+        human.contains("[ok] cpu:total_user > 95% — ") && human.contains("[ok] crashed — no exit seen yet"),
+        "{human}"
+    );
 }

@@ -7,11 +7,7 @@
 //! observed through the kernel path with its status; a missing service is
 //! NotFound and a stopped one Down. Root and BTF needed (see `tests::privileged`).
 
-use std::{
-    path::Path,
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use inspeq_daemon::{
     init::{
@@ -34,7 +30,6 @@ const SYSTEMD_USER: &[&str] = &["/lib/systemd/systemd", "/usr/bin/dbus-daemon", 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
-
 
 fn name(s: &str) -> ServiceName {
     ServiceName::new(s).unwrap()
@@ -95,7 +90,11 @@ fn up(status: &ServiceStatus) -> u32 {
 
 /// The pids in a cgroup directory (not its children).
 fn cgroup_procs(dir: &Path) -> Vec<u32> {
-    std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.parse().ok()).collect()
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
 }
 
 // ---------------------------------------------------------------- systemd
@@ -156,7 +155,11 @@ fn systemd_unknown_unit_is_not_found_and_a_stopped_one_is_down() {
         let missing = systemd.lookup(&name("inspeq-no-such-unit")).await.unwrap();
         assert_eq!(missing.state, ServiceState::NotFound, "{missing:?}");
         let stopped = systemd.lookup(&name("inspeq-stopped")).await.unwrap();
-        assert_eq!((stopped.state, stopped.main_pid, stopped.cgroup.as_ref()), (ServiceState::Down, None, None), "{stopped:?}");
+        assert_eq!(
+            (stopped.state, stopped.main_pid, stopped.cgroup.as_ref()),
+            (ServiceState::Down, None, None),
+            "{stopped:?}"
+        );
         let err = systemd.restart(&name("inspeq-no-such-unit")).await.unwrap_err();
         assert!(matches!(err, InitError::NotFound { init: InitKind::Systemd, .. }), "{err}");
         // Restarting a stopped unit starts it.
@@ -303,7 +306,10 @@ fn runit(dir: &RunitDir, reload_signal: ReloadSignal) -> Runit {
 
 #[test]
 fn runit_lookup_finds_the_supervised_pid_and_a_kill_is_observed() {
-    if !privileged_with("runit_lookup_finds_the_supervised_pid_and_a_kill_is_observed", &["/usr/bin/runsvdir", "/usr/bin/sv"]) {
+    if !privileged_with(
+        "runit_lookup_finds_the_supervised_pid_and_a_kill_is_observed",
+        &["/usr/bin/runsvdir", "/usr/bin/sv"],
+    ) {
         return;
     }
     let mut dir = RunitDir::start("lookup");
@@ -319,14 +325,18 @@ fn runit_lookup_finds_the_supervised_pid_and_a_kill_is_observed() {
         assert_eq!(status.watch_target(), Some(WatchTarget::Tree(pid)));
         kill9_is_observed(&mut monitor, &WatchTarget::Tree(pid), pid).await;
         // runsv brings it back with a new pid, which the next lookup finds.
-        let again = lookup_until(&runit, &name("web"), "runsv to restart it", |s| s.main_pid.is_some_and(|p| p != pid)).await;
+        let again =
+            lookup_until(&runit, &name("web"), "runsv to restart it", |s| s.main_pid.is_some_and(|p| p != pid)).await;
         assert_eq!(Some(up(&again)), dir.running_pid("web"));
     });
 }
 
 #[test]
 fn runit_restart_yields_a_new_pid_and_reload_sends_the_configured_signal() {
-    if !privileged_with("runit_restart_yields_a_new_pid_and_reload_sends_the_configured_signal", &["/usr/bin/runsvdir", "/usr/bin/sv"]) {
+    if !privileged_with(
+        "runit_restart_yields_a_new_pid_and_reload_sends_the_configured_signal",
+        &["/usr/bin/runsvdir", "/usr/bin/sv"],
+    ) {
         return;
     }
     let mut dir = RunitDir::start("restart");
@@ -350,7 +360,10 @@ fn runit_restart_yields_a_new_pid_and_reload_sends_the_configured_signal() {
 
 #[test]
 fn runit_unknown_service_is_not_found_and_a_stopped_one_is_down() {
-    if !privileged_with("runit_unknown_service_is_not_found_and_a_stopped_one_is_down", &["/usr/bin/runsvdir", "/usr/bin/sv"]) {
+    if !privileged_with(
+        "runit_unknown_service_is_not_found_and_a_stopped_one_is_down",
+        &["/usr/bin/runsvdir", "/usr/bin/sv"],
+    ) {
         return;
     }
     let mut dir = RunitDir::start("states");
@@ -436,8 +449,11 @@ fn initd_pidfiles_in_a_subdirectory_or_configured_are_found() {
         assert_eq!(up(&initd(&dir).lookup(&name("inspeq-sub")).await.unwrap()), pidfile_pid(&sub));
         // `with pidfile PATH` for a pidfile the defaults would not find.
         assert_eq!(initd(&dir).lookup(&name("inspeq-custom")).await.unwrap().state, ServiceState::Down);
-        let mut options =
-            InitDOptions { script_dir: dir.script_dir.clone(), run_dir: dir.run_dir.clone(), ..InitDOptions::default() };
+        let mut options = InitDOptions {
+            script_dir: dir.script_dir.clone(),
+            run_dir: dir.run_dir.clone(),
+            ..InitDOptions::default()
+        };
         options.pidfiles.insert(name("inspeq-custom"), custom.clone());
         assert_eq!(up(&InitD::new(options).lookup(&name("inspeq-custom")).await.unwrap()), pidfile_pid(&custom));
     });
@@ -445,7 +461,8 @@ fn initd_pidfiles_in_a_subdirectory_or_configured_are_found() {
 
 #[test]
 fn initd_unknown_script_is_not_found_and_a_stopped_service_is_down() {
-    if !privileged_with("initd_unknown_script_is_not_found_and_a_stopped_service_is_down", &["/sbin/start-stop-daemon"]) {
+    if !privileged_with("initd_unknown_script_is_not_found_and_a_stopped_service_is_down", &["/sbin/start-stop-daemon"])
+    {
         return;
     }
     let mut dir = InitdDir::new("states");
@@ -471,7 +488,11 @@ fn tests_process_alive(pid: u32) -> bool {
 // ---------------------------------------------------------------- upstart (fake initctl)
 
 fn upstart(fake: &FakeUpstart) -> Upstart {
-    Upstart::new(UpstartOptions { initctl: fake.initctl.clone(), job_dir: fake.job_dir.clone(), timeouts: Timeouts::default() })
+    Upstart::new(UpstartOptions {
+        initctl: fake.initctl.clone(),
+        job_dir: fake.job_dir.clone(),
+        timeouts: Timeouts::default(),
+    })
 }
 
 #[test]
@@ -559,7 +580,10 @@ fn upstart_logger_pipeline_is_reported_and_the_servers_crash_is_seen_through_the
 
 #[test]
 fn process_by_pidfile_restarts_with_its_restart_command_and_reloads_by_signal() {
-    if !privileged_with("process_by_pidfile_restarts_with_its_restart_command_and_reloads_by_signal", &["/sbin/start-stop-daemon"]) {
+    if !privileged_with(
+        "process_by_pidfile_restarts_with_its_restart_command_and_reloads_by_signal",
+        &["/sbin/start-stop-daemon"],
+    ) {
         return;
     }
     // An init.d-style script, run here as a plain `restart_command`.
@@ -636,14 +660,19 @@ fn process_matching_a_command_line_is_found_and_watched_as_a_tree() {
 }
 
 fn regex_escape(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '/' || c == '-' { c.to_string() } else { format!("\\{c}") }).collect()
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '/' || c == '-' { c.to_string() } else { format!("\\{c}") })
+        .collect()
 }
 
 // ---------------------------------------------------------------- resolution
 
 #[test]
 fn a_service_resolves_to_the_first_init_system_that_knows_it() {
-    if !privileged_with("a_service_resolves_to_the_first_init_system_that_knows_it", &["/usr/bin/runsvdir", "/sbin/start-stop-daemon"]) {
+    if !privileged_with(
+        "a_service_resolves_to_the_first_init_system_that_knows_it",
+        &["/usr/bin/runsvdir", "/sbin/start-stop-daemon"],
+    ) {
         return;
     }
     let fake = FakeUpstart::new("resolve");
@@ -651,7 +680,8 @@ fn a_service_resolves_to_the_first_init_system_that_knows_it() {
     let command = dir.scratch.service_command(&dir.scratch.dir.join("marks"));
     let pid = dir.add_service("only-in-runit", &command);
     runtime().block_on(async {
-        let systems: Vec<Arc<dyn InitSystem>> = vec![Arc::new(upstart(&fake)), Arc::new(runit(&dir, ReloadSignal::Hup))];
+        let systems: Vec<Arc<dyn InitSystem>> =
+            vec![Arc::new(upstart(&fake)), Arc::new(runit(&dir, ReloadSignal::Hup))];
         let (found, errors) = resolve(&systems, &name("only-in-runit")).await;
         assert!(errors.is_empty(), "{errors:?}");
         let (index, status) = found.expect("runit knows it");

@@ -24,7 +24,12 @@ fn scratch(name: &str) -> PathBuf {
 
 fn run(command: &mut Command) -> String {
     let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(out.status.success(), "{command:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -71,7 +76,9 @@ fn install_into_a_prefix_gives_a_working_daemon_layout() {
     );
     let unit = std::fs::read_to_string(dir.join("units/inspeqd.service")).unwrap();
     assert!(unit.contains(&format!("ExecStart={}", dir.join("usr/bin/inspeqd").display())), "{unit}");
-    assert!(unit.contains("Type=notify") && unit.contains("NoNewPrivileges=yes") && unit.contains("ProtectSystem=strict"));
+    assert!(
+        unit.contains("Type=notify") && unit.contains("NoNewPrivileges=yes") && unit.contains("ProtectSystem=strict")
+    );
     // Above the 1024 default: the control socket's connections and the pidfds must fit with room to spare.
     assert!(unit.contains("\nLimitNOFILE=4096\n"), "{unit}");
     let check = run(Command::new(dir.join("usr/bin/inspeqctl")).arg("check").arg(dir.join("etc/inspeq")));
@@ -80,7 +87,10 @@ fn install_into_a_prefix_gives_a_working_daemon_layout() {
     // A second install keeps what the operator changed.
     std::fs::write(dir.join("etc/inspeq/host.inq"), "check host\n  if load:1 > 3 then alert\n").unwrap();
     install(&dir, &bins);
-    assert_eq!(std::fs::read_to_string(dir.join("etc/inspeq/host.inq")).unwrap(), "check host\n  if load:1 > 3 then alert\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("etc/inspeq/host.inq")).unwrap(),
+        "check host\n  if load:1 > 3 then alert\n"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -102,7 +112,16 @@ fn the_debian_package_carries_the_same_and_enables_the_service() {
     assert_eq!(run(Command::new("dpkg-deb").arg("--field").arg(&deb).arg("Package")).trim(), "inspeq");
     let dir = scratch("deb");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir));
-    assert_files(&dir, &["usr/bin/inspeqd", "usr/bin/inspeqctl", "lib/systemd/system/inspeqd.service", "usr/share/man/man8/inspeqd.8", "etc/inspeq/inspeq.conf"]);
+    assert_files(
+        &dir,
+        &[
+            "usr/bin/inspeqd",
+            "usr/bin/inspeqctl",
+            "lib/systemd/system/inspeqd.service",
+            "usr/share/man/man8/inspeqd.8",
+            "etc/inspeq/inspeq.conf",
+        ],
+    );
     let unit = std::fs::read_to_string(dir.join("lib/systemd/system/inspeqd.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/inspeqd"), "{unit}");
     let control = dir.join("DEBIAN");

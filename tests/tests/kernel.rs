@@ -42,7 +42,11 @@ fn ebpf(options: Options) -> Monitor {
 
 /// Reads observations until `done` says so or `limit` passes (a guard against a
 /// hang, not a performance assertion).
-async fn collect(monitor: &mut Monitor, limit: Duration, mut done: impl FnMut(&[Observation]) -> bool) -> Vec<Observation> {
+async fn collect(
+    monitor: &mut Monitor,
+    limit: Duration,
+    mut done: impl FnMut(&[Observation]) -> bool,
+) -> Vec<Observation> {
     let mut all = Vec::new();
     let deadline = tokio::time::Instant::now() + limit;
     while !done(&all) {
@@ -88,7 +92,11 @@ fn exits_in_a_watched_cgroup_match_waitpid() {
         let signals = ["TERM", "KILL", "INT", "HUP", "USR1", "ABRT", "QUIT", "PIPE"];
         let mut expected = BTreeMap::new();
         for i in 0..200 {
-            let script = if i % 5 == 4 { format!("kill -{} $$", signals[i / 5 % signals.len()]) } else { format!("exit {}", (i * 37) % 256) };
+            let script = if i % 5 == 4 {
+                format!("kill -{} $$", signals[i / 5 % signals.len()])
+            } else {
+                format!("exit {}", (i * 37) % 256)
+            };
             let mut child = sh_in(&script, &[&cg.dir]);
             let pid = child.id();
             expected.insert(pid, status_of(child.wait().unwrap()));
@@ -98,7 +106,10 @@ fn exits_in_a_watched_cgroup_match_waitpid() {
         for e in exits(&seen) {
             assert!(reported.insert(e.pid, e.status).is_none(), "pid {} reported twice", e.pid);
             assert!(!e.oom_killed);
-            assert_eq!(e.cgroup_id, std::fs::metadata(&cg.dir).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap());
+            assert_eq!(
+                e.cgroup_id,
+                std::fs::metadata(&cg.dir).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap()
+            );
         }
         assert_eq!(reported, expected, "reported exits differ from what waitpid said");
         assert!(expected.values().any(|s| matches!(s, ExitStatus::Signaled { signal: 9, .. })));
@@ -114,7 +125,9 @@ fn an_unwatched_cgroup_produces_nothing() {
     let other = TestCgroup::new("unwatched");
     runtime().block_on(async {
         let mut monitor = ebpf(Options::default());
-        monitor.watch(&WatchTarget::Cgroup(watched.dir.clone()), WatchSettings { forks: true, rss: None, total_rss: None }).unwrap();
+        monitor
+            .watch(&WatchTarget::Cgroup(watched.dir.clone()), WatchSettings { forks: true, rss: None, total_rss: None })
+            .unwrap();
         let mut quiet = Vec::new();
         for i in 0..20 {
             let mut child = sh_in(&format!("sh -c 'exit {i}'; exit {i}"), &[&other.dir]);
@@ -126,7 +139,8 @@ fn an_unwatched_cgroup_produces_nothing() {
         let mut sentinel = sh_in("exit 42", &[&watched.dir]);
         let sentinel_pid = sentinel.id();
         sentinel.wait().unwrap();
-        let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == sentinel_pid)).await;
+        let seen =
+            collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == sentinel_pid)).await;
         assert!(exits(&seen).iter().any(|e| e.pid == sentinel_pid && e.status == ExitStatus::Exited(42)));
         for o in &seen {
             let pids = match o {
@@ -154,7 +168,9 @@ fn a_watched_pid_tree_includes_children_and_grandchildren() {
             .spawn()
             .unwrap();
         let root_pid = root.id();
-        let id = monitor.watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None, total_rss: None }).unwrap();
+        let id = monitor
+            .watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None, total_rss: None })
+            .unwrap();
 
         let mut unrelated = Command::new("/bin/sh").arg("-c").arg("exit 9").spawn().unwrap();
         let unrelated_pid = unrelated.id();
@@ -201,7 +217,9 @@ fn rss_crossing_is_reported_once_each_way() {
         let crossings: Vec<(RssDirection, u64)> = seen
             .iter()
             .filter_map(|o| match o {
-                Observation::RssCrossed { pid: p, direction, rss_bytes, .. } if *p == pid => Some((*direction, *rss_bytes)),
+                Observation::RssCrossed { pid: p, direction, rss_bytes, .. } if *p == pid => {
+                    Some((*direction, *rss_bytes))
+                }
                 _ => None,
             })
             .collect();
@@ -231,7 +249,8 @@ fn an_oom_killed_process_is_reported_as_such() {
     runtime().block_on(async {
         let mut monitor = ebpf(Options::default());
         monitor.watch(&WatchTarget::Cgroup(watched.dir.clone()), WatchSettings::default()).unwrap();
-        let cgroups: Vec<&std::path::Path> = if limit_cg.is_some() { vec![&watched.dir, &limit_dir] } else { vec![&watched.dir] };
+        let cgroups: Vec<&std::path::Path> =
+            if limit_cg.is_some() { vec![&watched.dir, &limit_dir] } else { vec![&watched.dir] };
         let mut child = workload(&["alloc", "128", "0", "0"], &cgroups).spawn().unwrap();
         let pid = child.id();
         let status = child.wait().unwrap();
@@ -247,7 +266,11 @@ fn an_oom_killed_process_is_reported_as_such() {
 /// pid, the status `waitpid` gave, and every exit reported from that cgroup:
 /// gathered until the workload's own exit and for 300 ms more, so that a second
 /// report (a thread's exit taken for the process's) would be seen too.
-async fn lone_workload_exits(monitor: &mut Monitor, cg: &TestCgroup, args: &[&str]) -> (u32, ExitStatus, Vec<(u32, ExitStatus)>) {
+async fn lone_workload_exits(
+    monitor: &mut Monitor,
+    cg: &TestCgroup,
+    args: &[&str],
+) -> (u32, ExitStatus, Vec<(u32, ExitStatus)>) {
     let mut child = workload(args, &[&cg.dir]).spawn().unwrap();
     let pid = child.id();
     let status = status_of(child.wait().unwrap());
@@ -304,7 +327,9 @@ fn an_oom_kill_under_memory_max_is_reported() {
             "{test}: no memory.max in {}: the memory controller is not enabled in the parent's cgroup.subtree_control",
             cg.dir.display()
         );
-        eprintln!("skipped {test}: cgroup2 has no memory controller here (it is on cgroup v1 or not in cgroup.subtree_control)");
+        eprintln!(
+            "skipped {test}: cgroup2 has no memory controller here (it is on cgroup v1 or not in cgroup.subtree_control)"
+        );
         return;
     }
     std::fs::write(cg.dir.join("memory.max"), (16u64 << 20).to_string()).unwrap();
@@ -321,7 +346,10 @@ fn an_oom_kill_under_memory_max_is_reported() {
         let exit = exits(&seen).into_iter().find(|e| e.pid == pid).expect("exit reported");
         assert!(exit.oom_killed, "{exit:?}");
         assert_eq!(exit.status, ExitStatus::Signaled { signal: 9, core_dumped: false });
-        assert_eq!(exit.cgroup_id, std::fs::metadata(&cg.dir).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap());
+        assert_eq!(
+            exit.cgroup_id,
+            std::fs::metadata(&cg.dir).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap()
+        );
     });
 }
 
@@ -334,10 +362,15 @@ fn a_full_ring_buffer_reports_lost_events_with_the_kernel_count() {
     runtime().block_on(async {
         // One page of ring, and nobody reading while the storm runs.
         let mut monitor = ebpf(Options { ring_bytes: Some(4096), ..Options::default() });
-        monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings { forks: true, rss: None, total_rss: None }).unwrap();
+        monitor
+            .watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings { forks: true, rss: None, total_rss: None })
+            .unwrap();
         assert!(workload(&["storm-n", "2000"], &[&cg.dir]).status().unwrap().success());
 
-        let seen = collect(&mut monitor, Duration::from_secs(5), |o| o.iter().any(|o| matches!(o, Observation::EventsLost { .. }))).await;
+        let seen = collect(&mut monitor, Duration::from_secs(5), |o| {
+            o.iter().any(|o| matches!(o, Observation::EventsLost { .. }))
+        })
+        .await;
         let mut lost = [0u64; 3];
         for o in &seen {
             if let Observation::EventsLost { kind, count } = o {
@@ -361,12 +394,14 @@ fn the_proc_fallback_reports_the_same_exits_within_a_cycle() {
     let cg = TestCgroup::new("fallback");
     let cycle = Duration::from_millis(300);
     runtime().block_on(async {
-        let options = Options { force_fallback: true, no_proc_connector: true, no_pidfd: true, cycle, ..Options::default() };
+        let options =
+            Options { force_fallback: true, no_proc_connector: true, no_pidfd: true, cycle, ..Options::default() };
         let mut monitor = Monitor::start(&options);
         assert!(matches!(monitor.mode(), Mode::Fallback { .. }), "{:?}", monitor.mode());
         monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
         // Children that live longer than a cycle, so polling can see them at all.
-        let mut children: Vec<_> = (0..10).map(|i| (sh_in(&format!("exec sleep 0.{}", 4 + i % 5), &[&cg.dir]), i)).collect();
+        let mut children: Vec<_> =
+            (0..10).map(|i| (sh_in(&format!("exec sleep 0.{}", 4 + i % 5), &[&cg.dir]), i)).collect();
         let mut exited_at = BTreeMap::new();
         let reaper = std::thread::spawn(move || {
             for (child, _) in &mut children {
@@ -391,7 +426,11 @@ fn the_proc_fallback_reports_the_same_exits_within_a_cycle() {
 /// The process connector tier, eBPF forced off.
 fn proc_connector(cycle: Duration) -> Monitor {
     let monitor = Monitor::start(&Options { force_fallback: true, cycle, ..Options::default() });
-    assert!(matches!(monitor.mode(), Mode::ProcConnector { .. }), "the process connector did not start: {:?}", monitor.mode());
+    assert!(
+        matches!(monitor.mode(), Mode::ProcConnector { .. }),
+        "the process connector did not start: {:?}",
+        monitor.mode()
+    );
     monitor
 }
 
@@ -406,7 +445,8 @@ fn the_proc_connector_reports_the_same_exits_as_waitpid_also_of_processes_their_
         let mut monitor = proc_connector(Duration::from_secs(3600));
         // The workload joins the cgroup, is watched, then forks 200 children that
         // exit with codes and signals, reaping each at once as systemd does.
-        let mut parent = workload(&["statuses", "200"], &[&cg.dir]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut parent =
+            workload(&["statuses", "200"], &[&cg.dir]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
         let parent_pid = parent.id();
         let procs = cg.dir.join("cgroup.procs");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -455,7 +495,9 @@ fn the_proc_connector_follows_a_process_tree_and_leaves_others_alone() {
             .spawn()
             .unwrap();
         let root_pid = root.id();
-        let id = monitor.watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None, total_rss: None }).unwrap();
+        let id = monitor
+            .watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None, total_rss: None })
+            .unwrap();
         let mut unrelated = Command::new("/bin/sh").arg("-c").arg("exit 9").spawn().unwrap();
         let unrelated_pid = unrelated.id();
         unrelated.wait().unwrap();
@@ -475,7 +517,11 @@ fn the_proc_connector_follows_a_process_tree_and_leaves_others_alone() {
         let codes: BTreeMap<u32, ExitStatus> = exits(&seen).iter().map(|e| (e.pid, e.status)).collect();
         assert_eq!(
             codes,
-            BTreeMap::from([(forks[1].1, ExitStatus::Exited(4)), (forks[0].1, ExitStatus::Exited(5)), (root_pid, ExitStatus::Exited(6))])
+            BTreeMap::from([
+                (forks[1].1, ExitStatus::Exited(4)),
+                (forks[0].1, ExitStatus::Exited(5)),
+                (root_pid, ExitStatus::Exited(6))
+            ])
         );
         assert!(exits(&seen).iter().all(|e| e.pid != unrelated_pid), "an unrelated process was reported");
     });
@@ -521,7 +567,12 @@ fn the_pidfd_tier_reports_a_killed_main_process_at_once() {
     }
     runtime().block_on(async {
         // An hour between /proc scans: an exit reported below came through its pidfd.
-        let options = Options { force_fallback: true, no_proc_connector: true, cycle: Duration::from_secs(3600), ..Options::default() };
+        let options = Options {
+            force_fallback: true,
+            no_proc_connector: true,
+            cycle: Duration::from_secs(3600),
+            ..Options::default()
+        };
         let mut monitor = Monitor::start(&options);
         assert!(matches!(monitor.mode(), Mode::Pidfd { .. }), "pidfds did not start: {:?}", monitor.mode());
         let mut zombie = Command::new("sleep").arg("1000").spawn().unwrap();
@@ -537,15 +588,23 @@ fn the_pidfd_tier_reports_a_killed_main_process_at_once() {
         // SAFETY: kill(2) on children this test started.
         unsafe { libc::kill(reaped_pid as i32, libc::SIGKILL) };
         reaped.wait().unwrap();
-        let seen = collect(&mut monitor, Duration::from_secs(30), |o| exits(o).iter().any(|e| e.pid == reaped_pid)).await;
-        let exit = exits(&seen).into_iter().find(|e| e.pid == reaped_pid).expect("the reaped process's exit, long before the next scan");
+        let seen =
+            collect(&mut monitor, Duration::from_secs(30), |o| exits(o).iter().any(|e| e.pid == reaped_pid)).await;
+        let exit = exits(&seen)
+            .into_iter()
+            .find(|e| e.pid == reaped_pid)
+            .expect("the reaped process's exit, long before the next scan");
         assert_eq!(exit.status, ExitStatus::Unknown);
 
         // Not reaped yet: the zombie still holds its wait status.
         // SAFETY: as above.
         unsafe { libc::kill(zombie_pid as i32, libc::SIGKILL) };
-        let seen = collect(&mut monitor, Duration::from_secs(30), |o| exits(o).iter().any(|e| e.pid == zombie_pid)).await;
-        let exit = exits(&seen).into_iter().find(|e| e.pid == zombie_pid).expect("the killed process's exit, long before the next scan");
+        let seen =
+            collect(&mut monitor, Duration::from_secs(30), |o| exits(o).iter().any(|e| e.pid == zombie_pid)).await;
+        let exit = exits(&seen)
+            .into_iter()
+            .find(|e| e.pid == zombie_pid)
+            .expect("the killed process's exit, long before the next scan");
         assert_eq!(exit.status, ExitStatus::Signaled { signal: 9, core_dumped: false });
         zombie.wait().unwrap();
     });
@@ -612,7 +671,17 @@ fn inspeqd_trace_prints_the_documented_json() {
     let keys: BTreeSet<&str> = exit.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        BTreeSet::from(["kind", "pid", "exit_code", "signal", "core_dumped", "oom_killed", "rss_bytes", "cgroup_id", "ktime_ns"])
+        BTreeSet::from([
+            "kind",
+            "pid",
+            "exit_code",
+            "signal",
+            "core_dumped",
+            "oom_killed",
+            "rss_bytes",
+            "cgroup_id",
+            "ktime_ns"
+        ])
     );
     assert_eq!(exit["exit_code"], serde_json::Value::Null);
     assert_eq!(exit["signal"], 15);
@@ -758,7 +827,10 @@ fn trace_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
 
 /// The `exited` line of `pid`, as (exit code, signal).
 fn exit_line(lines: &[serde_json::Value], pid: u64) -> Option<(Option<i64>, Option<i64>)> {
-    lines.iter().find(|l| l["kind"] == "exited" && l["pid"] == pid).map(|l| (l["exit_code"].as_i64(), l["signal"].as_i64()))
+    lines
+        .iter()
+        .find(|l| l["kind"] == "exited" && l["pid"] == pid)
+        .map(|l| (l["exit_code"].as_i64(), l["signal"].as_i64()))
 }
 
 #[test]
@@ -777,7 +849,13 @@ fn pids_are_those_of_the_watchers_own_pid_namespace() {
         .status()
         .expect("running unshare (util-linux, or busybox in the kernel matrix)");
     let file = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
-    assert!(status.success(), "the namespace's script failed ({status}):\n{}\n{}\n{}", file("cgroup.err"), file("tree.err"), file("pidfd.err"));
+    assert!(
+        status.success(),
+        "the namespace's script failed ({status}):\n{}\n{}\n{}",
+        file("cgroup.err"),
+        file("tree.err"),
+        file("pidfd.err")
+    );
 
     // (pid, status as `wait` gave it, what it was) in the namespace.
     let waited: Vec<(u64, i64, String)> = file("waited")
@@ -787,7 +865,8 @@ fn pids_are_those_of_the_watchers_own_pid_namespace() {
             (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].to_owned())
         })
         .collect();
-    let pid_of = |what: &str| waited.iter().find(|w| w.2 == what).unwrap_or_else(|| panic!("no {what} in {waited:?}")).0;
+    let pid_of =
+        |what: &str| waited.iter().find(|w| w.2 == what).unwrap_or_else(|| panic!("no {what} in {waited:?}")).0;
     // `wait`'s $?: a code, or 128 + the signal.
     let expect = |status: i64| if status > 128 { (None, Some(status - 128)) } else { (Some(status), None) };
 
@@ -799,21 +878,34 @@ fn pids_are_those_of_the_watchers_own_pid_namespace() {
             "pidfd" => continue,
             _ => &cgroup,
         };
-        assert_eq!(exit_line(lines, *pid), Some(expect(*status)), "{what}: pid {pid} as wait gave it; trace said:\n{cgroup:#?}");
+        assert_eq!(
+            exit_line(lines, *pid),
+            Some(expect(*status)),
+            "{what}: pid {pid} as wait gave it; trace said:\n{cgroup:#?}"
+        );
     }
     assert_eq!(expect(waited.iter().find(|w| w.2 == "signal").unwrap().1), (None, Some(9)));
     let rss = pid_of("rss");
-    assert!(cgroup.iter().any(|l| l["kind"] == "rss" && l["pid"] == rss && l["direction"] == "up"), "no RSS crossing of {rss}: {cgroup:#?}");
+    assert!(
+        cgroup.iter().any(|l| l["kind"] == "rss" && l["pid"] == rss && l["direction"] == "up"),
+        "no RSS crossing of {rss}: {cgroup:#?}"
+    );
     let parent = pid_of("parent");
     let child: u64 = file("cgroup-child").trim().parse().unwrap();
-    assert!(cgroup.iter().any(|l| l["kind"] == "forked" && l["pid"] == child && l["parent_pid"] == parent), "no fork {parent} → {child}: {cgroup:#?}");
+    assert!(
+        cgroup.iter().any(|l| l["kind"] == "forked" && l["pid"] == child && l["parent_pid"] == parent),
+        "no fork {parent} → {child}: {cgroup:#?}"
+    );
     assert_eq!(exit_line(&cgroup, child), Some((Some(5), None)));
 
     let tree = trace_lines(&out.join("tree.jsonl"));
     let root = pid_of("tree");
     assert_eq!(root, file("tree-root").trim().parse::<u64>().unwrap());
     let tree_child: u64 = file("tree-child").trim().parse().unwrap();
-    assert!(tree.iter().any(|l| l["kind"] == "forked" && l["pid"] == tree_child && l["parent_pid"] == root), "{tree:#?}");
+    assert!(
+        tree.iter().any(|l| l["kind"] == "forked" && l["pid"] == tree_child && l["parent_pid"] == root),
+        "{tree:#?}"
+    );
     assert_eq!(exit_line(&tree, tree_child), Some((Some(3), None)), "{tree:#?}");
     assert_eq!(exit_line(&tree, root), Some((Some(4), None)), "{tree:#?}");
 

@@ -25,7 +25,9 @@ fn get(port: u16, path: &str) -> Option<String> {
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned()).or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
 }
 
 /// A child killed (and reaped) when dropped.
@@ -83,7 +85,10 @@ fn a_real_prometheus_scrapes_the_daemons_series() {
         return;
     }
     if !Path::new("/usr/bin/prometheus").exists() {
-        assert!(std::env::var_os("CI").is_none(), "/usr/bin/prometheus is missing under CI (cargo xtask setup installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "/usr/bin/prometheus is missing under CI (cargo xtask setup installs it)"
+        );
         eprintln!("skipped: /usr/bin/prometheus is not installed (cargo xtask setup installs it)");
         return;
     }
@@ -91,7 +96,11 @@ fn a_real_prometheus_scrapes_the_daemons_series() {
     let config = dir.join("conf");
     std::fs::create_dir_all(&config).unwrap();
     let metrics_port = free_port();
-    std::fs::write(config.join("inspeq.conf"), format!("set cycle_time 1\nset metrics_listen 127.0.0.1:{metrics_port}\n")).unwrap();
+    std::fs::write(
+        config.join("inspeq.conf"),
+        format!("set cycle_time 1\nset metrics_listen 127.0.0.1:{metrics_port}\n"),
+    )
+    .unwrap();
     std::fs::write(config.join("host.inq"), "check host\n  if load:1 > 1000 then alert\n").unwrap();
     let _daemon = Running(
         Command::new(inspeqd())
@@ -115,7 +124,11 @@ fn a_real_prometheus_scrapes_the_daemons_series() {
 
     // And through a real Prometheus.
     let (_prometheus, prometheus_port) = prometheus(&dir, metrics_port);
-    for query in ["inspeq_metric%7Btarget%3D%22host%22%2Cmetric%3D%22load%3A1%22%7D", "inspeq_kernel_ebpf", "up%7Bjob%3D%22inspeq%22%7D"] {
+    for query in [
+        "inspeq_metric%7Btarget%3D%22host%22%2Cmetric%3D%22load%3A1%22%7D",
+        "inspeq_kernel_ebpf",
+        "up%7Bjob%3D%22inspeq%22%7D",
+    ] {
         let answer = wait_for(&format!("Prometheus to have {query}"), Duration::from_secs(60), || {
             let body = get(prometheus_port, &format!("/api/v1/query?query={query}"))?;
             let v: serde_json::Value = serde_json::from_str(&body).ok()?;

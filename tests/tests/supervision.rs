@@ -46,7 +46,9 @@ fn cycles(daemon: &Daemon) -> usize {
 /// Waits until `n` more cycles have run: what happens late shows up by then.
 fn let_cycles_pass(daemon: &Daemon, n: usize) {
     let start = cycles(daemon);
-    wait_for(&format!("{n} more cycles"), LIMIT + Duration::from_secs(n as u64), || (cycles(daemon) >= start + n).then_some(()));
+    wait_for(&format!("{n} more cycles"), LIMIT + Duration::from_secs(n as u64), || {
+        (cycles(daemon) >= start + n).then_some(())
+    });
 }
 
 fn count(daemon: &Daemon, service: &str, event: &str) -> usize {
@@ -91,14 +93,23 @@ fn an_operators_stop_is_no_crash_and_the_service_stays_stopped() {
     if !privileged_with("an_operators_stop_is_no_crash_and_the_service_stays_stopped", SYSTEMD_USER) {
         return;
     }
-    let s = setup("stop", |dir| unit(&format!("serve {}", dir.join("marks").display()), "Restart=no"), "  if crashed then alert, restart\n");
+    let s = setup(
+        "stop",
+        |dir| unit(&format!("serve {}", dir.join("marks").display()), "Restart=no"),
+        "  if crashed then alert, restart\n",
+    );
     s.manager.systemctl_ok(&["stop", &s.unit]);
     s.daemon.stderr.wait("the stop, as systemd's", LIMIT, |l| {
         l.contains(&format!("service `{}`: main process {} stopped by systemd", s.service, s.first))
     });
     let_cycles_pass(&s.daemon, 3);
     assert_eq!(s.manager.systemctl(&["is-active", &s.unit]).stdout, b"inactive\n", "it stays stopped");
-    assert_eq!((count(&s.daemon, &s.service, "crashed"), count(&s.daemon, &s.service, "process_down")), (0, 0), "{:#?}", s.daemon.stdout.all());
+    assert_eq!(
+        (count(&s.daemon, &s.service, "crashed"), count(&s.daemon, &s.service, "process_down")),
+        (0, 0),
+        "{:#?}",
+        s.daemon.stdout.all()
+    );
     assert_eq!(restart_requests(&s.daemon, &s.service), 0, "{:#?}", s.daemon.stderr.all());
     assert_eq!(s.daemon.service(&s.service).unwrap()["state"], "down");
 
@@ -114,7 +125,11 @@ fn an_operators_restarts_are_no_crash_and_each_is_counted_once() {
     if !privileged_with("an_operators_restarts_are_no_crash_and_each_is_counted_once", SYSTEMD_USER) {
         return;
     }
-    let s = setup("restart", |dir| unit(&format!("serve {}", dir.join("marks").display()), "Restart=no"), "  if crashed then alert, restart\n  if restarts > 10 within 5 minutes then alert\n");
+    let s = setup(
+        "restart",
+        |dir| unit(&format!("serve {}", dir.join("marks").display()), "Restart=no"),
+        "  if crashed then alert, restart\n  if restarts > 10 within 5 minutes then alert\n",
+    );
     // Several times: the exit of a process that dies of SIGTERM at once races
     // systemd's own report of the restart job every time.
     let mut pid = s.first;
@@ -145,7 +160,9 @@ fn a_crash_systemd_restarts_by_itself_is_alerted_once_and_not_restarted_again() 
     let alert = s.daemon.stdout.wait("the crash alert", LIMIT, |l| is_alert(l, &s.service, "crashed"));
     assert!(alert.contains("killed by signal 9") && alert.contains("systemd is restarting it."), "{alert}");
     let second = s.daemon.wait_up_not(&s.service, Some(s.first), INIT_LIMIT);
-    s.daemon.stdout.wait("the crash resolved", LIMIT, |l| l.starts_with(&format!("alert: resolved service={} event=process_up", s.service)));
+    s.daemon.stdout.wait("the crash resolved", LIMIT, |l| {
+        l.starts_with(&format!("alert: resolved service={} event=process_up", s.service))
+    });
     let_cycles_pass(&s.daemon, 2);
     assert_eq!(restart_requests(&s.daemon, &s.service), 0, "{:#?}", s.daemon.stderr.all());
     assert_eq!(main_pid(&s.manager, &s.unit), second, "one restart, systemd's");
@@ -162,7 +179,10 @@ fn a_failed_restart_is_alerted_with_its_cause_and_resolved_by_the_next_start() {
         "failed",
         |dir| {
             let broken = dir.join("broken");
-            unit(&format!("serve {}", dir.join("marks").display()), &format!("Restart=no\nExecStartPre=/bin/sh -c 'test ! -e {}'", broken.display()))
+            unit(
+                &format!("serve {}", dir.join("marks").display()),
+                &format!("Restart=no\nExecStartPre=/bin/sh -c 'test ! -e {}'", broken.display()),
+            )
         },
         "  if crashed then alert, restart\n",
     );
@@ -175,19 +195,28 @@ fn a_failed_restart_is_alerted_with_its_cause_and_resolved_by_the_next_start() {
     std::fs::remove_file(&broken).unwrap();
     s.manager.systemctl_ok(&["start", &s.unit]);
     s.daemon.wait_up_not(&s.service, Some(s.first), INIT_LIMIT);
-    s.daemon.stdout.wait("the down resolved", LIMIT, |l| l.starts_with(&format!("alert: resolved service={} event=process_up", s.service)));
+    s.daemon.stdout.wait("the down resolved", LIMIT, |l| {
+        l.starts_with(&format!("alert: resolved service={} event=process_up", s.service))
+    });
 }
 
 #[test]
 fn without_a_restarts_rule_a_service_that_keeps_crashing_is_unmonitored_at_the_restart_limit() {
-    if !privileged_with("without_a_restarts_rule_a_service_that_keeps_crashing_is_unmonitored_at_the_restart_limit", SYSTEMD_USER) {
+    if !privileged_with(
+        "without_a_restarts_rule_a_service_that_keeps_crashing_is_unmonitored_at_the_restart_limit",
+        SYSTEMD_USER,
+    ) {
         return;
     }
     // It lives two seconds (long enough for its start to be confirmed) and
     // exits 3; systemd's own start limit is off.
     let s = setup(
         "loop",
-        |_| format!("[Unit]\nDescription=crash loop\nStartLimitIntervalSec=0\n\n[Service]\nExecStart={WORKLOAD} exit-after 2000 3\nRestart=no\n"),
+        |_| {
+            format!(
+                "[Unit]\nDescription=crash loop\nStartLimitIntervalSec=0\n\n[Service]\nExecStart={WORKLOAD} exit-after 2000 3\nRestart=no\n"
+            )
+        },
         "  if crashed then alert, restart\n",
     );
     s.daemon.stdout.wait("the restart limit", Duration::from_secs(60), |l| is_alert(l, &s.service, "flap_detected"));
@@ -215,7 +244,9 @@ fn a_worker_killed_by_sigkill_is_a_worker_event_and_no_crash() {
     let worker: u32 = text.lines().next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     // A phased restart TERMs the workers: no event.
     s.manager.systemctl_ok(&["reload", &s.unit]);
-    wait_for("the phased restart", LIMIT, || (marks(&marks_file).iter().filter(|m| *m == "WORKERS").count() >= 2).then_some(()));
+    wait_for("the phased restart", LIMIT, || {
+        (marks(&marks_file).iter().filter(|m| *m == "WORKERS").count() >= 2).then_some(())
+    });
     let text = std::fs::read_to_string(&marks_file).unwrap();
     let worker_after: u32 = text.lines().last().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     assert_ne!(worker, worker_after);
@@ -226,7 +257,11 @@ fn a_worker_killed_by_sigkill_is_a_worker_event_and_no_crash() {
     assert_eq!(count(&s.daemon, &s.service, "worker_crashed"), 1, "{:#?}", s.daemon.stdout.all());
     assert_eq!(count(&s.daemon, &s.service, "crashed"), 0);
     let status = s.daemon.service(&s.service).unwrap();
-    assert_eq!((status["workers"]["crashed"].as_u64(), status["pid"].as_u64()), (Some(1), Some(u64::from(s.first))), "{status}");
+    assert_eq!(
+        (status["workers"]["crashed"].as_u64(), status["pid"].as_u64()),
+        (Some(1), Some(u64::from(s.first))),
+        "{status}"
+    );
     let _ = std::fs::remove_file(&marks_file);
 }
 
@@ -235,7 +270,11 @@ fn a_service_that_died_during_a_deploy_is_judged_when_the_deploy_ends() {
     if !privileged_with("a_service_that_died_during_a_deploy_is_judged_when_the_deploy_ends", SYSTEMD_USER) {
         return;
     }
-    let s = setup("deploy", |dir| unit(&format!("serve {}", dir.join("marks").display()), "Restart=no"), "  if crashed then alert, restart\n");
+    let s = setup(
+        "deploy",
+        |dir| unit(&format!("serve {}", dir.join("marks").display()), "Restart=no"),
+        "  if crashed then alert, restart\n",
+    );
     s.daemon.ctl_ok(&["start", "deploy"]);
     kill9(s.first);
     s.daemon.stderr.wait("the exit", LIMIT, |l| l.contains(&format!("main process {} exited", s.first)));
@@ -254,13 +293,20 @@ fn a_frozen_init_system_does_not_stall_the_loop() {
         return;
     }
     // A systemd unit and a plain process, watched by one daemon.
-    let s = setup("frozen", |dir| unit(&format!("serve {}", dir.join("marks").display()), "Restart=no"), "  if crashed then alert\n");
+    let s = setup(
+        "frozen",
+        |dir| unit(&format!("serve {}", dir.join("marks").display()), "Restart=no"),
+        "  if crashed then alert\n",
+    );
     let marks_file = s.scratch.dir.join("plain-marks");
     let mut plain = std::process::Command::new(WORKLOAD).arg("serve").arg(&marks_file).spawn().unwrap();
     wait_for("the plain process", LIMIT, || marks(&marks_file).first().is_some().then_some(()));
     s.daemon.write(
         "services.d/plain.inq",
-        &format!("check process plain with matching \"inspeq-workload serve {}$\"\n  if crashed then alert\n", marks_file.display()),
+        &format!(
+            "check process plain with matching \"inspeq-workload serve {}$\"\n  if crashed then alert\n",
+            marks_file.display()
+        ),
     );
     s.daemon.signal(libc::SIGHUP);
     s.daemon.wait_up("plain", INIT_LIMIT);
@@ -275,7 +321,10 @@ fn a_frozen_init_system_does_not_stall_the_loop() {
     // the reload gives up on the frozen manager.
     s.daemon.stdout.wait("the crash, while systemd is frozen", LIMIT, |l| is_alert(l, "plain", "crashed"));
     assert!(s.daemon.service("plain").is_some());
-    let unavailable = s.daemon.stderr.wait("the reload giving up on the frozen manager", LIMIT, |l| l.contains("systemd user scope unavailable"));
+    let unavailable = s
+        .daemon
+        .stderr
+        .wait("the reload giving up on the frozen manager", LIMIT, |l| l.contains("systemd user scope unavailable"));
     let lines = s.daemon.stderr.all();
     let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
     assert!(at("alert: plain: crashed") < at(&unavailable), "the crash waited for the frozen init system:\n{lines:#?}");

@@ -45,11 +45,16 @@ fn lines(child: &mut Child) -> mpsc::Receiver<(Instant, &'static str, String)> {
 }
 
 /// Prints inspeqd's lines until one contains `wanted`; returns when it arrived.
-fn until(rx: &mpsc::Receiver<(Instant, &'static str, String)>, wanted: &str, limit: Duration) -> anyhow::Result<Instant> {
+fn until(
+    rx: &mpsc::Receiver<(Instant, &'static str, String)>,
+    wanted: &str,
+    limit: Duration,
+) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (at, stream, line) = rx.recv_timeout(left).with_context(|| format!("inspeqd said nothing containing `{wanted}`"))?;
+        let (at, stream, line) =
+            rx.recv_timeout(left).with_context(|| format!("inspeqd said nothing containing `{wanted}`"))?;
         let shown = line.trim_start_matches("inspeqd: ");
         println!("  inspeqd {stream} │ {shown}");
         if line.contains(wanted) {
@@ -67,7 +72,9 @@ pub fn run() -> anyhow::Result<()> {
     command::run(cargo().args(["build", "--release", "-p", "inspeq-daemon", "-p", "tests", "--bins"]))?;
     let release = workspace_root().join("target/release");
     if !is_root() || !Path::new("/lib/systemd/systemd").exists() {
-        eprintln!("xtask: the full demo needs root and systemd's binaries; showing `inspeqd trace` on a workload instead");
+        eprintln!(
+            "xtask: the full demo needs root and systemd's binaries; showing `inspeqd trace` on a workload instead"
+        );
         return trace_demo(&release);
     }
 
@@ -120,12 +127,22 @@ pub fn run() -> anyhow::Result<()> {
         until(&rx, "reload done", Duration::from_secs(30))?;
 
         say("inspeqctl status");
-        let status = Command::new(release.join("inspeqctl")).arg("--socket").arg(manager.base.join("inspeq.sock")).arg("status").output()?;
+        let status = Command::new(release.join("inspeqctl"))
+            .arg("--socket")
+            .arg(manager.base.join("inspeq.sock"))
+            .arg("status")
+            .output()?;
         print!("{}", String::from_utf8_lossy(&status.stdout));
 
         say("measured");
-        println!("  kill -9 → crash alert:      {:>8.1} ms (Monit at its fastest 1 s cycle: ~500 ms median)", crash_latency.as_secs_f64() * 1000.0);
-        println!("  SIGUSR1 → memory alert:     {:>8.1} ms (includes the service allocating and touching 96 MiB)", bloat_latency.as_secs_f64() * 1000.0);
+        println!(
+            "  kill -9 → crash alert:      {:>8.1} ms (Monit at its fastest 1 s cycle: ~500 ms median)",
+            crash_latency.as_secs_f64() * 1000.0
+        );
+        println!(
+            "  SIGUSR1 → memory alert:     {:>8.1} ms (includes the service allocating and touching 96 MiB)",
+            bloat_latency.as_secs_f64() * 1000.0
+        );
         println!("  the service was restarted by systemd at inspeq's request: pid {first} → {second}");
         Ok(())
     })();
@@ -145,7 +162,8 @@ fn trace_demo(release: &Path) -> anyhow::Result<()> {
     trace.args(["trace", "--rss-threshold", "32m", "--poll-ms", "100", "--pid", &std::process::id().to_string()]);
     let mut tracer = trace.stdin(Stdio::null()).spawn().context("starting inspeqd")?;
     std::thread::sleep(Duration::from_millis(500));
-    let status = Command::new(release.join("inspeq-workload")).arg("demo").status().context("running the demo workload")?;
+    let status =
+        Command::new(release.join("inspeq-workload")).arg("demo").status().context("running the demo workload")?;
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) };

@@ -61,7 +61,11 @@ fn install_into(root: &Path, layout: &Layout) -> anyhow::Result<()> {
     for (file, section) in [("inspeqd.8", "man8"), ("inspeqctl.1", "man1")] {
         copy(&assets.join("man").join(file), &prefix.join("share/man").join(section).join(file), 0o644)?;
     }
-    for (shell, dest) in [("bash", "share/bash-completion/completions"), ("zsh", "share/zsh/site-functions"), ("fish", "share/fish/vendor_completions.d")] {
+    for (shell, dest) in [
+        ("bash", "share/bash-completion/completions"),
+        ("zsh", "share/zsh/site-functions"),
+        ("fish", "share/fish/vendor_completions.d"),
+    ] {
         for entry in std::fs::read_dir(assets.join("completions").join(shell))? {
             let entry = entry?;
             copy(&entry.path(), &prefix.join(dest).join(entry.file_name()), 0o644)?;
@@ -114,7 +118,8 @@ pub fn deb(from: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if Command::new("dpkg-deb").arg("--version").output().is_err() {
         bail!("dpkg-deb is needed to build the package (Debian's dpkg)");
     }
-    let layout = Layout { prefix: "/usr".into(), sysconfdir: "/etc".into(), unitdir: "/lib/systemd/system".into(), from };
+    let layout =
+        Layout { prefix: "/usr".into(), sysconfdir: "/etc".into(), unitdir: "/lib/systemd/system".into(), from };
     let stage = workspace_root().join("target/debian/root");
     let _ = std::fs::remove_dir_all(&stage);
     install_into(&stage, &layout)?;

@@ -34,10 +34,8 @@ use libtest::Outcome;
 const HOST: &str = "host";
 
 /// What the matrix needs from Debian (name, a file it installs).
-const PACKAGES: &[(&str, &str)] = &[
-    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
-    ("busybox-static", "/bin/busybox"),
-];
+const PACKAGES: &[(&str, &str)] =
+    &[("qemu-system-x86", "/usr/bin/qemu-system-x86_64"), ("busybox-static", "/bin/busybox")];
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -67,14 +65,7 @@ pub struct Options {
 impl Default for Options {
     /// What `cargo xtask kernels` runs with no options.
     fn default() -> Self {
-        Self {
-            kernels: Vec::new(),
-            cases: Vec::new(),
-            shell_cmd: None,
-            timeout: 300,
-            memory: 1024,
-            refresh: false,
-        }
+        Self { kernels: Vec::new(), cases: Vec::new(), shell_cmd: None, timeout: 300, memory: 1024, refresh: false }
     }
 }
 
@@ -120,29 +111,17 @@ pub fn matrix(options: &Options) -> anyhow::Result<Summary> {
     }
     let initrd = root.join("initrd.cpio");
     if !guests.is_empty() {
-        let base = initramfs::base(
-            &root,
-            &[&binaries.tests, &binaries.workload, &binaries.inspeqd],
-        )?;
+        let base = initramfs::base(&root, &[&binaries.tests, &binaries.workload, &binaries.inspeqd])?;
         initramfs::with_job(&base, &guest_job(options, &binaries), &initrd)?;
     }
-    let settings = qemu::Settings {
-        memory_mib: options.memory,
-        timeout: Duration::from_secs(options.timeout),
-    };
+    let settings = qemu::Settings { memory_mib: options.memory, timeout: Duration::from_secs(options.timeout) };
     let mut rows = Vec::new();
     for name in &kernels {
         let row = if *name == HOST {
             on_host(options, &binaries, &root.join(HOST))?
         } else {
             let kernel = fetched.iter().find(|k| k.suite == *name).unwrap();
-            in_guest(
-                kernel,
-                &initrd,
-                &root.join(name),
-                &settings,
-                options.shell_cmd.is_some(),
-            )?
+            in_guest(kernel, &initrd, &root.join(name), &settings, options.shell_cmd.is_some())?
         };
         rows.push(row.settle(&cases));
     }
@@ -152,10 +131,7 @@ pub fn matrix(options: &Options) -> anyhow::Result<Summary> {
     let summary = report(&rows, &cases);
     let path = workspace_root().join("target/bench/kernels.json");
     std::fs::create_dir_all(path.parent().unwrap())?;
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&json_of(&rows, &cases, &summary))?,
-    )?;
+    std::fs::write(&path, serde_json::to_string_pretty(&json_of(&rows, &cases, &summary))?)?;
     println!(
         "kernels: {} passed, {} failed, {} skipped; wrote {}",
         summary.passed,
@@ -173,21 +149,11 @@ pub fn cases(options: &Options) -> anyhow::Result<usize> {
 
 /// The kernels asked for, in the matrix's order; all of them when none was named.
 fn selected(asked: &[String]) -> anyhow::Result<Vec<&'static str>> {
-    let all: Vec<&'static str> = debian::SUITES
-        .iter()
-        .map(|(suite, _)| *suite)
-        .chain([HOST])
-        .collect();
+    let all: Vec<&'static str> = debian::SUITES.iter().map(|(suite, _)| *suite).chain([HOST]).collect();
     if let Some(unknown) = asked.iter().find(|a| !all.contains(&a.as_str())) {
-        bail!(
-            "unknown kernel {unknown:?}: the matrix has {}",
-            all.join(", ")
-        );
+        bail!("unknown kernel {unknown:?}: the matrix has {}", all.join(", "));
     }
-    Ok(all
-        .into_iter()
-        .filter(|k| asked.is_empty() || asked.iter().any(|a| a == k))
-        .collect())
+    Ok(all.into_iter().filter(|k| asked.is_empty() || asked.iter().any(|a| a == k)).collect())
 }
 
 /// The binaries the guest runs, at the paths cargo built them.
@@ -207,9 +173,7 @@ fn build() -> anyhow::Result<Binaries> {
             .iter()
             .find(|a| {
                 a["target"]["name"] == name
-                    && a["target"]["kind"]
-                        .as_array()
-                        .is_some_and(|k| k.iter().any(|k| k == kind))
+                    && a["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == kind))
             })
             .and_then(|a| a["executable"].as_str())
             .map(PathBuf::from)
@@ -225,13 +189,9 @@ fn build() -> anyhow::Result<Binaries> {
 /// Runs a cargo build with JSON messages and returns its `compiler-artifact`s
 /// (diagnostics are rendered on standard error as usual).
 fn artifacts(cargo: &mut Command) -> anyhow::Result<Vec<serde_json::Value>> {
-    cargo
-        .arg("--message-format=json-render-diagnostics")
-        .stderr(Stdio::inherit());
+    cargo.arg("--message-format=json-render-diagnostics").stderr(Stdio::inherit());
     eprintln!("xtask: running {}", describe(cargo));
-    let out = cargo
-        .output()
-        .with_context(|| format!("starting {}", describe(cargo)))?;
+    let out = cargo.output().with_context(|| format!("starting {}", describe(cargo)))?;
     if !out.status.success() {
         bail!("{} failed: {}", describe(cargo), out.status);
     }
@@ -244,17 +204,9 @@ fn artifacts(cargo: &mut Command) -> anyhow::Result<Vec<serde_json::Value>> {
 
 /// The cases `filters` select, from the test binary's own `--list`.
 fn list_cases(tests: &Path, filters: &[String]) -> anyhow::Result<Vec<String>> {
-    let listing = command::output(
-        Command::new(tests)
-            .args(["--list", "--format", "terse"])
-            .args(filters),
-    )
-    .with_context(|| format!("{} --list failed", tests.display()))?;
-    Ok(listing
-        .lines()
-        .filter_map(|l| l.strip_suffix(": test"))
-        .map(str::to_owned)
-        .collect())
+    let listing = command::output(Command::new(tests).args(["--list", "--format", "terse"]).args(filters))
+        .with_context(|| format!("{} --list failed", tests.display()))?;
+    Ok(listing.lines().filter_map(|l| l.strip_suffix(": test")).map(str::to_owned).collect())
 }
 
 /// `text` in single quotes for sh.
@@ -264,20 +216,14 @@ fn quoted(text: &str) -> String {
 
 /// The arguments the test binary runs with, here and in the guests.
 fn test_args(options: &Options) -> Vec<String> {
-    ["--test-threads=1", "--show-output"]
-        .into_iter()
-        .map(str::to_owned)
-        .chain(options.cases.iter().cloned())
-        .collect()
+    ["--test-threads=1", "--show-output"].into_iter().map(str::to_owned).chain(options.cases.iter().cloned()).collect()
 }
 
 /// The mode probe: a short `inspeqd trace`, whose first lines say whether eBPF
 /// loaded and, if not, why.
 fn mode_probe(inspeqd: &Path, cgroup2: &Path) -> Command {
     let mut trace = Command::new(inspeqd);
-    trace
-        .args(["trace", "--json", "--duration", "0.2", "--cgroup"])
-        .arg(cgroup2);
+    trace.args(["trace", "--json", "--duration", "0.2", "--cgroup"]).arg(cgroup2);
     trace
 }
 
@@ -287,10 +233,7 @@ fn mode_of<'l>(lines: impl IntoIterator<Item = &'l str>) -> String {
     for line in lines {
         if let Some(at) = line.find("eBPF unavailable (") {
             let why = &line[at + "eBPF unavailable (".len()..];
-            return format!(
-                "fallback ({})",
-                why.split("); ").next().unwrap_or(why).trim_end_matches(')')
-            );
+            return format!("fallback ({})", why.split("); ").next().unwrap_or(why).trim_end_matches(')'));
         }
         if line.contains(r#""mode":"ebpf""#) {
             mode = Some("ebpf".to_owned());
@@ -363,26 +306,16 @@ impl Row {
             let (running, later) = match (rc, stopped) {
                 (_, Some(stopped)) => (
                     format!("the guest stopped while this case ran ({stopped}); see console.log"),
-                    format!(
-                        "not run: the guest stopped before this case ({stopped}); see console.log"
-                    ),
+                    format!("not run: the guest stopped before this case ({stopped}); see console.log"),
                 ),
                 (rc, None) => (
                     format!("the test binary ended ({rc:?}) while this case ran; see console.log"),
-                    format!(
-                        "not run: the test binary ended ({rc:?}) before this case; see console.log"
-                    ),
+                    format!("not run: the test binary ended ({rc:?}) before this case; see console.log"),
                 ),
             };
             for case in cases {
-                let why = if self.unfinished.as_ref() == Some(case) {
-                    &running
-                } else {
-                    &later
-                };
-                self.results
-                    .entry(case.clone())
-                    .or_insert_with(|| Outcome::Fail(why.clone()));
+                let why = if self.unfinished.as_ref() == Some(case) { &running } else { &later };
+                self.results.entry(case.clone()).or_insert_with(|| Outcome::Fail(why.clone()));
             }
         }
         self
@@ -410,31 +343,18 @@ fn in_guest(
     };
     let guest = qemu::boot(&kernel.vmlinuz, initrd, dir, settings, &mut echo)?;
     let run = match guest.outcome {
-        qemu::Outcome::Finished(rc) => Run::Ran {
-            rc: Some(rc),
-            stopped: None,
-        },
-        qemu::Outcome::Stopped(why) => Run::Ran {
-            rc: None,
-            stopped: Some(why),
-        },
+        qemu::Outcome::Finished(rc) => Run::Ran { rc: Some(rc), stopped: None },
+        qemu::Outcome::Stopped(why) => Run::Ran { rc: None, stopped: Some(why) },
         qemu::Outcome::DidNotBoot(why) => Run::DidNotBoot(why),
     };
-    let mode_lines = guest
-        .lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("inspeq-mode: "));
+    let mode_lines = guest.lines.iter().filter_map(|l| l.strip_prefix("inspeq-mode: "));
     let mode = (!shell && matches!(run, Run::Ran { .. })).then(|| mode_of(mode_lines));
     Ok(Row {
         name: kernel.suite.clone(),
         package: Some(kernel.package.clone()),
         uname: guest.uname,
         mode,
-        results: if shell {
-            BTreeMap::new()
-        } else {
-            libtest::parse(&guest.lines)
-        },
+        results: if shell { BTreeMap::new() } else { libtest::parse(&guest.lines) },
         unfinished: libtest::unfinished(&guest.lines),
         run,
         boot_time: guest.boot_time,
@@ -446,9 +366,7 @@ fn in_guest(
 /// The same tests (or command) on this machine's kernel.
 fn on_host(options: &Options, binaries: &Binaries, dir: &Path) -> anyhow::Result<Row> {
     std::fs::create_dir_all(dir)?;
-    let uname = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
-        .trim()
-        .to_owned();
+    let uname = std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_owned();
     let mut run = match &options.shell_cmd {
         Some(shell) => {
             let mut sh = Command::new("/bin/sh");
@@ -468,19 +386,12 @@ fn on_host(options: &Options, binaries: &Binaries, dir: &Path) -> anyhow::Result
         _ if options.shell_cmd.is_some() => None,
         Some(cgroup2) if is_root() => {
             let out = mode_probe(&binaries.inspeqd, &cgroup2).output()?;
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
             Some(mode_of(text.lines()))
         }
         _ => Some("unknown (not root)".to_owned()),
     };
-    eprintln!(
-        "xtask: running on this machine's kernel ({uname}): {}",
-        describe(&run)
-    );
+    eprintln!("xtask: running on this machine's kernel ({uname}): {}", describe(&run));
     let shell = options.shell_cmd.is_some();
     let deadline = Instant::now() + Duration::from_secs(options.timeout);
     let captured = console::capture(&mut run, &dir.join("console.log"), deadline, |line| {
@@ -490,25 +401,15 @@ fn on_host(options: &Options, binaries: &Binaries, dir: &Path) -> anyhow::Result
         None
     })?;
     let run = match captured.ended {
-        console::Ended::Exited(status) => Run::Ran {
-            rc: Some(status.code().unwrap_or(-1)),
-            stopped: None,
-        },
-        console::Ended::TimedOut => Run::Ran {
-            rc: None,
-            stopped: Some(format!("killed after {}s", options.timeout)),
-        },
+        console::Ended::Exited(status) => Run::Ran { rc: Some(status.code().unwrap_or(-1)), stopped: None },
+        console::Ended::TimedOut => Run::Ran { rc: None, stopped: Some(format!("killed after {}s", options.timeout)) },
     };
     Ok(Row {
         name: uname.clone(),
         package: None,
         uname: Some(uname),
         mode,
-        results: if shell {
-            BTreeMap::new()
-        } else {
-            libtest::parse(&captured.lines)
-        },
+        results: if shell { BTreeMap::new() } else { libtest::parse(&captured.lines) },
         unfinished: libtest::unfinished(&captured.lines),
         run,
         boot_time: None,
@@ -524,10 +425,7 @@ fn shell_summary(rows: &[Row]) -> Summary {
     for row in rows {
         let (ok, what) = match &row.run {
             Run::Ran { rc: Some(rc), .. } => (*rc == 0, format!("exit {rc}")),
-            Run::Ran { stopped, .. } => (
-                false,
-                format!("stopped: {}", stopped.as_deref().unwrap_or("?")),
-            ),
+            Run::Ran { stopped, .. } => (false, format!("stopped: {}", stopped.as_deref().unwrap_or("?"))),
             Run::DidNotBoot(why) => (false, format!("did not boot: {why}")),
         };
         println!(
@@ -585,26 +483,15 @@ fn report(rows: &[Row], cases: &[String]) -> Summary {
             (Some(package), None) => format!("? ({package})"),
         };
         let timing = match row.boot_time {
-            Some(boot) => format!(
-                "booted in {:.1}s, {:.1}s in all",
-                boot.as_secs_f64(),
-                row.elapsed.as_secs_f64()
-            ),
+            Some(boot) => format!("booted in {:.1}s, {:.1}s in all", boot.as_secs_f64(), row.elapsed.as_secs_f64()),
             None => format!("{:.1}s", row.elapsed.as_secs_f64()),
         };
-        let retried = if row.attempts > 1 {
-            ", booted twice"
-        } else {
-            ""
-        };
+        let retried = if row.attempts > 1 { ", booted twice" } else { "" };
         let state = match &row.run {
             Run::DidNotBoot(why) => format!("DID NOT BOOT (twice): {why}"),
-            Run::Ran {
-                stopped: Some(why), ..
-            } => format!(
-                "mode {}; STOPPED during the tests: {why}",
-                row.mode.as_deref().unwrap_or("?")
-            ),
+            Run::Ran { stopped: Some(why), .. } => {
+                format!("mode {}; STOPPED during the tests: {why}", row.mode.as_deref().unwrap_or("?"))
+            }
             Run::Ran { .. } => format!("mode {}", row.mode.as_deref().unwrap_or("?")),
         };
         println!("{:<10} {version}: {state} ({timing}{retried})", row.name);
@@ -632,11 +519,7 @@ fn report(rows: &[Row], cases: &[String]) -> Summary {
 /// What a failure's output says went wrong: the panic message (the line after
 /// "panicked at", with an assertion's `left:` value), else its first line.
 fn gist(output: &str) -> String {
-    let lines: Vec<&str> = output
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = output.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let Some(at) = lines.iter().position(|l| l.contains("panicked at")) else {
         return lines.first().copied().unwrap_or("").to_owned();
     };

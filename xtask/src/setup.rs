@@ -55,7 +55,10 @@ pub fn run() -> anyhow::Result<()> {
 /// The toolchain cargo builds with (the eBPF build uses the same one).
 fn toolchain_sysroot() -> anyhow::Result<String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    Ok(output(Command::new(rustc).args(["--print", "sysroot"])).context("running rustc --print sysroot")?.trim().to_owned())
+    Ok(output(Command::new(rustc).args(["--print", "sysroot"]))
+        .context("running rustc --print sysroot")?
+        .trim()
+        .to_owned())
 }
 
 fn rust_src() -> anyhow::Result<()> {
@@ -65,7 +68,8 @@ fn rust_src() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing rust-src (the eBPF crate builds `core` for the BPF target)");
-    if succeeds(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "stable"])) && src.exists() {
+    if succeeds(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "stable"])) && src.exists()
+    {
         return Ok(());
     }
     // rustup could not download it: use the copy kept beside the repository, if
@@ -74,7 +78,9 @@ fn rust_src() -> anyhow::Result<()> {
     let version = output(Command::new("rustc").arg("--version")).unwrap_or_default();
     if copy.exists() && version.starts_with("rustc 1.95.0") {
         eprintln!("xtask: rustup could not add rust-src; unpacking {}", copy.display());
-        command::run(Command::new("tar").arg("-xJf").arg(&copy).arg("-C").arg(Path::new(&sysroot).join("lib/rustlib")))?;
+        command::run(
+            Command::new("tar").arg("-xJf").arg(&copy).arg("-C").arg(Path::new(&sysroot).join("lib/rustlib")),
+        )?;
         if src.exists() {
             return Ok(());
         }
@@ -120,11 +126,8 @@ fn apt_packages() -> anyhow::Result<()> {
 /// Installs those of `packages` (name, a file it installs) whose file is missing;
 /// benchmarks use it for their own packages too.
 pub fn install_missing(packages: &[(&str, &str)]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .filter(|(_, binary)| !Path::new(binary).exists())
-        .map(|(package, _)| *package)
-        .collect();
+    let missing: Vec<&str> =
+        packages.iter().filter(|(_, binary)| !Path::new(binary).exists()).map(|(package, _)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }

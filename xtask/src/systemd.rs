@@ -53,7 +53,8 @@ impl UserManager {
     /// files go in [`UserManager::units_dir`].
     pub fn start(tag: &str) -> anyhow::Result<Self> {
         let base = std::env::temp_dir().join(format!("inspeq-{tag}-{}", std::process::id()));
-        let (runtime_dir, config, units, empty) = (base.join("rt"), base.join("config"), base.join("units"), base.join("empty"));
+        let (runtime_dir, config, units, empty) =
+            (base.join("rt"), base.join("config"), base.join("units"), base.join("empty"));
         for dir in [&runtime_dir, &config, &units, &empty] {
             std::fs::create_dir_all(dir)?;
         }
@@ -103,7 +104,8 @@ impl UserManager {
     }
 
     pub fn systemctl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("systemctl").arg("--user").args(args).env("XDG_RUNTIME_DIR", &self.runtime_dir).output()?;
+        let out =
+            Command::new("systemctl").arg("--user").args(args).env("XDG_RUNTIME_DIR", &self.runtime_dir).output()?;
         if !out.status.success() {
             bail!("systemctl --user {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
         }

@@ -139,7 +139,10 @@ pub enum Event {
 #[serde(rename_all = "snake_case")]
 pub enum Exit {
     Code(i32),
-    Signal { signal: i32, core_dumped: bool },
+    Signal {
+        signal: i32,
+        core_dumped: bool,
+    },
     /// The process is gone, but how it ended could not be learned (inspeq ran
     /// without eBPF and the process connector, and the init system did not say).
     Unknown,

@@ -83,7 +83,10 @@ fn print_rule(rule: &RuleStatus) {
 }
 
 fn print_status(status: &Status) {
-    println!("{} — inspeq {} — up {}s, cycle {}s", status.hostname, status.version, status.uptime_secs, status.cycle_secs);
+    println!(
+        "{} — inspeq {} — up {}s, cycle {}s",
+        status.hostname, status.version, status.uptime_secs, status.cycle_secs
+    );
     if let Some(secs) = status.silenced_for_secs {
         println!("deploy in progress: alerts and actions silenced for {secs}s more");
     }
@@ -109,7 +112,10 @@ fn print_status(status: &Status) {
         println!("kernel: not attached: {}", k.missing_tracepoints.join(", "));
     }
     let a = &status.alerts;
-    println!("alerts: {} raised, {} delivered, {} pending, {} failed attempts", a.raised, a.delivered, a.pending, a.failed_attempts);
+    println!(
+        "alerts: {} raised, {} delivered, {} pending, {} failed attempts",
+        a.raised, a.delivered, a.pending, a.failed_attempts
+    );
     if a.unpersisted > 0 {
         println!("alerts: {} could not be written to the outbox (they would not survive a restart)", a.unpersisted);
     }
@@ -135,7 +141,14 @@ fn print_status(status: &Status) {
             0 => String::new(),
             n => format!(", {n} worker(s) died ({} OOM-killed)", s.workers.oom_killed),
         };
-        println!("\n{} ({}) {} {pid}, {} process(es), {} restart(s){workers}{how}", s.name, if s.init.is_empty() { "?" } else { &s.init }, s.state, s.processes, s.restarts);
+        println!(
+            "\n{} ({}) {} {pid}, {} process(es), {} restart(s){workers}{how}",
+            s.name,
+            if s.init.is_empty() { "?" } else { &s.init },
+            s.state,
+            s.processes,
+            s.restarts
+        );
         if let Some(w) = &s.wrapper {
             println!("  note: the main pid is a wrapper ({w}); the whole tree/cgroup is watched");
         }
@@ -167,7 +180,11 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             print!("{}", config::render(&diagnostics));
-            return if diagnostics.iter().any(config::Diagnostic::is_error) { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+            return if diagnostics.iter().any(config::Diagnostic::is_error) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
         }
         Command::Status { json: false } => Request::Status,
         Command::Status { json: true } | Command::Export => Request::Export,
@@ -212,7 +229,14 @@ fn main() -> ExitCode {
                 println!("{} {}: no values yet", show.target, show.metric);
             } else {
                 let (min, max, avg) = (show.min.unwrap_or(0.0), show.max.unwrap_or(0.0), show.avg.unwrap_or(0.0));
-                println!("{} {}  min {}  max {}  avg {}", show.target, show.metric, show.format(min), show.format(max), show.format(avg));
+                println!(
+                    "{} {}  min {}  max {}  avg {}",
+                    show.target,
+                    show.metric,
+                    show.format(min),
+                    show.format(max),
+                    show.format(avg)
+                );
                 println!("{}", show.sparkline());
             }
         }

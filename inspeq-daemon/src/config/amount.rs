@@ -55,23 +55,14 @@ pub fn parse_amount(text: &str) -> Result<Amount, AmountError> {
     if !value.is_finite() {
         return Err(invalid());
     }
-    Ok(Amount {
-        value,
-        suffix,
-        per_sec,
-        text: text.to_owned(),
-    })
+    Ok(Amount { value, suffix, per_sec, text: text.to_owned() })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
-    #[error(
-        "invalid duration `{0}`, expected a count and a unit, like `5 minutes`, `90s` or `10 cycles`"
-    )]
+    #[error("invalid duration `{0}`, expected a count and a unit, like `5 minutes`, `90s` or `10 cycles`")]
     Invalid(String),
-    #[error(
-        "a zero-length window can never hold a restart, expected a duration of at least one second"
-    )]
+    #[error("a zero-length window can never hold a restart, expected a duration of at least one second")]
     Zero,
 }
 
@@ -92,9 +83,7 @@ pub fn parse_window(words: &[&str]) -> Result<Span, DurationError> {
     let (count, unit) = match words {
         [count, unit] => ((*count).to_owned(), (*unit).to_owned()),
         [one] => {
-            let split = one
-                .find(|c: char| !c.is_ascii_digit())
-                .ok_or_else(invalid)?;
+            let split = one.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
             (one[..split].to_owned(), one[split..].to_owned())
         }
         _ => return Err(invalid()),
@@ -102,11 +91,7 @@ pub fn parse_window(words: &[&str]) -> Result<Span, DurationError> {
     let count: u32 = count.parse().map_err(|_| invalid())?;
     let seconds: u64 = match unit.as_str() {
         "cycle" | "cycles" => {
-            return if count == 0 {
-                Err(DurationError::Zero)
-            } else {
-                Ok(Span::Cycles(count))
-            };
+            return if count == 0 { Err(DurationError::Zero) } else { Ok(Span::Cycles(count)) };
         }
         "s" | "sec" | "secs" | "second" | "seconds" => 1,
         "m" | "min" | "mins" | "minute" | "minutes" => 60,
@@ -127,18 +112,12 @@ mod tests {
     #[test]
     fn amounts_scale_by_powers_of_1024_and_keep_their_text() {
         let a = parse_amount("1.5g").unwrap();
-        assert_eq!(
-            (a.value, a.suffix, a.per_sec),
-            (1.5 * 1024.0 * 1024.0 * 1024.0, Suffix::Binary(3), false)
-        );
+        assert_eq!((a.value, a.suffix, a.per_sec), (1.5 * 1024.0 * 1024.0 * 1024.0, Suffix::Binary(3), false));
         assert_eq!(parse_amount("250M").unwrap().value, 250.0 * 1024.0 * 1024.0);
         let p = parse_amount("90%").unwrap();
         assert_eq!((p.value, p.suffix), (90.0, Suffix::Percent));
         let r = parse_amount("1k/sec").unwrap();
-        assert_eq!(
-            (r.value, r.per_sec, r.text.as_str()),
-            (1024.0, true, "1k/sec")
-        );
+        assert_eq!((r.value, r.per_sec, r.text.as_str()), (1024.0, true, "1k/sec"));
     }
 
     #[test]
@@ -146,22 +125,13 @@ mod tests {
         for bad in ["", "g", "1..5", ".5", "5.", "1x", "-1", "1gg", "%"] {
             assert!(parse_amount(bad).is_err(), "{bad:?} should be refused");
         }
-        assert_eq!(
-            parse_amount("250m/min"),
-            Err(AmountError::Rate("/min".into()))
-        );
+        assert_eq!(parse_amount("250m/min"), Err(AmountError::Rate("/min".into())));
     }
 
     #[test]
     fn windows_in_time_or_cycles() {
-        assert_eq!(
-            parse_window(&["5", "minutes"]),
-            Ok(Span::Time(Duration::from_mins(5)))
-        );
-        assert_eq!(
-            parse_window(&["90s"]),
-            Ok(Span::Time(Duration::from_secs(90)))
-        );
+        assert_eq!(parse_window(&["5", "minutes"]), Ok(Span::Time(Duration::from_mins(5))));
+        assert_eq!(parse_window(&["90s"]), Ok(Span::Time(Duration::from_secs(90))));
         assert_eq!(parse_window(&["10", "cycles"]), Ok(Span::Cycles(10)));
         assert_eq!(parse_window(&["0", "minutes"]), Err(DurationError::Zero));
         assert!(parse_window(&["5", "fortnights"]).is_err());

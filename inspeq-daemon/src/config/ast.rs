@@ -29,20 +29,12 @@ pub struct Text {
 impl Text {
     #[must_use]
     pub fn word(value: &str, start: usize, end: usize) -> Self {
-        Text {
-            value: value.to_owned(),
-            span: Span::new(start, end),
-            quoted: false,
-        }
+        Text { value: value.to_owned(), span: Span::new(start, end), quoted: false }
     }
 
     #[must_use]
     pub fn quoted(value: String, start: usize, end: usize) -> Self {
-        Text {
-            value,
-            span: Span::new(start, end),
-            quoted: true,
-        }
+        Text { value, span: Span::new(start, end), quoted: true }
     }
 }
 
@@ -118,13 +110,7 @@ pub enum Condition {
     /// `exited`, `crashed`, `oom_killed`, `signaled [SIG]`: a word and an optional argument.
     Event { name: Text, arg: Option<Text> },
     /// `worker crashed > 3 within 1 minute`: an event of two words, counted in a window.
-    EventCount {
-        name: Text,
-        arg: Text,
-        op: (Op, Span),
-        amount: Text,
-        within: Vec<Text>,
-    },
+    EventCount { name: Text, arg: Text, op: (Op, Span), amount: Text, within: Vec<Text> },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -158,10 +144,7 @@ impl Op {
     }
 
     #[must_use]
-    #[expect(
-        clippy::float_cmp,
-        reason = "`==` and `!=` in a rule mean exact comparison, as written"
-    )]
+    #[expect(clippy::float_cmp, reason = "`==` and `!=` in a rule mean exact comparison, as written")]
     pub fn holds(self, value: f64, threshold: f64) -> bool {
         match self {
             Op::Gt => value > threshold,
@@ -201,10 +184,6 @@ pub fn metric_from_word(word: &str, start: usize, end: usize) -> MetricText {
                 span: Span::new(start, end),
             }
         }
-        None => MetricText {
-            family: Text::word(word, start, end),
-            name: None,
-            span: Span::new(start, end),
-        },
+        None => MetricText { family: Text::word(word, start, end), name: None, span: Span::new(start, end) },
     }
 }

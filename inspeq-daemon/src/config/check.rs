@@ -8,14 +8,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use crate::config::amount::{self, parse_amount, parse_window};
-use crate::config::bus_address;
 use crate::config::ast::{self, ChecksFile, GlobalFile, GlobalStatement, Item, Span, Text};
+use crate::config::bus_address;
 use crate::config::diagnostic::{Diagnostic, SourceFile};
 use crate::config::metrics::{self, EventSubject, MetricKind, Scope, Unit};
 use crate::config::model::{
-    ActionSpec, Channel, Check, CheckKind, Condition, Email, InitKind, Job, Location, LogLevel,
-    MetricName, MetricRule, Op, ProcessSelector, RestartLimit, Route, Rule, Settings, Suffix, Tls,
-    UnitScope, Window, WorkerEvent,
+    ActionSpec, Channel, Check, CheckKind, Condition, Email, InitKind, Job, Location, LogLevel, MetricName, MetricRule,
+    Op, ProcessSelector, RestartLimit, Route, Rule, Settings, Suffix, Tls, UnitScope, Window, WorkerEvent,
 };
 
 /// What the files checked so far have declared, for the checks that span files.
@@ -34,11 +33,7 @@ pub struct Context {
 
 fn location(file: &SourceFile<'_>, span: Span) -> Location {
     let d = file.error(span, "");
-    Location {
-        path: d.path,
-        line: d.line,
-        column: d.column,
-    }
+    Location { path: d.path, line: d.line, column: d.column }
 }
 
 fn at(loc: &Location) -> String {
@@ -50,21 +45,15 @@ fn at(loc: &Location) -> String {
 
 const SETTINGS: &str = "cycle_time, deploy_length, log_level, expose_port, statsd_location, socket, state_dir, metrics_listen, restart_limit or restart_window";
 
-pub fn check_global(
-    file: &SourceFile<'_>,
-    tree: &GlobalFile,
-    cx: &mut Context,
-    out: &mut Vec<Diagnostic>,
-) {
+pub fn check_global(file: &SourceFile<'_>, tree: &GlobalFile, cx: &mut Context, out: &mut Vec<Diagnostic>) {
     let mut seen_keys: BTreeSet<&str> = BTreeSet::new();
     for statement in &tree.statements {
         match statement {
             GlobalStatement::Set { key, value, .. } => {
                 if !seen_keys.insert(&key.value) {
-                    out.push(file.warning(
-                        key.span,
-                        format!("`{}` is set more than once; the last value wins", key.value),
-                    ));
+                    out.push(
+                        file.warning(key.span, format!("`{}` is set more than once; the last value wins", key.value)),
+                    );
                 }
                 set(file, key, value, &mut cx.settings, out);
             }
@@ -75,38 +64,32 @@ pub fn check_global(
                 let name = send.route.as_ref().map(|r| r.value.clone());
                 let loc = location(file, send.span);
                 if let Some(previous) = cx.routes.get(&name) {
-                    let what = name
-                        .as_ref()
-                        .map_or("the default route".to_owned(), |n| format!("route `{n}`"));
+                    let what = name.as_ref().map_or("the default route".to_owned(), |n| format!("route `{n}`"));
                     let span = send.route.as_ref().map_or(send.span, |r| r.span);
-                    out.push(file.error(span, format!("{what} is already declared at {}, expected one `send alerts` per route", at(&previous.location))));
+                    out.push(file.error(
+                        span,
+                        format!(
+                            "{what} is already declared at {}, expected one `send alerts` per route",
+                            at(&previous.location)
+                        ),
+                    ));
                     continue;
                 }
-                cx.routes.insert(
-                    name.clone(),
-                    Route {
-                        name,
-                        channel,
-                        location: loc,
-                    },
-                );
+                cx.routes.insert(name.clone(), Route { name, channel, location: loc });
             }
         }
     }
 }
 
-fn set(
-    file: &SourceFile<'_>,
-    key: &Text,
-    value: &Text,
-    s: &mut Settings,
-    out: &mut Vec<Diagnostic>,
-) {
+fn set(file: &SourceFile<'_>, key: &Text, value: &Text, s: &mut Settings, out: &mut Vec<Diagnostic>) {
     let v = value.value.as_str();
     let seconds = |out: &mut Vec<Diagnostic>, min: u64| match v.parse::<u64>() {
         Ok(n) if n >= min => Some(Duration::from_secs(n)),
         _ => {
-            out.push(file.error(value.span, format!("invalid `{}` value `{v}`, expected a whole number of seconds of at least {min}", key.value)));
+            out.push(file.error(
+                value.span,
+                format!("invalid `{}` value `{v}`, expected a whole number of seconds of at least {min}", key.value),
+            ));
             None
         }
     };
@@ -123,9 +106,7 @@ fn set(
                 _ => {
                     out.push(file.error(
                         value.span,
-                        format!(
-                            "invalid log level `{v}`, expected error, warn, info, debug or verbose"
-                        ),
+                        format!("invalid log level `{v}`, expected error, warn, info, debug or verbose"),
                     ));
                     s.log_level
                 }
@@ -134,21 +115,15 @@ fn set(
         "expose_port" => match v.parse::<u16>() {
             Ok(0) => s.expose_port = None,
             Ok(port) => s.expose_port = Some(port),
-            Err(_) => out.push(file.error(
-                value.span,
-                format!("invalid port `{v}`, expected a number from 0 (off) to 65535"),
-            )),
+            Err(_) => {
+                out.push(file.error(value.span, format!("invalid port `{v}`, expected a number from 0 (off) to 65535")))
+            }
         },
         "statsd_location" => {
-            if v.rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-            {
+            if v.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
                 s.statsd_location = Some(v.to_owned());
             } else {
-                out.push(file.error(
-                    value.span,
-                    format!("invalid statsd location `{v}`, expected HOST:PORT"),
-                ));
+                out.push(file.error(value.span, format!("invalid statsd location `{v}`, expected HOST:PORT")));
             }
         }
         "restart_limit" => match v.parse::<u32>() {
@@ -172,21 +147,13 @@ fn set(
         "socket" => s.socket = Some(v.to_owned()),
         "state_dir" => s.state_dir = Some(v.to_owned()),
         "metrics_listen" => {
-            if v.rsplit_once(':')
-                .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
-            {
+            if v.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
                 s.metrics_listen = Some(v.to_owned());
             } else {
-                out.push(file.error(
-                    value.span,
-                    format!("invalid listen address `{v}`, expected HOST:PORT"),
-                ));
+                out.push(file.error(value.span, format!("invalid listen address `{v}`, expected HOST:PORT")));
             }
         }
-        other => out.push(file.warning(
-            key.span,
-            format!("unknown setting `{other}` is ignored, expected {SETTINGS}"),
-        )),
+        other => out.push(file.warning(key.span, format!("unknown setting `{other}` is ignored, expected {SETTINGS}"))),
     }
 }
 
@@ -195,16 +162,7 @@ const CHANNELS: &str = "email, gmail, slack, webhook, pagerduty, alertmanager or
 /// Parameters each channel accepts; the required ones are checked in [`channel`].
 fn channel_params(channel: &str) -> &'static [&'static str] {
     match channel {
-        "email" => &[
-            "smtp_server",
-            "smtp_port",
-            "tls_port",
-            "tls",
-            "username",
-            "password",
-            "from_email",
-            "to_email",
-        ],
+        "email" => &["smtp_server", "smtp_port", "tls_port", "tls", "username", "password", "from_email", "to_email"],
         "gmail" => &["username", "password", "from_email", "to_email"],
         "slack" => &["url", "icon_emoji", "username", "channel"],
         "webhook" => &["url", "secret"],
@@ -218,25 +176,15 @@ fn channel_params(channel: &str) -> &'static [&'static str] {
     clippy::too_many_lines,
     reason = "one match over a closed list of words; split up, the list would be harder to read"
 )]
-fn channel(
-    file: &SourceFile<'_>,
-    send: &ast::SendAlerts,
-    out: &mut Vec<Diagnostic>,
-) -> Option<Channel> {
+fn channel(file: &SourceFile<'_>, send: &ast::SendAlerts, out: &mut Vec<Diagnostic>) -> Option<Channel> {
     let name = send.channel.value.as_str();
-    if !matches!(
-        name,
-        "email" | "gmail" | "slack" | "webhook" | "pagerduty" | "alertmanager" | "log"
-    ) {
+    if !matches!(name, "email" | "gmail" | "slack" | "webhook" | "pagerduty" | "alertmanager" | "log") {
         let why = if matches!(name, "campfire" | "hipchat" | "flowdock") {
             "is no longer supported (the service shut down)"
         } else {
             "is unknown"
         };
-        out.push(file.error(
-            send.channel.span,
-            format!("channel `{name}` {why}, expected {CHANNELS}"),
-        ));
+        out.push(file.error(send.channel.span, format!("channel `{name}` {why}, expected {CHANNELS}")));
         return None;
     }
     let allowed = channel_params(name);
@@ -245,13 +193,7 @@ fn channel(
     let mut ok = true;
     for group in &send.params {
         if let Some(extra) = group.get(2) {
-            out.push(file.error(
-                extra.span,
-                format!(
-                    "unexpected `{}`, expected `,` between parameters",
-                    extra.value
-                ),
-            ));
+            out.push(file.error(extra.span, format!("unexpected `{}`, expected `,` between parameters", extra.value)));
             ok = false;
         }
         // A missing comma is reported once above; reading the group as pairs keeps it from causing more errors.
@@ -259,23 +201,19 @@ fn channel(
             match pair {
                 [key, value] => {
                     if !allowed.contains(&key.value.as_str()) {
-                        let expected = if allowed.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            allowed.join(", ")
-                        };
-                        out.push(file.warning(key.span, format!("unknown parameter `{}` for channel `{name}` is ignored, expected {expected}", key.value)));
-                    }
-                    if params
-                        .insert(&key.value, (value.value.clone(), value.span))
-                        .is_some()
-                    {
+                        let expected = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
                         out.push(file.warning(
                             key.span,
                             format!(
-                                "parameter `{}` is given more than once; the last value wins",
+                                "unknown parameter `{}` for channel `{name}` is ignored, expected {expected}",
                                 key.value
                             ),
+                        ));
+                    }
+                    if params.insert(&key.value, (value.value.clone(), value.span)).is_some() {
+                        out.push(file.warning(
+                            key.span,
+                            format!("parameter `{}` is given more than once; the last value wins", key.value),
                         ));
                     }
                     last_key = Some(&key.value);
@@ -289,10 +227,7 @@ fn channel(
                         }
                     }
                     _ => {
-                        out.push(file.error(
-                            lone.span,
-                            format!("expected a value after parameter `{}`", lone.value),
-                        ));
+                        out.push(file.error(lone.span, format!("expected a value after parameter `{}`", lone.value)));
                         params.insert(&lone.value, (String::new(), lone.span));
                         ok = false;
                     }
@@ -311,11 +246,7 @@ fn channel(
     let channel = match name {
         "email" | "gmail" => {
             let gmail = name == "gmail";
-            let smtp_server = if gmail {
-                Some("smtp.gmail.com".to_owned())
-            } else {
-                get("smtp_server")
-            };
+            let smtp_server = if gmail { Some("smtp.gmail.com".to_owned()) } else { get("smtp_server") };
             let to = get("to_email");
             if smtp_server.is_none() {
                 missing(out, "smtp_server", "smtp.example.com");
@@ -331,17 +262,14 @@ fn channel(
             }
             let (smtp_server, to) = (smtp_server?, to?);
             let mut to_email = Vec::new();
-            let to_span = params
-                .get("to_email")
-                .map_or(send.channel.span, |(_, s)| *s);
+            let to_span = params.get("to_email").map_or(send.channel.span, |(_, s)| *s);
             for address in to.split(',').map(str::trim).filter(|a| !a.is_empty()) {
                 if address.contains('@') && !address.contains(char::is_whitespace) {
                     to_email.push(address.to_owned());
                 } else {
-                    out.push(file.error(
-                        to_span,
-                        format!("invalid address `{address}` in `to_email`, expected user@domain"),
-                    ));
+                    out.push(
+                        file.error(to_span, format!("invalid address `{address}` in `to_email`, expected user@domain")),
+                    );
                     ok = false;
                 }
             }
@@ -350,10 +278,7 @@ fn channel(
                 Some((p, span)) => match p.parse::<u16>() {
                     Ok(p) if p > 0 => Some(p),
                     _ => {
-                        out.push(file.error(
-                            *span,
-                            format!("invalid port `{p}`, expected a number from 1 to 65535"),
-                        ));
+                        out.push(file.error(*span, format!("invalid port `{p}`, expected a number from 1 to 65535")));
                         ok = false;
                         None
                     }
@@ -366,10 +291,9 @@ fn channel(
                     "implicit" => Tls::Implicit,
                     "none" => Tls::None,
                     _ => {
-                        out.push(file.error(
-                            *span,
-                            format!("invalid tls mode `{t}`, expected starttls, implicit or none"),
-                        ));
+                        out.push(
+                            file.error(*span, format!("invalid tls mode `{t}`, expected starttls, implicit or none")),
+                        );
                         ok = false;
                         Tls::StartTls
                     }
@@ -413,10 +337,7 @@ fn channel(
             };
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 let span = params.get("url").map_or(send.channel.span, |(_, s)| *s);
-                out.push(file.error(
-                    span,
-                    format!("invalid url `{url}`, expected an http:// or https:// URL"),
-                ));
+                out.push(file.error(span, format!("invalid url `{url}`, expected an http:// or https:// URL")));
                 return None;
             }
             match name {
@@ -426,10 +347,7 @@ fn channel(
                     username: get("username"),
                     channel: get("channel"),
                 },
-                "webhook" => Channel::Webhook {
-                    url,
-                    secret: get("secret"),
-                },
+                "webhook" => Channel::Webhook { url, secret: get("secret") },
                 _ => Channel::Alertmanager { url },
             }
         }
@@ -442,20 +360,13 @@ fn channel(
             if let Some(sev) = &severity
                 && !matches!(sev.as_str(), "critical" | "error" | "warning" | "info")
             {
-                let span = params
-                    .get("severity")
-                    .map_or(send.channel.span, |(_, s)| *s);
-                out.push(file.error(
-                    span,
-                    format!("invalid severity `{sev}`, expected critical, error, warning or info"),
-                ));
+                let span = params.get("severity").map_or(send.channel.span, |(_, s)| *s);
+                out.push(
+                    file.error(span, format!("invalid severity `{sev}`, expected critical, error, warning or info")),
+                );
                 ok = false;
             }
-            Channel::PagerDuty {
-                routing_key,
-                url: get("url"),
-                severity,
-            }
+            Channel::PagerDuty { routing_key, url: get("url"), severity }
         }
         _ => Channel::Log,
     };
@@ -471,12 +382,7 @@ pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 const PARAMS: &str = "owner, init, scope, bus, cgroup_root, pidfile, matching, restart_command, hostname, port, socket, username, password, database, endpoint or path";
 
-pub fn check_checks(
-    file: &SourceFile<'_>,
-    tree: &ChecksFile,
-    cx: &mut Context,
-    out: &mut Vec<Diagnostic>,
-) {
+pub fn check_checks(file: &SourceFile<'_>, tree: &ChecksFile, cx: &mut Context, out: &mut Vec<Diagnostic>) {
     for block in &tree.checks {
         if block.kind.value == "jobs" {
             jobs(file, block, cx, out);
@@ -527,19 +433,11 @@ fn unknown_route(cx: &Context, route: &str) -> String {
             "unknown route `{route}`, expected a route declared in inspeq.conf with `send alerts to {route} via ...`"
         )
     } else {
-        format!(
-            "unknown route `{route}`, expected one of {}",
-            named.join(", ")
-        )
+        format!("unknown route `{route}`, expected one of {}", named.join(", "))
     }
 }
 
-fn jobs(
-    file: &SourceFile<'_>,
-    block: &ast::CheckBlock,
-    cx: &mut Context,
-    out: &mut Vec<Diagnostic>,
-) {
+fn jobs(file: &SourceFile<'_>, block: &ast::CheckBlock, cx: &mut Context, out: &mut Vec<Diagnostic>) {
     let mut owner = None;
     for (key, value) in &block.params {
         if key.value == "owner" {
@@ -551,31 +449,26 @@ fn jobs(
         } else {
             out.push(file.warning(
                 key.span,
-                format!(
-                    "unknown parameter `{}` for `check jobs` is ignored, expected owner",
-                    key.value
-                ),
+                format!("unknown parameter `{}` for `check jobs` is ignored, expected owner", key.value),
             ));
         }
     }
     for item in &block.items {
         let Item::Job(job) = item else { continue };
-        let count = match &job.count {
-            None => 1,
-            Some(c) => match c.value.parse::<u64>() {
-                Ok(n) if n >= 1 => n,
-                _ => {
-                    out.push(file.error(
-                        c.span,
-                        format!(
-                            "invalid count `{}`, expected a whole number of at least 1",
-                            c.value
-                        ),
-                    ));
-                    continue;
-                }
-            },
-        };
+        let count =
+            match &job.count {
+                None => 1,
+                Some(c) => match c.value.parse::<u64>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        out.push(file.error(
+                            c.span,
+                            format!("invalid count `{}`, expected a whole number of at least 1", c.value),
+                        ));
+                        continue;
+                    }
+                },
+            };
         let unit = match job.period.value.as_str() {
             "minute" | "minutes" => 60,
             "hour" | "hours" => 3600,
@@ -592,21 +485,13 @@ fn jobs(
         if let Some(previous) = cx.job_index.get(&name).map(|&i| &cx.jobs[i]) {
             out.push(file.error(
                 job.name.span,
-                format!(
-                    "job `{name}` is already declared at {}, expected each job once",
-                    at(&previous.location)
-                ),
+                format!("job `{name}` is already declared at {}, expected each job once", at(&previous.location)),
             ));
             continue;
         }
         let every = Duration::from_secs(count.saturating_mul(unit));
         cx.job_index.insert(name.clone(), cx.jobs.len());
-        cx.jobs.push(Job {
-            name,
-            every,
-            owner: owner.clone(),
-            location: location(file, job.name.span),
-        });
+        cx.jobs.push(Job { name, every, owner: owner.clone(), location: location(file, job.name.span) });
     }
 }
 
@@ -621,44 +506,37 @@ fn check_block(
     out: &mut Vec<Diagnostic>,
 ) -> Option<Check> {
     let kind_word = block.kind.value.as_str();
-    let is_host = match kind_word {
-        "host" => true,
-        "service" | "process" => false,
-        other => {
-            out.push(file.error(
-                block.kind.span,
-                format!("unknown check `{other}`, expected host, service, process or jobs"),
-            ));
-            return None;
-        }
-    };
+    let is_host =
+        match kind_word {
+            "host" => true,
+            "service" | "process" => false,
+            other => {
+                out.push(file.error(
+                    block.kind.span,
+                    format!("unknown check `{other}`, expected host, service, process or jobs"),
+                ));
+                return None;
+            }
+        };
     let name = match (&block.name, is_host) {
         (Some(n), true) => {
             out.push(file.error(
                 n.span,
-                format!(
-                    "unexpected `{}`, expected `with`, `if` or nothing after `check host`",
-                    n.value
-                ),
+                format!("unexpected `{}`, expected `with`, `if` or nothing after `check host`", n.value),
             ));
             "host".to_owned()
         }
         (None, true) => "host".to_owned(),
         (Some(n), false) if !n.value.is_empty() => n.value.clone(),
         _ => {
-            out.push(file.error(
-                block.head,
-                format!("`check {kind_word}` needs a name, expected `check {kind_word} NAME`"),
-            ));
+            out.push(
+                file.error(block.head, format!("`check {kind_word}` needs a name, expected `check {kind_word} NAME`")),
+            );
             return None;
         }
     };
     let mut check = Check {
-        kind: if is_host {
-            CheckKind::Host
-        } else {
-            CheckKind::Service
-        },
+        kind: if is_host { CheckKind::Host } else { CheckKind::Service },
         name,
         owner: None,
         init: None,
@@ -678,26 +556,18 @@ fn check_block(
     let mut selector_given = false;
     for (key, value) in &block.params {
         let v = value.value.as_str();
-        if check
-            .params
-            .insert(key.value.clone(), v.to_owned())
-            .is_some()
-        {
-            out.push(file.warning(
-                key.span,
-                format!(
-                    "parameter `{}` is given more than once; the last value wins",
-                    key.value
+        if check.params.insert(key.value.clone(), v.to_owned()).is_some() {
+            out.push(
+                file.warning(
+                    key.span,
+                    format!("parameter `{}` is given more than once; the last value wins", key.value),
                 ),
-            ));
+            );
         }
         if is_host && key.value != "owner" {
             out.push(file.warning(
                 key.span,
-                format!(
-                    "parameter `{}` has no meaning for `check host` and is ignored, expected owner",
-                    key.value
-                ),
+                format!("parameter `{}` has no meaning for `check host` and is ignored, expected owner", key.value),
             ));
             continue;
         }
@@ -722,10 +592,7 @@ fn check_block(
             "scope" => match v {
                 "system" => check.scope = Some(UnitScope::System),
                 "user" => check.scope = Some(UnitScope::User),
-                _ => out.push(file.error(
-                    value.span,
-                    format!("unknown scope `{v}`, expected system or user"),
-                )),
+                _ => out.push(file.error(value.span, format!("unknown scope `{v}`, expected system or user"))),
             },
             "bus" => {
                 systemd_only = systemd_only.or(Some(("bus", key.span)));
@@ -748,17 +615,20 @@ fn check_block(
                 if v.starts_with('/') {
                     selector = selector.or(Some(ProcessSelector::PidFile(v.to_owned())));
                 } else {
-                    out.push(file.error(value.span, format!("pid file `{v}` is not an absolute path, expected a path like /run/NAME.pid")));
+                    out.push(file.error(
+                        value.span,
+                        format!("pid file `{v}` is not an absolute path, expected a path like /run/NAME.pid"),
+                    ));
                 }
             }
             "matching" => {
                 selector_given = true;
                 if kind_word != "process" {
-                    out.push(file.error(key.span, "`matching` only applies to `check process`, expected pidfile, init or scope"));
-                } else if let Err(e) = regex::RegexBuilder::new(v)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                {
+                    out.push(file.error(
+                        key.span,
+                        "`matching` only applies to `check process`, expected pidfile, init or scope",
+                    ));
+                } else if let Err(e) = regex::RegexBuilder::new(v).size_limit(REGEX_SIZE_LIMIT).build() {
                     let reason = e
                         .to_string()
                         .lines()
@@ -767,9 +637,7 @@ fn check_block(
                         .trim()
                         .trim_start_matches("error: ")
                         .to_owned();
-                    out.push(
-                        file.error(value.span, format!("invalid regular expression: {reason}")),
-                    );
+                    out.push(file.error(value.span, format!("invalid regular expression: {reason}")));
                 } else {
                     selector = selector.or(Some(ProcessSelector::Matching(v.to_owned())));
                 }
@@ -784,17 +652,13 @@ fn check_block(
             }
             "port" => {
                 if v.parse::<u16>().is_err() {
-                    out.push(file.error(
-                        value.span,
-                        format!("invalid port `{v}`, expected a number from 1 to 65535"),
-                    ));
+                    out.push(file.error(value.span, format!("invalid port `{v}`, expected a number from 1 to 65535")));
                 }
             }
             "hostname" | "socket" | "username" | "password" | "database" | "endpoint" | "path" => {}
-            other => out.push(file.warning(
-                key.span,
-                format!("unknown parameter `{other}` is ignored, expected {PARAMS}"),
-            )),
+            other => {
+                out.push(file.warning(key.span, format!("unknown parameter `{other}` is ignored, expected {PARAMS}")))
+            }
         }
     }
     if let Some((param, span)) = systemd_only {
@@ -807,7 +671,10 @@ fn check_block(
         if kind_word == "process" {
             out.push(file.error(span, format!("`{param}` only applies to systemd services, not to `check process`")));
         } else if let Some(other) = other {
-            out.push(file.error(span, format!("`{param}` only applies to systemd services, expected init systemd (not {other})")));
+            out.push(file.error(
+                span,
+                format!("`{param}` only applies to systemd services, expected init systemd (not {other})"),
+            ));
         }
     }
     if kind_word == "process" {
@@ -833,35 +700,21 @@ fn check_block(
             Item::Expose(names) => {
                 for n in names {
                     if is_host {
-                        out.push(
-                            file.error(
-                                n.span,
-                                "`expose` only applies to services, expected a rule",
-                            ),
-                        );
+                        out.push(file.error(n.span, "`expose` only applies to services, expected a rule"));
                     } else if n.value == "memstats" {
                         check.exposes.push(n.value.clone());
                     } else {
-                        out.push(file.error(
-                            n.span,
-                            format!("unknown expose option `{}`, expected memstats", n.value),
-                        ));
+                        out.push(file.error(n.span, format!("unknown expose option `{}`, expected memstats", n.value)));
                     }
                 }
             }
-            Item::Job(job) => out.push(file.error(
-                job.span,
-                "job lines belong in `check jobs`, expected a rule",
-            )),
+            Item::Job(job) => out.push(file.error(job.span, "job lines belong in `check jobs`, expected a rule")),
         }
     }
     if block.items.is_empty() {
         out.push(file.warning(
             block.head,
-            format!(
-                "`check {kind_word} {}` has no rules; only its up/down changes will be reported",
-                check.name
-            ),
+            format!("`check {kind_word} {}` has no rules; only its up/down changes will be reported", check.name),
         ));
     }
     Some(check)
@@ -880,27 +733,14 @@ fn check_rule(
 ) -> Option<Rule> {
     let before = out.len();
     let condition = condition(file, &rule.condition, check, out);
-    let actions: Vec<ActionSpec> = rule
-        .actions
-        .iter()
-        .filter_map(|a| action(file, a, check, cx, out))
-        .collect();
+    let actions: Vec<ActionSpec> = rule.actions.iter().filter_map(|a| action(file, a, check, cx, out)).collect();
     let failed = out[before..].iter().any(Diagnostic::is_error);
     let condition = condition?;
     if failed {
         return None;
     }
-    let text = collapse(
-        file.text
-            .get(rule.condition_span.start..rule.condition_span.end)
-            .unwrap_or_default(),
-    );
-    Some(Rule {
-        condition,
-        actions,
-        text,
-        location: location(file, rule.span),
-    })
+    let text = collapse(file.text.get(rule.condition_span.start..rule.condition_span.end).unwrap_or_default());
+    Some(Rule { condition, actions, text, location: location(file, rule.span) })
 }
 
 #[expect(
@@ -918,14 +758,18 @@ fn condition(
         ast::Condition::Event { name, arg } => {
             let subject = metrics::event_subject(&name.value);
             if is_host && subject.is_some() {
-                out.push(file.error(name.span, format!("`{}` is an event of a process, expected a host metric such as swap, load:5 or disk:/", name.value)));
+                out.push(file.error(
+                    name.span,
+                    format!(
+                        "`{}` is an event of a process, expected a host metric such as swap, load:5 or disk:/",
+                        name.value
+                    ),
+                ));
                 return None;
             }
             let no_arg = |out: &mut Vec<Diagnostic>| {
                 if let Some(a) = arg {
-                    out.push(
-                        file.error(a.span, format!("unexpected `{}`, expected `then`", a.value)),
-                    );
+                    out.push(file.error(a.span, format!("unexpected `{}`, expected `then`", a.value)));
                 }
             };
             match subject {
@@ -947,7 +791,13 @@ fn condition(
                         if let Some(n) = metrics::signal_number(&a.value) {
                             Some(Condition::Signaled(Some(n)))
                         } else {
-                            out.push(file.error(a.span, format!("unknown signal `{}`, expected a name such as SIGKILL or SIGSEGV, or a number", a.value)));
+                            out.push(file.error(
+                                a.span,
+                                format!(
+                                    "unknown signal `{}`, expected a name such as SIGKILL or SIGSEGV, or a number",
+                                    a.value
+                                ),
+                            ));
                             None
                         }
                     }
@@ -955,9 +805,7 @@ fn condition(
                 Some(EventSubject::Worker) => {
                     let what = arg.as_ref().and_then(|a| worker_event(&a.value));
                     if what.is_none() {
-                        let span = arg
-                            .as_ref()
-                            .map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
+                        let span = arg.as_ref().map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
                         out.push(file.error(span, WORKER_EXPECTED));
                     }
                     what.map(|what| Condition::Worker { what, more_than: None })
@@ -968,16 +816,10 @@ fn condition(
                         Some(EventSubject::Forks) => "forks > 100/sec",
                         _ => "restarts > 3 within 5 minutes",
                     };
-                    let span = arg
-                        .as_ref()
-                        .map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
-                    out.push(file.error(
-                        span,
-                        format!(
-                            "expected a comparison after `{}`, like `{example}`",
-                            name.value
-                        ),
-                    ));
+                    let span = arg.as_ref().map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
+                    out.push(
+                        file.error(span, format!("expected a comparison after `{}`, like `{example}`", name.value)),
+                    );
                     None
                 }
                 None => {
@@ -990,15 +832,10 @@ fn condition(
                     )
                     .is_ok()
                     {
-                        let span = arg
-                            .as_ref()
-                            .map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
+                        let span = arg.as_ref().map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
                         out.push(file.error(
                             span,
-                            format!(
-                                "expected a comparison after `{}`, like `{} > 90%`",
-                                name.value, name.value
-                            ),
+                            format!("expected a comparison after `{}`, like `{} > 90%`", name.value, name.value),
                         ));
                         return None;
                     } else if is_host {
@@ -1017,22 +854,22 @@ fn condition(
                 }
             }
         }
-        ast::Condition::EventCount {
-            name,
-            arg,
-            op,
-            amount,
-            within,
-        } => {
+        ast::Condition::EventCount { name, arg, op, amount, within } => {
             if metrics::event_subject(&name.value) != Some(EventSubject::Worker) {
                 out.push(file.error(
                     name.span,
-                    format!("`{} {}` cannot be counted, expected `worker crashed > 3 within 1 minute`", name.value, arg.value),
+                    format!(
+                        "`{} {}` cannot be counted, expected `worker crashed > 3 within 1 minute`",
+                        name.value, arg.value
+                    ),
                 ));
                 return None;
             }
             if is_host {
-                out.push(file.error(name.span, "`worker` is an event of a service, expected a host metric such as swap, load:5 or disk:/"));
+                out.push(file.error(
+                    name.span,
+                    "`worker` is an event of a service, expected a host metric such as swap, load:5 or disk:/",
+                ));
                 return None;
             }
             let Some(what) = worker_event(&arg.value) else {
@@ -1043,52 +880,29 @@ fn condition(
             let more_than = count_within(file, &word, *op, amount, Some(within), out)?;
             Some(Condition::Worker { what, more_than: Some(more_than) })
         }
-        ast::Condition::Compare {
-            metric,
-            op,
-            amount,
-            for_cycles,
-            within,
-        } => {
-            let subject = if metric.name.is_none() {
-                metrics::event_subject(&metric.family.value)
-            } else {
-                None
-            };
+        ast::Condition::Compare { metric, op, amount, for_cycles, within } => {
+            let subject = if metric.name.is_none() { metrics::event_subject(&metric.family.value) } else { None };
             match subject {
-                Some(subject) if !is_host => event_compare(
-                    file,
-                    subject,
-                    metric,
-                    *op,
-                    amount,
-                    for_cycles.as_ref(),
-                    within.as_deref(),
-                    out,
-                ),
+                Some(subject) if !is_host => {
+                    event_compare(file, subject, metric, *op, amount, for_cycles.as_ref(), within.as_deref(), out)
+                }
                 Some(_) => {
-                    out.push(file.error(metric.span, format!("`{}` is an event of a process, expected a host metric such as swap, load:5 or disk:/", metric.family.value)));
+                    out.push(file.error(
+                        metric.span,
+                        format!(
+                            "`{}` is an event of a process, expected a host metric such as swap, load:5 or disk:/",
+                            metric.family.value
+                        ),
+                    ));
                     None
                 }
-                None => metric_compare(
-                    file,
-                    metric,
-                    *op,
-                    amount,
-                    for_cycles.as_ref(),
-                    within.as_deref(),
-                    is_host,
-                    out,
-                ),
+                None => metric_compare(file, metric, *op, amount, for_cycles.as_ref(), within.as_deref(), is_host, out),
             }
         }
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; a struct would only rename the same fields"
-)]
+#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename the same fields")]
 fn event_compare(
     file: &SourceFile<'_>,
     subject: EventSubject,
@@ -1101,10 +915,7 @@ fn event_compare(
 ) -> Option<Condition> {
     let word = metric.family.value.as_str();
     if let Some((n, _)) = for_cycles {
-        out.push(file.error(
-            n.span,
-            format!("`{word}` is evaluated when it happens, expected no `for N cycles`"),
-        ));
+        out.push(file.error(n.span, format!("`{word}` is evaluated when it happens, expected no `for N cycles`")));
         return None;
     }
     if subject != EventSubject::Restarts
@@ -1125,48 +936,31 @@ fn event_compare(
             let Ok(code) = amount.value.parse::<i64>() else {
                 out.push(file.error(
                     amount.span,
-                    format!(
-                        "invalid exit code `{}`, expected a whole number from 0 to 255",
-                        amount.value
-                    ),
+                    format!("invalid exit code `{}`, expected a whole number from 0 to 255", amount.value),
                 ));
                 return None;
             };
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "exit codes that matter fit in 8 bits"
-            )]
+            #[expect(clippy::cast_precision_loss, reason = "exit codes that matter fit in 8 bits")]
             let never = !(0..=255).any(|c| op.holds(f64::from(c), code as f64));
             if never {
                 out.push(file.warning(
                     amount.span,
-                    format!(
-                        "`exit_code {} {code}` can never fire, expected an exit code from 0 to 255",
-                        op.symbol()
-                    ),
+                    format!("`exit_code {} {code}` can never fire, expected an exit code from 0 to 255", op.symbol()),
                 ));
             }
             Some(Condition::ExitCode { op, code })
         }
         EventSubject::Forks => {
             if !matches!(op, Op::Gt | Op::Ge) {
-                out.push(file.error(
-                    op_span,
-                    "`forks` is compared with `>` or `>=`, like `forks > 100/sec`",
-                ));
+                out.push(file.error(op_span, "`forks` is compared with `>` or `>=`, like `forks > 100/sec`"));
                 return None;
             }
             match parse_amount(&amount.value) {
-                Ok(a) if a.per_sec && a.suffix != Suffix::Percent => {
-                    Some(Condition::Forks { per_sec: a.value })
-                }
+                Ok(a) if a.per_sec && a.suffix != Suffix::Percent => Some(Condition::Forks { per_sec: a.value }),
                 _ => {
                     out.push(file.error(
                         amount.span,
-                        format!(
-                            "invalid fork rate `{}`, expected a rate like `100/sec`",
-                            amount.value
-                        ),
+                        format!("invalid fork rate `{}`, expected a rate like `100/sec`", amount.value),
                     ));
                     None
                 }
@@ -1178,14 +972,8 @@ fn event_compare(
             out.push(file.error(metric.span, WORKER_EXPECTED));
             None
         }
-        EventSubject::Exited
-        | EventSubject::Crashed
-        | EventSubject::Signaled
-        | EventSubject::OomKilled => {
-            out.push(file.error(
-                op_span,
-                format!("`{word}` takes no comparison, expected `if {word} then ...`"),
-            ));
+        EventSubject::Exited | EventSubject::Crashed | EventSubject::Signaled | EventSubject::OomKilled => {
+            out.push(file.error(op_span, format!("`{word}` takes no comparison, expected `if {word} then ...`")));
             None
         }
     }
@@ -1212,26 +1000,19 @@ fn count_within(
     out: &mut Vec<Diagnostic>,
 ) -> Option<(u32, Window)> {
     if !matches!(op, Op::Gt | Op::Ge) {
-        out.push(file.error(
-            op_span,
-            format!("`{word}` is compared with `>` or `>=`, like `{word} > 3 within 5 minutes`"),
-        ));
+        out.push(
+            file.error(op_span, format!("`{word}` is compared with `>` or `>=`, like `{word} > 3 within 5 minutes`")),
+        );
         return None;
     }
     let Ok(n) = amount.value.parse::<u32>() else {
-        out.push(file.error(
-            amount.span,
-            format!("invalid count `{}`, expected a whole number", amount.value),
-        ));
+        out.push(file.error(amount.span, format!("invalid count `{}`, expected a whole number", amount.value)));
         return None;
     };
     // `>= 0` would hold with nothing counted at all.
     let count = match op {
         Op::Ge if n == 0 => {
-            out.push(file.error(
-                amount.span,
-                format!("`{word} >= 0` always holds, expected a count of at least 1"),
-            ));
+            out.push(file.error(amount.span, format!("`{word} >= 0` always holds, expected a count of at least 1")));
             return None;
         }
         Op::Ge => n - 1,
@@ -1256,10 +1037,7 @@ fn count_within(
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; a struct would only rename the same fields"
-)]
+#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename the same fields")]
 fn metric_compare(
     file: &SourceFile<'_>,
     metric: &ast::MetricText,
@@ -1276,10 +1054,12 @@ fn metric_compare(
     if is_host && family == "memory" && name == Some("free") {
         // Inspeqtor's own fixture used `memory(free)`, which it parsed but never collected (it read 0). Keep such
         // files loading, and give the rule the meaning its author wanted.
-        out.push(file.warning(
-            metric.span,
-            "Inspeqtor never collected `memory:free`; it is read as `memory:available` (bytes)",
-        ));
+        out.push(
+            file.warning(
+                metric.span,
+                "Inspeqtor never collected `memory:free`; it is read as `memory:available` (bytes)",
+            ),
+        );
         name = Some("available");
     }
     let resolved = match metrics::lookup(family, name, scope) {
@@ -1290,10 +1070,7 @@ fn metric_compare(
         }
     };
     if let Some(first) = within.and_then(<[Text]>::first) {
-        out.push(file.error(
-            first.span,
-            "`within` only applies to `restarts`, expected `for N cycles` or `then`",
-        ));
+        out.push(file.error(first.span, "`within` only applies to `restarts`, expected `for N cycles` or `then`"));
         return None;
     }
     let threshold = match parse_amount(&amount.value) {
@@ -1311,22 +1088,13 @@ fn metric_compare(
                 _ => {
                     out.push(file.error(
                         n.span,
-                        format!(
-                            "invalid cycle count `{}`, expected a whole number of at least 1",
-                            n.value
-                        ),
+                        format!("invalid cycle count `{}`, expected a whole number of at least 1", n.value),
                     ));
                     None
                 }
             };
-            if let Some(word) = word
-                .as_ref()
-                .filter(|w| !matches!(w.value.as_str(), "cycle" | "cycles"))
-            {
-                out.push(file.error(
-                    word.span,
-                    format!("unexpected `{}`, expected `cycles`", word.value),
-                ));
+            if let Some(word) = word.as_ref().filter(|w| !matches!(w.value.as_str(), "cycle" | "cycles")) {
+                out.push(file.error(word.span, format!("unexpected `{}`, expected `cycles`", word.value)));
                 None
             } else {
                 count
@@ -1336,20 +1104,21 @@ fn metric_compare(
     let (resolved, threshold, cycles) = (resolved?, threshold?, cycles?);
     let shown = MetricName::new(family, name);
     if threshold.per_sec && resolved.kind != MetricKind::Counter {
-        out.push(file.warning(amount.span, format!("`/sec` only makes sense for counters and `{shown}` is not one; its value is divided by the cycle time")));
+        out.push(file.warning(
+            amount.span,
+            format!(
+                "`/sec` only makes sense for counters and `{shown}` is not one; its value is divided by the cycle time"
+            ),
+        ));
     }
     if threshold.suffix == Suffix::Percent && resolved.unit != Unit::Percent {
         out.push(file.warning(
             amount.span,
-            format!(
-                "`{shown}` is not a percentage; `{}` is compared as the plain number",
-                amount.value
-            ),
+            format!("`{shown}` is not a percentage; `{}` is compared as the plain number", amount.value),
         ));
     }
     // Process CPU is a share of one core, so a multi-threaded process legitimately exceeds 100 %.
-    let bounded =
-        resolved.unit == Unit::Percent && (is_host || resolved.kind != MetricKind::CpuSeconds);
+    let bounded = resolved.unit == Unit::Percent && (is_host || resolved.kind != MetricKind::CpuSeconds);
     let v = threshold.value;
     let never = match op {
         Op::Gt => bounded && v >= 100.0,
@@ -1362,11 +1131,7 @@ fn metric_compare(
         let range = if bounded { "from 0 to 100" } else { "above 0" };
         out.push(file.warning(
             amount.span,
-            format!(
-                "`{shown} {} {}` can never fire, expected a threshold {range}",
-                op.symbol(),
-                amount.value
-            ),
+            format!("`{shown} {} {}` can never fire, expected a threshold {range}", op.symbol(), amount.value),
         ));
     }
     Some(Condition::Metric(MetricRule {
@@ -1389,10 +1154,7 @@ fn action(
     let verb = a.verb.value.as_str();
     let extra = |out: &mut Vec<Diagnostic>, from: usize| -> bool {
         if let Some(x) = a.args.get(from) {
-            out.push(file.error(
-                x.span,
-                format!("unexpected `{}`, expected `,` between actions", x.value),
-            ));
+            out.push(file.error(x.span, format!("unexpected `{}`, expected `,` between actions", x.value)));
             true
         } else {
             false
@@ -1406,19 +1168,11 @@ fn action(
             }
             match a.args.first() {
                 None => Some(ActionSpec::Alert { route: None }),
-                Some(r) if route_known(cx, &r.value) => Some(ActionSpec::Alert {
-                    route: Some(r.value.clone()),
-                }),
+                Some(r) if route_known(cx, &r.value) => Some(ActionSpec::Alert { route: Some(r.value.clone()) }),
                 Some(r) => {
                     let mut message = unknown_route(cx, &r.value);
-                    if matches!(
-                        r.value.as_str(),
-                        "restart" | "reload" | "unmonitor" | "exec"
-                    ) {
-                        message = format!(
-                            "{message} (to also {}, write `alert, {}`)",
-                            r.value, r.value
-                        );
+                    if matches!(r.value.as_str(), "restart" | "reload" | "unmonitor" | "exec") {
+                        message = format!("{message} (to also {}, write `alert, {}`)", r.value, r.value);
                     }
                     out.push(file.error(r.span, message));
                     None
@@ -1430,10 +1184,7 @@ fn action(
                 return None;
             }
             if on_host {
-                out.push(file.error(
-                    a.verb.span,
-                    format!("the host cannot `{verb}`, expected alert or exec"),
-                ));
+                out.push(file.error(a.verb.span, format!("the host cannot `{verb}`, expected alert or exec")));
                 return None;
             }
             if let CheckKind::Process(_) = check.kind {
@@ -1442,7 +1193,10 @@ fn action(
                     return None;
                 }
                 if verb == "reload" {
-                    out.push(file.error(a.verb.span, "a `check process` has no init system to reload it, expected restart, alert or exec"));
+                    out.push(file.error(
+                        a.verb.span,
+                        "a `check process` has no init system to reload it, expected restart, alert or exec",
+                    ));
                     return None;
                 }
             }
@@ -1453,27 +1207,28 @@ fn action(
             })
         }
         "exec" => match a.args.first() {
-            Some(program) if program.value.starts_with('/') => Some(ActionSpec::Exec {
-                argv: a.args.iter().map(|t| t.value.clone()).collect(),
-            }),
+            Some(program) if program.value.starts_with('/') => {
+                Some(ActionSpec::Exec { argv: a.args.iter().map(|t| t.value.clone()).collect() })
+            }
             Some(program) => {
-                out.push(file.error(program.span, format!("program `{}` is not an absolute path, expected like `exec \"/usr/local/bin/notify\"`", program.value)));
+                out.push(file.error(
+                    program.span,
+                    format!(
+                        "program `{}` is not an absolute path, expected like `exec \"/usr/local/bin/notify\"`",
+                        program.value
+                    ),
+                ));
                 None
             }
             None => {
-                out.push(file.error(
-                    a.verb.span,
-                    "`exec` needs a program, expected `exec \"/path/prog\" [args]`",
-                ));
+                out.push(file.error(a.verb.span, "`exec` needs a program, expected `exec \"/path/prog\" [args]`"));
                 None
             }
         },
         other => {
             out.push(file.error(
                 a.verb.span,
-                format!(
-                    "unknown action `{other}`, expected alert, restart, reload, unmonitor or exec"
-                ),
+                format!("unknown action `{other}`, expected alert, restart, reload, unmonitor or exec"),
             ));
             None
         }

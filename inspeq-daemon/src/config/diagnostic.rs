@@ -47,10 +47,7 @@ impl Diagnostic {
     /// `path:line:col: severity: message`, the form fixtures compare and editors jump to.
     #[must_use]
     pub fn short(&self) -> String {
-        format!(
-            "{}:{}:{}: {}: {}",
-            self.path, self.line, self.column, self.severity, self.message
-        )
+        format!("{}:{}:{}: {}: {}", self.path, self.line, self.column, self.severity, self.message)
     }
 }
 
@@ -72,44 +69,21 @@ pub struct SourceFile<'a> {
 impl<'a> SourceFile<'a> {
     #[must_use]
     pub fn new(path: &'a str, text: &'a str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
-        SourceFile {
-            path,
-            text,
-            line_starts,
-        }
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        SourceFile { path, text, line_starts }
     }
 
-    pub fn diagnostic(
-        &self,
-        severity: Severity,
-        span: Span,
-        message: impl Into<String>,
-    ) -> Diagnostic {
+    pub fn diagnostic(&self, severity: Severity, span: Span, message: impl Into<String>) -> Diagnostic {
         let start = clamp_to_char_boundary(self.text, span.start);
         let end = clamp_to_char_boundary(self.text, span.end.max(start));
         let line = self.line_starts.partition_point(|&s| s <= start);
         let line_start = self.line_starts[line - 1];
-        let line_end = self.text[start..]
-            .find('\n')
-            .map_or(self.text.len(), |i| start + i);
+        let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
         let column = self.text[line_start..start].chars().count() + 1;
         let width = self.text[start..end.min(line_end)].chars().count().max(1);
-        let source_line = self.text[line_start..line_end]
-            .trim_end_matches('\r')
-            .to_owned();
+        let source_line = self.text[line_start..line_end].trim_end_matches('\r').to_owned();
         let message = message.into().replace(['\n', '\r'], " ");
-        Diagnostic {
-            severity,
-            path: self.path.to_owned(),
-            line,
-            column,
-            width,
-            message,
-            source_line,
-        }
+        Diagnostic { severity, path: self.path.to_owned(), line, column, width, message, source_line }
     }
 
     pub fn error(&self, span: Span, message: impl Into<String>) -> Diagnostic {
@@ -156,11 +130,7 @@ pub fn render(diagnostics: &[Diagnostic]) -> String {
             .take(d.column.saturating_sub(1))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        let shown: String = d
-            .source_line
-            .chars()
-            .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
-            .collect();
+        let shown: String = d.source_line.chars().map(|c| if c.is_control() && c != '\t' { ' ' } else { c }).collect();
         let _ = writeln!(out, "{}", d.short());
         let _ = writeln!(out, "{pad} |");
         let _ = writeln!(out, "{} | {}", d.line, shown);
@@ -169,12 +139,7 @@ pub fn render(diagnostics: &[Diagnostic]) -> String {
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
     if !diagnostics.is_empty() {
-        let _ = writeln!(
-            out,
-            "{errors} error{}, {warnings} warning{}",
-            plural(errors),
-            plural(warnings)
-        );
+        let _ = writeln!(out, "{errors} error{}, {warnings} warning{}", plural(errors), plural(warnings));
     }
     out
 }
@@ -192,10 +157,7 @@ mod tests {
         let text = "check host\n\tif swapp > 20% then alert\n";
         let file = SourceFile::new("host.inq", text);
         let at = text.find("swapp").unwrap();
-        let d = file.error(
-            Span::new(at, at + 5),
-            "unknown metric `swapp`, expected swap",
-        );
+        let d = file.error(Span::new(at, at + 5), "unknown metric `swapp`, expected swap");
         assert_eq!(
             render(&[d]),
             "host.inq:2:5: error: unknown metric `swapp`, expected swap\n  |\n2 | \tif swapp > 20% then alert\n  | \t   ^^^^^\n1 error, 0 warnings\n"

@@ -124,17 +124,8 @@ impl<'input> Lexer<'input> {
     #[must_use]
     pub fn new(text: &'input str, mode: Mode) -> Self {
         // A UTF-8 byte order mark is invisible in editors; accepting it avoids a baffling error on line 1.
-        let pos = if text.starts_with('\u{feff}') {
-            '\u{feff}'.len_utf8()
-        } else {
-            0
-        };
-        Lexer {
-            text,
-            pos,
-            mode,
-            problems: Vec::new(),
-        }
+        let pos = if text.starts_with('\u{feff}') { '\u{feff}'.len_utf8() } else { 0 };
+        Lexer { text, pos, mode, problems: Vec::new() }
     }
 
     /// Lexes the whole input, returning the tokens and the problems met on the way.
@@ -165,11 +156,7 @@ impl<'input> Lexer<'input> {
     }
 
     fn problem(&mut self, start: usize, end: usize, message: impl Into<String>) {
-        self.problems.push(LexProblem {
-            start,
-            end,
-            message: message.into(),
-        });
+        self.problems.push(LexProblem { start, end, message: message.into() });
     }
 
     fn ends_word(&self, c: char) -> bool {
@@ -178,10 +165,7 @@ impl<'input> Lexer<'input> {
         }
         match self.mode {
             Mode::Global => false,
-            Mode::Checks => {
-                matches!(c, '(' | ')' | '<' | '>')
-                    || (matches!(c, '=' | '!') && self.peek2() == Some('='))
-            }
+            Mode::Checks => matches!(c, '(' | ')' | '<' | '>') || (matches!(c, '=' | '!') && self.peek2() == Some('=')),
         }
     }
 
@@ -207,10 +191,7 @@ impl<'input> Lexer<'input> {
                 self.problem(
                     start,
                     self.pos,
-                    format!(
-                        "unexpected control character {}, expected text",
-                        c.escape_default()
-                    ),
+                    format!("unexpected control character {}, expected text", c.escape_default()),
                 );
                 continue;
             }
@@ -292,11 +273,7 @@ impl<'input> Lexer<'input> {
         let mut value = String::new();
         loop {
             let Some(c) = self.peek() else {
-                self.problem(
-                    start,
-                    self.pos,
-                    "unterminated string, expected a closing `\"`",
-                );
+                self.problem(start, self.pos, "unterminated string, expected a closing `\"`");
                 break;
             };
             if c == '\n' {
@@ -348,11 +325,7 @@ impl<'input> Lexer<'input> {
             }
         };
         let rest = &self.text[self.pos + 1..];
-        let hex: String = rest
-            .chars()
-            .take(digits)
-            .take_while(char::is_ascii_hexdigit)
-            .collect();
+        let hex: String = rest.chars().take(digits).take_while(char::is_ascii_hexdigit).collect();
         let decoded = (hex.len() == digits)
             .then(|| u32::from_str_radix(&hex, 16).ok())
             .flatten()
@@ -373,11 +346,7 @@ mod tests {
     use super::*;
 
     fn toks(text: &str, mode: Mode) -> Vec<Tok<'_>> {
-        Lexer::tokenize(text, mode)
-            .0
-            .into_iter()
-            .map(|(_, t, _)| t)
-            .collect()
+        Lexer::tokenize(text, mode).0.into_iter().map(|(_, t, _)| t).collect()
     }
 
     #[test]
@@ -395,29 +364,17 @@ mod tests {
                 Tok::Then
             ]
         );
-        assert_eq!(
-            toks("disk:/ > 90%", Mode::Checks),
-            vec![Tok::Word("disk:/"), Tok::Gt, Tok::Word("90%")]
-        );
+        assert_eq!(toks("disk:/ > 90%", Mode::Checks), vec![Tok::Word("disk:/"), Tok::Gt, Tok::Word("90%")]);
         assert_eq!(
             toks("a!=b == 3", Mode::Checks),
-            vec![
-                Tok::Word("a"),
-                Tok::Ne,
-                Tok::Word("b"),
-                Tok::EqEq,
-                Tok::Int("3")
-            ]
+            vec![Tok::Word("a"), Tok::Ne, Tok::Word("b"), Tok::EqEq, Tok::Int("3")]
         );
     }
 
     #[test]
     fn global_mode_keeps_inspeqtors_value_atom() {
         assert_eq!(
-            toks(
-                "set statsd_location localhost:8125 # comment\npassword a<b>(c)",
-                Mode::Global
-            ),
+            toks("set statsd_location localhost:8125 # comment\npassword a<b>(c)", Mode::Global),
             vec![
                 Tok::Set,
                 Tok::Word("statsd_location"),
@@ -430,10 +387,8 @@ mod tests {
 
     #[test]
     fn strings_resolve_escapes_keep_other_backslashes_and_report_unterminated_ones() {
-        let (tokens, problems) = Lexer::tokenize(
-            r#""b!l$a%rgh^fazz\"" "\x41\u00e9" "^app \d+\b \x{41}" "open"#,
-            Mode::Global,
-        );
+        let (tokens, problems) =
+            Lexer::tokenize(r#""b!l$a%rgh^fazz\"" "\x41\u00e9" "^app \d+\b \x{41}" "open"#, Mode::Global);
         let values: Vec<_> = tokens.into_iter().map(|(_, t, _)| t).collect();
         assert_eq!(
             values,

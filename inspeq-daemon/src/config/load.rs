@@ -23,12 +23,7 @@ fn file_name(path: &str) -> &str {
 pub fn load<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> (Config, Vec<Diagnostic>) {
     let mut files: Vec<(&str, &str)> = files.into_iter().collect();
     files.sort_by(|a, b| a.0.cmp(b.0));
-    let global = GLOBAL_FILES.iter().find_map(|name| {
-        files
-            .iter()
-            .copied()
-            .find(|(path, _)| file_name(path) == *name)
-    });
+    let global = GLOBAL_FILES.iter().find_map(|name| files.iter().copied().find(|(path, _)| file_name(path) == *name));
     let mut diagnostics = Vec::new();
     let mut checks = Vec::new();
     for (path, text) in &files {
@@ -36,18 +31,15 @@ pub fn load<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> (Config,
         let name = file_name(path);
         if GLOBAL_FILES.contains(&name) {
             if let Some((used, _)) = global.filter(|(g, _)| g != path) {
-                diagnostics.push(file.warning(
-                    Span::default(),
-                    format!("ignored because {used} is used, expected one global file"),
-                ));
+                diagnostics.push(
+                    file.warning(Span::default(), format!("ignored because {used} is used, expected one global file")),
+                );
             }
         } else if name.ends_with(".inq") {
             checks.push((*path, *text));
         } else {
-            diagnostics.push(file.warning(
-                Span::default(),
-                "ignored: not a check file, expected a name ending in .inq",
-            ));
+            diagnostics
+                .push(file.warning(Span::default(), "ignored: not a check file, expected a name ending in .inq"));
         }
     }
     let (config, mut found) = load_files(global, checks);
@@ -78,12 +70,7 @@ pub fn load_files<'a>(
         found.sort_by_key(|d| (d.line, d.column));
         diagnostics.extend(found);
     }
-    let config = Config {
-        settings: cx.settings,
-        routes: cx.routes,
-        host: cx.host,
-        services: cx.services,
-        jobs: cx.jobs,
-    };
+    let config =
+        Config { settings: cx.settings, routes: cx.routes, host: cx.host, services: cx.services, jobs: cx.jobs };
     (config, diagnostics)
 }

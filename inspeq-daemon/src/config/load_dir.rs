@@ -87,9 +87,8 @@ fn read_regular(path: &Path) -> Result<Vec<u8>, Diagnostic> {
         .map_err(|e| unreadable(path, &e.to_string()))?;
     let size = refuse(path, &file.metadata().map_err(|e| unreadable(path, &e.to_string()))?)?;
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    let read = File::take(file, MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| unreadable(path, &e.to_string()))?;
+    let read =
+        File::take(file, MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| unreadable(path, &e.to_string()))?;
     if read as u64 > MAX_FILE_BYTES {
         return Err(too_big(path, read as u64));
     }
@@ -118,7 +117,11 @@ fn list(dir: &Path, all: bool, out: &mut Vec<PathBuf>, problems: &mut Vec<Diagno
         // `stat`, not the entry's own type: a symlink to a directory is a directory here. Never blocks.
         if fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
             if wanted {
-                problems.push(at_start(&path, Severity::Warning, "ignored: a directory, expected a regular file".into()));
+                problems.push(at_start(
+                    &path,
+                    Severity::Warning,
+                    "ignored: a directory, expected a regular file".into(),
+                ));
             }
             continue;
         }

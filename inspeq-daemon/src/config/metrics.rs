@@ -44,20 +44,8 @@ pub struct MetricDef {
     pub scope: Scope,
 }
 
-const fn m(
-    family: &'static str,
-    name: &'static str,
-    kind: MetricKind,
-    unit: Unit,
-    scope: Scope,
-) -> MetricDef {
-    MetricDef {
-        family,
-        name: Some(name),
-        kind,
-        unit,
-        scope,
-    }
+const fn m(family: &'static str, name: &'static str, kind: MetricKind, unit: Unit, scope: Scope) -> MetricDef {
+    MetricDef { family, name: Some(name), kind, unit, scope }
 }
 
 use MetricKind::{Counter, CpuSeconds, Gauge};
@@ -67,24 +55,12 @@ use Unit::{Bytes, Count, Percent};
 /// Host and process metrics, collected by inspeq itself from procfs.
 pub static BUILTIN: &[MetricDef] = &[
     // Inspeqtor's quirk #106/#135 is fixed at the source: a host without swap reports 0 %.
-    MetricDef {
-        family: "swap",
-        name: None,
-        kind: Gauge,
-        unit: Percent,
-        scope: Host,
-    },
+    MetricDef { family: "swap", name: None, kind: Gauge, unit: Percent, scope: Host },
     m("load", "1", Gauge, Count, Host),
     m("load", "5", Gauge, Count, Host),
     m("load", "15", Gauge, Count, Host),
     // Host CPU is normalised per core (Inspeqtor let a busy 8-core host read 800 %); bare `cpu` is the total.
-    MetricDef {
-        family: "cpu",
-        name: None,
-        kind: CpuSeconds,
-        unit: Percent,
-        scope: Host,
-    },
+    MetricDef { family: "cpu", name: None, kind: CpuSeconds, unit: Percent, scope: Host },
     m("cpu", "total", CpuSeconds, Percent, Host),
     m("cpu", "user", CpuSeconds, Percent, Host),
     m("cpu", "nice", CpuSeconds, Percent, Host),
@@ -107,13 +83,7 @@ pub static BUILTIN: &[MetricDef] = &[
 ];
 
 /// `disk:<mount point>` is open-ended: any absolute path names a mount point.
-pub const DISK: MetricDef = MetricDef {
-    family: "disk",
-    name: None,
-    kind: Gauge,
-    unit: Percent,
-    scope: Host,
-};
+pub const DISK: MetricDef = MetricDef { family: "disk", name: None, kind: Gauge, unit: Percent, scope: Host };
 
 /// A daemon a service check can sample over its own protocol, with the `with` parameters it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,12 +168,7 @@ pub static DAEMONS: &[DaemonFamily] = &[
     },
     DaemonFamily {
         family: "redis",
-        params: &[
-            ("hostname", Some("localhost")),
-            ("port", Some("6379")),
-            ("socket", None),
-            ("password", None),
-        ],
+        params: &[("hostname", Some("localhost")), ("port", Some("6379")), ("socket", None), ("password", None)],
         gauges: &[
             "connected_clients",
             "client_longest_output_list",
@@ -277,11 +242,7 @@ pub static DAEMONS: &[DaemonFamily] = &[
     },
     DaemonFamily {
         family: "nginx",
-        params: &[
-            ("hostname", Some("localhost")),
-            ("port", Some("80")),
-            ("endpoint", Some("/status")),
-        ],
+        params: &[("hostname", Some("localhost")), ("port", Some("80")), ("endpoint", Some("/status"))],
         gauges: &["Active_connections", "Reading", "Writing", "Waiting"],
         counters: &["accepts", "handled", "requests"],
     },
@@ -321,11 +282,7 @@ pub enum LookupError {
     #[error("unknown metric `{metric}`, expected one of {expected}")]
     UnknownName { metric: String, expected: String },
     #[error("`{metric}` is a {available} metric and cannot be used in a `check {check}`")]
-    WrongScope {
-        metric: String,
-        available: &'static str,
-        check: &'static str,
-    },
+    WrongScope { metric: String, available: &'static str, check: &'static str },
     #[error("`disk` needs a mount point, expected for example `disk:/` or `disk:/var`")]
     DiskWithoutMount,
     #[error("the disk mount point must be an absolute path, found `{0}`")]
@@ -347,39 +304,18 @@ pub fn lookup(family: &str, name: Option<&str>, scope: Scope) -> Result<Resolved
     };
     if family == "disk" {
         return match (scope, name) {
-            (Scope::Process, _) => Err(LookupError::WrongScope {
-                metric: "disk".into(),
-                available: "host",
-                check,
-            }),
+            (Scope::Process, _) => Err(LookupError::WrongScope { metric: "disk".into(), available: "host", check }),
             (_, None | Some("")) => Err(LookupError::DiskWithoutMount),
-            (_, Some(mount)) if !mount.starts_with('/') => {
-                Err(LookupError::DiskNotAbsolute(mount.into()))
-            }
-            _ => Ok(Resolved {
-                kind: DISK.kind,
-                unit: DISK.unit,
-                daemon: None,
-            }),
+            (_, Some(mount)) if !mount.starts_with('/') => Err(LookupError::DiskNotAbsolute(mount.into())),
+            _ => Ok(Resolved { kind: DISK.kind, unit: DISK.unit, daemon: None }),
         };
     }
-    if let Some(def) = BUILTIN
-        .iter()
-        .find(|d| d.family == family && d.name == name && d.scope == scope)
-    {
-        return Ok(Resolved {
-            kind: def.kind,
-            unit: def.unit,
-            daemon: None,
-        });
+    if let Some(def) = BUILTIN.iter().find(|d| d.family == family && d.name == name && d.scope == scope) {
+        return Ok(Resolved { kind: def.kind, unit: def.unit, daemon: None });
     }
     if let Some(daemon) = DAEMONS.iter().find(|d| d.family == family) {
         if scope == Scope::Host {
-            return Err(LookupError::WrongScope {
-                metric: display(family, name),
-                available: "service",
-                check,
-            });
+            return Err(LookupError::WrongScope { metric: display(family, name), available: "service", check });
         }
         let Some(name) = name else {
             return Err(LookupError::UnknownName {
@@ -415,51 +351,26 @@ pub fn lookup(family: &str, name: Option<&str>, scope: Scope) -> Result<Resolved
         } else {
             Count
         };
-        return Ok(Resolved {
-            kind,
-            unit,
-            daemon: Some(daemon),
-        });
+        return Ok(Resolved { kind, unit, daemon: Some(daemon) });
     }
     let same_family: Vec<&MetricDef> = BUILTIN.iter().filter(|d| d.family == family).collect();
     if same_family.is_empty() {
-        let mut families: Vec<&str> = BUILTIN
-            .iter()
-            .filter(|d| d.scope == scope)
-            .map(|d| d.family)
-            .collect();
+        let mut families: Vec<&str> = BUILTIN.iter().filter(|d| d.scope == scope).map(|d| d.family).collect();
         if scope == Scope::Host {
             families.push("disk");
         } else {
             families.extend(DAEMONS.iter().map(|d| d.family));
         }
         families.dedup();
-        return Err(LookupError::UnknownFamily {
-            family: family.into(),
-            expected: families.join(", "),
-        });
+        return Err(LookupError::UnknownFamily { family: family.into(), expected: families.join(", ") });
     }
-    let here: Vec<String> = same_family
-        .iter()
-        .filter(|d| d.scope == scope)
-        .map(|d| display(d.family, d.name))
-        .collect();
+    let here: Vec<String> =
+        same_family.iter().filter(|d| d.scope == scope).map(|d| display(d.family, d.name)).collect();
     if here.is_empty() {
-        let available = if scope == Scope::Host {
-            "service"
-        } else {
-            "host"
-        };
-        return Err(LookupError::WrongScope {
-            metric: display(family, name),
-            available,
-            check,
-        });
+        let available = if scope == Scope::Host { "service" } else { "host" };
+        return Err(LookupError::WrongScope { metric: display(family, name), available, check });
     }
-    Err(LookupError::UnknownName {
-        metric: display(family, name),
-        expected: here.join(", "),
-    })
+    Err(LookupError::UnknownName { metric: display(family, name), expected: here.join(", ") })
 }
 
 /// `family:name`, the canonical spelling used in alerts and status.
@@ -505,10 +416,7 @@ pub static EVENT_SUBJECTS: &[(&str, EventSubject)] = &[
 
 #[must_use]
 pub fn event_subject(word: &str) -> Option<EventSubject> {
-    EVENT_SUBJECTS
-        .iter()
-        .find(|(name, _)| *name == word)
-        .map(|(_, s)| *s)
+    EVENT_SUBJECTS.iter().find(|(name, _)| *name == word).map(|(_, s)| *s)
 }
 
 /// Linux signal names for `if signaled SIG`, numbered as on x86-64 and arm64.
@@ -553,23 +461,13 @@ pub fn signal_number(text: &str) -> Option<i32> {
         return (1..=64).contains(&n).then_some(n);
     }
     let upper = text.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    SIGNALS
-        .iter()
-        .find(|(name, _)| *name == full)
-        .map(|(_, n)| *n)
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    SIGNALS.iter().find(|(name, _)| *name == full).map(|(_, n)| *n)
 }
 
 #[must_use]
 pub fn signal_name(number: i32) -> Option<&'static str> {
-    SIGNALS
-        .iter()
-        .find(|(_, n)| *n == number)
-        .map(|(name, _)| *name)
+    SIGNALS.iter().find(|(_, n)| *n == number).map(|(name, _)| *name)
 }
 
 #[cfg(test)]
@@ -579,29 +477,19 @@ mod tests {
     #[test]
     fn legacy_and_new_forms_resolve() {
         assert_eq!(lookup("swap", None, Scope::Host).map(|r| r.kind), Ok(Gauge));
-        assert_eq!(
-            lookup("cpu", Some("user"), Scope::Host).map(|r| r.kind),
-            Ok(CpuSeconds)
-        );
-        assert_eq!(
-            lookup("mysql", Some("Queries"), Scope::Process).map(|r| r.kind),
-            Ok(Counter)
-        );
+        assert_eq!(lookup("cpu", Some("user"), Scope::Host).map(|r| r.kind), Ok(CpuSeconds));
+        assert_eq!(lookup("mysql", Some("Queries"), Scope::Process).map(|r| r.kind), Ok(Counter));
         assert!(lookup("disk", Some("/backups"), Scope::Host).is_ok());
     }
 
     #[test]
     fn refusals_name_the_alternatives() {
         assert_eq!(
-            lookup("memory", Some("rsss"), Scope::Process)
-                .unwrap_err()
-                .to_string(),
+            lookup("memory", Some("rsss"), Scope::Process).unwrap_err().to_string(),
             "unknown metric `memory:rsss`, expected one of memory:rss, memory:total_rss"
         );
         assert_eq!(
-            lookup("load", Some("5"), Scope::Process)
-                .unwrap_err()
-                .to_string(),
+            lookup("load", Some("5"), Scope::Process).unwrap_err().to_string(),
             "`load:5` is a host metric and cannot be used in a `check service`"
         );
     }

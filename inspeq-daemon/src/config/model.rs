@@ -265,10 +265,7 @@ pub struct RestartLimit {
 
 impl Default for RestartLimit {
     fn default() -> Self {
-        RestartLimit {
-            count: 5,
-            window: Duration::from_secs(5 * 60),
-        }
+        RestartLimit { count: 5, window: Duration::from_secs(5 * 60) }
     }
 }
 
@@ -300,10 +297,7 @@ pub struct MetricName {
 
 impl MetricName {
     pub fn new(family: &str, name: Option<&str>) -> Self {
-        MetricName {
-            family: family.to_owned(),
-            name: name.map(str::to_owned),
-        }
+        MetricName { family: family.to_owned(), name: name.map(str::to_owned) }
     }
 }
 

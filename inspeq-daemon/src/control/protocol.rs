@@ -106,12 +106,18 @@ pub struct RequestLine {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Response {
     /// Done; a line for people.
-    Ok { message: String },
+    Ok {
+        message: String,
+    },
     Status(Status),
     Show(Show),
-    TestAlert { routes: Vec<RouteOutcome> },
+    TestAlert {
+        routes: Vec<RouteOutcome>,
+    },
     /// The request could not be carried out; the daemon is unaffected.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -358,7 +364,10 @@ mod tests {
 
     #[test]
     fn requests_are_flat_json_lines() {
-        let line = RequestLine { version: VERSION, request: Request::Show { target: "nginx".into(), metric: "memory:rss".into() } };
+        let line = RequestLine {
+            version: VERSION,
+            request: Request::Show { target: "nginx".into(), metric: "memory:rss".into() },
+        };
         let text = serde_json::to_string(&line).unwrap();
         assert_eq!(text, r#"{"version":1,"command":"show","target":"nginx","metric":"memory:rss"}"#);
         assert_eq!(serde_json::from_str::<RequestLine>(&text).unwrap(), line);
@@ -374,9 +383,15 @@ mod tests {
         assert_eq!(error(b"{\"version\":1,\"command\":\"show\",\"target\":\"\xff\"}"), "bad request: not UTF-8 text");
         assert_eq!(error(&vec![b' '; MAX_REQUEST_BYTES + 1]), "bad request: longer than 8192 bytes");
         // A newer client's command: the version is what it needs to hear about.
-        assert_eq!(error(br#"{"version":2,"command":"frobnicate"}"#), "protocol version 2 not supported (daemon speaks 1)");
+        assert_eq!(
+            error(br#"{"version":2,"command":"frobnicate"}"#),
+            "protocol version 2 not supported (daemon speaks 1)"
+        );
         assert!(error(br#"{"command":"status"}"#).starts_with("bad request: missing field `version`"));
-        assert!(error(br#"{"version":1,"command":"format_disk"}"#).starts_with("bad request: unknown variant `format_disk`"));
+        assert!(
+            error(br#"{"version":1,"command":"format_disk"}"#)
+                .starts_with("bad request: unknown variant `format_disk`")
+        );
         assert!(error(b"").starts_with("bad request: EOF while parsing"));
         // What the client wrote comes back on one line, printable and short (found by fuzzing).
         let sly = format!(r#"{{"version":1,"command":"status\n\u001b[2J{}"}}"#, "x".repeat(5000));

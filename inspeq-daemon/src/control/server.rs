@@ -61,7 +61,9 @@ pub enum ServerError {
     },
     #[error("another inspeqd answers on {0}")]
     InUse(PathBuf),
-    #[error("{path} exists and is {what}, not a socket; refusing to replace it (remove it, or choose another --socket)")]
+    #[error(
+        "{path} exists and is {what}, not a socket; refusing to replace it (remove it, or choose another --socket)"
+    )]
     NotASocket { path: PathBuf, what: &'static str },
     #[error("{path} is a socket that cannot be probed; refusing to replace it")]
     Probe {

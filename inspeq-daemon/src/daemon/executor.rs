@@ -14,7 +14,12 @@ use crate::init::{InitSystem, ServiceName};
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Restarts or reloads `service` in a task; the result comes back as [`Event::ActionDone`].
-pub fn init_action(events: &mpsc::Sender<Event>, backend: Arc<dyn InitSystem>, service: ServiceName, what: &'static str) {
+pub fn init_action(
+    events: &mpsc::Sender<Event>,
+    backend: Arc<dyn InitSystem>,
+    service: ServiceName,
+    what: &'static str,
+) {
     let events = events.clone();
     tokio::spawn(async move {
         let result = match what {

@@ -39,7 +39,10 @@ impl History {
 
     /// Oldest first.
     pub fn values(&self, target: &str, metric: &str) -> Vec<f64> {
-        self.series.get(&(target.to_owned(), metric.to_owned())).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        self.series
+            .get(&(target.to_owned(), metric.to_owned()))
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The latest value of every metric, for `export`.
@@ -129,7 +132,8 @@ mod tests {
     fn every_sampled_metric_is_shown_in_its_catalogue_unit() {
         use MetricKind::{Counter, CpuSeconds, Gauge};
         let web = Target::Service("web".into());
-        let shown_as = |target: &Target, metric: &str| shown(target, &name(metric), 4).map(|s| (s.kind, s.unit, s.cores));
+        let shown_as =
+            |target: &Target, metric: &str| shown(target, &name(metric), 4).map(|s| (s.kind, s.unit, s.cores));
         // A service's CPU, its own and its processes' together, is a share of one core.
         for cpu in ["cpu:user", "cpu:system", "cpu:total", "cpu:total_user", "cpu:total_system"] {
             assert_eq!(shown_as(&web, cpu), Some((CpuSeconds, Unit::Percent, 1)), "{cpu}");
@@ -137,7 +141,17 @@ mod tests {
         assert_eq!(shown_as(&web, "memory:rss"), Some((Gauge, Unit::Bytes, 1)));
         assert_eq!(shown_as(&web, "memory:total_rss"), Some((Gauge, Unit::Bytes, 1)));
         // The host's CPU totals are a share of all its cores, each core's of itself.
-        for cpu in ["cpu", "cpu:total", "cpu:user", "cpu:nice", "cpu:system", "cpu:iowait", "cpu:irq", "cpu:softirq", "cpu:steal"] {
+        for cpu in [
+            "cpu",
+            "cpu:total",
+            "cpu:user",
+            "cpu:nice",
+            "cpu:system",
+            "cpu:iowait",
+            "cpu:irq",
+            "cpu:softirq",
+            "cpu:steal",
+        ] {
             assert_eq!(shown_as(&Target::Host, cpu), Some((CpuSeconds, Unit::Percent, 4)), "{cpu}");
         }
         assert_eq!(shown_as(&Target::Host, "cpu:core3"), Some((CpuSeconds, Unit::Percent, 1)));

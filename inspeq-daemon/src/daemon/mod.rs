@@ -41,10 +41,7 @@ use self::{
 };
 use crate::{
     alert::{self, Outbox, OutboxConfig, Response, Routes},
-    config::{
-        self, Config,
-        model::Condition,
-    },
+    config::{self, Config, model::Condition},
     control::{
         protocol::{Request, Response as Reply, Show},
         server::{self, Control},
@@ -150,9 +147,14 @@ pub(crate) struct Reloaded {
 /// The reload's waiting half, off the loop: reads and checks the files in a
 /// blocking task, connects the init systems the new checks need, and builds
 /// the alert routes if they changed.
-async fn reload_task(options: Options, running_routes: BTreeMap<Option<String>, config::model::Route>, hostname: String) -> anyhow::Result<Reloaded> {
+async fn reload_task(
+    options: Options,
+    running_routes: BTreeMap<Option<String>, config::model::Route>,
+    hostname: String,
+) -> anyhow::Result<Reloaded> {
     let dir = options.config_dir.clone();
-    let config = tokio::task::spawn_blocking(move || load_config(&dir)).await.context("reading the configuration")??;
+    let config =
+        tokio::task::spawn_blocking(move || load_config(&dir)).await.context("reading the configuration")??;
     let routes = if config.routes != running_routes && options.alert_routes.is_none() {
         Some(
             Routes::build(&translate::route_configs(&config), &alert::http_client(), &hostname)
@@ -186,7 +188,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     };
     // Held until `run` returns: one daemon per outbox, or pending alerts go out twice.
     let _state_lock = state_lock::StateLock::acquire(&state_dir)?;
-    let outbox = Outbox::start(OutboxConfig::new(state_dir.join("outbox")), routes).context("starting the alert outbox")?;
+    let outbox =
+        Outbox::start(OutboxConfig::new(state_dir.join("outbox")), routes).context("starting the alert outbox")?;
     let kernel_options = kernel::Options { cycle: config.settings.cycle_time, ..options.kernel.clone() };
     let monitor = Monitor::start(&kernel_options);
     let backends = Backends::for_options(&options, &config).await;
@@ -203,7 +206,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     });
     let metrics_page = match &config.settings.metrics_listen {
         Some(address) => {
-            let listener = prometheus::bind(address).await.with_context(|| format!("binding metrics_listen {address}"))?;
+            let listener =
+                prometheus::bind(address).await.with_context(|| format!("binding metrics_listen {address}"))?;
             let (tx, rx) = tokio::sync::watch::channel(String::new());
             tokio::spawn(prometheus::serve(listener, rx));
             tracing::info!("serving Prometheus metrics on http://{address}/metrics");
@@ -355,7 +359,9 @@ impl Daemon {
                             settings.rss = Some(RssLimits::threshold(lowest));
                         }
                         // The kernel keeps the service's total and reports its crossing.
-                        Some("total_rss") => settings.total_rss = Some(settings.total_rss.map_or(bytes, |t| t.min(bytes))),
+                        Some("total_rss") => {
+                            settings.total_rss = Some(settings.total_rss.map_or(bytes, |t| t.min(bytes)))
+                        }
                         _ => {}
                     }
                 }
@@ -409,7 +415,11 @@ impl Daemon {
         if exit.status_unknown() {
             match record.and_then(|r| r.status.map(|status| (status, r.clean))) {
                 Some((status, clean)) => {
-                    tracing::info!("service `{name}`: {init} says main process {} ended {status:?}{}", exit.pid, if clean { " (a success)" } else { "" });
+                    tracing::info!(
+                        "service `{name}`: {init} says main process {} ended {status:?}{}",
+                        exit.pid,
+                        if clean { " (a success)" } else { "" }
+                    );
                     exit.exit_code = status.exit_code();
                     exit.signal = status.signal();
                     exit.core_dumped = status.core_dumped();
@@ -480,7 +490,9 @@ impl Daemon {
             }
         }
         if let Some(wrapper) = &status.wrapper {
-            tracing::info!("service `{name}`: main pid is a wrapper ({wrapper:?}); its whole tree or cgroup is watched");
+            tracing::info!(
+                "service `{name}`: main pid is a wrapper ({wrapper:?}); its whole tree or cgroup is watched"
+            );
         }
         let was_up = service.started;
         let mut input = None;
@@ -540,7 +552,8 @@ impl Daemon {
                     tracing::error!("service `{name}`: {reason}");
                     input = Some(Input::RestartFailed { service: name.to_owned(), reason });
                 } else {
-                    input = Some(Input::ServiceDown { service: name.to_owned(), stopped: status.intent == Intent::Stop });
+                    input =
+                        Some(Input::ServiceDown { service: name.to_owned(), stopped: status.intent == Intent::Stop });
                 }
             }
             _ => {}
@@ -564,7 +577,11 @@ impl Daemon {
             let (target, response) = match action {
                 Action::Restart { service } => (service.clone(), Response::Restart),
                 Action::InitRestarts { service } => {
-                    let init = self.services.get(service).and_then(|s| s.backend.as_ref()).map_or("the init system", |b| b.kind().name());
+                    let init = self
+                        .services
+                        .get(service)
+                        .and_then(|s| s.backend.as_ref())
+                        .map_or("the init system", |b| b.kind().name());
                     (service.clone(), Response::InitRestarts { init: init.to_owned() })
                 }
                 Action::Reload { service } => (service.clone(), Response::Reload),
@@ -601,7 +618,9 @@ impl Daemon {
                     tracing::info!("service `{service}`: its init system restarts it; inspeq sends no second restart");
                 }
                 Action::Reload { service } => self.init_action(&service, "reload"),
-                Action::Unmonitor { service } => tracing::warn!("service `{service}`: unmonitored until `inspeqctl remonitor {service}`"),
+                Action::Unmonitor { service } => {
+                    tracing::warn!("service `{service}`: unmonitored until `inspeqctl remonitor {service}`")
+                }
                 Action::Exec { argv, event } => {
                     tracing::info!("exec: {}", argv.join(" "));
                     let env = vec![
@@ -655,15 +674,28 @@ impl Daemon {
                             || service.started.is_none()
                             || service.status.as_ref().is_some_and(|s| s.intent.stops() || s.state != ServiceState::Up);
                         if !stopping && input.worker_crashed() {
-                            tracing::info!("service `{name}`: worker {} died: {:?}{}", exit.pid, exit.status, if exit.oom_killed { " (OOM killed)" } else { "" });
+                            tracing::info!(
+                                "service `{name}`: worker {} died: {:?}{}",
+                                exit.pid,
+                                exit.status,
+                                if exit.oom_killed { " (OOM killed)" } else { "" }
+                            );
                             self.step(Input::WorkerDied(input), now);
                         }
                         continue;
                     }
-                    tracing::info!("service `{name}`: main process {} exited: {:?}{}", exit.pid, exit.status, if exit.oom_killed { " (OOM killed)" } else { "" });
+                    tracing::info!(
+                        "service `{name}`: main process {} exited: {:?}{}",
+                        exit.pid,
+                        exit.status,
+                        if exit.oom_killed { " (OOM killed)" } else { "" }
+                    );
                     let before = Before::of(service.status.as_ref());
                     if let Some(status) = &mut service.status {
-                        *status = ServiceStatus { init_restarts: before.init_restarts, ..ServiceStatus::down(format!("pid {} exited", exit.pid)).with_intent(before.intent) };
+                        *status = ServiceStatus {
+                            init_restarts: before.init_restarts,
+                            ..ServiceStatus::down(format!("pid {} exited", exit.pid)).with_intent(before.intent)
+                        };
                     }
                     self.exit_seen(&name, input, before);
                 }
@@ -744,7 +776,8 @@ impl Daemon {
             let values = metrics::host::sample(&mount_refs);
             // Per-core values too, though rules name totals only: the engine keeps
             // their previous sample, which show, export and statsd convert from.
-            let sample = values.iter().fold(Sample::new(Target::Host).cores(metrics::host::cores()), |s, (m, v)| s.with(m, *v));
+            let sample =
+                values.iter().fold(Sample::new(Target::Host).cores(metrics::host::cores()), |s, (m, v)| s.with(m, *v));
             self.record(&sample, now, &mut lines);
             self.step(Input::Sample(sample), now);
         }
@@ -834,7 +867,12 @@ impl Daemon {
             Event::Watchdog => self.notifier.notify("WATCHDOG=1"),
             Event::Kernel(observations) => self.kernel(observations),
             Event::MainExit { service, pid, record } => {
-                if self.services.get(&service).and_then(|s| s.pending_exit.as_ref()).is_some_and(|e| e.before.main_pid.unwrap_or(e.exit.pid) == pid) {
+                if self
+                    .services
+                    .get(&service)
+                    .and_then(|s| s.pending_exit.as_ref())
+                    .is_some_and(|e| e.before.main_pid.unwrap_or(e.exit.pid) == pid)
+                {
                     self.settle_exit(&service, record);
                 }
             }
@@ -949,7 +987,12 @@ impl Daemon {
             Request::Export => Reply::Status(self.status(true)),
             Request::StartDeploy => {
                 self.step(Input::DeployStarted, now);
-                Reply::Ok { message: format!("deploy started: alerts and actions silenced for up to {:?}", self.config.settings.deploy_length) }
+                Reply::Ok {
+                    message: format!(
+                        "deploy started: alerts and actions silenced for up to {:?}",
+                        self.config.settings.deploy_length
+                    ),
+                }
             }
             Request::FinishDeploy => {
                 self.step(Input::DeployFinished, now);
@@ -984,7 +1027,8 @@ impl Daemon {
                 let routes = self.outbox.routes().clone();
                 let hostname = self.hostname.clone();
                 tokio::spawn(async move {
-                    let outcomes = alert::test_routes(&routes, route.as_deref(), &hostname, Duration::from_secs(15)).await;
+                    let outcomes =
+                        alert::test_routes(&routes, route.as_deref(), &hostname, Duration::from_secs(15)).await;
                     let routes = outcomes
                         .into_iter()
                         .map(|o| crate::control::protocol::RouteOutcome {

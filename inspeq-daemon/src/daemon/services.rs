@@ -12,9 +12,9 @@ use std::{
 use crate::{
     config::model::{Check, CheckKind, InitKind as ConfigInit, ProcessSelector, UnitScope},
     init::{
-        Argv, ChangeSubscription, InitD, InitDOptions, InitKind, InitSystem, Intent, ProcessLocator, ProcessOptions, ProcessService, ReloadSignal,
-        Runit, RunitOptions, Scope, ServiceName, ServiceState, ServiceStatus, Systemd, SystemdOptions, Upstart,
-        UpstartOptions, detect,
+        Argv, ChangeSubscription, InitD, InitDOptions, InitKind, InitSystem, Intent, ProcessLocator, ProcessOptions,
+        ProcessService, ReloadSignal, Runit, RunitOptions, Scope, ServiceName, ServiceState, ServiceStatus, Systemd,
+        SystemdOptions, Upstart, UpstartOptions, detect,
     },
     kernel::{self, WatchId},
 };
@@ -159,7 +159,8 @@ pub struct Backends {
 
 async fn systemd(key: &BackendKey) -> Option<Arc<dyn InitSystem>> {
     let scope = if key.user { Scope::User } else { Scope::System };
-    let options = SystemdOptions { address: key.bus.clone(), cgroup_root: key.cgroup_root.clone(), ..SystemdOptions::new(scope) };
+    let options =
+        SystemdOptions { address: key.bus.clone(), cgroup_root: key.cgroup_root.clone(), ..SystemdOptions::new(scope) };
     match Systemd::connect(options).await {
         Ok(s) => Some(Arc::new(s)),
         Err(err) => {

@@ -15,7 +15,8 @@ use crate::{
         model::{Condition, MetricRule, Rule},
     },
     control::protocol::{
-        AlertHealth, JobStatus, KernelHealth, LastExit, LogHealth, MetricValue, RuleStatus, ServiceStatus, Status, Unit, WorkerCounts,
+        AlertHealth, JobStatus, KernelHealth, LastExit, LogHealth, MetricValue, RuleStatus, ServiceStatus, Status,
+        Unit, WorkerCounts,
     },
     engine::{ExitStatus, Phase, RuleValue, Target, Timestamp},
     export::prometheus,
@@ -173,7 +174,11 @@ impl Daemon {
         prometheus::Snapshot {
             metrics: self.history.latest().map(|(t, m, v)| (t.to_owned(), m.to_owned(), v)).collect(),
             rules,
-            services: self.services.iter().map(|(n, s)| (n.clone(), s.main_pid().is_some(), self.engine.counts(n).0)).collect(),
+            services: self
+                .services
+                .iter()
+                .map(|(n, s)| (n.clone(), s.main_pid().is_some(), self.engine.counts(n).0))
+                .collect(),
             alerts_raised: self.raised,
             alerts_delivered: outbox.delivered,
             alert_send_failures: outbox.failed_sends,

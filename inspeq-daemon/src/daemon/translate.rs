@@ -71,13 +71,23 @@ pub fn route_configs(config: &Config) -> Vec<RouteConfig> {
                 Channel::Alertmanager { url } => put("url", url),
                 Channel::Log => {}
             }
-            RouteConfig::new(route.name.as_deref(), route.channel.name(), params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            RouteConfig::new(
+                route.name.as_deref(),
+                route.channel.name(),
+                params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
         })
         .collect()
 }
 
 /// The rule state of a metric rule, found by its text in `config`.
-fn rule_state(config: &Config, target: &engine::Target, rule: &engine::RuleRef, value: f64, for_secs: Option<u64>) -> RuleState {
+fn rule_state(
+    config: &Config,
+    target: &engine::Target,
+    rule: &engine::RuleRef,
+    value: f64,
+    for_secs: Option<u64>,
+) -> RuleState {
     let check = match target {
         engine::Target::Host => config.host.as_ref(),
         engine::Target::Service(name) => config.services.iter().find(|c| &c.name == name),
@@ -114,11 +124,19 @@ fn alert_exit(exit: &engine::ExitStatus) -> Exit {
 }
 
 /// The alert for one engine event, or `None` for events no channel needs.
-pub fn alert(config: &Config, hostname: &str, event: &engine::Event, responses: &[Response], at: SystemTime) -> Option<alert::Alert> {
+pub fn alert(
+    config: &Config,
+    hostname: &str,
+    event: &engine::Event,
+    responses: &[Response],
+    at: SystemTime,
+) -> Option<alert::Alert> {
     let service = event.target.to_string();
     let rule = event.rule.as_ref();
     let kind = match &event.kind {
-        EventKind::RuleFailed { value } => alert::Event::RuleFailed(rule_state(config, &event.target, rule?, *value, None)),
+        EventKind::RuleFailed { value } => {
+            alert::Event::RuleFailed(rule_state(config, &event.target, rule?, *value, None))
+        }
         EventKind::RuleRecovered { value, failed_for } => {
             alert::Event::RuleRecovered(rule_state(config, &event.target, rule?, *value, Some(failed_for.as_secs())))
         }
@@ -137,12 +155,16 @@ pub fn alert(config: &Config, hostname: &str, event: &engine::Event, responses: 
             let per_sec = *forks as f64 / window.as_secs_f64().max(1e-9);
             alert::Event::RuleFailed(rule_state(config, &event.target, rule?, per_sec, None))
         }
-        EventKind::ForkRateRecovered => alert::Event::RuleRecovered(rule_state(config, &event.target, rule?, 0.0, None)),
+        EventKind::ForkRateRecovered => {
+            alert::Event::RuleRecovered(rule_state(config, &event.target, rule?, 0.0, None))
+        }
         EventKind::Flapping { restarts, window } => {
             alert::Event::FlapDetected { restarts: *restarts as u32, within_secs: window.as_secs() }
         }
         EventKind::FlappingRecovered => return None,
-        EventKind::JobOverdue { job, every } => alert::Event::JobOverdue { job: job.clone(), every_secs: every.as_secs() },
+        EventKind::JobOverdue { job, every } => {
+            alert::Event::JobOverdue { job: job.clone(), every_secs: every.as_secs() }
+        }
         EventKind::JobRan { job } => alert::Event::JobRan { job: job.clone() },
     };
     Some(alert::Alert::new(hostname, service, kind, at).with_actions(responses.iter().cloned()))
@@ -164,7 +186,13 @@ mod tests {
         let rule = &config.services[0].rules[0];
         let event = engine::Event {
             target: engine::Target::Service("web".into()),
-            kind: EventKind::ProcessExited(engine::ExitStatus { pid: 7, exit_code: None, signal: Some(9), core_dumped: false, oom_killed: false }),
+            kind: EventKind::ProcessExited(engine::ExitStatus {
+                pid: 7,
+                exit_code: None,
+                signal: Some(9),
+                core_dumped: false,
+                oom_killed: false,
+            }),
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
         let a = alert(&config, "h", &event, &[Response::Restart], SystemTime::UNIX_EPOCH).unwrap();
@@ -179,7 +207,13 @@ mod tests {
         let rule = &config.services[0].rules[0];
         let event = engine::Event {
             target: engine::Target::Service("web".into()),
-            kind: EventKind::ProcessExited(engine::ExitStatus { pid: 7, exit_code: None, signal: None, core_dumped: false, oom_killed: false }),
+            kind: EventKind::ProcessExited(engine::ExitStatus {
+                pid: 7,
+                exit_code: None,
+                signal: None,
+                core_dumped: false,
+                oom_killed: false,
+            }),
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
         let a = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH).unwrap();
@@ -196,7 +230,9 @@ mod tests {
             kind: EventKind::RuleFailed { value: 70.0 * 1048576.0 },
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
-        let Some(alert::Alert { event: alert::Event::RuleFailed(state), .. }) = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH) else {
+        let Some(alert::Alert { event: alert::Event::RuleFailed(state), .. }) =
+            alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH)
+        else {
             panic!("not a rule failure")
         };
         assert_eq!(state.metric, "memory:rss");

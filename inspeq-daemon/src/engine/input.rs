@@ -68,11 +68,7 @@ pub struct Sample {
 impl Sample {
     #[must_use]
     pub fn new(target: Target) -> Self {
-        Sample {
-            target,
-            values: BTreeMap::new(),
-            cores: None,
-        }
+        Sample { target, values: BTreeMap::new(), cores: None }
     }
 
     /// Adds a value for `family[:name]` (a convenience for the daemon's samplers and for tests).
@@ -174,10 +170,7 @@ pub fn swap_used_percent(total_kib: u64, free_kib: u64) -> f64 {
         return 0.0;
     }
     let used = total_kib.saturating_sub(free_kib);
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "swap sizes in KiB are far below 2^52"
-    )]
+    #[expect(clippy::cast_precision_loss, reason = "swap sizes in KiB are far below 2^52")]
     let percent = used as f64 * 100.0 / total_kib as f64;
     percent
 }

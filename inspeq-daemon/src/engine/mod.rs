@@ -71,7 +71,9 @@ enum Status {
     Up,
     /// `alerted`: an alert of the process condition (down, crashed, restart failed) is open, so the next start
     /// resolves it with `ProcessUp`.
-    Down { alerted: bool },
+    Down {
+        alerted: bool,
+    },
     /// The init system stopped it on request: nothing is open, nothing to do.
     Stopped,
 }
@@ -99,26 +101,10 @@ impl EngineState {
     pub fn new(config: &Config, now: Timestamp) -> Self {
         let cycle_time = config.settings.cycle_time.max(Duration::from_secs(1));
         let limit = config.settings.restart_limit;
-        let targets = config
-            .checks()
-            .map(|check| (target_of(check), TargetState::new(check, cycle_time, limit)))
-            .collect();
-        let jobs = config
-            .jobs
-            .iter()
-            .map(|job| JobState {
-                job: job.clone(),
-                last_run: now,
-                overdue: false,
-            })
-            .collect();
-        EngineState {
-            cycle_time,
-            deploy_length: config.settings.deploy_length,
-            silenced_until: None,
-            targets,
-            jobs,
-        }
+        let targets =
+            config.checks().map(|check| (target_of(check), TargetState::new(check, cycle_time, limit))).collect();
+        let jobs = config.jobs.iter().map(|job| JobState { job: job.clone(), last_run: now, overdue: false }).collect();
+        EngineState { cycle_time, deploy_length: config.settings.deploy_length, silenced_until: None, targets, jobs }
     }
 
     #[must_use]
@@ -151,7 +137,8 @@ impl EngineState {
             }
         }
         for job in &mut self.jobs {
-            if let Some(previous) = old.jobs.iter().find(|j| j.job.name == job.job.name && j.job.every == job.job.every) {
+            if let Some(previous) = old.jobs.iter().find(|j| j.job.name == job.job.name && j.job.every == job.job.every)
+            {
                 job.last_run = previous.last_run;
                 job.overdue = previous.overdue;
             }
@@ -170,9 +157,7 @@ impl EngineState {
 
     #[must_use]
     pub fn is_unmonitored(&self, service: &str) -> bool {
-        self.targets
-            .get(&Target::Service(service.to_owned()))
-            .is_some_and(|t| t.unmonitored)
+        self.targets.get(&Target::Service(service.to_owned())).is_some_and(|t| t.unmonitored)
     }
 
     /// For `status`: restarts since the check started being watched, and worker deaths (crashed, of which
@@ -181,9 +166,7 @@ impl EngineState {
     pub fn counts(&self, service: &str) -> (u64, u64, u64) {
         self.targets
             .get(&Target::Service(service.to_owned()))
-            .map_or((0, 0, 0), |t| {
-                (t.restarts_total, t.workers_crashed, t.workers_oom_killed)
-            })
+            .map_or((0, 0, 0), |t| (t.restarts_total, t.workers_crashed, t.workers_oom_killed))
     }
 }
 
@@ -198,24 +181,14 @@ fn target_of(check: &Check) -> Target {
 fn restart_limit_rule(check: &Check, limit: Option<RestartLimit>) -> Option<Rule> {
     let limit = limit?;
     let restarts = check.rules.iter().any(|r| r.actions.contains(&ActionSpec::Restart));
-    let counted = check
-        .rules
-        .iter()
-        .any(|r| matches!(r.condition, Condition::Restarts { .. }));
+    let counted = check.rules.iter().any(|r| matches!(r.condition, Condition::Restarts { .. }));
     if !restarts || counted || check.kind == CheckKind::Host {
         return None;
     }
     Some(Rule {
-        condition: Condition::Restarts {
-            count: limit.count,
-            window: Window::Time(limit.window),
-        },
+        condition: Condition::Restarts { count: limit.count, window: Window::Time(limit.window) },
         actions: vec![ActionSpec::Alert { route: None }, ActionSpec::Unmonitor],
-        text: format!(
-            "restarts > {} within {} (the restart limit)",
-            limit.count,
-            humantime_secs(limit.window)
-        ),
+        text: format!("restarts > {} within {} (the restart limit)", limit.count, humantime_secs(limit.window)),
         location: check.location.clone(),
     })
 }
@@ -235,21 +208,13 @@ impl TargetState {
         let mut horizon = Duration::ZERO;
         let mut worker_horizon = Duration::ZERO;
         let mut has_exit_rules = false;
-        let rules: Vec<Rule> = check
-            .rules
-            .iter()
-            .cloned()
-            .chain(restart_limit_rule(check, limit))
-            .collect();
+        let rules: Vec<Rule> = check.rules.iter().cloned().chain(restart_limit_rule(check, limit)).collect();
         for rule in &rules {
             match &rule.condition {
                 Condition::Restarts { window, .. } => {
                     horizon = horizon.max(window.duration(cycle_time));
                 }
-                Condition::Worker {
-                    more_than: Some((_, window)),
-                    ..
-                } => {
+                Condition::Worker { more_than: Some((_, window)), .. } => {
                     worker_horizon = worker_horizon.max(window.duration(cycle_time));
                 }
                 Condition::Exited
@@ -268,12 +233,7 @@ impl TargetState {
             cycle_time,
             rules: rules
                 .into_iter()
-                .map(|rule| Slot {
-                    rule,
-                    cycle: CycleRuleState::default(),
-                    episode: None,
-                    last: None,
-                })
+                .map(|rule| Slot { rule, cycle: CycleRuleState::default(), episode: None, last: None })
                 .collect(),
             previous: Previous::new(),
             status: Status::Unknown,
@@ -299,18 +259,12 @@ impl TargetState {
         Event {
             target: self.target.clone(),
             kind,
-            rule: rule.map(|r| RuleRef {
-                text: r.text.clone(),
-                location: r.location.clone(),
-            }),
+            rule: rule.map(|r| RuleRef { text: r.text.clone(), location: r.location.clone() }),
         }
     }
 
     fn alert(&self, kind: EventKind, out: &mut Vec<Action>) {
-        out.push(Action::Alert {
-            route: self.owner.clone(),
-            event: self.event(kind, None),
-        });
+        out.push(Action::Alert { route: self.owner.clone(), event: self.event(kind, None) });
     }
 
     /// Runs a rule's actions for `event`. On recovery only alerts run: restarting again because a problem went
@@ -327,22 +281,13 @@ impl TargetState {
                     });
                 }
                 _ if !failing => {}
-                ActionSpec::Restart => out.push(Action::Restart {
-                    service: service.clone(),
-                }),
-                ActionSpec::Reload => out.push(Action::Reload {
-                    service: service.clone(),
-                }),
+                ActionSpec::Restart => out.push(Action::Restart { service: service.clone() }),
+                ActionSpec::Reload => out.push(Action::Reload { service: service.clone() }),
                 ActionSpec::Unmonitor => {
-                    out.push(Action::Unmonitor {
-                        service: service.clone(),
-                    });
+                    out.push(Action::Unmonitor { service: service.clone() });
                     unmonitor = true;
                 }
-                ActionSpec::Exec { argv } => out.push(Action::Exec {
-                    argv: argv.clone(),
-                    event: event.clone(),
-                }),
+                ActionSpec::Exec { argv } => out.push(Action::Exec { argv: argv.clone(), event: event.clone() }),
             }
         }
         if unmonitor {
@@ -378,19 +323,13 @@ pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action
             }
         }
         Input::ProcessExited(exit) => {
-            if let Some(t) = state
-                .targets
-                .get_mut(&Target::Service(exit.service.clone()))
-            {
+            if let Some(t) = state.targets.get_mut(&Target::Service(exit.service.clone())) {
                 view::remember_exit(t, &exit);
                 on_exited(t, &exit, silenced, &mut out);
             }
         }
         Input::WorkerDied(exit) => {
-            if let Some(t) = state
-                .targets
-                .get_mut(&Target::Service(exit.service.clone()))
-            {
+            if let Some(t) = state.targets.get_mut(&Target::Service(exit.service.clone())) {
                 on_worker_died(t, &exit, now, silenced, &mut out);
             }
         }
@@ -421,10 +360,7 @@ pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action
         Input::Cycle => on_cycle(state, now, &mut out),
         Input::DeployStarted => {
             state.silenced_until = Some(now + state.deploy_length);
-            state
-                .targets
-                .values_mut()
-                .for_each(TargetState::reset_counts);
+            state.targets.values_mut().for_each(TargetState::reset_counts);
         }
         Input::DeployFinished => {
             // One grace cycle: services restarted by the deploy get a cycle to settle before rules judge them.
@@ -437,16 +373,8 @@ pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action
                 j.last_run = now;
                 if j.overdue {
                     j.overdue = false;
-                    let event = job_event(
-                        &j.job,
-                        EventKind::JobRan {
-                            job: j.job.name.clone(),
-                        },
-                    );
-                    out.push(Action::Alert {
-                        route: j.job.owner.clone(),
-                        event,
-                    });
+                    let event = job_event(&j.job, EventKind::JobRan { job: j.job.name.clone() });
+                    out.push(Action::Alert { route: j.job.owner.clone(), event });
                 }
             }
         }
@@ -492,8 +420,7 @@ fn on_sample(
         let Condition::Metric(rule) = &t.rules[i].rule.condition else {
             continue;
         };
-        let Some(value) = value::rule_value(rule, sample, &t.previous, now, cycle_time, host)
-        else {
+        let Some(value) = value::rule_value(rule, sample, &t.previous, now, cycle_time, host) else {
             continue;
         };
         let tripped = rule.op.holds(value, rule.threshold.value);
@@ -507,9 +434,7 @@ fn on_sample(
         let (kind, failing) = match transition {
             Transition::None => continue,
             Transition::Failed => (EventKind::RuleFailed { value }, true),
-            Transition::Recovered { failed_for } => {
-                (EventKind::RuleRecovered { value, failed_for }, false)
-            }
+            Transition::Recovered { failed_for } => (EventKind::RuleRecovered { value, failed_for }, false),
         };
         let event = t.event(kind, Some(&t.rules[i].rule));
         if t.fire(i, &event, failing, out) {
@@ -521,13 +446,7 @@ fn on_sample(
     }
 }
 
-fn on_started(
-    t: &mut TargetState,
-    pid: u32,
-    now: Timestamp,
-    silenced: bool,
-    out: &mut Vec<Action>,
-) {
+fn on_started(t: &mut TargetState, pid: u32, now: Timestamp, silenced: bool, out: &mut Vec<Action>) {
     // A new process starts its counters from zero: deltas against the old one would be meaningless.
     t.previous.clear();
     let was = t.status;
@@ -559,13 +478,7 @@ fn on_started(
         let seen = t.restarts.count(now, window);
         if seen > count as usize {
             t.rules[i].episode = Some(now);
-            let event = t.event(
-                EventKind::Flapping {
-                    restarts: seen,
-                    window,
-                },
-                Some(&t.rules[i].rule),
-            );
+            let event = t.event(EventKind::Flapping { restarts: seen, window }, Some(&t.rules[i].rule));
             if t.fire(i, &event, true, out) {
                 break;
             }
@@ -575,12 +488,7 @@ fn on_started(
 
 /// The service is down without inspeq or the init system having asked: the built-in down alert, unless the
 /// check's own exit rules judged the exit that took it down. Silenced, it waits for the silence to end.
-fn went_down(
-    t: &mut TargetState,
-    exit: Option<&ProcessExit>,
-    silenced: bool,
-    out: &mut Vec<Action>,
-) {
+fn went_down(t: &mut TargetState, exit: Option<&ProcessExit>, silenced: bool, out: &mut Vec<Action>) {
     if matches!(t.status, Status::Down { .. }) {
         return;
     }
@@ -630,12 +538,7 @@ fn on_exited(t: &mut TargetState, exit: &ProcessExit, silenced: bool, out: &mut 
 /// Runs the exit rules an unexpected exit matches; returns whether any of them alerted (the alert opens the
 /// process condition, which the next start resolves). With `init_restarts` a rule's `restart` becomes
 /// [`Action::InitRestarts`]: the init system brings it back, a second restart would fight it.
-fn judge_exit(
-    t: &mut TargetState,
-    exit: &ProcessExit,
-    init_restarts: bool,
-    out: &mut Vec<Action>,
-) -> bool {
+fn judge_exit(t: &mut TargetState, exit: &ProcessExit, init_restarts: bool, out: &mut Vec<Action>) -> bool {
     let before = out.len();
     if !t.unmonitored {
         let status = exit.status();
@@ -647,13 +550,8 @@ fn judge_exit(
                 Condition::Signaled(Some(n)) => exit.signal == Some(*n),
                 Condition::OomKilled => exit.oom_killed,
                 Condition::ExitCode { op, code } => {
-                    #[expect(
-                        clippy::cast_precision_loss,
-                        reason = "exit codes and thresholds are small integers"
-                    )]
-                    let holds = exit
-                        .exit_code
-                        .is_some_and(|c| op.holds(f64::from(c), *code as f64));
+                    #[expect(clippy::cast_precision_loss, reason = "exit codes and thresholds are small integers")]
+                    let holds = exit.exit_code.is_some_and(|c| op.holds(f64::from(c), *code as f64));
                     holds
                 }
                 Condition::Metric(_)
@@ -662,10 +560,7 @@ fn judge_exit(
                 | Condition::Worker { .. } => false,
             };
             if matched {
-                let event = t.event(
-                    EventKind::ProcessExited(status.clone()),
-                    Some(&t.rules[i].rule),
-                );
+                let event = t.event(EventKind::ProcessExited(status.clone()), Some(&t.rules[i].rule));
                 if t.fire(i, &event, true, out) {
                     break;
                 }
@@ -675,24 +570,14 @@ fn judge_exit(
     if init_restarts {
         for action in &mut out[before..] {
             if let Action::Restart { service } = action {
-                *action = Action::InitRestarts {
-                    service: std::mem::take(service),
-                };
+                *action = Action::InitRestarts { service: std::mem::take(service) };
             }
         }
     }
-    out[before..]
-        .iter()
-        .any(|a| matches!(a, Action::Alert { .. }))
+    out[before..].iter().any(|a| matches!(a, Action::Alert { .. }))
 }
 
-fn on_worker_died(
-    t: &mut TargetState,
-    exit: &ProcessExit,
-    now: Timestamp,
-    silenced: bool,
-    out: &mut Vec<Action>,
-) {
+fn on_worker_died(t: &mut TargetState, exit: &ProcessExit, now: Timestamp, silenced: bool, out: &mut Vec<Action>) {
     if !exit.worker_crashed() {
         return;
     }
@@ -748,17 +633,11 @@ fn on_forked(t: &mut TargetState, now: Timestamp, silenced: bool, out: &mut Vec<
         if t.rules[i].episode.is_some() {
             continue;
         }
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "fork counts in one window are far below 2^52"
-        )]
+        #[expect(clippy::cast_precision_loss, reason = "fork counts in one window are far below 2^52")]
         let tripped = forks as f64 > per_sec * window.as_secs_f64();
         if tripped {
             t.rules[i].episode = Some(now);
-            let event = t.event(
-                EventKind::ForkRate { forks, window },
-                Some(&t.rules[i].rule),
-            );
+            let event = t.event(EventKind::ForkRate { forks, window }, Some(&t.rules[i].rule));
             if t.fire(i, &event, true, out) {
                 break;
             }
@@ -773,17 +652,8 @@ fn on_cycle(state: &mut EngineState, now: Timestamp, out: &mut Vec<Action>) {
     for j in &mut state.jobs {
         if !jobs_silenced && !j.overdue && now.since(j.last_run) >= j.job.every + JOB_GRACE {
             j.overdue = true;
-            let event = job_event(
-                &j.job,
-                EventKind::JobOverdue {
-                    job: j.job.name.clone(),
-                    every: j.job.every,
-                },
-            );
-            out.push(Action::Alert {
-                route: j.job.owner.clone(),
-                event,
-            });
+            let event = job_event(&j.job, EventKind::JobOverdue { job: j.job.name.clone(), every: j.job.every });
+            out.push(Action::Alert { route: j.job.owner.clone(), event });
         }
     }
     let silenced = state.is_silenced(now);
@@ -810,23 +680,15 @@ fn on_cycle(state: &mut EngineState, now: Timestamp, out: &mut Vec<Action>) {
             if t.rules[i].episode.is_none() {
                 continue;
             }
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "fork counts in one window are far below 2^52"
-            )]
+            #[expect(clippy::cast_precision_loss, reason = "fork counts in one window are far below 2^52")]
             let (over, kind) = match t.rules[i].rule.condition {
-                Condition::Forks { per_sec } => (
-                    forks as f64 > per_sec * cycle.as_secs_f64(),
-                    EventKind::ForkRateRecovered,
-                ),
-                Condition::Restarts { count, window } => (
-                    t.restarts.count(now, window.duration(cycle)) > count as usize,
-                    EventKind::FlappingRecovered,
-                ),
-                Condition::Worker {
-                    more_than: Some((count, window)),
-                    ..
-                } => (
+                Condition::Forks { per_sec } => {
+                    (forks as f64 > per_sec * cycle.as_secs_f64(), EventKind::ForkRateRecovered)
+                }
+                Condition::Restarts { count, window } => {
+                    (t.restarts.count(now, window.duration(cycle)) > count as usize, EventKind::FlappingRecovered)
+                }
+                Condition::Worker { more_than: Some((count, window)), .. } => (
                     t.worker_deaths.count(now, window.duration(cycle)) > count as usize,
                     EventKind::WorkerDeathsRecovered,
                 ),

@@ -34,11 +34,7 @@ pub struct CycleRuleState {
 
 impl Default for CycleRuleState {
     fn default() -> Self {
-        CycleRuleState {
-            phase: Phase::Ok,
-            tripped: 0,
-            since: None,
-        }
+        CycleRuleState { phase: Phase::Ok, tripped: 0, since: None }
     }
 }
 
@@ -105,9 +101,7 @@ mod tests {
                 Transition::None,
                 Transition::None,
                 Transition::None,
-                Transition::Recovered {
-                    failed_for: Duration::from_secs(75)
-                },
+                Transition::Recovered { failed_for: Duration::from_secs(75) },
                 Transition::None,
             ]
         );

@@ -73,18 +73,13 @@ pub fn reading(
         return None;
     }
     match kind {
-        MetricKind::Gauge => Some(Reading {
-            value: current,
-            delta: None,
-        }),
-        MetricKind::Counter => change(current, previous, now).map(|c| Reading {
-            value: c.per_sec(),
-            delta: Some(c.delta),
-        }),
-        MetricKind::CpuSeconds => change(current, previous, now).map(|c| Reading {
-            value: c.cpu_percent(cores),
-            delta: None,
-        }),
+        MetricKind::Gauge => Some(Reading { value: current, delta: None }),
+        MetricKind::Counter => {
+            change(current, previous, now).map(|c| Reading { value: c.per_sec(), delta: Some(c.delta) })
+        }
+        MetricKind::CpuSeconds => {
+            change(current, previous, now).map(|c| Reading { value: c.cpu_percent(cores), delta: None })
+        }
     }
 }
 
@@ -100,13 +95,7 @@ pub fn rule_value(
     let current = *sample.values.get(&rule.metric)?;
     // Host CPU is a share of every core; a process's is of one core, like top(1).
     let cores = if host { sample.cores.unwrap_or(1) } else { 1 };
-    let read = reading(
-        rule.kind,
-        current,
-        previous.get(&rule.metric).copied(),
-        now,
-        cores,
-    )?;
+    let read = reading(rule.kind, current, previous.get(&rule.metric).copied(), now, cores)?;
     let cycle_secs = cycle_time.as_secs_f64().max(f64::MIN_POSITIVE);
     Some(match (rule.kind, read.delta) {
         (MetricKind::Counter, Some(delta)) if !rule.threshold.per_sec => delta,
@@ -127,13 +116,7 @@ mod tests {
     #[test]
     fn a_gauge_reads_as_sampled() {
         let r = reading(MetricKind::Gauge, 64.0, None, T0, 1).unwrap();
-        assert_eq!(
-            r,
-            Reading {
-                value: 64.0,
-                delta: None
-            }
-        );
+        assert_eq!(r, Reading { value: 64.0, delta: None });
         assert_eq!(reading(MetricKind::Gauge, f64::NAN, None, T0, 1), None);
     }
 
@@ -151,13 +134,7 @@ mod tests {
     #[test]
     fn a_counter_reads_per_second_and_keeps_its_change() {
         let r = reading(MetricKind::Counter, 1300.0, Some((1000.0, T0)), T15, 1).unwrap();
-        assert_eq!(
-            r,
-            Reading {
-                value: 20.0,
-                delta: Some(300.0)
-            }
-        );
+        assert_eq!(r, Reading { value: 20.0, delta: Some(300.0) });
     }
 
     #[test]
@@ -165,12 +142,6 @@ mod tests {
         assert_eq!(change(5.0, Some((10.0, T0)), T15), None, "went backwards");
         assert_eq!(change(15.0, Some((10.0, T15)), T15), None, "no time passed");
         assert_eq!(change(15.0, None, T15), None);
-        assert_eq!(
-            change(15.0, Some((10.0, T0)), T15),
-            Some(Change {
-                delta: 5.0,
-                secs: 15.0
-            })
-        );
+        assert_eq!(change(15.0, Some((10.0, T0)), T15), Some(Change { delta: 5.0, secs: 15.0 }));
     }
 }

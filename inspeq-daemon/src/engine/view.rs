@@ -48,38 +48,31 @@ impl EngineState {
             .iter()
             .map(|s| {
                 let value = match s.rule.condition {
-                    Condition::Forks { .. } => Some(RuleValue::Forks {
-                        forks: t.forks.count_at(now),
-                        window: t.forks.window(),
-                    }),
+                    Condition::Forks { .. } => {
+                        Some(RuleValue::Forks { forks: t.forks.count_at(now), window: t.forks.window() })
+                    }
                     Condition::Restarts { window, .. } => {
                         let window = window.duration(t.cycle_time);
-                        Some(RuleValue::Restarts {
-                            restarts: t.restarts.count(now, window),
-                            window,
-                        })
+                        Some(RuleValue::Restarts { restarts: t.restarts.count(now, window), window })
                     }
                     Condition::Worker { what, more_than } => Some(match more_than {
                         Some((_, window)) => {
                             let window = window.duration(t.cycle_time);
-                            RuleValue::Workers { deaths: t.worker_deaths.count(now, window) as u64, window: Some(window) }
+                            RuleValue::Workers {
+                                deaths: t.worker_deaths.count(now, window) as u64,
+                                window: Some(window),
+                            }
                         }
-                        None if what == WorkerEvent::OomKilled => RuleValue::Workers { deaths: t.workers_oom_killed, window: None },
+                        None if what == WorkerEvent::OomKilled => {
+                            RuleValue::Workers { deaths: t.workers_oom_killed, window: None }
+                        }
                         None => RuleValue::Workers { deaths: t.workers_crashed, window: None },
                     }),
                     _ => s.last.clone(),
                 };
                 // Forks and restarts rules are triggered for as long as their episode lasts.
-                let phase = if s.episode.is_some() {
-                    Phase::Triggered
-                } else {
-                    s.cycle.phase
-                };
-                RuleView {
-                    rule: &s.rule,
-                    phase,
-                    value,
-                }
+                let phase = if s.episode.is_some() { Phase::Triggered } else { s.cycle.phase };
+                RuleView { rule: &s.rule, phase, value }
             })
             .collect()
     }
@@ -97,10 +90,7 @@ impl EngineState {
         cores: u32,
         now: Timestamp,
     ) -> Option<value::Reading> {
-        let previous = self
-            .targets
-            .get(target)
-            .and_then(|t| t.previous.get(metric).copied());
+        let previous = self.targets.get(target).and_then(|t| t.previous.get(metric).copied());
         value::reading(kind, current, previous, now, cores)
     }
 }
@@ -108,10 +98,8 @@ impl EngineState {
 /// Keeps `exit` as the value of every exit rule of `t`, whether or not it matches them or they may act on it:
 /// `status` shows the main process's last exit either way.
 pub(super) fn remember_exit(t: &mut TargetState, exit: &ProcessExit) {
-    let value = RuleValue::Exit {
-        status: exit.status(),
-        requested: !matches!(exit.cause, ExitCause::Unexpected { .. }),
-    };
+    let value =
+        RuleValue::Exit { status: exit.status(), requested: !matches!(exit.cause, ExitCause::Unexpected { .. }) };
     for slot in &mut t.rules {
         if matches!(
             slot.rule.condition,

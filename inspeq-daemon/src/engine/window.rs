@@ -20,10 +20,7 @@ const MAX_RESTARTS_KEPT: usize = 10_000;
 impl Instants {
     #[must_use]
     pub fn new(horizon: Duration) -> Self {
-        Instants {
-            at: VecDeque::new(),
-            horizon,
-        }
+        Instants { at: VecDeque::new(), horizon }
     }
 
     pub fn record(&mut self, now: Timestamp) {
@@ -41,11 +38,7 @@ impl Instants {
     }
 
     pub fn prune(&mut self, now: Timestamp) {
-        while self
-            .at
-            .front()
-            .is_some_and(|t| now.since(*t) >= self.horizon)
-        {
+        while self.at.front().is_some_and(|t| now.since(*t) >= self.horizon) {
             self.at.pop_front();
         }
     }
@@ -65,10 +58,7 @@ pub struct Forks {
 impl Forks {
     #[must_use]
     pub fn new(window: Duration) -> Self {
-        Forks {
-            buckets: VecDeque::new(),
-            window,
-        }
+        Forks { buckets: VecDeque::new(), window }
     }
 
     pub fn record(&mut self, now: Timestamp) {
@@ -83,11 +73,7 @@ impl Forks {
     fn prune(&mut self, now: Timestamp) {
         let now_s = now.since_origin().as_secs();
         let span = self.window.as_secs().max(1);
-        while self
-            .buckets
-            .front()
-            .is_some_and(|(s, _)| now_s.saturating_sub(*s) >= span)
-        {
+        while self.buckets.front().is_some_and(|(s, _)| now_s.saturating_sub(*s) >= span) {
             self.buckets.pop_front();
         }
     }
@@ -103,11 +89,7 @@ impl Forks {
     pub fn count_at(&self, now: Timestamp) -> u64 {
         let now_s = now.since_origin().as_secs();
         let span = self.window.as_secs().max(1);
-        self.buckets
-            .iter()
-            .filter(|(s, _)| now_s.saturating_sub(*s) < span)
-            .map(|(_, n)| *n)
-            .sum()
+        self.buckets.iter().filter(|(s, _)| now_s.saturating_sub(*s) < span).map(|(_, n)| *n).sum()
     }
 
     #[must_use]

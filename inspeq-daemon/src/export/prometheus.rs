@@ -71,7 +71,9 @@ pub fn render(s: &Snapshot) -> String {
         "1 while a rule is failing.",
         s.rules
             .iter()
-            .map(|(t, r, on)| format!("inspeq_rule_triggered{{target=\"{}\",rule=\"{}\"}} {}", label(t), label(r), u8::from(*on)))
+            .map(|(t, r, on)| {
+                format!("inspeq_rule_triggered{{target=\"{}\",rule=\"{}\"}} {}", label(t), label(r), u8::from(*on))
+            })
             .collect(),
     );
     add(
@@ -79,14 +81,20 @@ pub fn render(s: &Snapshot) -> String {
         "inspeq_service_up",
         "gauge",
         "1 while the service's main process runs.",
-        s.services.iter().map(|(n, up, _)| format!("inspeq_service_up{{service=\"{}\"}} {}", label(n), u8::from(*up))).collect(),
+        s.services
+            .iter()
+            .map(|(n, up, _)| format!("inspeq_service_up{{service=\"{}\"}} {}", label(n), u8::from(*up)))
+            .collect(),
     );
     add(
         &mut out,
         "inspeq_service_restarts_total",
         "counter",
         "Starts of the service after its first, whoever asked for them.",
-        s.services.iter().map(|(n, _, r)| format!("inspeq_service_restarts_total{{service=\"{}\"}} {r}", label(n))).collect(),
+        s.services
+            .iter()
+            .map(|(n, _, r)| format!("inspeq_service_restarts_total{{service=\"{}\"}} {r}", label(n)))
+            .collect(),
     );
     add(
         &mut out,
@@ -99,7 +107,13 @@ pub fn render(s: &Snapshot) -> String {
             format!("inspeq_alerts_total{{outcome=\"send_failed\"}} {}", s.alert_send_failures),
         ],
     );
-    add(&mut out, "inspeq_alerts_pending", "gauge", "Alerts waiting in the outbox.", vec![format!("inspeq_alerts_pending {}", s.alerts_pending)]);
+    add(
+        &mut out,
+        "inspeq_alerts_pending",
+        "gauge",
+        "Alerts waiting in the outbox.",
+        vec![format!("inspeq_alerts_pending {}", s.alerts_pending)],
+    );
     add(
         &mut out,
         "inspeq_alerts_unpersisted_total",
@@ -127,16 +141,30 @@ pub fn render(s: &Snapshot) -> String {
         "inspeq_kernel_records_total",
         "counter",
         "Records the eBPF programs handed to the daemon, by kind.",
-        kinds.iter().zip(s.kernel_emitted).map(|(k, n)| format!("inspeq_kernel_records_total{{kind=\"{k}\"}} {n}")).collect(),
+        kinds
+            .iter()
+            .zip(s.kernel_emitted)
+            .map(|(k, n)| format!("inspeq_kernel_records_total{{kind=\"{k}\"}} {n}"))
+            .collect(),
     );
     add(
         &mut out,
         "inspeq_kernel_dropped_total",
         "counter",
         "Records lost because the ring buffer was full, by kind.",
-        kinds.iter().zip(s.kernel_dropped).map(|(k, n)| format!("inspeq_kernel_dropped_total{{kind=\"{k}\"}} {n}")).collect(),
+        kinds
+            .iter()
+            .zip(s.kernel_dropped)
+            .map(|(k, n)| format!("inspeq_kernel_dropped_total{{kind=\"{k}\"}} {n}"))
+            .collect(),
     );
-    add(&mut out, "inspeq_kernel_ebpf", "gauge", "1 when the eBPF path runs, 0 in the /proc fallback.", vec![format!("inspeq_kernel_ebpf {}", u8::from(s.kernel_ebpf))]);
+    add(
+        &mut out,
+        "inspeq_kernel_ebpf",
+        "gauge",
+        "1 when the eBPF path runs, 0 in the /proc fallback.",
+        vec![format!("inspeq_kernel_ebpf {}", u8::from(s.kernel_ebpf))],
+    );
     out
 }
 

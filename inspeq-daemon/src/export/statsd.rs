@@ -68,7 +68,10 @@ mod tests {
     fn lines_follow_inspeqtors_format() {
         assert_eq!(line("web1", "host", "load:1", 0.5, StatsdKind::Gauge), "web1.host.load.1:0.50|g");
         assert_eq!(line("web1", "host", "swap", 0.0, StatsdKind::Gauge), "web1.host.swap:0.00|g");
-        assert_eq!(line("web1.example.com", "mysql", "mysql:Queries", 12.0, StatsdKind::Counter), "web1_example_com.mysql.mysql.Queries:12.00|c");
+        assert_eq!(
+            line("web1.example.com", "mysql", "mysql:Queries", 12.0, StatsdKind::Counter),
+            "web1_example_com.mysql.mysql.Queries:12.00|c"
+        );
         assert_eq!(line("h", "host", "disk:/var/log", 42.126, StatsdKind::Gauge), "h.host.disk._var_log:42.13|g");
     }
 

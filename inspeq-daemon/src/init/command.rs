@@ -5,11 +5,7 @@
 //! init.d script or a `restart_command` may leave a daemon behind that inherited
 //! its stdout, and waiting for that pipe's end would wait for the daemon's death.
 
-use std::{
-    fmt,
-    process::Stdio,
-    time::Duration,
-};
+use std::{fmt, process::Stdio, time::Duration};
 
 use tokio::{io::AsyncReadExt as _, sync::watch};
 

@@ -99,14 +99,20 @@ mod tests {
     fn leftover_upstart_jobs_do_not_beat_a_running_systemd() {
         // Ubuntu 16.04: systemd is PID 1 and /etc/init still has upstart's jobs.
         let tree = Tree::new("xenial");
-        tree.dir("run/systemd/system").file("proc/1/comm", "systemd\n").file("etc/init/ssh.conf", "").file("etc/init.d/ssh", "");
+        tree.dir("run/systemd/system")
+            .file("proc/1/comm", "systemd\n")
+            .file("etc/init/ssh.conf", "")
+            .file("etc/init.d/ssh", "");
         assert_eq!(tree.kinds(), [(InitKind::Systemd, true), (InitKind::Upstart, false), (InitKind::InitD, false)]);
     }
 
     #[test]
     fn upstart_as_pid_1_comes_first() {
         let tree = Tree::new("trusty");
-        tree.file("proc/1/comm", "init\n").file("sbin/initctl", "").file("etc/init/puma.conf", "").file("etc/init.d/x", "");
+        tree.file("proc/1/comm", "init\n")
+            .file("sbin/initctl", "")
+            .file("etc/init/puma.conf", "")
+            .file("etc/init.d/x", "");
         assert_eq!(tree.kinds(), [(InitKind::Upstart, true), (InitKind::InitD, false)]);
     }
 

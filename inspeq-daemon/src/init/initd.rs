@@ -94,7 +94,9 @@ impl InitSystem for InitD {
                 }
             }
             Ok(match stale {
-                Some((path, pid)) => ServiceStatus::down(format!("stale pidfile {} (pid {pid} is not running it)", path.display())),
+                Some((path, pid)) => {
+                    ServiceStatus::down(format!("stale pidfile {} (pid {pid} is not running it)", path.display()))
+                }
                 None => ServiceStatus::down("no pidfile"),
             })
         })

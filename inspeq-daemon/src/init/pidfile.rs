@@ -263,10 +263,12 @@ mod tests {
         let mut child = Command::new("sleep").arg("7.25").spawn().unwrap();
         let regex = Regex::new(r"^sleep 7\.25$").unwrap();
         // Under load the child may not have exec'd yet when spawn returns.
-        let found = (0..100).find_map(|_| oldest_match(&regex).or_else(|| {
-            std::thread::sleep(Duration::from_millis(10));
-            None
-        }));
+        let found = (0..100).find_map(|_| {
+            oldest_match(&regex).or_else(|| {
+                std::thread::sleep(Duration::from_millis(10));
+                None
+            })
+        });
         assert_eq!(found, Some(child.id()));
         child.kill().unwrap();
         child.wait().unwrap();

@@ -66,10 +66,8 @@ pub fn parse_sv_status(output: &str) -> Option<SvStatus> {
     if !matches!(state, "run" | "down" | "finish") {
         return None;
     }
-    let pid = rest
-        .split_once("(pid ")
-        .and_then(|(_, after)| after.split_once(')'))
-        .and_then(|(pid, _)| pid.parse().ok());
+    let pid =
+        rest.split_once("(pid ").and_then(|(_, after)| after.split_once(')')).and_then(|(pid, _)| pid.parse().ok());
     Some(SvStatus { state: state.to_owned(), pid })
 }
 
@@ -115,11 +113,7 @@ impl Runit {
 /// Is `runsv` reading `DIR/supervise/ok`? Opening a FIFO for writing without
 /// blocking fails with ENXIO when nobody reads it.
 fn supervised(dir: &Path) -> bool {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(dir.join("supervise/ok"))
-        .is_ok()
+    std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(dir.join("supervise/ok")).is_ok()
 }
 
 /// Decodes `supervise/status`: bytes 12..16 the pid (little endian), 16 paused,
@@ -149,7 +143,10 @@ impl InitSystem for Runit {
             let raw = std::fs::read(dir.join("supervise/status")).unwrap_or_default();
             let Some((state, pid, paused, want)) = decode_status(&raw) else {
                 // runsv writes it right after it starts; until then, it is coming up.
-                return Ok(ServiceStatus { state: ServiceState::Starting, ..ServiceStatus::down("supervise/status not written yet") });
+                return Ok(ServiceStatus {
+                    state: ServiceState::Starting,
+                    ..ServiceStatus::down("supervise/status not written yet")
+                });
             };
             // `sv down`/`sv stop` set "want down" before signalling; otherwise runsv
             // restarts whatever ends, by itself.
@@ -168,7 +165,11 @@ impl InitSystem for Runit {
     fn restart<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ()> {
         Box::pin(async move {
             if !self.dir(service).join("run").exists() {
-                return Err(InitError::NotFound { init: InitKind::Runit, service: service.to_string(), action: "restart" });
+                return Err(InitError::NotFound {
+                    init: InitKind::Runit,
+                    service: service.to_string(),
+                    action: "restart",
+                });
             }
             let old = self.lookup(service).await?.main_pid;
             let out = self.sv(service, "restart", "restart").await?;
@@ -190,7 +191,12 @@ impl InitSystem for Runit {
                     return Ok(());
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(InitError::Timeout { init: InitKind::Runit, service: service.to_string(), action: "restart", after: limit });
+                    return Err(InitError::Timeout {
+                        init: InitKind::Runit,
+                        service: service.to_string(),
+                        action: "restart",
+                        after: limit,
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -200,7 +206,11 @@ impl InitSystem for Runit {
     fn reload<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ()> {
         Box::pin(async move {
             if !self.dir(service).join("run").exists() {
-                return Err(InitError::NotFound { init: InitKind::Runit, service: service.to_string(), action: "reload" });
+                return Err(InitError::NotFound {
+                    init: InitKind::Runit,
+                    service: service.to_string(),
+                    action: "reload",
+                });
             }
             let verb = match self.options.reload_signal {
                 ReloadSignal::Hup => "hup",
@@ -228,7 +238,10 @@ mod tests {
         assert_eq!(parse_sv_status("run: demo-http: (pid 1522) 0s, want down\n"), run(1522));
         assert_eq!(parse_sv_status("run: demo-loop: (pid 1178) 11s, paused; run: log: (pid 1176) 11s\n"), run(1178));
         assert_eq!(parse_sv_status("ok: run: demo-http: (pid 1445) 1s\n"), run(1445));
-        assert_eq!(parse_sv_status("down: demo-http: 1s, normally up\n"), Some(SvStatus { state: "down".into(), pid: None }));
+        assert_eq!(
+            parse_sv_status("down: demo-http: 1s, normally up\n"),
+            Some(SvStatus { state: "down".into(), pid: None })
+        );
         assert_eq!(
             parse_sv_status("finish: demo-http: (pid 1883) 1s\n"),
             Some(SvStatus { state: "finish".into(), pid: Some(1883) })

@@ -31,8 +31,8 @@ use zbus::{
 };
 
 use super::{
-    ChangeSubscription, InitError, InitFuture, InitKind, InitSystem, Intent, MainExit, ServiceCgroup, ServiceChange, ServiceName,
-    ServiceState, ServiceStatus, Timeouts, cgroup2_mount, detect_wrapper, nspid,
+    ChangeSubscription, InitError, InitFuture, InitKind, InitSystem, Intent, MainExit, ServiceCgroup, ServiceChange,
+    ServiceName, ServiceState, ServiceStatus, Timeouts, cgroup2_mount, detect_wrapper, nspid,
 };
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
@@ -144,7 +144,8 @@ impl Systemd {
         let address = match &options.address {
             Some(address) => address.clone(),
             None => {
-                let runtime = options.runtime_dir.clone().or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from));
+                let runtime =
+                    options.runtime_dir.clone().or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from));
                 bus_address_for(options.scope, runtime.as_deref())?
             }
         };
@@ -163,7 +164,9 @@ impl Systemd {
         let subscribe = conn.call_method(Some(DESTINATION), MANAGER_PATH, Some(MANAGER), "Subscribe", &());
         tokio::time::timeout(options.timeouts.lookup, subscribe)
             .await
-            .unwrap_or_else(|_| Err(zbus::Error::Failure(format!("Subscribe: no answer within {:?}", options.timeouts.lookup))))
+            .unwrap_or_else(|_| {
+                Err(zbus::Error::Failure(format!("Subscribe: no answer within {:?}", options.timeouts.lookup)))
+            })
             .map_err(|source| InitError::Connect { address: address.clone(), source: Box::new(source) })?;
         Ok(Self {
             conn,
@@ -251,7 +254,8 @@ impl Systemd {
         } else {
             (None, None, String::new(), None)
         };
-        let mut detail = if load == "loaded" { format!("{active} ({sub})") } else { format!("{load}, {active} ({sub})") };
+        let mut detail =
+            if load == "loaded" { format!("{active} ({sub})") } else { format!("{load}, {active} ({sub})") };
         if let Some(job) = &job {
             detail.push_str(&format!(", {job} job"));
         }
@@ -325,7 +329,8 @@ impl Systemd {
                 .map_err(dbus)?
                 .build();
             let mut removed = MessageStream::for_match_rule(rule, &self.conn, Some(256)).await.map_err(dbus)?;
-            let job: OwnedObjectPath = self.call(MANAGER_PATH, MANAGER, method, &(unit.as_str(), "replace")).await.map_err(dbus)?;
+            let job: OwnedObjectPath =
+                self.call(MANAGER_PATH, MANAGER, method, &(unit.as_str(), "replace")).await.map_err(dbus)?;
             while let Some(message) = removed.next().await {
                 let Ok(message) = message else { continue };
                 let Ok((_id, removed_job, _unit, result)) =
@@ -361,8 +366,17 @@ impl InitSystem for Systemd {
         Box::pin(async move {
             let limit = self.timeouts.lookup;
             match tokio::time::timeout(limit, self.lookup_now(service)).await {
-                Ok(status) => status.map_err(|source| InitError::DBus { service: service.to_string(), action: "lookup", source: Box::new(source) }),
-                Err(_) => Err(InitError::Timeout { init: InitKind::Systemd, service: service.to_string(), action: "lookup", after: limit }),
+                Ok(status) => status.map_err(|source| InitError::DBus {
+                    service: service.to_string(),
+                    action: "lookup",
+                    source: Box::new(source),
+                }),
+                Err(_) => Err(InitError::Timeout {
+                    init: InitKind::Systemd,
+                    service: service.to_string(),
+                    action: "lookup",
+                    after: limit,
+                }),
             }
         })
     }
@@ -391,7 +405,8 @@ impl InitSystem for Systemd {
     ) -> InitFuture<'a, Option<MainExit>> {
         Box::pin(async move {
             let limit = self.timeouts.lookup;
-            let dbus = |source| InitError::DBus { service: service.to_string(), action: "lookup", source: Box::new(source) };
+            let dbus =
+                |source| InitError::DBus { service: service.to_string(), action: "lookup", source: Box::new(source) };
             let unit = unit_name(service);
             // ExecMainPID is the manager's number for what the kernel side reported as `pid`.
             let expected = self.manager_pid(&unit, pid);
@@ -443,7 +458,8 @@ impl InitSystem for Systemd {
                         self.string_property(path, UNIT, "SubState"),
                         self.job_type(path),
                     );
-                    let (value, started, reaped) = (value.map_err(dbus)?, started.map_err(dbus)?, reaped.map_err(dbus)?);
+                    let (value, started, reaped) =
+                        (value.map_err(dbus)?, started.map_err(dbus)?, reaped.map_err(dbus)?);
                     let (result, restart, left_active, sub) =
                         (result.map_err(dbus)?, restart.map_err(dbus)?, left_active.map_err(dbus)?, sub.map_err(dbus)?);
                     // One property per call: if a new process replaced the record
@@ -465,7 +481,12 @@ impl InitSystem for Systemd {
             };
             match tokio::time::timeout(limit, read).await {
                 Ok(result) => result,
-                Err(_) => Err(InitError::Timeout { init: InitKind::Systemd, service: service.to_string(), action: "lookup", after: limit }),
+                Err(_) => Err(InitError::Timeout {
+                    init: InitKind::Systemd,
+                    service: service.to_string(),
+                    action: "lookup",
+                    after: limit,
+                }),
             }
         })
     }
@@ -482,7 +503,11 @@ impl InitSystem for Systemd {
         changes: tokio::sync::mpsc::Sender<ServiceChange>,
     ) -> InitFuture<'a, Option<ChangeSubscription>> {
         Box::pin(async move {
-            let dbus = |source| InitError::DBus { service: service.to_string(), action: "subscribe", source: Box::new(source) };
+            let dbus = |source| InitError::DBus {
+                service: service.to_string(),
+                action: "subscribe",
+                source: Box::new(source),
+            };
             let path = self.unit_path(&unit_name(service)).await.map_err(dbus)?;
             let rule = MatchRule::builder()
                 .msg_type(MessageType::Signal)
@@ -497,7 +522,10 @@ impl InitSystem for Systemd {
             // reads to tell an operator's stop from a crash. systemd keeps units
             // a bus client holds a reference to (`Ref`, dropped when we disconnect).
             if let Err(err) = self.call::<_, ()>(path.as_str(), UNIT, "Ref", &()).await {
-                tracing::warn!("systemd: cannot hold {} loaded (Ref): {err}; a stop may read as a crash", unit_name(service));
+                tracing::warn!(
+                    "systemd: cannot hold {} loaded (Ref): {err}; a stop may read as a crash",
+                    unit_name(service)
+                );
             }
             let this = self.clone();
             let service = service.clone();
@@ -604,7 +632,10 @@ mod tests {
         use crate::kernel::ExitStatus;
         assert_eq!(exec_main_status(libc::CLD_EXITED, 3), Some(ExitStatus::Exited(3)));
         assert_eq!(exec_main_status(libc::CLD_KILLED, 9), Some(ExitStatus::Signaled { signal: 9, core_dumped: false }));
-        assert_eq!(exec_main_status(libc::CLD_DUMPED, 11), Some(ExitStatus::Signaled { signal: 11, core_dumped: true }));
+        assert_eq!(
+            exec_main_status(libc::CLD_DUMPED, 11),
+            Some(ExitStatus::Signaled { signal: 11, core_dumped: true })
+        );
         assert_eq!(exec_main_status(0, 0), None);
     }
 

@@ -112,7 +112,9 @@ impl UpstartStatus {
             ("start" | "respawn", _, pid) => {
                 ServiceStatus { state: ServiceState::Starting, main_pid: pid, ..ServiceStatus::down(detail) }
             }
-            (_, _, Some(pid)) => ServiceStatus { state: ServiceState::Stopping, main_pid: Some(pid), ..ServiceStatus::down(detail) },
+            (_, _, Some(pid)) => {
+                ServiceStatus { state: ServiceState::Stopping, main_pid: Some(pid), ..ServiceStatus::down(detail) }
+            }
             _ => ServiceStatus::down(detail),
         }
         .with_intent(intent)
@@ -134,10 +136,16 @@ impl Upstart {
         Self { options }
     }
 
-    async fn initctl(&self, verb: &str, service: &ServiceName, action: &'static str) -> Result<CommandOutput, InitError> {
+    async fn initctl(
+        &self,
+        verb: &str,
+        service: &ServiceName,
+        action: &'static str,
+    ) -> Result<CommandOutput, InitError> {
         let limit = if action == "lookup" { self.options.timeouts.lookup } else { self.options.timeouts.action };
-        let argv = Argv::new([self.options.initctl.to_string_lossy().into_owned(), verb.to_owned(), service.to_string()])
-            .expect("non-empty");
+        let argv =
+            Argv::new([self.options.initctl.to_string_lossy().into_owned(), verb.to_owned(), service.to_string()])
+                .expect("non-empty");
         argv.run(limit).await.map_err(|source| InitError::Command {
             init: InitKind::Upstart,
             service: service.to_string(),
@@ -229,19 +237,19 @@ mod tests {
     use super::*;
 
     fn status(job: &str, inst: Option<&str>, goal: &str, state: &str, pid: Option<u32>) -> UpstartStatus {
-        UpstartStatus {
-            job: job.into(),
-            instance: inst.map(Into::into),
-            goal: goal.into(),
-            state: state.into(),
-            pid,
-        }
+        UpstartStatus { job: job.into(), instance: inst.map(Into::into), goal: goal.into(), state: state.into(), pid }
     }
 
     #[test]
     fn initctl_status_forms() {
-        assert_eq!(parse_initctl_status("puma start/running, process 1234\n"), Some(vec![status("puma", None, "start", "running", Some(1234))]));
-        assert_eq!(parse_initctl_status("puma stop/waiting\n"), Some(vec![status("puma", None, "stop", "waiting", None)]));
+        assert_eq!(
+            parse_initctl_status("puma start/running, process 1234\n"),
+            Some(vec![status("puma", None, "start", "running", Some(1234))])
+        );
+        assert_eq!(
+            parse_initctl_status("puma stop/waiting\n"),
+            Some(vec![status("puma", None, "stop", "waiting", None)])
+        );
         assert_eq!(
             parse_initctl_status("sidekiq (2) start/running, process 77\n"),
             Some(vec![status("sidekiq", Some("2"), "start", "running", Some(77))])

@@ -33,7 +33,9 @@ impl Wrapper {
             Self::Shell { shell, server: Some(pid) } => format!("main pid is a {shell} wrapper; server is pid {pid}"),
             Self::Shell { shell, server: None } => format!("main pid is a {shell} wrapper"),
             Self::LoggerPipeline { shell, server, logger } => match server {
-                Some(pid) => format!("main pid is a {shell} running a pipeline into logger (pid {logger}); server is pid {pid}"),
+                Some(pid) => {
+                    format!("main pid is a {shell} running a pipeline into logger (pid {logger}); server is pid {pid}")
+                }
                 None => format!("main pid is a {shell} running a pipeline into logger (pid {logger})"),
             },
             Self::Logger => "main pid is logger, not the server".to_owned(),
@@ -125,7 +127,9 @@ mod tests {
 
     #[test]
     fn a_shell_running_server_piped_into_logger_is_reported_with_both_pids() {
-        let child = Killed(Command::new("/bin/sh").args(["-c", "sleep 10 | logger -t inspeq-wrapper-test; true"]).spawn().unwrap());
+        let child = Killed(
+            Command::new("/bin/sh").args(["-c", "sleep 10 | logger -t inspeq-wrapper-test; true"]).spawn().unwrap(),
+        );
         let pid = child.0.id();
         settle(pid, 2);
         match detect_wrapper(pid) {

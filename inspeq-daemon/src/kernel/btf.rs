@@ -97,13 +97,8 @@ impl Btf {
         let type_len = u32_at(data, 12).ok_or(BtfError::BadHeader)? as usize;
         let str_off = u32_at(data, 16).ok_or(BtfError::BadHeader)? as usize;
         let str_len = u32_at(data, 20).ok_or(BtfError::BadHeader)? as usize;
-        let types = data
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or(BtfError::BadHeader)?;
-        let strings = data
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or(BtfError::BadHeader)?
-            .to_vec();
+        let types = data.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or(BtfError::BadHeader)?;
+        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or(BtfError::BadHeader)?.to_vec();
 
         let mut btf = Btf {
             strings,

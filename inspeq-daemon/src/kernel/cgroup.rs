@@ -97,7 +97,8 @@ fn unescape(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal =
+            bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match octal {
             Some(d) => {
                 out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8).wrapping_add(b - b'0')));
@@ -125,9 +126,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf, CgroupError> {
 
 /// The id of the cgroup at `dir` (an absolute path in the cgroup2 mount).
 pub fn id_of(dir: &Path) -> Result<u64, CgroupError> {
-    std::fs::metadata(dir)
-        .map(|m| m.ino())
-        .map_err(|source| CgroupError::Missing { path: dir.to_path_buf(), source })
+    std::fs::metadata(dir).map(|m| m.ino()).map_err(|source| CgroupError::Missing { path: dir.to_path_buf(), source })
 }
 
 /// The directory of the cgroup with `id`, found by walking the cgroup2 tree (only
@@ -199,7 +198,9 @@ mod tests {
     fn a_later_mount_on_a_parent_hides_an_earlier_cgroup2() {
         // A systemd system manager's namespace (init-systems.md §1b): the host's
         // mounts were copied, then cgroup2 mounted over the tmpfs at /sys/fs/cgroup.
-        let manager = format!("{HOST}612 31 0:38 /inspeq-test-x /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate\n");
+        let manager = format!(
+            "{HOST}612 31 0:38 /inspeq-test-x /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate\n"
+        );
         assert_eq!(visible_cgroup2(&manager), Some(PathBuf::from("/sys/fs/cgroup")));
         // A tmpfs over the parent alone leaves no cgroup2 visible.
         let hidden = format!("{HOST}613 23 0:99 / /sys/fs rw - tmpfs tmpfs rw\n");
@@ -219,7 +220,8 @@ mod tests {
 
     #[test]
     fn the_canonical_location_wins_and_escapes_are_undone() {
-        let two = "30 1 0:5 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n31 1 0:5 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let two =
+            "30 1 0:5 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n31 1 0:5 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
         assert_eq!(visible_cgroup2(two), Some(PathBuf::from("/sys/fs/cgroup")));
         let one = "30 1 0:5 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n";
         assert_eq!(visible_cgroup2(one), Some(PathBuf::from("/mnt/my cg")));

@@ -26,9 +26,9 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
 };
 use inspeq_common::{
-    COUNTER_DROPPED, COUNTER_EMITTED, MAP_COUNTERS, MAP_EVENTS, MAP_READER_STATE, MAP_RSS_STATE, MAP_RSS_TOTALS,
-    MAP_TREE_WATCHES, MAP_WATCH_CGROUPS, MAP_WATCH_TGIDS, READER_IDLE, READER_POLLING, RssState, RssTotal, WatchConfig,
-    globals, CGROUP_WALK_ANCESTOR_IDS, CGROUP_WALK_ANCESTORS, CGROUP_WALK_HELPER,
+    CGROUP_WALK_ANCESTOR_IDS, CGROUP_WALK_ANCESTORS, CGROUP_WALK_HELPER, COUNTER_DROPPED, COUNTER_EMITTED,
+    MAP_COUNTERS, MAP_EVENTS, MAP_READER_STATE, MAP_RSS_STATE, MAP_RSS_TOTALS, MAP_TREE_WATCHES, MAP_WATCH_CGROUPS,
+    MAP_WATCH_TGIDS, READER_IDLE, READER_POLLING, RssState, RssTotal, WatchConfig, globals,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -98,8 +98,7 @@ pub struct Layout {
 
 impl Offsets {
     fn resolve(tracefs_root: &Path, pid_ns: &PidNamespace) -> Result<Self, KernelError> {
-        let data = std::fs::read("/sys/kernel/btf/vmlinux")
-            .map_err(|source| KernelError::NoBtf { source })?;
+        let data = std::fs::read("/sys/kernel/btf/vmlinux").map_err(|source| KernelError::NoBtf { source })?;
         let btf = Btf::parse(&data)?;
         drop(data);
         let (rss_count0, rss_stride, rss_percpu) = mm_rss_counters(&btf)?;
@@ -298,8 +297,11 @@ impl EbpfMonitor {
             Ok(loaded) => loaded,
             Err(first) => match offsets.cgroup_walk {
                 Some(walk) => {
-                    tracing::debug!("kernel: with bpf_get_current_ancestor_cgroup_id: {first}; walking cgroups instead");
-                    layout.cgroup_ancestors = if walk == CGROUP_WALK_ANCESTOR_IDS { "ancestor_ids" } else { "ancestors" };
+                    tracing::debug!(
+                        "kernel: with bpf_get_current_ancestor_cgroup_id: {first}; walking cgroups instead"
+                    );
+                    layout.cgroup_ancestors =
+                        if walk == CGROUP_WALK_ANCESTOR_IDS { "ancestor_ids" } else { "ancestors" };
                     load_and_attach(&offsets, options, walk)?
                 }
                 None => return Err(first),
@@ -308,8 +310,9 @@ impl EbpfMonitor {
 
         let ring: RingBuf<MapData> = map(&mut ebpf, MAP_EVENTS)?;
         // SAFETY: the fd stays open as long as `ring`, which AsyncFd owns.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|source| KernelError::Io { what: "registering the ring buffer with tokio", source: source.into() })?;
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|source| {
+            KernelError::Io { what: "registering the ring buffer with tokio", source: source.into() }
+        })?;
         let cgroups = map(&mut ebpf, MAP_WATCH_CGROUPS)?;
         let tgids = map(&mut ebpf, MAP_WATCH_TGIDS)?;
         let rss_state = map(&mut ebpf, MAP_RSS_STATE)?;
@@ -413,7 +416,8 @@ impl EbpfMonitor {
         for &pid in members {
             let Some(rss) = fallback::read_rss(pid, self.page_size) else { continue };
             let above = cfg.rss_threshold != 0 && rss >= cfg.rss_threshold;
-            let state = RssState { last_bytes: rss, now_bytes: rss, above: u32::from(above), total_watch: cfg.watch_id };
+            let state =
+                RssState { last_bytes: rss, now_bytes: rss, above: u32::from(above), total_watch: cfg.watch_id };
             self.rss_state.insert(pid, state, 0).map_err(|source| KernelError::Map { name: MAP_RSS_STATE, source })?;
             if above {
                 self.pending.push(crossed_up(cfg, pid, rss, cgroup_id, now));
@@ -659,7 +663,8 @@ fn load_and_attach(offsets: &Offsets, options: &Options, cgroup_walk: u32) -> Re
             Ok(id) => program_ids.push((program, id)),
             Err(source) if required => return Err(KernelError::Attach { program, source: Box::new(source) }),
             Err(source) => {
-                let name = if category.is_empty() { format!("raw:{tracepoint}") } else { format!("{category}:{tracepoint}") };
+                let name =
+                    if category.is_empty() { format!("raw:{tracepoint}") } else { format!("{category}:{tracepoint}") };
                 tracing::warn!("kernel: {name} not attached ({source}); that feature is off");
                 missing.push(name);
             }
@@ -675,7 +680,9 @@ fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Observation>, stats: &m
             Err(err) => {
                 stats.undecodable += 1;
                 if stats.undecodable == 1 {
-                    tracing::warn!("kernel: undecodable record ({err}); the object and daemon may be of different builds");
+                    tracing::warn!(
+                        "kernel: undecodable record ({err}); the object and daemon may be of different builds"
+                    );
                 }
             }
         }

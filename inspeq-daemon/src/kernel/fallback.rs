@@ -51,7 +51,14 @@ impl RssState {
     }
 
     /// Compares a new sample with the limits: the crossing to report, if any.
-    pub(super) fn observe(&mut self, watch: WatchId, pid: u32, rss: u64, limits: RssLimits, now: u64) -> Option<Observation> {
+    pub(super) fn observe(
+        &mut self,
+        watch: WatchId,
+        pid: u32,
+        rss: u64,
+        limits: RssLimits,
+        now: u64,
+    ) -> Option<Observation> {
         let direction = if limits.threshold != 0 && !self.above && rss >= limits.threshold {
             self.above = true;
             RssDirection::Up
@@ -243,7 +250,13 @@ impl ProcMonitor {
             let forks = watch.settings.forks;
             let known = self.known.entry(pid).or_insert_with(|| {
                 if forks && seed != Some(id) {
-                    out.push(Observation::ProcessForked { watch: id, parent: seen.ppid, child: pid, cgroup_id: 0, ktime_ns: now });
+                    out.push(Observation::ProcessForked {
+                        watch: id,
+                        parent: seen.ppid,
+                        child: pid,
+                        cgroup_id: 0,
+                        ktime_ns: now,
+                    });
                 }
                 Known { watch: id, ppid: seen.ppid, comm: seen.comm.clone(), rss: RssState::starting_at(seen.rss) }
             });

@@ -131,11 +131,17 @@ impl Default for Options {
 pub enum Mode {
     Ebpf,
     /// The netlink process connector.
-    ProcConnector { reason: String },
+    ProcConnector {
+        reason: String,
+    },
     /// pidfds for known processes, /proc scans for membership.
-    Pidfd { reason: String },
+    Pidfd {
+        reason: String,
+    },
     /// Polling /proc once per cycle.
-    Fallback { reason: String },
+    Fallback {
+        reason: String,
+    },
 }
 
 impl Mode {
@@ -234,7 +240,9 @@ impl Monitor {
                 reasons.push("process connector turned off by configuration".into());
             } else {
                 match proc_connector::ProcConnectorMonitor::start(options, &pid_ns) {
-                    Ok(m) => break 'tiers (Backend::ProcConnector(m), Mode::ProcConnector { reason: reasons.join("; ") }),
+                    Ok(m) => {
+                        break 'tiers (Backend::ProcConnector(m), Mode::ProcConnector { reason: reasons.join("; ") });
+                    }
                     Err(err) => reasons.push(format!("process connector unavailable: {}", error_chain(&err))),
                 }
             }
@@ -366,7 +374,12 @@ pub(crate) fn descendants_and_self(pid: u32) -> Vec<u32> {
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for task in tasks.flatten() {
                 if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                    out.extend(text.split_whitespace().filter_map(|c| c.parse::<u32>().ok()).filter(|c| !out.contains(c)).collect::<Vec<_>>());
+                    out.extend(
+                        text.split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok())
+                            .filter(|c| !out.contains(c))
+                            .collect::<Vec<_>>(),
+                    );
                 }
             }
         }

@@ -91,7 +91,13 @@ impl fmt::Display for RssDirection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
     ProcessExited(ProcessExited),
-    ProcessForked { watch: WatchId, parent: u32, child: u32, cgroup_id: u64, ktime_ns: u64 },
+    ProcessForked {
+        watch: WatchId,
+        parent: u32,
+        child: u32,
+        cgroup_id: u64,
+        ktime_ns: u64,
+    },
     RssCrossed {
         watch: WatchId,
         pid: u32,
@@ -113,7 +119,10 @@ pub enum Observation {
     },
     /// The kernel could not hand over `count` records (the ring buffer was full);
     /// `kind` names the record kind that was lost.
-    EventsLost { kind: &'static str, count: u64 },
+    EventsLost {
+        kind: &'static str,
+        count: u64,
+    },
 }
 
 impl Observation {

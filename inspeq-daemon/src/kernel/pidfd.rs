@@ -64,20 +64,11 @@ impl PidfdMonitor {
         }
         // Probe with our own pid: ENOSYS on kernels before 5.3, EPERM under some
         // seccomp policies.
-        pidfd_open(std::process::id())
-            .map_err(|e| KernelError::Pidfd(PidfdError::Unsupported(e)))?;
-        Ok(Self {
-            proc: ProcMonitor::new(options),
-            pidfds: HashMap::new(),
-        })
+        pidfd_open(std::process::id()).map_err(|e| KernelError::Pidfd(PidfdError::Unsupported(e)))?;
+        Ok(Self { proc: ProcMonitor::new(options), pidfds: HashMap::new() })
     }
 
-    pub fn watch(
-        &mut self,
-        id: WatchId,
-        target: &WatchTarget,
-        settings: WatchSettings,
-    ) -> Result<(), KernelError> {
+    pub fn watch(&mut self, id: WatchId, target: &WatchTarget, settings: WatchSettings) -> Result<(), KernelError> {
         self.proc.watch(id, target, settings)?;
         self.sync();
         Ok(())
@@ -93,8 +84,7 @@ impl PidfdMonitor {
     fn sync(&mut self) {
         let mut known: Vec<(u32, WatchId)> = self.proc.known().collect();
         known.sort_unstable();
-        self.pidfds
-            .retain(|pid, _| known.binary_search_by_key(pid, |(p, _)| *p).is_ok());
+        self.pidfds.retain(|pid, _| known.binary_search_by_key(pid, |(p, _)| *p).is_ok());
         for (pid, _) in known {
             if self.pidfds.len() >= MAX_PIDFDS {
                 break;
@@ -120,16 +110,9 @@ impl PidfdMonitor {
             let Self { proc, pidfds } = self;
             let exited = std::future::poll_fn(|cx| {
                 // Every pidfd registers the waker; the ready ones are returned.
-                let ready: Vec<u32> = pidfds
-                    .iter()
-                    .filter(|(_, fd)| fd.poll_read_ready(cx).is_ready())
-                    .map(|(pid, _)| *pid)
-                    .collect();
-                if ready.is_empty() {
-                    Poll::Pending
-                } else {
-                    Poll::Ready(ready)
-                }
+                let ready: Vec<u32> =
+                    pidfds.iter().filter(|(_, fd)| fd.poll_read_ready(cx).is_ready()).map(|(pid, _)| *pid).collect();
+                if ready.is_empty() { Poll::Pending } else { Poll::Ready(ready) }
             });
             tokio::select! {
                 pids = exited => {

@@ -63,13 +63,9 @@ pub enum ProcConnectorError {
     Bind(#[source] io::Error),
     #[error("sending PROC_CN_MCAST_LISTEN")]
     Listen(#[source] io::Error),
-    #[error(
-        "the kernel refused PROC_CN_MCAST_LISTEN (errno {0}; CAP_NET_ADMIN in the initial namespaces is needed)"
-    )]
+    #[error("the kernel refused PROC_CN_MCAST_LISTEN (errno {0}; CAP_NET_ADMIN in the initial namespaces is needed)")]
     Refused(u32),
-    #[error(
-        "the kernel did not acknowledge PROC_CN_MCAST_LISTEN within {0} ms (CONFIG_PROC_EVENTS off?)"
-    )]
+    #[error("the kernel did not acknowledge PROC_CN_MCAST_LISTEN within {0} ms (CONFIG_PROC_EVENTS off?)")]
     NoAck(u64),
     /// Outside the initial namespaces the kernel ignores the listen request, and
     /// the events would carry the initial namespace's pids anyway.
@@ -181,11 +177,7 @@ pub(super) mod wire {
         while at + NLMSG_HDRLEN <= datagram.len() {
             let len = u32_at(datagram, at) as usize;
             if len < NLMSG_HDRLEN || at + len > datagram.len() {
-                return Err(ParseError::Truncated {
-                    at,
-                    len,
-                    size: datagram.len(),
-                });
+                return Err(ParseError::Truncated { at, len, size: datagram.len() });
             }
             let kind = u16_at(datagram, at + 4);
             let payload = &datagram[at + NLMSG_HDRLEN..at + len];
@@ -207,11 +199,7 @@ pub(super) mod wire {
 
     fn event(data: &[u8]) -> Result<ProcEvent, ParseError> {
         let need = |n: usize| {
-            if data.len() >= EVENT_DATA + n {
-                Ok(())
-            } else {
-                Err(ParseError::ShortEvent(data.len()))
-            }
+            if data.len() >= EVENT_DATA + n { Ok(()) } else { Err(ParseError::ShortEvent(data.len())) }
         };
         need(0)?;
         let what = u32_at(data, 0);
@@ -224,36 +212,17 @@ pub(super) mod wire {
             }
             PROC_EVENT_FORK => {
                 need(16)?;
-                ProcEvent::Fork {
-                    parent_tgid: d(1),
-                    child_pid: d(2),
-                    child_tgid: d(3),
-                    ktime_ns,
-                }
+                ProcEvent::Fork { parent_tgid: d(1), child_pid: d(2), child_tgid: d(3), ktime_ns }
             }
             PROC_EVENT_EXEC => {
                 need(8)?;
-                ProcEvent::Exec {
-                    pid: d(0),
-                    tgid: d(1),
-                }
+                ProcEvent::Exec { pid: d(0), tgid: d(1) }
             }
             PROC_EVENT_EXIT => {
                 need(16)?;
                 // Kernels before 4.18 send no parent fields.
-                let parent_tgid = if data.len() >= EVENT_DATA + 24 {
-                    d(5)
-                } else {
-                    0
-                };
-                ProcEvent::Exit {
-                    pid: d(0),
-                    tgid: d(1),
-                    exit_code: d(2),
-                    exit_signal: d(3),
-                    parent_tgid,
-                    ktime_ns,
-                }
+                let parent_tgid = if data.len() >= EVENT_DATA + 24 { d(5) } else { 0 };
+                ProcEvent::Exit { pid: d(0), tgid: d(1), exit_code: d(2), exit_signal: d(3), parent_tgid, ktime_ns }
             }
             _ => ProcEvent::Other,
         })
@@ -323,11 +292,9 @@ impl Socket {
 
 fn register(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>, KernelError> {
     // SAFETY: the AsyncFd owns the descriptor, which stays open as long as it.
-    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|source| {
-        KernelError::Io {
-            what: "registering the process connector socket with tokio",
-            source: source.into(),
-        }
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|source| KernelError::Io {
+        what: "registering the process connector socket with tokio",
+        source: source.into(),
     })
 }
 
@@ -414,21 +381,11 @@ fn send(fd: &OwnedFd, op: u32) -> io::Result<()> {
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
     // SAFETY: addr and len are valid for writing.
-    unsafe {
-        libc::getsockname(
-            fd.as_raw_fd(),
-            (&mut addr as *mut libc::sockaddr_nl).cast(),
-            &mut len,
-        )
-    };
+    unsafe { libc::getsockname(fd.as_raw_fd(), (&mut addr as *mut libc::sockaddr_nl).cast(), &mut len) };
     let msg = wire::mcast_request(op, addr.nl_pid);
     // SAFETY: msg is valid for its length.
     let sent = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// One non-blocking receive: `Ok(None)` when nothing is queued.
@@ -439,11 +396,7 @@ fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
         return Ok(Some(n as usize));
     }
     let err = io::Error::last_os_error();
-    if err.kind() == io::ErrorKind::WouldBlock {
-        Ok(None)
-    } else {
-        Err(err)
-    }
+    if err.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(err) }
 }
 
 /// Waits (blocking, at start only) for the kernel's ack of the listen request:
@@ -458,11 +411,7 @@ fn wait_for_ack(fd: &OwnedFd) -> Result<(), ProcConnectorError> {
         if left.is_zero() {
             return Err(ProcConnectorError::NoAck(ACK_WAIT_MS));
         }
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as libc::c_int) };
         // ENOBUFS here means events were already flowing: the listen worked.
@@ -489,18 +438,12 @@ fn wait_for_ack(fd: &OwnedFd) -> Result<(), ProcConnectorError> {
 /// /proc/PID/cgroup writes it.
 fn cgroup_of(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_owned)
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
 }
 
 /// `path` is `dir` or below it (`/a/b` is inside `/a`, `/ab` is not).
 fn inside(path: &str, dir: &str) -> bool {
-    dir == "/"
-        || path == dir
-        || path
-            .strip_prefix(dir)
-            .is_some_and(|rest| rest.starts_with('/'))
+    dir == "/" || path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
 }
 
 impl ProcConnectorMonitor {
@@ -525,21 +468,10 @@ impl ProcConnectorMonitor {
             stats: KernelStats::default(),
             overran: false,
         };
-        Ok(Self {
-            socket,
-            buf: vec![0u8; 64 << 10],
-            tracker,
-            wakeups: [None; FLOW_WAKEUPS],
-            next_wakeup: 0,
-        })
+        Ok(Self { socket, buf: vec![0u8; 64 << 10], tracker, wakeups: [None; FLOW_WAKEUPS], next_wakeup: 0 })
     }
 
-    pub fn watch(
-        &mut self,
-        id: WatchId,
-        target: &WatchTarget,
-        settings: WatchSettings,
-    ) -> Result<(), KernelError> {
+    pub fn watch(&mut self, id: WatchId, target: &WatchTarget, settings: WatchSettings) -> Result<(), KernelError> {
         self.tracker.watch(id, target, settings)
     }
 
@@ -633,10 +565,7 @@ fn drain(
             }
             Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => tracker.overrun(out),
             Err(source) => {
-                return Err(KernelError::Io {
-                    what: "reading the process connector",
-                    source,
-                });
+                return Err(KernelError::Io { what: "reading the process connector", source });
             }
         }
     }
@@ -644,21 +573,14 @@ fn drain(
 }
 
 impl Tracker {
-    fn watch(
-        &mut self,
-        id: WatchId,
-        target: &WatchTarget,
-        settings: WatchSettings,
-    ) -> Result<(), KernelError> {
+    fn watch(&mut self, id: WatchId, target: &WatchTarget, settings: WatchSettings) -> Result<(), KernelError> {
         let dir = match target {
             WatchTarget::Cgroup(path) => {
                 let dir = cgroup::resolve(path)?;
                 cgroup::id_of(&dir)?;
                 Some(dir)
             }
-            WatchTarget::CgroupId(cg) => {
-                Some(cgroup::path_of(*cg).ok_or(KernelError::NoCgroupId(*cg))?)
-            }
+            WatchTarget::CgroupId(cg) => Some(cgroup::path_of(*cg).ok_or(KernelError::NoCgroupId(*cg))?),
             WatchTarget::Tree(pid) => {
                 let pids = descendants_and_self(*pid);
                 if pids.is_empty() {
@@ -672,15 +594,9 @@ impl Tracker {
         };
         let target = match dir {
             Some(dir) => {
-                let relative = dir
-                    .strip_prefix(&self.cgroup_root)
-                    .map(|r| format!("/{}", r.display()))
-                    .unwrap_or_default();
-                let relative = if relative == "/" {
-                    relative
-                } else {
-                    relative.trim_end_matches('/').to_owned()
-                };
+                let relative =
+                    dir.strip_prefix(&self.cgroup_root).map(|r| format!("/{}", r.display())).unwrap_or_default();
+                let relative = if relative == "/" { relative } else { relative.trim_end_matches('/').to_owned() };
                 Target::Cgroup { dir, relative }
             }
             None => Target::Tree,
@@ -701,25 +617,13 @@ impl Tracker {
             return false;
         }
         let comm = comm.unwrap_or_else(|| read_comm(pid));
-        self.members.insert(
-            pid,
-            Member {
-                watch: id,
-                ppid,
-                comm,
-                rss: RssState::default(),
-            },
-        );
+        self.members.insert(pid, Member { watch: id, ppid, comm, rss: RssState::default() });
         true
     }
 
     /// Reads a cgroup watch's processes from `cgroup.procs` into its set.
     fn seed(&mut self, id: WatchId) {
-        let Some(Watch {
-            target: Target::Cgroup { dir, .. },
-            ..
-        }) = self.watches.get(&id)
-        else {
+        let Some(Watch { target: Target::Cgroup { dir, .. }, .. }) = self.watches.get(&id) else {
             return;
         };
         let mut pids = Vec::new();
@@ -731,11 +635,7 @@ impl Tracker {
 
     /// The cgroup watch whose cgroup holds `pid` now, if any.
     fn cgroup_watch_of(&self, pid: u32) -> Option<WatchId> {
-        if !self
-            .watches
-            .values()
-            .any(|w| matches!(w.target, Target::Cgroup { .. }))
-        {
+        if !self.watches.values().any(|w| matches!(w.target, Target::Cgroup { .. })) {
             return None;
         }
         let path = cgroup_of(pid)?;
@@ -743,9 +643,7 @@ impl Tracker {
         self.watches
             .iter()
             .filter_map(|(id, w)| match &w.target {
-                Target::Cgroup { relative, .. } if inside(&path, relative) => {
-                    Some((relative.len(), *id))
-                }
+                Target::Cgroup { relative, .. } if inside(&path, relative) => Some((relative.len(), *id)),
                 _ => None,
             })
             .max()
@@ -770,16 +668,8 @@ impl Tracker {
     fn event(&mut self, event: ProcEvent, out: &mut Vec<Observation>) {
         match event {
             // Threads share their process's membership: only processes join.
-            ProcEvent::Fork {
-                parent_tgid,
-                child_pid,
-                child_tgid,
-                ktime_ns,
-            } if child_pid == child_tgid => {
-                let inherited = self
-                    .members
-                    .get(&parent_tgid)
-                    .map(|m| (m.watch, m.comm.clone()));
+            ProcEvent::Fork { parent_tgid, child_pid, child_tgid, ktime_ns } if child_pid == child_tgid => {
+                let inherited = self.members.get(&parent_tgid).map(|m| (m.watch, m.comm.clone()));
                 let (id, comm) = match inherited {
                     // Before exec the child runs its parent's program.
                     Some((id, comm)) => (id, Some(comm)),
@@ -820,24 +710,13 @@ impl Tracker {
             }
             // A thread's exit (pid != tgid) is no process exit; the leader's, with
             // the group's wait status, is.
-            ProcEvent::Exit {
-                pid,
-                tgid,
-                exit_code,
-                parent_tgid,
-                ktime_ns,
-                ..
-            } if pid == tgid => {
+            ProcEvent::Exit { pid, tgid, exit_code, parent_tgid, ktime_ns, .. } if pid == tgid => {
                 if let Some(member) = self.members.remove(&pid) {
                     self.stats.emitted[0] += 1;
                     out.push(Observation::ProcessExited(ProcessExited {
                         watch: member.watch,
                         pid,
-                        ppid: if parent_tgid != 0 {
-                            parent_tgid
-                        } else {
-                            member.ppid
-                        },
+                        ppid: if parent_tgid != 0 { parent_tgid } else { member.ppid },
                         status: ExitStatus::from_wait_status(exit_code),
                         oom_killed: false,
                         rss_bytes: None,
@@ -858,25 +737,16 @@ impl Tracker {
     fn overrun(&mut self, out: &mut Vec<Observation>) {
         self.overran = true;
         self.stats.dropped[0] += 1;
-        out.push(Observation::EventsLost {
-            kind: "overrun",
-            count: 1,
-        });
-        tracing::warn!(
-            "kernel: the process connector's receive buffer overran; re-reading the watched processes"
-        );
+        out.push(Observation::EventsLost { kind: "overrun", count: 1 });
+        tracing::warn!("kernel: the process connector's receive buffer overran; re-reading the watched processes");
     }
 
     /// Members whose process is gone are reported as exits with an unknown
     /// status; cgroup sets and trees are re-read.
     fn reconcile(&mut self, out: &mut Vec<Observation>) {
         let now = monotonic_ns();
-        let gone: Vec<u32> = self
-            .members
-            .keys()
-            .copied()
-            .filter(|p| !Path::new(&format!("/proc/{p}")).exists())
-            .collect();
+        let gone: Vec<u32> =
+            self.members.keys().copied().filter(|p| !Path::new(&format!("/proc/{p}")).exists()).collect();
         for pid in gone {
             if let Some(member) = self.members.remove(&pid) {
                 self.stats.emitted[0] += 1;
@@ -901,11 +771,7 @@ impl Tracker {
         let tree_members: Vec<(u32, WatchId)> = self
             .members
             .iter()
-            .filter(|(_, m)| {
-                self.watches
-                    .get(&m.watch)
-                    .is_some_and(|w| matches!(w.target, Target::Tree))
-            })
+            .filter(|(_, m)| self.watches.get(&m.watch).is_some_and(|w| matches!(w.target, Target::Tree)))
             .map(|(p, m)| (*p, m.watch))
             .collect();
         for (pid, id) in tree_members {
@@ -958,10 +824,7 @@ mod tests {
     use super::wire::{self, ProcEvent};
 
     fn hex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
     }
 
     // Captured on the reference VM (x86_64, Linux 6.18) from a NETLINK_CONNECTOR
@@ -997,65 +860,24 @@ mod tests {
                 ktime_ns: 0x4b_8401_3462
             }]
         );
-        let [
-            ProcEvent::Fork {
-                child_pid,
-                child_tgid,
-                ..
-            },
-        ] = parse(THREAD_FORK)[..]
-        else {
-            panic!()
-        };
+        let [ProcEvent::Fork { child_pid, child_tgid, .. }] = parse(THREAD_FORK)[..] else { panic!() };
         assert_ne!(child_pid, child_tgid, "a thread: pid differs from tgid");
     }
 
     #[test]
     fn an_exit_carries_the_wait_status() {
-        let [
-            ProcEvent::Exit {
-                pid,
-                tgid,
-                exit_code,
-                exit_signal,
-                parent_tgid,
-                ..
-            },
-        ] = parse(EXIT_7)[..]
-        else {
+        let [ProcEvent::Exit { pid, tgid, exit_code, exit_signal, parent_tgid, .. }] = parse(EXIT_7)[..] else {
             panic!()
         };
         assert_eq!((pid, tgid, parent_tgid), (0x34e6, 0x34e6, 0x3488));
+        assert_eq!(crate::kernel::ExitStatus::from_wait_status(exit_code), crate::kernel::ExitStatus::Exited(7));
+        assert_eq!(exit_signal, libc::SIGCHLD as u32, "exit_signal is what the parent gets");
+        let [ProcEvent::Exit { exit_code, .. }] = parse(EXIT_KILLED)[..] else { panic!() };
         assert_eq!(
             crate::kernel::ExitStatus::from_wait_status(exit_code),
-            crate::kernel::ExitStatus::Exited(7)
+            crate::kernel::ExitStatus::Signaled { signal: 9, core_dumped: false }
         );
-        assert_eq!(
-            exit_signal,
-            libc::SIGCHLD as u32,
-            "exit_signal is what the parent gets"
-        );
-        let [ProcEvent::Exit { exit_code, .. }] = parse(EXIT_KILLED)[..] else {
-            panic!()
-        };
-        assert_eq!(
-            crate::kernel::ExitStatus::from_wait_status(exit_code),
-            crate::kernel::ExitStatus::Signaled {
-                signal: 9,
-                core_dumped: false
-            }
-        );
-        let [
-            ProcEvent::Exit {
-                pid,
-                tgid,
-                exit_signal,
-                ..
-            },
-        ] = parse(THREAD_EXIT)[..]
-        else {
-            panic!()
-        };
+        let [ProcEvent::Exit { pid, tgid, exit_signal, .. }] = parse(THREAD_EXIT)[..] else { panic!() };
         assert_ne!(pid, tgid);
         assert_eq!(exit_signal, u32::MAX, "a thread signals nobody (-1)");
     }
@@ -1068,10 +890,7 @@ mod tests {
         wire::parse(&two, &mut out).unwrap();
         assert_eq!(out.len(), 2);
         let cut = &hex(EXIT_7)[..60];
-        assert!(matches!(
-            wire::parse(cut, &mut Vec::new()),
-            Err(wire::ParseError::Truncated { .. })
-        ));
+        assert!(matches!(wire::parse(cut, &mut Vec::new()), Err(wire::ParseError::Truncated { .. })));
         // An exit event from before Linux 4.18 (no parent fields): 16 bytes of data.
         let mut old = hex(EXIT_7);
         old.truncate(16 + 20 + 32);
@@ -1079,14 +898,7 @@ mod tests {
         old[16 + 16] = 32;
         let mut out = Vec::new();
         wire::parse(&old, &mut out).unwrap();
-        assert!(matches!(
-            out[..],
-            [ProcEvent::Exit {
-                exit_code: 0x700,
-                parent_tgid: 0,
-                ..
-            }]
-        ));
+        assert!(matches!(out[..], [ProcEvent::Exit { exit_code: 0x700, parent_tgid: 0, .. }]));
     }
 
     #[test]
@@ -1096,11 +908,7 @@ mod tests {
         assert_eq!(&m[0..4], &40u32.to_ne_bytes());
         assert_eq!(&m[4..6], &3u16.to_ne_bytes(), "NLMSG_DONE");
         assert_eq!(&m[12..16], &77u32.to_ne_bytes());
-        assert_eq!(
-            &m[16..24],
-            &[1, 0, 0, 0, 1, 0, 0, 0],
-            "CN_IDX_PROC, CN_VAL_PROC"
-        );
+        assert_eq!(&m[16..24], &[1, 0, 0, 0, 1, 0, 0, 0], "CN_IDX_PROC, CN_VAL_PROC");
         assert_eq!(&m[32..34], &4u16.to_ne_bytes());
         assert_eq!(&m[36..40], &1u32.to_ne_bytes());
     }

@@ -161,7 +161,9 @@ mod tests {
 
     #[test]
     fn memory_and_swap() {
-        let v = memory_from_meminfo("MemTotal: 1000 kB\nMemFree: 100 kB\nMemAvailable: 250 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n");
+        let v = memory_from_meminfo(
+            "MemTotal: 1000 kB\nMemFree: 100 kB\nMemAvailable: 250 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n",
+        );
         assert_eq!(get(&v, "memory:used"), 75.0);
         assert_eq!(get(&v, "memory:available"), 256_000.0);
         assert_eq!(get(&v, "swap"), 0.0, "no swap is 0 % used");

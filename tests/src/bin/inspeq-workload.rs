@@ -39,8 +39,16 @@ use std::{
 };
 
 /// The signals `statuses` kills every fifth child with, in turn.
-const STATUS_SIGNALS: [libc::c_int; 8] =
-    [libc::SIGTERM, libc::SIGKILL, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGABRT, libc::SIGQUIT, libc::SIGPIPE];
+const STATUS_SIGNALS: [libc::c_int; 8] = [
+    libc::SIGTERM,
+    libc::SIGKILL,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGABRT,
+    libc::SIGQUIT,
+    libc::SIGPIPE,
+];
 
 fn join_cgroup() {
     if let Ok(dirs) = std::env::var("INSPEQ_JOIN_CGROUP") {
@@ -54,7 +62,14 @@ fn alloc(mib: usize, hold: Duration, after: Duration) {
     let len = mib << 20;
     // SAFETY: anonymous private mapping, checked for failure, unmapped below.
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     assert_ne!(p, libc::MAP_FAILED, "mmap of {mib} MiB failed");
     let page = 4096;
@@ -181,7 +196,8 @@ extern "C" fn on_usr1(_: libc::c_int) {
 }
 
 fn mark(marks: &str, what: &str) {
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(marks).unwrap_or_else(|e| panic!("{marks}: {e}"));
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(marks).unwrap_or_else(|e| panic!("{marks}: {e}"));
     writeln!(file, "{what} {}", std::process::id()).unwrap();
 }
 
@@ -311,7 +327,9 @@ fn leader_exit(code: i32) -> ! {
 fn main() {
     join_cgroup();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let num = |i: usize| -> u64 { args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("argument {i} missing or not a number")) };
+    let num = |i: usize| -> u64 {
+        args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("argument {i} missing or not a number"))
+    };
     match args.first().map(String::as_str) {
         Some("demo") => demo(),
         Some("demo-service") => demo_service(),
@@ -382,7 +400,9 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | statuses N | thread-exit CODE | leader-exit CODE | demo | serve MARKS");
+            eprintln!(
+                "usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | statuses N | thread-exit CODE | leader-exit CODE | demo | serve MARKS"
+            );
             std::process::exit(2);
         }
     }

@@ -145,7 +145,10 @@ fn usage(cgroup: &Path, pid: i32) -> Usage {
     let ticks: f64 = fields.get(11..15).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |key: &str| {
-        status.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())).unwrap_or(0)
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+            .unwrap_or(0)
     };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -153,7 +156,9 @@ fn usage(cgroup: &Path, pid: i32) -> Usage {
 }
 
 fn host_processes() -> usize {
-    std::fs::read_dir("/proc").map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()).count()).unwrap_or(0)
+    std::fs::read_dir("/proc")
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()).count())
+        .unwrap_or(0)
 }
 
 /// Both monitors, their cgroups and their fork tracers.
@@ -215,7 +220,12 @@ fn unix_now() -> f64 {
 
 /// The first inspeqd line (stdout or log) after `since` that contains all of `needles`.
 fn first_line(lines: &Lines, since: Instant, needles: &[&str]) -> Option<Instant> {
-    lines.lock().unwrap().iter().find(|(at, l)| *at >= since && needles.iter().all(|n| l.contains(n))).map(|(at, _)| *at)
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(at, l)| *at >= since && needles.iter().all(|n| l.contains(n)))
+        .map(|(at, _)| *at)
 }
 
 /// The first inspeqd alert line for `service` with `event` after `since`.
@@ -358,8 +368,10 @@ fn bloats(m: &Monitors, cgroups: &[PathBuf], opts: &Options) -> anyhow::Result<V
         std::thread::sleep(Duration::from_millis(1500));
         let det = monit_detections(&m.monit_det);
         // The alert may be read a hair before the poll saw VmRSS move: count from the signal.
-        let inspeq = inspeq_alert(&m.inspeqd_lines, &name, "rule_failed", signalled)
-            .map(|t| t.checked_duration_since(at).map_or_else(|| -(at.duration_since(t).as_secs_f64()), |d| d.as_secs_f64()) * 1000.0);
+        let inspeq = inspeq_alert(&m.inspeqd_lines, &name, "rule_failed", signalled).map(|t| {
+            t.checked_duration_since(at).map_or_else(|| -(at.duration_since(t).as_secs_f64()), |d| d.as_secs_f64())
+                * 1000.0
+        });
         let monit = monit_alert(&det, &name, "esource", unix - 0.05).map(|t| (t - unix) * 1000.0);
         inspeq_ms.extend(inspeq);
         monit_ms.extend(monit);
@@ -396,7 +408,9 @@ fn start_monitors(bin: &Binaries, manager: &UserManager, work: &Path, services: 
     let det_log = work.join("det.log");
     for i in 0..services {
         let name = service(i);
-        inq.push_str(&format!("check service {name} with scope user\n  if crashed then alert\n  if memory:rss > 64m then alert\n\n"));
+        inq.push_str(&format!(
+            "check service {name} with scope user\n  if crashed then alert\n  if memory:rss > 64m then alert\n\n"
+        ));
         monitrc.push_str(&format!(
             "check process {name} matching \"demo-service {name}$\"\n  if does not exist then exec \"{d}\"\n  if memory > 64 MB then exec \"{d}\"\n",
             d = det.display()
@@ -404,7 +418,10 @@ fn start_monitors(bin: &Binaries, manager: &UserManager, work: &Path, services: 
     }
     std::fs::write(conf.join("services.d/e2e.inq"), inq)?;
     // The action stamps first, so its own start-up (sh, then date) is the only cost after Monit's decision.
-    std::fs::write(&det, format!("#!/bin/sh\necho \"$(date +%s.%N) $MONIT_SERVICE $MONIT_EVENT\" >> {}\n", det_log.display()))?;
+    std::fs::write(
+        &det,
+        format!("#!/bin/sh\necho \"$(date +%s.%N) $MONIT_SERVICE $MONIT_EVENT\" >> {}\n", det_log.display()),
+    )?;
     std::fs::set_permissions(&det, std::fs::Permissions::from_mode(0o755))?;
     let rc = work.join("monitrc");
     std::fs::write(&rc, monitrc)?;
@@ -422,7 +439,14 @@ fn start_monitors(bin: &Binaries, manager: &UserManager, work: &Path, services: 
     let mut child = spawn_in(
         &inspeqd_cg.0,
         &bin.inspeqd,
-        &["--config-dir", &conf.to_string_lossy(), "--socket", &socket.to_string_lossy(), "--state-dir", &state.to_string_lossy()],
+        &[
+            "--config-dir",
+            &conf.to_string_lossy(),
+            "--socket",
+            &socket.to_string_lossy(),
+            "--state-dir",
+            &state.to_string_lossy(),
+        ],
     )
     .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
     .stdout(Stdio::piped())
@@ -436,7 +460,8 @@ fn start_monitors(bin: &Binaries, manager: &UserManager, work: &Path, services: 
     let started = Instant::now();
     while count_lines(&inspeqd_lines, ": up, pid") < services as usize {
         if started.elapsed() > Duration::from_secs(30) {
-            let tail: Vec<String> = inspeqd_lines.lock().unwrap().iter().rev().take(20).map(|(_, l)| l.clone()).collect();
+            let tail: Vec<String> =
+                inspeqd_lines.lock().unwrap().iter().rev().take(20).map(|(_, l)| l.clone()).collect();
             bail!("inspeqd did not see all {services} services up within 30 s; its last lines:\n{}", tail.join("\n"));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -455,7 +480,9 @@ fn start_monitors(bin: &Binaries, manager: &UserManager, work: &Path, services: 
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     if !is_root() || !Path::new("/lib/systemd/systemd").exists() {
-        bail!("the end-to-end benchmark runs a systemd user manager and loads eBPF programs: run it as root with systemd installed");
+        bail!(
+            "the end-to-end benchmark runs a systemd user manager and loads eBPF programs: run it as root with systemd installed"
+        );
     }
     crate::setup::install_missing(BENCH_APT_PACKAGES)?;
     command::run(cargo().args(["build", "--release", "-p", "inspeq-daemon", "-p", "tests", "--bins"]))?;
@@ -540,24 +567,64 @@ fn print_table(r: &Value) {
     );
     println!("{:<52} {:>16} {:>16} {:>12}", "figure", "inspeq", "Monit", "target");
     let row = |name: &str, a: String, b: String, target: &str| println!("{name:<52} {a:>16} {b:>16} {target:>12}");
-    for (key, what, target) in [("crashes", "kill -9 → alert", "p99 < 5 ms"), ("bloats", "RSS crosses 64 MiB → alert", "")] {
+    for (key, what, target) in
+        [("crashes", "kill -9 → alert", "p99 < 5 ms"), ("bloats", "RSS crosses 64 MiB → alert", "")]
+    {
         let (i, mo) = (&r[key]["inspeq"], &r[key]["monit"]);
         let n = format!("{} ({}/{} seen)", what, i["n"], mo["n"]);
         row(&n, String::new(), String::new(), "");
         for q in ["p50_ms", "p90_ms", "p99_ms", "max_ms"] {
-            row(&format!("  {}", q.trim_end_matches("_ms")), ms(&i[q]), ms(&mo[q]), if q == "p99_ms" { target } else { "" });
+            row(
+                &format!("  {}", q.trim_end_matches("_ms")),
+                ms(&i[q]),
+                ms(&mo[q]),
+                if q == "p99_ms" { target } else { "" },
+            );
         }
         row("  missed", i["missed"].to_string(), mo["missed"].to_string(), "0");
     }
     let logged = &r["crashes"]["inspeq_exit_logged"];
-    row("kill -9 → inspeqd logs the exit (before the outbox), p50/p99", format!("{} / {}", ms(&logged["p50_ms"]), ms(&logged["p99_ms"])), String::new(), "");
+    row(
+        "kill -9 → inspeqd logs the exit (before the outbox), p50/p99",
+        format!("{} / {}", ms(&logged["p50_ms"]), ms(&logged["p99_ms"])),
+        String::new(),
+        "",
+    );
     for w in r["idle"].as_array().into_iter().flatten() {
         let (i, mo) = (&w["inspeq"], &w["monit"]);
-        row(&format!("{} ({:.0} s, {} host procs)", w["label"].as_str().unwrap_or(""), w["secs"].as_f64().unwrap_or(0.0), w["host_processes"]), String::new(), String::new(), "");
+        row(
+            &format!(
+                "{} ({:.0} s, {} host procs)",
+                w["label"].as_str().unwrap_or(""),
+                w["secs"].as_f64().unwrap_or(0.0),
+                w["host_processes"]
+            ),
+            String::new(),
+            String::new(),
+            "",
+        );
         let pct = |v: &Value| format!("{:.3} %", v["cpu_pct"].as_f64().unwrap_or(f64::NAN));
         row("  CPU, whole tree (% of a core)", pct(i), pct(mo), "≥ 10× less");
-        row("  CPU seconds (cgroup) / (proc stat)", format!("{:.3}/{:.2}", i["cpu_secs"].as_f64().unwrap_or(0.0), i["proc_stat_cpu_secs"].as_f64().unwrap_or(0.0)), format!("{:.3}/{:.2}", mo["cpu_secs"].as_f64().unwrap_or(0.0), mo["proc_stat_cpu_secs"].as_f64().unwrap_or(0.0)), "");
-        row("  Monit CPU ÷ inspeq CPU", format!("{:.1}×", w["cpu_ratio"].as_f64().unwrap_or(f64::NAN)), String::new(), "≥ 10×");
+        row(
+            "  CPU seconds (cgroup) / (proc stat)",
+            format!(
+                "{:.3}/{:.2}",
+                i["cpu_secs"].as_f64().unwrap_or(0.0),
+                i["proc_stat_cpu_secs"].as_f64().unwrap_or(0.0)
+            ),
+            format!(
+                "{:.3}/{:.2}",
+                mo["cpu_secs"].as_f64().unwrap_or(0.0),
+                mo["proc_stat_cpu_secs"].as_f64().unwrap_or(0.0)
+            ),
+            "",
+        );
+        row(
+            "  Monit CPU ÷ inspeq CPU",
+            format!("{:.1}×", w["cpu_ratio"].as_f64().unwrap_or(f64::NAN)),
+            String::new(),
+            "≥ 10×",
+        );
         let mib = |v: &Value| format!("{:.1} MiB", v["rss_kib"].as_f64().unwrap_or(0.0) / 1024.0);
         row("  RSS (VmRSS)", mib(i), mib(mo), "≤ Monit");
         row("  processes spawned", i["forks"].to_string(), mo["forks"].to_string(), "0");

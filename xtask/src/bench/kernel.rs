@@ -226,7 +226,9 @@ fn storms(bin: &Binaries, secs: u32, rounds: u32) -> anyhow::Result<Value> {
     let other_cg = Cgroup::new("other")?;
     let (mut baseline, mut watched, mut unwatched) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        eprintln!("xtask: storm round {round}/{rounds}: no daemon, daemon watching it, daemon watching another cgroup ({secs} s each)");
+        eprintln!(
+            "xtask: storm round {round}/{rounds}: no daemon, daemon watching it, daemon watching another cgroup ({secs} s each)"
+        );
         baseline.push(storm(bin, &storm_cg.0, secs)?);
         watched.push(storm_with_daemon(bin, &storm_cg.0, &storm_cg.0, secs)?);
         unwatched.push(storm_with_daemon(bin, &storm_cg.0, &other_cg.0, secs)?);
@@ -270,7 +272,9 @@ fn idle(bin: &Binaries, secs: u32) -> anyhow::Result<Value> {
     let (cpu, sw) = (cpu_seconds(tracer.pid()) - cpu0, switches(tracer.pid()) - sw0);
     let rss = vm_rss_kib(tracer.pid());
     tracer.stop()?;
-    Ok(json!({ "secs": secs, "cpu_secs": cpu, "cpu_pct": cpu / secs as f64 * 100.0, "context_switches": sw, "rss_kib": rss }))
+    Ok(
+        json!({ "secs": secs, "cpu_secs": cpu, "cpu_pct": cpu / secs as f64 * 100.0, "context_switches": sw, "rss_kib": rss }),
+    )
 }
 
 /// Run time per invocation of each program (kernel BPF statistics, switched on
@@ -287,9 +291,8 @@ fn program_costs(bin: &Binaries, secs: u32) -> anyhow::Result<Value> {
         let mut costs = serde_json::Map::new();
         for entry in std::fs::read_dir(format!("/proc/{}/fdinfo", tracer.pid()))?.flatten() {
             let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let get = |key: &str| {
-                info.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok()))
-            };
+            let get =
+                |key: &str| info.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok()));
             let (Some(id), Some(time), Some(count)) = (get("prog_id:"), get("run_time_ns:"), get("run_cnt:")) else {
                 continue;
             };
@@ -297,7 +300,10 @@ fn program_costs(bin: &Binaries, secs: u32) -> anyhow::Result<Value> {
                 .as_object()
                 .and_then(|p| p.iter().find(|(_, v)| v.as_u64() == Some(id)).map(|(k, _)| k.clone()))
                 .unwrap_or_else(|| format!("prog {id}"));
-            costs.insert(name, json!({ "runs": count, "ns_per_run": if count > 0 { time as f64 / count as f64 } else { 0.0 } }));
+            costs.insert(
+                name,
+                json!({ "runs": count, "ns_per_run": if count > 0 { time as f64 / count as f64 } else { 0.0 } }),
+            );
         }
         tracer.stop()?;
         Ok(Value::Object(costs))
@@ -321,7 +327,8 @@ pub fn run(exits: u32, storm_secs: u32, rounds: u32) -> anyhow::Result<()> {
     let storms = storms(&bin, storm_secs, rounds)?;
     eprintln!("xtask: per-program cost during a watched storm");
     let costs = program_costs(&bin, storm_secs)?;
-    let report = json!({ "machine": machine(), "latency": latency, "idle": idle, "storms": storms, "program_costs": costs });
+    let report =
+        json!({ "machine": machine(), "latency": latency, "idle": idle, "storms": storms, "program_costs": costs });
 
     let path = output_path("kernel");
     std::fs::create_dir_all(path.parent().unwrap())?;
@@ -343,14 +350,23 @@ fn print_table(r: &Value) {
     let l = &r["latency"];
     let s = &r["storms"];
     let m = &r["machine"];
-    println!("\ninspeq kernel benchmark — Linux {}, {} CPUs ({})", m["kernel"].as_str().unwrap_or("?"), m["cpus"], m["cpu_model"].as_str().unwrap_or("?"));
+    println!(
+        "\ninspeq kernel benchmark — Linux {}, {} CPUs ({})",
+        m["kernel"].as_str().unwrap_or("?"),
+        m["cpus"],
+        m["cpu_model"].as_str().unwrap_or("?")
+    );
     println!("{:<58} {:>12} {:>14}", "figure", "measured", "target");
     let row = |name: &str, value: String, target: &str| println!("{name:<58} {value:>12} {target:>14}");
     row(&format!("exit → observation p50 (µs, {} exits)", l["exits_seen"]), f(&l["p50_us"]), "");
     row("exit → observation p90 (µs)", f(&l["p90_us"]), "");
     row("exit → observation p99 (µs)", f(&l["p99_us"]), "< 1000");
     row("exit → observation max (µs)", f(&l["max_us"]), "");
-    row("idle daemon: CPU (% of a core, 10 s)", format!("{:.3}", r["idle"]["cpu_pct"].as_f64().unwrap_or(f64::NAN)), "< 0.08");
+    row(
+        "idle daemon: CPU (% of a core, 10 s)",
+        format!("{:.3}", r["idle"]["cpu_pct"].as_f64().unwrap_or(f64::NAN)),
+        "< 0.08",
+    );
     row("idle daemon: context switches in 10 s", f(&r["idle"]["context_switches"]), "");
     row("storm, no daemon (forks/s, 2 loops, median)", f(&s["baseline_forks_per_sec"]), "");
     for (key, label, cpu_target, slow_target) in
@@ -363,8 +379,16 @@ fn print_table(r: &Value) {
         row(&format!("storm, {label}: daemon CPU (% of a core)"), f(&w["daemon_cpu_pct"]), cpu_target);
         row(&format!("storm, {label}: slowdown of the storm (%)"), f(&w["slowdown_pct"]), slow_target);
     }
-    row("daemon RSS after start (MiB)", format!("{:.1}", l["daemon_rss_kib_started"].as_f64().unwrap_or(0.0) / 1024.0), "≤ 7.6");
-    row("daemon RSS after the exits (MiB)", format!("{:.1}", l["daemon_rss_kib_after_exits"].as_f64().unwrap_or(0.0) / 1024.0), "≤ 7.6");
+    row(
+        "daemon RSS after start (MiB)",
+        format!("{:.1}", l["daemon_rss_kib_started"].as_f64().unwrap_or(0.0) / 1024.0),
+        "≤ 7.6",
+    );
+    row(
+        "daemon RSS after the exits (MiB)",
+        format!("{:.1}", l["daemon_rss_kib_after_exits"].as_f64().unwrap_or(0.0) / 1024.0),
+        "≤ 7.6",
+    );
     row("start → attached, in-process (ms)", f(&l["attach_ms"]), "< 100");
     row("exec → ready line (ms)", f(&l["exec_to_ready_ms"]), "");
     if let Some(costs) = r["program_costs"].as_object() {

@@ -38,8 +38,7 @@ pub fn capture(
     mut on_line: impl FnMut(&str) -> Option<Instant>,
 ) -> anyhow::Result<Captured> {
     let started = Instant::now();
-    let mut log_file =
-        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -47,10 +46,7 @@ pub fn capture(
         .spawn()
         .with_context(|| format!("starting {}", describe(command)))?;
     let (send, receive) = mpsc::channel::<String>();
-    let readers = [
-        reader(child.stdout.take().unwrap(), send.clone()),
-        reader(child.stderr.take().unwrap(), send),
-    ];
+    let readers = [reader(child.stdout.take().unwrap(), send.clone()), reader(child.stderr.take().unwrap(), send)];
     let mut deadline = deadline;
     let mut lines = Vec::new();
     let ended = loop {
@@ -87,18 +83,11 @@ pub fn capture(
         }
     }
     log_file.flush()?;
-    Ok(Captured {
-        lines,
-        ended,
-        elapsed: started.elapsed(),
-    })
+    Ok(Captured { lines, ended, elapsed: started.elapsed() })
 }
 
 /// A thread sending `pipe`'s lines (lossily decoded, line ends trimmed) to `send`.
-fn reader(
-    pipe: impl Read + Send + 'static,
-    send: mpsc::Sender<String>,
-) -> std::thread::JoinHandle<()> {
+fn reader(pipe: impl Read + Send + 'static, send: mpsc::Sender<String>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut pipe = BufReader::new(pipe);
         let mut buffer = Vec::new();
@@ -108,10 +97,7 @@ fn reader(
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buffer);
-                    if send
-                        .send(line.trim_end_matches(['\n', '\r']).to_owned())
-                        .is_err()
-                    {
+                    if send.send(line.trim_end_matches(['\n', '\r']).to_owned()).is_err() {
                         return;
                     }
                 }

@@ -14,12 +14,7 @@ pub struct Writer<W: Write> {
 
 impl<W: Write> Writer<W> {
     pub fn new(out: W) -> Self {
-        Self {
-            out,
-            written: 0,
-            next_ino: 1,
-            dirs: BTreeSet::new(),
-        }
+        Self { out, written: 0, next_ino: 1, dirs: BTreeSet::new() }
     }
 
     /// A directory (and its parents), mode 0755.
@@ -75,11 +70,7 @@ impl<W: Write> Writer<W> {
         (rdev_major, rdev_minor): (u32, u32),
         data: &[u8],
     ) -> std::io::Result<()> {
-        let ino = if name == "TRAILER!!!" {
-            0
-        } else {
-            self.next_ino
-        };
+        let ino = if name == "TRAILER!!!" { 0 } else { self.next_ino };
         self.next_ino += 1;
         let nlink = if mode & 0o170_000 == 0o040_000 { 2 } else { 1 };
         let fields = [
@@ -89,8 +80,7 @@ impl<W: Write> Writer<W> {
             0, // gid
             nlink,
             0, // mtime: fixed, so the same inputs give the same archive
-            u32::try_from(data.len())
-                .map_err(|_| std::io::Error::other(format!("{name}: too large for cpio")))?,
+            u32::try_from(data.len()).map_err(|_| std::io::Error::other(format!("{name}: too large for cpio")))?,
             0, // dev major
             0, // dev minor
             rdev_major,

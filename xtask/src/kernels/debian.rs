@@ -13,12 +13,7 @@ use anyhow::{Context as _, bail};
 use crate::command::{self, output};
 
 /// The suites of the matrix and the kernel each ships.
-pub const SUITES: &[(&str, &str)] = &[
-    ("bullseye", "5.10"),
-    ("bookworm", "6.1"),
-    ("trixie", "6.12"),
-    ("sid", "newest"),
-];
+pub const SUITES: &[(&str, &str)] = &[("bullseye", "5.10"), ("bookworm", "6.1"), ("trixie", "6.12"), ("sid", "newest")];
 
 /// The archive keys, given as `[signed-by=...]`. The machine's keyring
 /// (debian-archive-keyring 2023.3+deb12u2 on bookworm) already holds the 2025 keys
@@ -42,81 +37,45 @@ pub fn kernel(dir: &Path, suite: &str, refresh: bool) -> anyhow::Result<Kernel> 
     let package_file = dir.join("package");
     if !refresh && vmlinuz.exists() && package_file.exists() {
         let package = std::fs::read_to_string(&package_file)?.trim().to_owned();
-        return Ok(Kernel {
-            suite: suite.to_owned(),
-            package,
-            vmlinuz,
-        });
+        return Ok(Kernel { suite: suite.to_owned(), package, vmlinuz });
     }
     std::fs::create_dir_all(dir)?;
     let apt = Apt::new(&dir.join("apt"), suite)?;
-    eprintln!(
-        "xtask: fetching {suite}'s package lists (private apt state in {})",
-        apt.dir.display()
-    );
+    eprintln!("xtask: fetching {suite}'s package lists (private apt state in {})", apt.dir.display());
     command::run(apt.command("apt-get").args(["update", "-q"]))?;
     let package = apt.image_package()?;
     let version = apt.field(&package, "Version")?;
     let label = format!("{package} {version}");
-    if refresh
-        && vmlinuz.exists()
-        && std::fs::read_to_string(&package_file).is_ok_and(|p| p.trim() == label)
-    {
-        return Ok(Kernel {
-            suite: suite.to_owned(),
-            package: label,
-            vmlinuz,
-        });
+    if refresh && vmlinuz.exists() && std::fs::read_to_string(&package_file).is_ok_and(|p| p.trim() == label) {
+        return Ok(Kernel { suite: suite.to_owned(), package: label, vmlinuz });
     }
     let download = dir.join("download");
     let _ = std::fs::remove_dir_all(&download);
     std::fs::create_dir_all(&download)?;
-    command::run(
-        apt.command("apt-get")
-            .args(["download", "-q", &package])
-            .current_dir(&download),
-    )?;
+    command::run(apt.command("apt-get").args(["download", "-q", &package]).current_dir(&download))?;
     let deb = std::fs::read_dir(&download)?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .with_context(|| {
-            format!(
-                "apt-get download {package} left no .deb in {}",
-                download.display()
-            )
-        })?;
+        .with_context(|| format!("apt-get download {package} left no .deb in {}", download.display()))?;
     extract_vmlinuz(&deb, &download, &vmlinuz)?;
     std::fs::write(&package_file, format!("{label}\n"))?;
     std::fs::remove_dir_all(&download)?;
     eprintln!("xtask: {suite}: {label} → {}", vmlinuz.display());
-    Ok(Kernel {
-        suite: suite.to_owned(),
-        package: label,
-        vmlinuz,
-    })
+    Ok(Kernel { suite: suite.to_owned(), package: label, vmlinuz })
 }
 
 /// Pulls the one `vmlinuz` out of `deb` (`boot/vmlinuz-*` up to trixie,
 /// `usr/lib/modules/*/vmlinuz` in sid's `linux-binary-*`) into `to`.
 fn extract_vmlinuz(deb: &Path, scratch: &Path, to: &Path) -> anyhow::Result<()> {
-    let listing = output(Command::new("dpkg-deb").arg("--contents").arg(deb))
-        .context("dpkg-deb --contents")?;
+    let listing = output(Command::new("dpkg-deb").arg("--contents").arg(deb)).context("dpkg-deb --contents")?;
     let member = listing
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|path| {
-            path.rsplit('/')
-                .next()
-                .is_some_and(|name| name == "vmlinuz" || name.starts_with("vmlinuz-"))
-        })
+        .find(|path| path.rsplit('/').next().is_some_and(|name| name == "vmlinuz" || name.starts_with("vmlinuz-")))
         .with_context(|| format!("no vmlinuz in {}", deb.display()))?
         .to_owned();
-    let mut fsys = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut fsys = Command::new("dpkg-deb").arg("--fsys-tarfile").arg(deb).stdout(Stdio::piped()).spawn()?;
     let status = Command::new("tar")
         .arg("-x")
         .arg("-C")
@@ -127,13 +86,9 @@ fn extract_vmlinuz(deb: &Path, scratch: &Path, to: &Path) -> anyhow::Result<()> 
         .context("starting tar")?;
     let fsys_status = fsys.wait()?;
     if !status.success() || !fsys_status.success() {
-        bail!(
-            "extracting {member} from {} failed (dpkg-deb {fsys_status}, tar {status})",
-            deb.display()
-        );
+        bail!("extracting {member} from {} failed (dpkg-deb {fsys_status}, tar {status})", deb.display());
     }
-    std::fs::rename(scratch.join(&member), to)
-        .with_context(|| format!("moving {member} to {}", to.display()))
+    std::fs::rename(scratch.join(&member), to).with_context(|| format!("moving {member} to {}", to.display()))
 }
 
 /// apt with a private sources list, lists and cache: `Dir::Etc::sourceparts` is
@@ -152,10 +107,7 @@ impl Apt {
             bail!("{KEYRING} is missing: install the debian-archive-keyring package");
         }
         let sources = dir.join("sources.list");
-        std::fs::write(
-            &sources,
-            format!("deb [signed-by={KEYRING}] {} {suite} main\n", archive_uri()),
-        )?;
+        std::fs::write(&sources, format!("deb [signed-by={KEYRING}] {} {suite} main\n", archive_uri()))?;
         let options = [
             format!("Dir::Etc::sourcelist={}", sources.display()),
             "Dir::Etc::sourceparts=/dev/null".to_owned(),
@@ -165,10 +117,7 @@ impl Apt {
         .into_iter()
         .flat_map(|o| ["-o".to_owned(), o])
         .collect();
-        Ok(Self {
-            dir: dir.to_owned(),
-            options,
-        })
+        Ok(Self { dir: dir.to_owned(), options })
     }
 
     fn command(&self, program: &str) -> Command {
@@ -187,9 +136,10 @@ impl Apt {
             .into_iter()
             .find(|d| d.starts_with("linux-image-") && d.ends_with("-cloud-amd64") && d != meta)
             .with_context(|| format!("{meta} depends on no versioned linux-image-*-cloud-amd64"))?;
-        let binary = self.depends(&image)?.into_iter().find(|d| {
-            d.starts_with("linux-binary-") && d.ends_with("-cloud-amd64") && !d.contains("unsigned")
-        });
+        let binary = self
+            .depends(&image)?
+            .into_iter()
+            .find(|d| d.starts_with("linux-binary-") && d.ends_with("-cloud-amd64") && !d.contains("unsigned"));
         Ok(binary.unwrap_or(image))
     }
 
@@ -205,11 +155,8 @@ impl Apt {
 
     /// One field of `package`'s record in the private lists.
     fn field(&self, package: &str, field: &str) -> anyhow::Result<String> {
-        let record = output(
-            self.command("apt-cache")
-                .args(["show", "--no-all-versions", package]),
-        )
-        .with_context(|| format!("apt-cache show {package} (in {})", self.dir.display()))?;
+        let record = output(self.command("apt-cache").args(["show", "--no-all-versions", package]))
+            .with_context(|| format!("apt-cache show {package} (in {})", self.dir.display()))?;
         let prefix = format!("{field}:");
         record
             .lines()
@@ -233,12 +180,7 @@ fn archive_uri() -> String {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         for stanza in text.split("\n\n") {
-            let value = |key: &str| {
-                stanza
-                    .lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .map(str::trim)
-            };
+            let value = |key: &str| stanza.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
             let (Some(uris), Some(suites)) = (value("URIs:"), value("Suites:")) else {
                 continue;
             };

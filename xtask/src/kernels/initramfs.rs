@@ -27,41 +27,26 @@ const BUSYBOX: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
 /// The archive in `dir` holding `binaries`, rebuilt when one of them, a library
 /// they load, busybox or init.sh changed.
 pub fn base(dir: &Path, binaries: &[&Path]) -> anyhow::Result<PathBuf> {
-    let busybox = BUSYBOX
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .context("no busybox: install busybox-static")?;
+    let busybox = BUSYBOX.iter().map(Path::new).find(|p| p.exists()).context("no busybox: install busybox-static")?;
     if output(Command::new("ldd").arg(busybox)).is_some() {
-        bail!(
-            "{} is not static: install busybox-static",
-            busybox.display()
-        );
+        bail!("{} is not static: install busybox-static", busybox.display());
     }
     let mut libraries = BTreeSet::new();
     for binary in binaries {
         libraries.extend(shared_libraries(binary)?);
     }
-    let inputs: Vec<&Path> = [busybox]
-        .into_iter()
-        .chain(binaries.iter().copied())
-        .chain(libraries.iter().map(PathBuf::as_path))
-        .collect();
+    let inputs: Vec<&Path> =
+        [busybox].into_iter().chain(binaries.iter().copied()).chain(libraries.iter().map(PathBuf::as_path)).collect();
     let key = key(&inputs)?;
     let (archive, key_file) = (dir.join("initramfs.cpio"), dir.join("initramfs.key"));
     if archive.exists() && std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
         return Ok(archive);
     }
-    eprintln!(
-        "xtask: building the guest initramfs ({})",
-        archive.display()
-    );
+    eprintln!("xtask: building the guest initramfs ({})", archive.display());
     std::fs::create_dir_all(dir)?;
     let partial = dir.join("initramfs.cpio.partial");
     let mut cpio = cpio::Writer::new(std::io::BufWriter::new(std::fs::File::create(&partial)?));
-    for dir in [
-        "proc", "sys", "dev", "tmp", "run", "root", "sbin", "usr/bin", "usr/sbin", "var",
-    ] {
+    for dir in ["proc", "sys", "dev", "tmp", "run", "root", "sbin", "usr/bin", "usr/sbin", "var"] {
         cpio.dir(dir)?;
     }
     cpio.char_device("dev/console", 5, 1)?;
@@ -72,16 +57,11 @@ pub fn base(dir: &Path, binaries: &[&Path]) -> anyhow::Result<PathBuf> {
     cpio.file("bin/busybox", 0o755, &std::fs::read(busybox)?)?;
     cpio.file("init", 0o755, INIT.as_bytes())?;
     for library in &libraries {
-        let data =
-            std::fs::read(library).with_context(|| format!("reading {}", library.display()))?;
+        let data = std::fs::read(library).with_context(|| format!("reading {}", library.display()))?;
         cpio.file(&library.to_string_lossy(), 0o755, &data)?;
     }
     for binary in binaries {
-        cpio.file(
-            &binary.to_string_lossy(),
-            0o755,
-            &without_debug_info(binary, dir)?,
-        )?;
+        cpio.file(&binary.to_string_lossy(), 0o755, &without_debug_info(binary, dir)?)?;
     }
     cpio.finish()?;
     std::fs::rename(&partial, &archive)?;
@@ -91,8 +71,7 @@ pub fn base(dir: &Path, binaries: &[&Path]) -> anyhow::Result<PathBuf> {
 
 /// `base` followed by an archive holding `job` as `/inspeq/job.sh`, written to `out`.
 pub fn with_job(base: &Path, job: &str, out: &Path) -> anyhow::Result<()> {
-    std::fs::copy(base, out)
-        .with_context(|| format!("copying {} to {}", base.display(), out.display()))?;
+    std::fs::copy(base, out).with_context(|| format!("copying {} to {}", base.display(), out.display()))?;
     let file = std::fs::OpenOptions::new().append(true).open(out)?;
     let mut cpio = cpio::Writer::new(std::io::BufWriter::new(file));
     cpio.file("inspeq/job.sh", 0o755, job.as_bytes())?;
@@ -102,8 +81,8 @@ pub fn with_job(base: &Path, job: &str, out: &Path) -> anyhow::Result<()> {
 
 /// The libraries `binary` loads, the dynamic loader among them (`ldd`'s absolute paths).
 fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let listing = output(Command::new("ldd").arg(binary))
-        .with_context(|| format!("ldd {} failed", binary.display()))?;
+    let listing =
+        output(Command::new("ldd").arg(binary)).with_context(|| format!("ldd {} failed", binary.display()))?;
     // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)"
     Ok(listing
         .lines()
@@ -118,18 +97,10 @@ fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// unpacks the initramfs into its memory), or as it is when objcopy fails.
 fn without_debug_info(binary: &Path, scratch: &Path) -> anyhow::Result<Vec<u8>> {
     let stripped = scratch.join("stripped.tmp");
-    let data = if succeeds(
-        Command::new("objcopy")
-            .arg("--strip-debug")
-            .arg(binary)
-            .arg(&stripped),
-    ) {
+    let data = if succeeds(Command::new("objcopy").arg("--strip-debug").arg(binary).arg(&stripped)) {
         std::fs::read(&stripped)?
     } else {
-        eprintln!(
-            "xtask: warning: objcopy --strip-debug {} failed; keeping its debug info",
-            binary.display()
-        );
+        eprintln!("xtask: warning: objcopy --strip-debug {} failed; keeping its debug info", binary.display());
         std::fs::read(binary)?
     };
     let _ = std::fs::remove_file(&stripped);
@@ -142,13 +113,7 @@ fn key(inputs: &[&Path]) -> anyhow::Result<String> {
     let mut key = String::from("inspeq initramfs v1\n");
     for input in inputs {
         let meta = std::fs::metadata(input).with_context(|| format!("{}", input.display()))?;
-        key.push_str(&format!(
-            "{} {} {}.{}\n",
-            input.display(),
-            meta.len(),
-            meta.mtime(),
-            meta.mtime_nsec()
-        ));
+        key.push_str(&format!("{} {} {}.{}\n", input.display(), meta.len(), meta.mtime(), meta.mtime_nsec()));
     }
     key.push_str(INIT);
     Ok(key)

@@ -48,10 +48,7 @@ pub fn parse(lines: &[String]) -> BTreeMap<String, Outcome> {
             pending = None;
             continue;
         }
-        if let Some(name) = line
-            .strip_prefix("---- ")
-            .and_then(|l| l.strip_suffix(" stdout ----"))
-        {
+        if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----")) {
             section = Some(name.to_owned());
             sections.entry(name.to_owned()).or_default();
             continue;
@@ -72,11 +69,7 @@ pub fn parse(lines: &[String]) -> BTreeMap<String, Outcome> {
             && let Some(name) = line.strip_prefix("    ")
             && !name.contains(' ')
         {
-            let outcome = if passed {
-                Outcome::Pass
-            } else {
-                Outcome::Fail(String::new())
-            };
+            let outcome = if passed { Outcome::Pass } else { Outcome::Fail(String::new()) };
             results.entry(name.to_owned()).or_insert(outcome);
         }
     }
@@ -101,9 +94,7 @@ pub fn parse(lines: &[String]) -> BTreeMap<String, Outcome> {
 pub fn unfinished(lines: &[String]) -> Option<String> {
     let mut running = None;
     for line in lines {
-        if let Some((name, result)) = line
-            .strip_prefix("test ")
-            .and_then(|rest| rest.split_once(" ..."))
+        if let Some((name, result)) = line.strip_prefix("test ").and_then(|rest| rest.split_once(" ..."))
             && !name.contains(' ')
         {
             running = result_word(result).is_none().then(|| name.to_owned());
@@ -120,9 +111,7 @@ fn result_word(text: &str) -> Option<Outcome> {
         "ok" => Some(Outcome::Pass),
         "FAILED" => Some(Outcome::Fail(String::new())),
         "ignored" => Some(Outcome::Skip("ignored".to_owned())),
-        other => other
-            .strip_prefix("ignored, ")
-            .map(|reason| Outcome::Skip(reason.to_owned())),
+        other => other.strip_prefix("ignored, ").map(|reason| Outcome::Skip(reason.to_owned())),
     }
 }
 
@@ -169,9 +158,7 @@ test result: FAILED. 2 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out",
         assert_eq!(results["a"], Outcome::Pass);
         assert_eq!(
             results["b"],
-            Outcome::Fail(
-                "thread 'b' panicked at tests/tests/kernel.rs:40:5:\neBPF did not start".into()
-            )
+            Outcome::Fail("thread 'b' panicked at tests/tests/kernel.rs:40:5:\neBPF did not start".into())
         );
         assert_eq!(results["c"], Outcome::Skip("needs a disk".into()));
         assert_eq!(results["d"], Outcome::Skip("not root".into()));
@@ -196,14 +183,8 @@ test result: FAILED. 1 passed; 1 failed",
 
     #[test]
     fn the_case_a_run_stopped_in() {
-        assert_eq!(
-            unfinished(&lines("test a ... ok\ntest b ... ")),
-            Some("b".into())
-        );
-        assert_eq!(
-            unfinished(&lines("test a ... ok\ntest b ... noise\nok")),
-            None
-        );
+        assert_eq!(unfinished(&lines("test a ... ok\ntest b ... ")), Some("b".into()));
+        assert_eq!(unfinished(&lines("test a ... ok\ntest b ... noise\nok")), None);
         assert_eq!(unfinished(&lines("test a ... ok")), None);
     }
 }

@@ -85,10 +85,7 @@ pub fn boot(
     let Outcome::DidNotBoot(why) = &first.outcome else {
         return Ok(first);
     };
-    eprintln!(
-        "xtask: {}: the guest did not boot ({why}); booting it once more",
-        dir.display()
-    );
+    eprintln!("xtask: {}: the guest did not boot ({why}); booting it once more", dir.display());
     std::fs::rename(&log, dir.join("console.attempt1.log"))?;
     let mut second = once(vmlinuz, initrd, &log, settings, echo)?;
     second.attempts = 2;
@@ -104,32 +101,20 @@ fn once(
     echo: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Guest> {
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args([
-        "-accel",
-        "tcg",
-        "-cpu",
-        "max",
-        "-smp",
-        "2",
-        "-nographic",
-        "-no-reboot",
-    ])
-    .arg("-m")
-    .arg(settings.memory_mib.to_string())
-    .arg("-kernel")
-    .arg(vmlinuz)
-    .arg("-initrd")
-    .arg(initrd)
-    .args(["-append", "console=ttyS0 rdinit=/init panic=-1"]);
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-nographic", "-no-reboot"])
+        .arg("-m")
+        .arg(settings.memory_mib.to_string())
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 rdinit=/init panic=-1"]);
     let started = Instant::now();
     let (mut began, mut ended_rc, mut uname, mut lines) = (None, None, None, Vec::new());
     let captured = console::capture(&mut qemu, log, started + BOOT_TIMEOUT, |line| {
         if let Some(at) = line.find(END) {
             let rc = &line[at + END.len()..];
-            ended_rc = rc
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|n| n.parse().ok());
+            ended_rc = rc.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok());
         } else if line.contains(BEGIN) {
             began = Some(started.elapsed());
             return Some(started + settings.timeout);
@@ -141,26 +126,12 @@ fn once(
         }
         None
     })?;
-    let panic = captured
-        .lines
-        .iter()
-        .find(|l| l.contains("Kernel panic"))
-        .map(|l| l.trim().to_owned());
-    let last = captured
-        .lines
-        .iter()
-        .rev()
-        .map(|l| l.trim())
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
+    let panic = captured.lines.iter().find(|l| l.contains("Kernel panic")).map(|l| l.trim().to_owned());
+    let last = captured.lines.iter().rev().map(|l| l.trim()).find(|l| !l.is_empty()).unwrap_or("");
     let why = match (&panic, &captured.ended) {
         (Some(panic), _) => panic.clone(),
         (None, Ended::TimedOut) => {
-            let limit = if began.is_some() {
-                settings.timeout
-            } else {
-                BOOT_TIMEOUT
-            };
+            let limit = if began.is_some() { settings.timeout } else { BOOT_TIMEOUT };
             format!("no power-off within {limit:?}; last line: {last}")
         }
         (None, Ended::Exited(status)) => {
