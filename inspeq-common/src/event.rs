@@ -141,7 +141,7 @@ const _: () = assert!(size_of::<ProcessFork>() == 32);
 const _: () = assert!(size_of::<RssChange>() == 48);
 const _: () = assert!(size_of::<RssTotalChange>() == 40);
 // RingBuf::reserve requires alignment that divides 8.
-const _: () = assert!(core::mem::align_of::<ProcessExit>() == 8);
+const _: () = assert!(align_of::<ProcessExit>() == 8);
 
 #[cfg(feature = "user")]
 mod pod {

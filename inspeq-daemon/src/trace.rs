@@ -179,35 +179,11 @@ pub fn to_text(o: &Observation) -> String {
     }
 }
 
-/// Runs `inspeqd trace` until SIGINT/SIGTERM or `--duration`.
-pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let options = Options {
-        force_fallback: args.no_ebpf,
-        no_proc_connector: args.no_proc_connector,
-        no_pidfd: args.no_pidfd,
-        ring_bytes: args.ring_bytes,
-        cycle: Duration::from_millis(args.poll_ms.max(1)),
-    };
-    let mut monitor = Monitor::start(&options);
-    let target = match (&args.cgroup, args.pid) {
-        (Some(path), _) => WatchTarget::Cgroup(path.clone()),
-        (None, Some(pid)) => WatchTarget::Tree(pid),
-        (None, None) => anyhow::bail!("give --cgroup PATH or --pid PID"),
-    };
-    let rss = match (args.rss_threshold, args.rss_delta) {
-        (None, None) => None,
-        (threshold, delta) => {
-            Some(RssLimits { delta: delta.unwrap_or(0), ..RssLimits::threshold(threshold.unwrap_or(0)) })
-        }
-    };
-    monitor
-        .watch(&target, WatchSettings { forks: true, rss, total_rss: args.rss_total_threshold })
-        .map_err(|e: KernelError| anyhow::Error::new(e).context(format!("cannot watch {target:?}")))?;
-
+/// The first line: which tier runs and how the kernel looked (JSON), or a line on stderr.
+fn ready(monitor: &Monitor, target: &WatchTarget, json: bool, stdout: &mut impl std::io::Write) -> std::io::Result<()> {
     let mode = monitor.mode().name();
-    let mut stdout = std::io::stdout().lock();
     let attach_us = monitor.attach_time().map(|d| d.as_micros() as u64);
-    if args.json {
+    if json {
         let programs: serde_json::Map<String, serde_json::Value> =
             monitor.program_ids().iter().map(|(name, id)| ((*name).to_owned(), (*id).into())).collect();
         writeln!(
@@ -233,6 +209,36 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     } else {
         eprintln!("inspeqd trace: watching {target:?} ({mode}); Ctrl-C stops");
     }
+    Ok(())
+}
+
+/// Runs `inspeqd trace` until SIGINT/SIGTERM or `--duration`.
+pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
+    let options = Options {
+        force_fallback: args.no_ebpf,
+        no_proc_connector: args.no_proc_connector,
+        no_pidfd: args.no_pidfd,
+        ring_bytes: args.ring_bytes,
+        cycle: Duration::from_millis(args.poll_ms.max(1)),
+    };
+    let mut monitor = Monitor::start(&options);
+    let target = match (&args.cgroup, args.pid) {
+        (Some(path), _) => WatchTarget::Cgroup(path.clone()),
+        (None, Some(pid)) => WatchTarget::Tree(pid),
+        (None, None) => anyhow::bail!("give --cgroup PATH or --pid PID"),
+    };
+    let rss = match (args.rss_threshold, args.rss_delta) {
+        (None, None) => None,
+        (threshold, delta) => {
+            Some(RssLimits { delta: delta.unwrap_or(0), ..RssLimits::threshold(threshold.unwrap_or(0)) })
+        }
+    };
+    monitor
+        .watch(&target, WatchSettings { forks: true, rss, total_rss: args.rss_total_threshold })
+        .map_err(|e: KernelError| anyhow::Error::new(e).context(format!("cannot watch {target:?}")))?;
+
+    let mut stdout = std::io::stdout().lock();
+    ready(&monitor, &target, args.json, &mut stdout)?;
     stdout.flush()?;
 
     let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));

@@ -36,7 +36,7 @@ fn load_fixture_dir(name: &str) -> Config {
 fn settings_and_every_channel() {
     let c = load_fixture_dir("inspeq");
     assert_eq!(c.settings.cycle_time, Duration::from_secs(10));
-    assert_eq!(c.settings.deploy_length, Duration::from_mins(2));
+    assert_eq!(c.settings.deploy_length, Duration::from_secs(2 * 60));
     assert_eq!(c.settings.expose_port, None, "expose_port 0 turns it off");
     assert!(matches!(c.routes[&None].channel, Channel::Log));
     let Channel::Email(ops) = &c.routes[&Some("ops".into())].channel else { panic!("ops is email") };
@@ -69,7 +69,7 @@ fn services_processes_rules_and_jobs() {
     assert!(conditions.contains(&&Condition::Signaled(Some(11))));
     assert!(conditions.contains(&&Condition::ExitCode { op: Op::Ne, code: 0 }));
     assert!(conditions.contains(&&Condition::Forks { per_sec: 100.0 }));
-    assert!(conditions.contains(&&Condition::Restarts { count: 3, window: Window::Time(Duration::from_mins(5)) }));
+    assert!(conditions.contains(&&Condition::Restarts { count: 3, window: Window::Time(Duration::from_secs(5 * 60)) }));
     assert!(conditions.contains(&&Condition::Restarts { count: 9, window: Window::Cycles(20) }), ">= 10 is > 9");
 
     let legacy = c.services.iter().find(|s| s.name == "legacy").unwrap();

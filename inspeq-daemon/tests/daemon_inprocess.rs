@@ -157,7 +157,7 @@ impl Harness {
         panic!("condition never held");
     }
 
-    async fn until_async<F: std::future::Future<Output = bool>>(&self, check: impl Fn() -> F) {
+    async fn until_async<F: Future<Output = bool>>(&self, check: impl Fn() -> F) {
         for _ in 0..2000 {
             if check().await {
                 return;

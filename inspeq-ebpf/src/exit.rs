@@ -99,7 +99,7 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let record = ProcessExit {
-        header: Header::new(EventKind::Exit, core::mem::size_of::<ProcessExit>(), cfg.watch_id, now),
+        header: Header::new(EventKind::Exit, size_of::<ProcessExit>(), cfg.watch_id, now),
         tgid,
         ppid: task::parent_tgid(task).unwrap_or(0),
         exit_status,

@@ -50,7 +50,7 @@ pub fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     if cfg.flags & WATCH_FLAG_FORKS != 0 {
         let now = unsafe { bpf_ktime_get_ns() };
         let record = ProcessFork {
-            header: Header::new(EventKind::Fork, core::mem::size_of::<ProcessFork>(), cfg.watch_id, now),
+            header: Header::new(EventKind::Fork, size_of::<ProcessFork>(), cfg.watch_id, now),
             parent_tgid,
             child_tgid,
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },

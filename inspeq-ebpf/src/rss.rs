@@ -97,7 +97,7 @@ pub fn try_rss(ctx: &RawTracePointContext) -> Result<(), i64> {
     state.last_bytes = rss;
     let now = unsafe { bpf_ktime_get_ns() };
     let record = RssChange {
-        header: Header::new(EventKind::Rss, core::mem::size_of::<RssChange>(), cfg.watch_id, now),
+        header: Header::new(EventKind::Rss, size_of::<RssChange>(), cfg.watch_id, now),
         tgid,
         direction,
         rss_bytes: rss,
@@ -163,7 +163,7 @@ fn add_to_total(cfg: &WatchConfig, tgid: u32, delta: i64) {
     };
     let now = unsafe { bpf_ktime_get_ns() };
     let record = RssTotalChange {
-        header: Header::new(EventKind::RssTotal, core::mem::size_of::<RssTotalChange>(), cfg.watch_id, now),
+        header: Header::new(EventKind::RssTotal, size_of::<RssTotalChange>(), cfg.watch_id, now),
         direction,
         tgid,
         total_bytes: sum,

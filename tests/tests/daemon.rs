@@ -610,7 +610,7 @@ fn systemd_without_ebpf_and_the_proc_connector_a_kill9_is_alerted_within_a_cycle
 struct Bloating {
     manager: UserManager,
     _scratch: Scratch,
-    marks_file: std::path::PathBuf,
+    marks_file: PathBuf,
     service: String,
     unit: String,
     pid: u32,

@@ -149,7 +149,7 @@ pub fn cases(options: &Options) -> anyhow::Result<usize> {
 
 /// The kernels asked for, in the matrix's order; all of them when none was named.
 fn selected(asked: &[String]) -> anyhow::Result<Vec<&'static str>> {
-    let all: Vec<&'static str> = debian::SUITES.iter().map(|(suite, _)| *suite).chain([HOST]).collect();
+    let all: Vec<&'static str> = SUITES.iter().map(|(suite, _)| *suite).chain([HOST]).collect();
     if let Some(unknown) = asked.iter().find(|a| !all.contains(&a.as_str())) {
         bail!("unknown kernel {unknown:?}: the matrix has {}", all.join(", "));
     }

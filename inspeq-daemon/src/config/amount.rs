@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn windows_in_time_or_cycles() {
-        assert_eq!(parse_window(&["5", "minutes"]), Ok(Span::Time(Duration::from_mins(5))));
+        assert_eq!(parse_window(&["5", "minutes"]), Ok(Span::Time(Duration::from_secs(5 * 60))));
         assert_eq!(parse_window(&["90s"]), Ok(Span::Time(Duration::from_secs(90))));
         assert_eq!(parse_window(&["10", "cycles"]), Ok(Span::Cycles(10)));
         assert_eq!(parse_window(&["0", "minutes"]), Err(DurationError::Zero));

@@ -293,18 +293,14 @@ pub enum LookupError {
 ///
 /// # Errors
 /// A [`LookupError`] naming the accepted alternatives when the metric does not exist for that scope.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one match over a closed list of words; split up, the list would be harder to read"
-)]
 pub fn lookup(family: &str, name: Option<&str>, scope: Scope) -> Result<Resolved, LookupError> {
     let check = match scope {
-        Scope::Host => "host",
-        Scope::Process => "service",
+        Host => "host",
+        Process => "service",
     };
     if family == "disk" {
         return match (scope, name) {
-            (Scope::Process, _) => Err(LookupError::WrongScope { metric: "disk".into(), available: "host", check }),
+            (Process, _) => Err(LookupError::WrongScope { metric: "disk".into(), available: "host", check }),
             (_, None | Some("")) => Err(LookupError::DiskWithoutMount),
             (_, Some(mount)) if !mount.starts_with('/') => Err(LookupError::DiskNotAbsolute(mount.into())),
             _ => Ok(Resolved { kind: DISK.kind, unit: DISK.unit, daemon: None }),
@@ -314,7 +310,7 @@ pub fn lookup(family: &str, name: Option<&str>, scope: Scope) -> Result<Resolved
         return Ok(Resolved { kind: def.kind, unit: def.unit, daemon: None });
     }
     if let Some(daemon) = DAEMONS.iter().find(|d| d.family == family) {
-        if scope == Scope::Host {
+        if scope == Host {
             return Err(LookupError::WrongScope { metric: display(family, name), available: "service", check });
         }
         let Some(name) = name else {
@@ -356,7 +352,7 @@ pub fn lookup(family: &str, name: Option<&str>, scope: Scope) -> Result<Resolved
     let same_family: Vec<&MetricDef> = BUILTIN.iter().filter(|d| d.family == family).collect();
     if same_family.is_empty() {
         let mut families: Vec<&str> = BUILTIN.iter().filter(|d| d.scope == scope).map(|d| d.family).collect();
-        if scope == Scope::Host {
+        if scope == Host {
             families.push("disk");
         } else {
             families.extend(DAEMONS.iter().map(|d| d.family));
@@ -367,7 +363,7 @@ pub fn lookup(family: &str, name: Option<&str>, scope: Scope) -> Result<Resolved
     let here: Vec<String> =
         same_family.iter().filter(|d| d.scope == scope).map(|d| display(d.family, d.name)).collect();
     if here.is_empty() {
-        let available = if scope == Scope::Host { "service" } else { "host" };
+        let available = if scope == Host { "service" } else { "host" };
         return Err(LookupError::WrongScope { metric: display(family, name), available, check });
     }
     Err(LookupError::UnknownName { metric: display(family, name), expected: here.join(", ") })
@@ -476,20 +472,20 @@ mod tests {
 
     #[test]
     fn legacy_and_new_forms_resolve() {
-        assert_eq!(lookup("swap", None, Scope::Host).map(|r| r.kind), Ok(Gauge));
-        assert_eq!(lookup("cpu", Some("user"), Scope::Host).map(|r| r.kind), Ok(CpuSeconds));
-        assert_eq!(lookup("mysql", Some("Queries"), Scope::Process).map(|r| r.kind), Ok(Counter));
-        assert!(lookup("disk", Some("/backups"), Scope::Host).is_ok());
+        assert_eq!(lookup("swap", None, Host).map(|r| r.kind), Ok(Gauge));
+        assert_eq!(lookup("cpu", Some("user"), Host).map(|r| r.kind), Ok(CpuSeconds));
+        assert_eq!(lookup("mysql", Some("Queries"), Process).map(|r| r.kind), Ok(Counter));
+        assert!(lookup("disk", Some("/backups"), Host).is_ok());
     }
 
     #[test]
     fn refusals_name_the_alternatives() {
         assert_eq!(
-            lookup("memory", Some("rsss"), Scope::Process).unwrap_err().to_string(),
+            lookup("memory", Some("rsss"), Process).unwrap_err().to_string(),
             "unknown metric `memory:rsss`, expected one of memory:rss, memory:total_rss"
         );
         assert_eq!(
-            lookup("load", Some("5"), Scope::Process).unwrap_err().to_string(),
+            lookup("load", Some("5"), Process).unwrap_err().to_string(),
             "`load:5` is a host metric and cannot be used in a `check service`"
         );
     }

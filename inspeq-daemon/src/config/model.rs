@@ -59,7 +59,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             cycle_time: Duration::from_secs(15),
-            deploy_length: Duration::from_mins(5),
+            deploy_length: Duration::from_secs(5 * 60),
             log_level: None,
             expose_port: Some(4677),
             statsd_location: None,

@@ -184,7 +184,7 @@ impl Backends {
     pub async fn build(root: &Path, checks: &[Check]) -> Self {
         let mut detected: Vec<Arc<dyn InitSystem>> = Vec::new();
         let mut by_kind: HashMap<BackendKey, Arc<dyn InitSystem>> = HashMap::new();
-        let pidfiles: HashMap<ServiceName, std::path::PathBuf> = checks
+        let pidfiles: HashMap<ServiceName, PathBuf> = checks
             .iter()
             .filter(|c| c.kind == CheckKind::Service)
             .filter_map(|c| Some((ServiceName::new(&c.name).ok()?, c.params.get("pidfile")?.into())))

@@ -218,7 +218,7 @@ mod tests {
         };
         let a = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(a.event, alert::Event::Crashed { pid: 7, exit: Exit::Unknown });
-        assert_eq!(crate::alert::template::exit_text(Exit::Unknown), "exited with an unknown status");
+        assert_eq!(alert::template::exit_text(Exit::Unknown), "exited with an unknown status");
     }
 
     #[test]

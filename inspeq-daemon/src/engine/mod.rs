@@ -28,7 +28,7 @@ use value::Previous;
 use window::{Forks, Instants};
 
 /// Inspeqtor's grace before a job counts as overdue (#61): cron jobs rarely finish on the exact minute.
-pub const JOB_GRACE: Duration = Duration::from_mins(1);
+pub const JOB_GRACE: Duration = Duration::from_secs(60);
 
 /// Everything the engine remembers between steps.
 #[derive(Clone, Debug)]

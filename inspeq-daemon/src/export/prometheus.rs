@@ -45,6 +45,7 @@ fn label(value: &str) -> String {
 }
 
 /// Renders the page.
+#[expect(clippy::too_many_lines, reason = "a table of metric families, one block each, read top to bottom")]
 pub fn render(s: &Snapshot) -> String {
     let mut out = String::new();
     let add = |out: &mut String, name: &str, kind: &str, help: &str, lines: Vec<String>| {

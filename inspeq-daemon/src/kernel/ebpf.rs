@@ -675,7 +675,7 @@ fn load_and_attach(offsets: &Offsets, options: &Options, cgroup_walk: u32) -> Re
 
 fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Observation>, stats: &mut KernelStats) {
     while let Some(item) = ring.next() {
-        match decode::decode(&item) {
+        match decode(&item) {
             Ok(observation) => out.push(observation),
             Err(err) => {
                 stats.undecodable += 1;

@@ -147,14 +147,14 @@ fn demo() {
     std::thread::sleep(Duration::from_millis(100));
 }
 
-static BLOAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-static RELOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static BLOAT: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(signal: libc::c_int) {
     // Only atomics here: a signal handler may do nothing else safely.
     match signal {
-        libc::SIGUSR1 => BLOAT.store(true, std::sync::atomic::Ordering::SeqCst),
-        _ => RELOAD.store(true, std::sync::atomic::Ordering::SeqCst),
+        libc::SIGUSR1 => BLOAT.store(true, Ordering::SeqCst),
+        _ => RELOAD.store(true, Ordering::SeqCst),
     }
 }
 
