@@ -6,7 +6,7 @@
 
 use inspeq_daemon::config::{Diagnostic, load};
 use inspeq_daemon::engine::{
-    Action, EngineState, EventKind, ExitCause, Input, ProcessExit, Sample, Target, Timestamp, step, swap_used_percent,
+    Action, EngineState, ExitCause, Input, NoticeKind, ProcessExit, Sample, Target, Timestamp, step, swap_used_percent,
 };
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -23,39 +23,39 @@ fn describe(action: &Action) -> String {
         Action::Alert { route, event } => {
             let text = event.rule.as_ref().map_or("", |r| r.text.as_str());
             let what = match &event.kind {
-                EventKind::RuleFailed { value } => format!("failed `{text}` ({value})"),
-                EventKind::RuleRecovered { value, failed_for } => {
+                NoticeKind::RuleFailed { value } => format!("failed `{text}` ({value})"),
+                NoticeKind::RuleRecovered { value, failed_for } => {
                     format!("recovered `{text}` ({value}) after {}s", failed_for.as_secs())
                 }
-                EventKind::ProcessExited(exit) => match (exit.exit_code, exit.signal) {
+                NoticeKind::ProcessExited(exit) => match (exit.exit_code, exit.signal) {
                     (Some(code), _) => format!("`{text}` on exit code {code}"),
                     (None, Some(signal)) => format!("`{text}` on signal {signal}"),
                     (None, None) => format!("`{text}` on exit"),
                 },
-                EventKind::ProcessDown => "down".to_owned(),
-                EventKind::ProcessUp { pid } => format!("up as pid {pid}"),
-                EventKind::ForkRate { forks, window } => {
+                NoticeKind::ProcessDown => "down".to_owned(),
+                NoticeKind::ProcessUp { pid } => format!("up as pid {pid}"),
+                NoticeKind::ForkRate { forks, window } => {
                     format!("`{text}`: {forks} forks in {}s", window.as_secs())
                 }
-                EventKind::ForkRateRecovered => format!("recovered `{text}`"),
-                EventKind::Flapping { restarts, window } => {
+                NoticeKind::ForkRateRecovered => format!("recovered `{text}`"),
+                NoticeKind::Flapping { restarts, window } => {
                     format!("`{text}`: {restarts} restarts in {}s", window.as_secs())
                 }
-                EventKind::FlappingRecovered => format!("recovered `{text}`"),
-                EventKind::RestartFailed { reason } => format!("restart failed: {reason}"),
-                EventKind::WorkerDied(exit) => match exit.signal {
+                NoticeKind::FlappingRecovered => format!("recovered `{text}`"),
+                NoticeKind::RestartFailed { reason } => format!("restart failed: {reason}"),
+                NoticeKind::WorkerDied(exit) => match exit.signal {
                     Some(signal) if exit.oom_killed => {
                         format!("`{text}`: worker {} oom-killed ({signal})", exit.pid)
                     }
                     Some(signal) => format!("`{text}`: worker {} on signal {signal}", exit.pid),
                     None => format!("`{text}`: worker {}", exit.pid),
                 },
-                EventKind::WorkerDeaths { deaths, window } => {
+                NoticeKind::WorkerDeaths { deaths, window } => {
                     format!("`{text}`: {deaths} worker deaths in {}s", window.as_secs())
                 }
-                EventKind::WorkerDeathsRecovered => format!("recovered `{text}`"),
-                EventKind::JobOverdue { job, .. } => format!("job {job} overdue"),
-                EventKind::JobRan { job } => format!("job {job} ran"),
+                NoticeKind::WorkerDeathsRecovered => format!("recovered `{text}`"),
+                NoticeKind::JobOverdue { job, .. } => format!("job {job} overdue"),
+                NoticeKind::JobRan { job } => format!("job {job} ran"),
             };
             format!("alert {} {}: {what}", route.as_deref().unwrap_or("-"), event.target)
         }

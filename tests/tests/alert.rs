@@ -11,8 +11,8 @@ use std::{
 };
 
 use inspeq_daemon::alert::{
-    Alert, Comparison, Event, Exit, Outbox, OutboxConfig, Response, RouteConfig, Routes, RuleState, SendError, Target,
-    http_client, test_routes, webhook::SIGNATURE_HEADER,
+    Alert, AlertKind, Comparison, Exit, Outbox, OutboxConfig, Response, RouteConfig, Routes, RuleState, SendError,
+    Target, http_client, test_routes, webhook::SIGNATURE_HEADER,
 };
 use serde_json::json;
 use tests::alert_harness::{
@@ -36,7 +36,7 @@ fn rss_rule(value: &str, for_secs: u64) -> RuleState {
 }
 
 fn rss_failed(at: SystemTime) -> Alert {
-    Alert::new("web1", "nginx", Event::RuleFailed(rss_rule("612m", 90)), at).with_actions([Response::Restart])
+    Alert::new("web1", "nginx", AlertKind::RuleFailed(rss_rule("612m", 90)), at).with_actions([Response::Restart])
 }
 
 fn routes(configs: &[RouteConfig]) -> Routes {
@@ -310,7 +310,7 @@ async fn a_thousand_alerts_in_a_second_make_a_few_slack_messages() {
     let outbox = outbox(&dir, routes(&[RouteConfig::new(None, "slack", [("url", &*receiver.url("/hook"))])]));
     let start = std::time::Instant::now();
     for i in 0..1000u32 {
-        let event = Event::Crashed { pid: i, exit: Exit::Signal { signal: 9, core_dumped: false } };
+        let event = AlertKind::Crashed { pid: i, exit: Exit::Signal { signal: 9, core_dumped: false } };
         outbox.raise(Alert::new("web1", "worker", event, SystemTime::now()), Target::default()).unwrap();
     }
     assert!(start.elapsed() < Duration::from_secs(1), "raising never waits: {:?}", start.elapsed());
@@ -339,7 +339,7 @@ async fn webhook_posts_alertmanager_json_signed_with_hmac_sha256() {
     )]);
     let failed = rss_failed(noon());
     let recovered =
-        Alert::new("web1", "nginx", Event::RuleRecovered(rss_rule("300m", 120)), noon() + Duration::from_secs(300));
+        Alert::new("web1", "nginx", AlertKind::RuleRecovered(rss_rule("300m", 120)), noon() + Duration::from_secs(300));
     let fingerprint = failed.fingerprint();
     assert_eq!(fingerprint, recovered.fingerprint(), "one condition, one fingerprint");
     assert_eq!(fingerprint.len(), 16);
@@ -432,11 +432,11 @@ async fn pagerduty_triggers_and_resolves_with_one_dedup_key() {
     let crashed = Alert::new(
         "web1",
         "nginx",
-        Event::Crashed { pid: 4242, exit: Exit::Signal { signal: 11, core_dumped: true } },
+        AlertKind::Crashed { pid: 4242, exit: Exit::Signal { signal: 11, core_dumped: true } },
         noon(),
     )
     .with_actions([Response::Restart]);
-    let up = Alert::new("web1", "nginx", Event::ProcessUp { pid: Some(4300) }, noon() + Duration::from_secs(2));
+    let up = Alert::new("web1", "nginx", AlertKind::ProcessUp { pid: Some(4300) }, noon() + Duration::from_secs(2));
     let dedup = crashed.fingerprint();
     channel.send(std::slice::from_ref(&crashed)).await.unwrap();
     channel.send(std::slice::from_ref(&up)).await.unwrap();
@@ -481,7 +481,7 @@ async fn pagerduty_rate_limit_is_waited_out_and_nothing_is_lost() {
     let r =
         routes(&[RouteConfig::new(None, "pagerduty", [("routing_key", "k"), ("url", &*receiver.url("/v2/enqueue"))])]);
     let outbox = outbox(&dir, r);
-    outbox.raise(Alert::new("web1", "nginx", Event::ProcessDown, noon()), Target::default()).unwrap();
+    outbox.raise(Alert::new("web1", "nginx", AlertKind::ProcessDown, noon()), Target::default()).unwrap();
     idle(&outbox).await;
     let requests = receiver.requests();
     assert_eq!(requests.len(), 2, "refused once, then taken");
@@ -547,7 +547,7 @@ async fn alertmanager_shows_the_alert_while_firing_and_resolves_it_on_recovery()
     );
     assert_eq!(firing[0]["status"]["state"], "active");
 
-    let recovered = Alert::new("web1", "nginx", Event::RuleRecovered(rss_rule("300m", 5)), SystemTime::now());
+    let recovered = Alert::new("web1", "nginx", AlertKind::RuleRecovered(rss_rule("300m", 5)), SystemTime::now());
     outbox.raise(recovered, Target::default()).unwrap();
     idle(&outbox).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

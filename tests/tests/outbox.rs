@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use inspeq_daemon::alert::{Alert, Event};
+use inspeq_daemon::alert::{Alert, AlertKind};
 use serde_json::json;
 use tests::{
     alert_harness::HttpReceiver,
@@ -268,7 +268,7 @@ fn record(n: usize, of: usize, alert: &Alert) -> String {
 }
 
 fn alert(service: &str, seq: u64) -> Alert {
-    let mut alert = Alert::new("web1", service, Event::ProcessDown, SystemTime::now());
+    let mut alert = Alert::new("web1", service, AlertKind::ProcessDown, SystemTime::now());
     alert.seq = seq;
     alert
 }

@@ -13,7 +13,9 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::{Value, json};
 
-use super::{Alert, Batching, Channel, ConfigError, Event, Params, RuleState, SendFuture, Status, post_json, template};
+use super::{
+    Alert, AlertKind, Batching, Channel, ConfigError, Params, RuleState, SendFuture, Status, post_json, template,
+};
 
 pub struct Alertmanager {
     http: reqwest::Client,
@@ -65,7 +67,7 @@ impl Alertmanager {
                 let (starts, ends) = match alert.event.status() {
                     Status::Resolved => {
                         let started = match &alert.event {
-                            Event::RuleRecovered(RuleState { for_secs: Some(secs), .. }) => {
+                            AlertKind::RuleRecovered(RuleState { for_secs: Some(secs), .. }) => {
                                 alert.at - Duration::from_secs(*secs)
                             }
                             _ => alert.at,

@@ -160,15 +160,15 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::alert::Event;
+    use crate::alert::AlertKind;
 
     #[tokio::test]
     async fn one_line_per_alert() {
         let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
         let log = Log::to_writer(buffer.clone());
         let alerts = [
-            Alert::new("web1", "nginx", Event::ProcessDown, SystemTime::UNIX_EPOCH),
-            Alert::new("web1", "nginx", Event::ProcessUp { pid: Some(9) }, SystemTime::UNIX_EPOCH),
+            Alert::new("web1", "nginx", AlertKind::ProcessDown, SystemTime::UNIX_EPOCH),
+            Alert::new("web1", "nginx", AlertKind::ProcessUp { pid: Some(9) }, SystemTime::UNIX_EPOCH),
         ];
         log.send(&alerts).await.unwrap();
         let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
@@ -206,7 +206,7 @@ mod tests {
         let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let text = Arc::new(Mutex::new(String::new()));
         let log = Log::to_writer(Arc::new(Mutex::new(Stuck { open: open.clone(), text: text.clone() })));
-        let mut alert = Alert::new("web1", "nginx", Event::ProcessDown, SystemTime::UNIX_EPOCH);
+        let mut alert = Alert::new("web1", "nginx", AlertKind::ProcessDown, SystemTime::UNIX_EPOCH);
         alert.seq = 7;
         let alerts = [alert];
         // The send waits (this task only; the runtime goes on) and times out, as

@@ -38,7 +38,7 @@ pub struct Alert {
     pub hostname: String,
     /// The check's name: a service, `host`, or the jobs check.
     pub service: String,
-    pub event: Event,
+    pub event: AlertKind,
     /// What inspeq did in response, in order.
     pub actions: Vec<Response>,
     /// When inspeq saw it happen.
@@ -50,7 +50,7 @@ pub struct Alert {
 }
 
 impl Alert {
-    pub fn new(hostname: impl Into<String>, service: impl Into<String>, event: Event, at: SystemTime) -> Self {
+    pub fn new(hostname: impl Into<String>, service: impl Into<String>, event: AlertKind, at: SystemTime) -> Self {
         Self { hostname: hostname.into(), service: service.into(), event, actions: Vec::new(), at, seq: 0 }
     }
 
@@ -70,7 +70,7 @@ impl Alert {
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Event {
+pub enum AlertKind {
     /// The service has no running process (Inspeqtor's ProcessDoesNotExist).
     ProcessDown,
     /// The service runs again (Inspeqtor's ProcessExists).
@@ -240,32 +240,32 @@ pub struct Condition {
     pub one_shot: bool,
 }
 
-impl Event {
+impl AlertKind {
     /// The `snake_case` name used in JSON and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            Event::ProcessDown => "process_down",
-            Event::ProcessUp { .. } => "process_up",
-            Event::Crashed { .. } => "crashed",
-            Event::OomKilled { .. } => "oom_killed",
-            Event::RestartFailed { .. } => "restart_failed",
-            Event::WorkerCrashed { .. } => "worker_crashed",
-            Event::WorkerOomKilled { .. } => "worker_oom_killed",
-            Event::WorkerDeaths { .. } => "worker_deaths",
-            Event::RuleFailed(_) => "rule_failed",
-            Event::RuleRecovered(_) => "rule_recovered",
-            Event::Restarted { .. } => "restarted",
-            Event::FlapDetected { .. } => "flap_detected",
-            Event::Unmonitored { .. } => "unmonitored",
-            Event::JobOverdue { .. } => "job_overdue",
-            Event::JobRan { .. } => "job_ran",
-            Event::Test => "test",
+            AlertKind::ProcessDown => "process_down",
+            AlertKind::ProcessUp { .. } => "process_up",
+            AlertKind::Crashed { .. } => "crashed",
+            AlertKind::OomKilled { .. } => "oom_killed",
+            AlertKind::RestartFailed { .. } => "restart_failed",
+            AlertKind::WorkerCrashed { .. } => "worker_crashed",
+            AlertKind::WorkerOomKilled { .. } => "worker_oom_killed",
+            AlertKind::WorkerDeaths { .. } => "worker_deaths",
+            AlertKind::RuleFailed(_) => "rule_failed",
+            AlertKind::RuleRecovered(_) => "rule_recovered",
+            AlertKind::Restarted { .. } => "restarted",
+            AlertKind::FlapDetected { .. } => "flap_detected",
+            AlertKind::Unmonitored { .. } => "unmonitored",
+            AlertKind::JobOverdue { .. } => "job_overdue",
+            AlertKind::JobRan { .. } => "job_ran",
+            AlertKind::Test => "test",
         }
     }
 
     pub fn status(&self) -> Status {
         match self {
-            Event::ProcessUp { .. } | Event::RuleRecovered(_) | Event::JobRan { .. } => Status::Resolved,
+            AlertKind::ProcessUp { .. } | AlertKind::RuleRecovered(_) | AlertKind::JobRan { .. } => Status::Resolved,
             _ => Status::Firing,
         }
     }
@@ -277,26 +277,26 @@ impl Event {
             // A crash or an OOM kill takes the process down: the next ProcessUp
             // resolves all three.
             // A failed restart leaves it down the same way.
-            Event::ProcessDown
-            | Event::ProcessUp { .. }
-            | Event::Crashed { .. }
-            | Event::OomKilled { .. }
-            | Event::RestartFailed { .. } => stateful("process".into(), "InspeqServiceDown", Severity::Critical),
+            AlertKind::ProcessDown
+            | AlertKind::ProcessUp { .. }
+            | AlertKind::Crashed { .. }
+            | AlertKind::OomKilled { .. }
+            | AlertKind::RestartFailed { .. } => stateful("process".into(), "InspeqServiceDown", Severity::Critical),
             // The service keeps running: each death is news, nothing stays open.
-            Event::WorkerCrashed { .. } | Event::WorkerOomKilled { .. } => {
+            AlertKind::WorkerCrashed { .. } | AlertKind::WorkerOomKilled { .. } => {
                 one_shot("worker", "InspeqWorkerDied", Severity::Error)
             }
-            Event::WorkerDeaths { .. } => one_shot("workers", "InspeqWorkersDying", Severity::Error),
-            Event::RuleFailed(r) | Event::RuleRecovered(r) => {
+            AlertKind::WorkerDeaths { .. } => one_shot("workers", "InspeqWorkersDying", Severity::Error),
+            AlertKind::RuleFailed(r) | AlertKind::RuleRecovered(r) => {
                 stateful(format!("rule:{}", r.rule), "InspeqRuleFailed", Severity::Error)
             }
-            Event::JobOverdue { job, .. } | Event::JobRan { job } => {
+            AlertKind::JobOverdue { job, .. } | AlertKind::JobRan { job } => {
                 stateful(format!("job:{job}"), "InspeqJobOverdue", Severity::Warning)
             }
-            Event::Restarted { .. } => one_shot("restarted", "InspeqServiceRestarted", Severity::Info),
-            Event::FlapDetected { .. } => one_shot("flapping", "InspeqServiceFlapping", Severity::Critical),
-            Event::Unmonitored { .. } => one_shot("unmonitored", "InspeqServiceUnmonitored", Severity::Critical),
-            Event::Test => one_shot("test", "InspeqTest", Severity::Info),
+            AlertKind::Restarted { .. } => one_shot("restarted", "InspeqServiceRestarted", Severity::Info),
+            AlertKind::FlapDetected { .. } => one_shot("flapping", "InspeqServiceFlapping", Severity::Critical),
+            AlertKind::Unmonitored { .. } => one_shot("unmonitored", "InspeqServiceUnmonitored", Severity::Critical),
+            AlertKind::Test => one_shot("test", "InspeqTest", Severity::Info),
         }
     }
 }
@@ -541,13 +541,13 @@ pub struct TestOutcome {
     pub result: Result<(), SendError>,
 }
 
-/// `inspeqctl test-alert [ROUTE]`: sends a [`Event::Test`] alert straight
+/// `inspeqctl test-alert [ROUTE]`: sends a [`AlertKind::Test`] alert straight
 /// through each route (or only `only`), bypassing the outbox so the answer is
 /// the channel's own, and waits at most `timeout` per route.
 pub async fn test_routes(routes: &Routes, only: Option<&str>, hostname: &str, timeout: Duration) -> Vec<TestOutcome> {
     let mut outcomes = Vec::new();
     for route in routes.iter().filter(|r| only.is_none_or(|name| r.name.matches(name))) {
-        let alert = Alert::new(hostname, "inspeq", Event::Test, SystemTime::now());
+        let alert = Alert::new(hostname, "inspeq", AlertKind::Test, SystemTime::now());
         let result = match tokio::time::timeout(timeout, route.channel.send(std::slice::from_ref(&alert))).await {
             Ok(result) => result,
             Err(_) => Err(SendError::Timeout(timeout)),
@@ -573,19 +573,19 @@ mod tests {
             for_secs: None,
         };
         let events = [
-            Event::ProcessDown,
-            Event::ProcessUp { pid: Some(1) },
-            Event::Crashed { pid: 2, exit: Exit::Signal { signal: 6, core_dumped: true } },
-            Event::Crashed { pid: 2, exit: Exit::Code(1) },
-            Event::OomKilled { pid: 3, rss_bytes: None },
-            Event::RuleFailed(rule.clone()),
-            Event::RuleRecovered(rule),
-            Event::Restarted { pid: None },
-            Event::FlapDetected { restarts: 5, within_secs: 60 },
-            Event::Unmonitored { reason: "flapping".into() },
-            Event::JobOverdue { job: "backup".into(), every_secs: 3600 },
-            Event::JobRan { job: "backup".into() },
-            Event::Test,
+            AlertKind::ProcessDown,
+            AlertKind::ProcessUp { pid: Some(1) },
+            AlertKind::Crashed { pid: 2, exit: Exit::Signal { signal: 6, core_dumped: true } },
+            AlertKind::Crashed { pid: 2, exit: Exit::Code(1) },
+            AlertKind::OomKilled { pid: 3, rss_bytes: None },
+            AlertKind::RuleFailed(rule.clone()),
+            AlertKind::RuleRecovered(rule),
+            AlertKind::Restarted { pid: None },
+            AlertKind::FlapDetected { restarts: 5, within_secs: 60 },
+            AlertKind::Unmonitored { reason: "flapping".into() },
+            AlertKind::JobOverdue { job: "backup".into(), every_secs: 3600 },
+            AlertKind::JobRan { job: "backup".into() },
+            AlertKind::Test,
         ];
         for event in events {
             let alert = Alert::new("h", "s", event, SystemTime::UNIX_EPOCH)

@@ -10,7 +10,7 @@ use std::{fmt::Write as _, time::SystemTime};
 
 use serde_json::{Map, Value, json};
 
-use super::{Alert, Comparison, Event, Exit, Response, RuleState};
+use super::{Alert, AlertKind, Comparison, Exit, Response, RuleState};
 
 /// `service on host` (or just the host for the host check).
 fn target(alert: &Alert) -> String {
@@ -25,45 +25,45 @@ fn target(alert: &Alert) -> String {
 fn what(alert: &Alert) -> String {
     let t = target(alert);
     match &alert.event {
-        Event::ProcessDown => format!("{t} is down: no process is running"),
-        Event::ProcessUp { pid: Some(pid) } => format!("{t} is running again (pid {pid})"),
-        Event::ProcessUp { pid: None } => format!("{t} is running again"),
-        Event::Crashed { pid, exit } => format!("{t} crashed: pid {pid} {}", exit_text(*exit)),
-        Event::OomKilled { pid, rss_bytes } => match rss_bytes {
+        AlertKind::ProcessDown => format!("{t} is down: no process is running"),
+        AlertKind::ProcessUp { pid: Some(pid) } => format!("{t} is running again (pid {pid})"),
+        AlertKind::ProcessUp { pid: None } => format!("{t} is running again"),
+        AlertKind::Crashed { pid, exit } => format!("{t} crashed: pid {pid} {}", exit_text(*exit)),
+        AlertKind::OomKilled { pid, rss_bytes } => match rss_bytes {
             Some(rss) => format!("{t} was killed by the OOM killer: pid {pid}, {} resident", bytes(*rss)),
             None => format!("{t} was killed by the OOM killer: pid {pid}"),
         },
-        Event::RestartFailed { reason } => format!("{t} is down and its restart failed: {reason}"),
-        Event::WorkerCrashed { pid, exit } => format!("a worker of {t} died: pid {pid} {}", exit_text(*exit)),
-        Event::WorkerOomKilled { pid } => format!("a worker of {t} was killed by the OOM killer: pid {pid}"),
-        Event::WorkerDeaths { deaths, within_secs } => {
+        AlertKind::RestartFailed { reason } => format!("{t} is down and its restart failed: {reason}"),
+        AlertKind::WorkerCrashed { pid, exit } => format!("a worker of {t} died: pid {pid} {}", exit_text(*exit)),
+        AlertKind::WorkerOomKilled { pid } => format!("a worker of {t} was killed by the OOM killer: pid {pid}"),
+        AlertKind::WorkerDeaths { deaths, within_secs } => {
             format!("{t} is losing workers: {deaths} died within {}", duration(*within_secs))
         }
-        Event::RuleFailed(rule) => {
+        AlertKind::RuleFailed(rule) => {
             let mut s = format!("{t}: {} is {}, {} {}", rule.metric, rule.value, comparison(rule), rule.threshold);
             if let Some(secs) = rule.for_secs {
                 let _ = write!(s, " for {}", duration(secs));
             }
             s
         }
-        Event::RuleRecovered(rule) => format!(
+        AlertKind::RuleRecovered(rule) => format!(
             "{t}: {} has recovered: {} is no longer {} {}",
             rule.metric,
             rule.value,
             comparison(rule),
             rule.threshold
         ),
-        Event::Restarted { pid: Some(pid) } => format!("{t} was restarted (new pid {pid})"),
-        Event::Restarted { pid: None } => format!("{t} was restarted"),
-        Event::FlapDetected { restarts, within_secs } => {
+        AlertKind::Restarted { pid: Some(pid) } => format!("{t} was restarted (new pid {pid})"),
+        AlertKind::Restarted { pid: None } => format!("{t} was restarted"),
+        AlertKind::FlapDetected { restarts, within_secs } => {
             format!("{t} is flapping: {restarts} restarts within {}", duration(*within_secs))
         }
-        Event::Unmonitored { reason } => format!("inspeq stopped monitoring {t}: {reason}"),
-        Event::JobOverdue { job, every_secs } => {
+        AlertKind::Unmonitored { reason } => format!("inspeq stopped monitoring {t}: {reason}"),
+        AlertKind::JobOverdue { job, every_secs } => {
             format!("recurring job {job} on {} is overdue (it runs every {})", alert.hostname, duration(*every_secs))
         }
-        Event::JobRan { job } => format!("overdue job {job} on {} just ran", alert.hostname),
-        Event::Test => format!("test alert from inspeq on {}: this route works", alert.hostname),
+        AlertKind::JobRan { job } => format!("overdue job {job} on {} just ran", alert.hostname),
+        AlertKind::Test => format!("test alert from inspeq on {}: this route works", alert.hostname),
     }
 }
 
@@ -126,7 +126,7 @@ pub fn body(alert: &Alert) -> String {
     };
     line("Host:", &alert.hostname);
     line("Service:", &alert.service);
-    line("Event:", alert.event.kind());
+    line("AlertKind:", alert.event.kind());
     line("Status:", alert.event.status().as_str());
     for (k, v) in details(alert) {
         line(&format!("{}:", capitalise(&k)), &v);
@@ -147,18 +147,20 @@ pub fn details(alert: &Alert) -> Vec<(String, String)> {
     let mut d: Vec<(String, String)> = Vec::new();
     let mut add = |k: &str, v: String| d.push((k.to_owned(), v));
     match &alert.event {
-        Event::ProcessUp { pid: Some(pid) } | Event::Restarted { pid: Some(pid) } => add("pid", pid.to_string()),
-        Event::Crashed { pid, exit } => {
+        AlertKind::ProcessUp { pid: Some(pid) } | AlertKind::Restarted { pid: Some(pid) } => {
+            add("pid", pid.to_string())
+        }
+        AlertKind::Crashed { pid, exit } => {
             add("pid", pid.to_string());
             add("exit", exit_text(*exit));
         }
-        Event::OomKilled { pid, rss_bytes } => {
+        AlertKind::OomKilled { pid, rss_bytes } => {
             add("pid", pid.to_string());
             if let Some(rss) = rss_bytes {
                 add("rss", bytes(*rss));
             }
         }
-        Event::RuleFailed(rule) | Event::RuleRecovered(rule) => {
+        AlertKind::RuleFailed(rule) | AlertKind::RuleRecovered(rule) => {
             add("rule", rule.rule.clone());
             add("metric", rule.metric.clone());
             add("value", rule.value.clone());
@@ -167,26 +169,29 @@ pub fn details(alert: &Alert) -> Vec<(String, String)> {
                 add("for", duration(secs));
             }
         }
-        Event::FlapDetected { restarts, within_secs } => {
+        AlertKind::FlapDetected { restarts, within_secs } => {
             add("restarts", restarts.to_string());
             add("within", duration(*within_secs));
         }
-        Event::Unmonitored { reason } | Event::RestartFailed { reason } => add("reason", reason.clone()),
-        Event::WorkerCrashed { pid, exit } => {
+        AlertKind::Unmonitored { reason } | AlertKind::RestartFailed { reason } => add("reason", reason.clone()),
+        AlertKind::WorkerCrashed { pid, exit } => {
             add("pid", pid.to_string());
             add("exit", exit_text(*exit));
         }
-        Event::WorkerOomKilled { pid } => add("pid", pid.to_string()),
-        Event::WorkerDeaths { deaths, within_secs } => {
+        AlertKind::WorkerOomKilled { pid } => add("pid", pid.to_string()),
+        AlertKind::WorkerDeaths { deaths, within_secs } => {
             add("deaths", deaths.to_string());
             add("within", duration(*within_secs));
         }
-        Event::JobOverdue { job, every_secs } => {
+        AlertKind::JobOverdue { job, every_secs } => {
             add("job", job.clone());
             add("every", duration(*every_secs));
         }
-        Event::JobRan { job } => add("job", job.clone()),
-        Event::ProcessDown | Event::ProcessUp { pid: None } | Event::Restarted { pid: None } | Event::Test => {}
+        AlertKind::JobRan { job } => add("job", job.clone()),
+        AlertKind::ProcessDown
+        | AlertKind::ProcessUp { pid: None }
+        | AlertKind::Restarted { pid: None }
+        | AlertKind::Test => {}
     }
     let did = did(alert);
     if !did.is_empty() {
@@ -254,7 +259,7 @@ pub fn annotations(alert: &Alert) -> Map<String, Value> {
 pub fn structured(alert: &Alert) -> Value {
     let status = alert.event.status();
     let (starts, ends) = match (status, &alert.event) {
-        (super::Status::Resolved, Event::RuleRecovered(RuleState { for_secs: Some(secs), .. })) => {
+        (super::Status::Resolved, AlertKind::RuleRecovered(RuleState { for_secs: Some(secs), .. })) => {
             (alert.at - std::time::Duration::from_secs(*secs), rfc3339(alert.at))
         }
         (super::Status::Resolved, _) => (alert.at, rfc3339(alert.at)),
@@ -440,29 +445,33 @@ mod tests {
     #[test]
     fn chat_lines_say_host_service_what_and_what_inspeq_did() {
         let failed =
-            Alert::new("web1", "nginx", Event::RuleFailed(rule("612m")), at(0)).with_actions([Response::Restart]);
+            Alert::new("web1", "nginx", AlertKind::RuleFailed(rule("612m")), at(0)).with_actions([Response::Restart]);
         assert_eq!(chat(&failed), "nginx on web1: memory:rss is 612m, above 500m for 1m30s. inspeq is restarting it.");
         let crashed = Alert::new(
             "web1",
             "nginx",
-            Event::Crashed { pid: 42, exit: Exit::Signal { signal: 9, core_dumped: false } },
+            AlertKind::Crashed { pid: 42, exit: Exit::Signal { signal: 9, core_dumped: false } },
             at(0),
         );
         assert_eq!(chat(&crashed), "nginx on web1 crashed: pid 42 was killed by signal 9 (SIGKILL).");
-        let code = Alert::new("web1", "nginx", Event::Crashed { pid: 42, exit: Exit::Code(3) }, at(0));
+        let code = Alert::new("web1", "nginx", AlertKind::Crashed { pid: 42, exit: Exit::Code(3) }, at(0));
         assert_eq!(chat(&code), "nginx on web1 crashed: pid 42 exited with code 3.");
-        let oom = Alert::new("web1", "db", Event::OomKilled { pid: 7, rss_bytes: Some(512 << 20) }, at(0));
+        let oom = Alert::new("web1", "db", AlertKind::OomKilled { pid: 7, rss_bytes: Some(512 << 20) }, at(0));
         assert_eq!(chat(&oom), "db on web1 was killed by the OOM killer: pid 7, 512.0 MiB resident.");
-        let host =
-            Alert::new("web1", "host", Event::RuleFailed(RuleState { metric: "disk:/".into(), ..rule("93%") }), at(0));
+        let host = Alert::new(
+            "web1",
+            "host",
+            AlertKind::RuleFailed(RuleState { metric: "disk:/".into(), ..rule("93%") }),
+            at(0),
+        );
         assert!(chat(&host).starts_with("web1: disk:/ is 93%"), "{}", chat(&host));
-        let job = Alert::new("web1", "jobs", Event::JobOverdue { job: "backup".into(), every_secs: 7200 }, at(0));
+        let job = Alert::new("web1", "jobs", AlertKind::JobOverdue { job: "backup".into(), every_secs: 7200 }, at(0));
         assert_eq!(chat(&job), "recurring job backup on web1 is overdue (it runs every 2h).");
     }
 
     #[test]
     fn email_subject_and_body() {
-        let recovered = Alert::new("web1", "nginx", Event::RuleRecovered(rule("300m")), at(1_772_366_400));
+        let recovered = Alert::new("web1", "nginx", AlertKind::RuleRecovered(rule("300m")), at(1_772_366_400));
         assert_eq!(
             subject(&recovered),
             "[inspeq] resolved: nginx on web1: memory:rss has recovered: 300m is no longer above 500m"
@@ -475,15 +484,15 @@ mod tests {
 
     #[test]
     fn fingerprints_pair_failure_and_recovery_and_nothing_else() {
-        let failed = Alert::new("web1", "nginx", Event::RuleFailed(rule("612m")), at(0));
-        let recovered = Alert::new("web1", "nginx", Event::RuleRecovered(rule("300m")), at(60));
+        let failed = Alert::new("web1", "nginx", AlertKind::RuleFailed(rule("612m")), at(0));
+        let recovered = Alert::new("web1", "nginx", AlertKind::RuleRecovered(rule("300m")), at(60));
         assert_eq!(failed.fingerprint(), recovered.fingerprint());
         assert_eq!(failed.fingerprint().len(), 16);
         assert_eq!(labels(&failed), labels(&recovered), "Alertmanager pairs by the label set");
-        let other_host = Alert::new("web2", "nginx", Event::RuleFailed(rule("612m")), at(0));
+        let other_host = Alert::new("web2", "nginx", AlertKind::RuleFailed(rule("612m")), at(0));
         assert_ne!(failed.fingerprint(), other_host.fingerprint());
-        let down = Alert::new("web1", "nginx", Event::ProcessDown, at(0));
-        let up = Alert::new("web1", "nginx", Event::ProcessUp { pid: Some(3) }, at(0));
+        let down = Alert::new("web1", "nginx", AlertKind::ProcessDown, at(0));
+        let up = Alert::new("web1", "nginx", AlertKind::ProcessUp { pid: Some(3) }, at(0));
         assert_eq!(down.fingerprint(), up.fingerprint());
         assert_ne!(down.fingerprint(), failed.fingerprint());
         assert_ne!(fingerprint("ab", "c", "x"), fingerprint("a", "bc", "x"));
@@ -492,7 +501,7 @@ mod tests {
     #[test]
     fn digests_name_the_count() {
         let alerts: Vec<Alert> = (0..25)
-            .map(|i| Alert::new("web1", "nginx", Event::Crashed { pid: i, exit: Exit::Code(1) }, at(0)))
+            .map(|i| Alert::new("web1", "nginx", AlertKind::Crashed { pid: i, exit: Exit::Code(1) }, at(0)))
             .collect();
         let d = digest(&alerts);
         assert!(d.starts_with("25 alerts (too many to send one by one) for nginx:\n"), "{d}");

@@ -12,7 +12,7 @@ use crate::{
     },
     // One way of writing values, in alerts and in `status`.
     control::protocol::{bytes, number},
-    engine::{self, EventKind},
+    engine::{self, NoticeKind},
 };
 
 /// The alert routes of a checked config.
@@ -127,45 +127,51 @@ fn alert_exit(exit: &engine::ExitStatus) -> Exit {
 pub fn alert(
     config: &Config,
     hostname: &str,
-    event: &engine::Event,
+    event: &engine::Notice,
     responses: &[Response],
     at: SystemTime,
 ) -> Option<alert::Alert> {
     let service = event.target.to_string();
     let rule = event.rule.as_ref();
     let kind = match &event.kind {
-        EventKind::RuleFailed { value } => {
-            alert::Event::RuleFailed(rule_state(config, &event.target, rule?, *value, None))
+        NoticeKind::RuleFailed { value } => {
+            alert::AlertKind::RuleFailed(rule_state(config, &event.target, rule?, *value, None))
         }
-        EventKind::RuleRecovered { value, failed_for } => {
-            alert::Event::RuleRecovered(rule_state(config, &event.target, rule?, *value, Some(failed_for.as_secs())))
+        NoticeKind::RuleRecovered { value, failed_for } => alert::AlertKind::RuleRecovered(rule_state(
+            config,
+            &event.target,
+            rule?,
+            *value,
+            Some(failed_for.as_secs()),
+        )),
+        NoticeKind::ProcessExited(exit) if exit.oom_killed => {
+            alert::AlertKind::OomKilled { pid: exit.pid, rss_bytes: None }
         }
-        EventKind::ProcessExited(exit) if exit.oom_killed => alert::Event::OomKilled { pid: exit.pid, rss_bytes: None },
-        EventKind::ProcessExited(exit) => alert::Event::Crashed { pid: exit.pid, exit: alert_exit(exit) },
-        EventKind::ProcessDown => alert::Event::ProcessDown,
-        EventKind::RestartFailed { reason } => alert::Event::RestartFailed { reason: reason.clone() },
-        EventKind::WorkerDied(exit) if exit.oom_killed => alert::Event::WorkerOomKilled { pid: exit.pid },
-        EventKind::WorkerDied(exit) => alert::Event::WorkerCrashed { pid: exit.pid, exit: alert_exit(exit) },
-        EventKind::WorkerDeaths { deaths, window } => {
-            alert::Event::WorkerDeaths { deaths: *deaths as u32, within_secs: window.as_secs() }
+        NoticeKind::ProcessExited(exit) => alert::AlertKind::Crashed { pid: exit.pid, exit: alert_exit(exit) },
+        NoticeKind::ProcessDown => alert::AlertKind::ProcessDown,
+        NoticeKind::RestartFailed { reason } => alert::AlertKind::RestartFailed { reason: reason.clone() },
+        NoticeKind::WorkerDied(exit) if exit.oom_killed => alert::AlertKind::WorkerOomKilled { pid: exit.pid },
+        NoticeKind::WorkerDied(exit) => alert::AlertKind::WorkerCrashed { pid: exit.pid, exit: alert_exit(exit) },
+        NoticeKind::WorkerDeaths { deaths, window } => {
+            alert::AlertKind::WorkerDeaths { deaths: *deaths as u32, within_secs: window.as_secs() }
         }
-        EventKind::WorkerDeathsRecovered => return None,
-        EventKind::ProcessUp { pid } => alert::Event::ProcessUp { pid: Some(*pid) },
-        EventKind::ForkRate { forks, window } => {
+        NoticeKind::WorkerDeathsRecovered => return None,
+        NoticeKind::ProcessUp { pid } => alert::AlertKind::ProcessUp { pid: Some(*pid) },
+        NoticeKind::ForkRate { forks, window } => {
             let per_sec = *forks as f64 / window.as_secs_f64().max(1e-9);
-            alert::Event::RuleFailed(rule_state(config, &event.target, rule?, per_sec, None))
+            alert::AlertKind::RuleFailed(rule_state(config, &event.target, rule?, per_sec, None))
         }
-        EventKind::ForkRateRecovered => {
-            alert::Event::RuleRecovered(rule_state(config, &event.target, rule?, 0.0, None))
+        NoticeKind::ForkRateRecovered => {
+            alert::AlertKind::RuleRecovered(rule_state(config, &event.target, rule?, 0.0, None))
         }
-        EventKind::Flapping { restarts, window } => {
-            alert::Event::FlapDetected { restarts: *restarts as u32, within_secs: window.as_secs() }
+        NoticeKind::Flapping { restarts, window } => {
+            alert::AlertKind::FlapDetected { restarts: *restarts as u32, within_secs: window.as_secs() }
         }
-        EventKind::FlappingRecovered => return None,
-        EventKind::JobOverdue { job, every } => {
-            alert::Event::JobOverdue { job: job.clone(), every_secs: every.as_secs() }
+        NoticeKind::FlappingRecovered => return None,
+        NoticeKind::JobOverdue { job, every } => {
+            alert::AlertKind::JobOverdue { job: job.clone(), every_secs: every.as_secs() }
         }
-        EventKind::JobRan { job } => alert::Event::JobRan { job: job.clone() },
+        NoticeKind::JobRan { job } => alert::AlertKind::JobRan { job: job.clone() },
     };
     Some(alert::Alert::new(hostname, service, kind, at).with_actions(responses.iter().cloned()))
 }
@@ -184,9 +190,9 @@ mod tests {
     fn a_crash_becomes_a_crashed_alert_with_what_inspeq_did() {
         let config = config("check service web\n  if crashed then alert, restart\n");
         let rule = &config.services[0].rules[0];
-        let event = engine::Event {
+        let event = engine::Notice {
             target: engine::Target::Service("web".into()),
-            kind: EventKind::ProcessExited(engine::ExitStatus {
+            kind: NoticeKind::ProcessExited(engine::ExitStatus {
                 pid: 7,
                 exit_code: None,
                 signal: Some(9),
@@ -196,7 +202,7 @@ mod tests {
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
         let a = alert(&config, "h", &event, &[Response::Restart], SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(a.event, alert::Event::Crashed { pid: 7, exit: Exit::Signal { signal: 9, core_dumped: false } });
+        assert_eq!(a.event, alert::AlertKind::Crashed { pid: 7, exit: Exit::Signal { signal: 9, core_dumped: false } });
         assert_eq!(a.actions, vec![Response::Restart]);
         assert_eq!(a.service, "web");
     }
@@ -205,9 +211,9 @@ mod tests {
     fn an_unknown_exit_status_stays_unknown_in_the_alert() {
         let config = config("check service web\n  if crashed then alert\n");
         let rule = &config.services[0].rules[0];
-        let event = engine::Event {
+        let event = engine::Notice {
             target: engine::Target::Service("web".into()),
-            kind: EventKind::ProcessExited(engine::ExitStatus {
+            kind: NoticeKind::ProcessExited(engine::ExitStatus {
                 pid: 7,
                 exit_code: None,
                 signal: None,
@@ -217,7 +223,7 @@ mod tests {
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
         let a = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(a.event, alert::Event::Crashed { pid: 7, exit: Exit::Unknown });
+        assert_eq!(a.event, alert::AlertKind::Crashed { pid: 7, exit: Exit::Unknown });
         assert_eq!(alert::template::exit_text(Exit::Unknown), "exited with an unknown status");
     }
 
@@ -225,12 +231,12 @@ mod tests {
     fn a_metric_rule_names_its_metric_and_threshold() {
         let config = config("check service web\n  if memory:rss > 64m then alert\n");
         let rule = &config.services[0].rules[0];
-        let event = engine::Event {
+        let event = engine::Notice {
             target: engine::Target::Service("web".into()),
-            kind: EventKind::RuleFailed { value: 70.0 * 1048576.0 },
+            kind: NoticeKind::RuleFailed { value: 70.0 * 1048576.0 },
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
-        let Some(alert::Alert { event: alert::Event::RuleFailed(state), .. }) =
+        let Some(alert::Alert { event: alert::AlertKind::RuleFailed(state), .. }) =
             alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH)
         else {
             panic!("not a rule failure")

@@ -11,7 +11,7 @@ pub enum Action {
     /// Send `event` through a route: `None` is the default route (or the log when none is configured).
     Alert {
         route: Option<String>,
-        event: Event,
+        event: Notice,
     },
     Restart {
         service: String,
@@ -31,20 +31,22 @@ pub enum Action {
     /// Run a program (argv, never a shell); `event` lets the executor describe it in the environment.
     Exec {
         argv: Vec<String>,
-        event: Event,
+        event: Notice,
     },
 }
 
+/// What the engine noticed about a target, for an alert or an `exec`: one name per meaning, so not the loop's
+/// `daemon::Event` (what drives the loop) nor `alert::AlertKind` (what a channel is told).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Event {
+pub struct Notice {
     pub target: Target,
-    pub kind: EventKind,
+    pub kind: NoticeKind,
     /// The rule that fired, if a rule did.
     pub rule: Option<RuleRef>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum EventKind {
+pub enum NoticeKind {
     /// A cycle rule tripped for its `for N cycles`.
     RuleFailed {
         value: f64,

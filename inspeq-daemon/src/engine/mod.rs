@@ -15,7 +15,7 @@ pub mod window;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use action::{Action, Event, EventKind, ExitStatus, RuleRef};
+pub use action::{Action, ExitStatus, Notice, NoticeKind, RuleRef};
 pub use input::{ExitCause, Input, ProcessExit, Sample, Target, swap_used_percent};
 pub use rule::{CycleRuleState, Phase, Transition};
 pub use time::Timestamp;
@@ -255,21 +255,21 @@ impl TargetState {
         self.target.to_string()
     }
 
-    fn event(&self, kind: EventKind, rule: Option<&Rule>) -> Event {
-        Event {
+    fn event(&self, kind: NoticeKind, rule: Option<&Rule>) -> Notice {
+        Notice {
             target: self.target.clone(),
             kind,
             rule: rule.map(|r| RuleRef { text: r.text.clone(), location: r.location.clone() }),
         }
     }
 
-    fn alert(&self, kind: EventKind, out: &mut Vec<Action>) {
+    fn alert(&self, kind: NoticeKind, out: &mut Vec<Action>) {
         out.push(Action::Alert { route: self.owner.clone(), event: self.event(kind, None) });
     }
 
     /// Runs a rule's actions for `event`. On recovery only alerts run: restarting again because a problem went
     /// away was Inspeqtor's bug. Returns whether the service is now unmonitored.
-    fn fire(&mut self, index: usize, event: &Event, failing: bool, out: &mut Vec<Action>) -> bool {
+    fn fire(&mut self, index: usize, event: &Notice, failing: bool, out: &mut Vec<Action>) -> bool {
         let service = self.service_name();
         let mut unmonitor = false;
         for spec in &self.rules[index].rule.actions {
@@ -347,7 +347,7 @@ pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action
         Input::RestartFailed { service, reason } => {
             if let Some(t) = state.targets.get_mut(&Target::Service(service)) {
                 if !silenced && !t.unmonitored {
-                    t.alert(EventKind::RestartFailed { reason }, &mut out);
+                    t.alert(NoticeKind::RestartFailed { reason }, &mut out);
                     t.status = Status::Down { alerted: true };
                 }
             }
@@ -373,7 +373,7 @@ pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action
                 j.last_run = now;
                 if j.overdue {
                     j.overdue = false;
-                    let event = job_event(&j.job, EventKind::JobRan { job: j.job.name.clone() });
+                    let event = job_event(&j.job, NoticeKind::JobRan { job: j.job.name.clone() });
                     out.push(Action::Alert { route: j.job.owner.clone(), event });
                 }
             }
@@ -392,8 +392,8 @@ pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action
     out
 }
 
-fn job_event(job: &Job, kind: EventKind) -> Event {
-    Event {
+fn job_event(job: &Job, kind: NoticeKind) -> Notice {
+    Notice {
         target: Target::Host,
         kind,
         rule: Some(RuleRef {
@@ -433,8 +433,8 @@ fn on_sample(
         let transition = t.rules[i].cycle.observe(tripped, cycles, now);
         let (kind, failing) = match transition {
             Transition::None => continue,
-            Transition::Failed => (EventKind::RuleFailed { value }, true),
-            Transition::Recovered { failed_for } => (EventKind::RuleRecovered { value, failed_for }, false),
+            Transition::Failed => (NoticeKind::RuleFailed { value }, true),
+            Transition::Recovered { failed_for } => (NoticeKind::RuleRecovered { value, failed_for }, false),
         };
         let event = t.event(kind, Some(&t.rules[i].rule));
         if t.fire(i, &event, failing, out) {
@@ -461,7 +461,7 @@ fn on_started(t: &mut TargetState, pid: u32, now: Timestamp, silenced: bool, out
         return;
     }
     if let Status::Down { alerted: true } = was {
-        t.alert(EventKind::ProcessUp { pid }, out);
+        t.alert(NoticeKind::ProcessUp { pid }, out);
     }
     if !restarted {
         return;
@@ -478,7 +478,7 @@ fn on_started(t: &mut TargetState, pid: u32, now: Timestamp, silenced: bool, out
         let seen = t.restarts.count(now, window);
         if seen > count as usize {
             t.rules[i].episode = Some(now);
-            let event = t.event(EventKind::Flapping { restarts: seen, window }, Some(&t.rules[i].rule));
+            let event = t.event(NoticeKind::Flapping { restarts: seen, window }, Some(&t.rules[i].rule));
             if t.fire(i, &event, true, out) {
                 break;
             }
@@ -502,7 +502,7 @@ fn went_down(t: &mut TargetState, exit: Option<&ProcessExit>, silenced: bool, ou
     let alert = !t.unmonitored && (exit.is_none() || !t.has_exit_rules);
     t.status = Status::Down { alerted: alert };
     if alert {
-        t.alert(EventKind::ProcessDown, out);
+        t.alert(NoticeKind::ProcessDown, out);
     }
 }
 
@@ -560,7 +560,7 @@ fn judge_exit(t: &mut TargetState, exit: &ProcessExit, init_restarts: bool, out:
                 | Condition::Worker { .. } => false,
             };
             if matched {
-                let event = t.event(EventKind::ProcessExited(status.clone()), Some(&t.rules[i].rule));
+                let event = t.event(NoticeKind::ProcessExited(status.clone()), Some(&t.rules[i].rule));
                 if t.fire(i, &event, true, out) {
                     break;
                 }
@@ -598,7 +598,7 @@ fn on_worker_died(t: &mut TargetState, exit: &ProcessExit, now: Timestamp, silen
             continue;
         }
         let kind = match more_than {
-            None => EventKind::WorkerDied(status.clone()),
+            None => NoticeKind::WorkerDied(status.clone()),
             Some((count, window)) => {
                 if t.rules[i].episode.is_some() {
                     continue;
@@ -609,7 +609,7 @@ fn on_worker_died(t: &mut TargetState, exit: &ProcessExit, now: Timestamp, silen
                     continue;
                 }
                 t.rules[i].episode = Some(now);
-                EventKind::WorkerDeaths { deaths, window }
+                NoticeKind::WorkerDeaths { deaths, window }
             }
         };
         let event = t.event(kind, Some(&t.rules[i].rule));
@@ -637,7 +637,7 @@ fn on_forked(t: &mut TargetState, now: Timestamp, silenced: bool, out: &mut Vec<
         let tripped = forks as f64 > per_sec * window.as_secs_f64();
         if tripped {
             t.rules[i].episode = Some(now);
-            let event = t.event(EventKind::ForkRate { forks, window }, Some(&t.rules[i].rule));
+            let event = t.event(NoticeKind::ForkRate { forks, window }, Some(&t.rules[i].rule));
             if t.fire(i, &event, true, out) {
                 break;
             }
@@ -652,7 +652,7 @@ fn on_cycle(state: &mut EngineState, now: Timestamp, out: &mut Vec<Action>) {
     for j in &mut state.jobs {
         if !jobs_silenced && !j.overdue && now.since(j.last_run) >= j.job.every + JOB_GRACE {
             j.overdue = true;
-            let event = job_event(&j.job, EventKind::JobOverdue { job: j.job.name.clone(), every: j.job.every });
+            let event = job_event(&j.job, NoticeKind::JobOverdue { job: j.job.name.clone(), every: j.job.every });
             out.push(Action::Alert { route: j.job.owner.clone(), event });
         }
     }
@@ -683,14 +683,14 @@ fn on_cycle(state: &mut EngineState, now: Timestamp, out: &mut Vec<Action>) {
             #[expect(clippy::cast_precision_loss, reason = "fork counts in one window are far below 2^52")]
             let (over, kind) = match t.rules[i].rule.condition {
                 Condition::Forks { per_sec } => {
-                    (forks as f64 > per_sec * cycle.as_secs_f64(), EventKind::ForkRateRecovered)
+                    (forks as f64 > per_sec * cycle.as_secs_f64(), NoticeKind::ForkRateRecovered)
                 }
                 Condition::Restarts { count, window } => {
-                    (t.restarts.count(now, window.duration(cycle)) > count as usize, EventKind::FlappingRecovered)
+                    (t.restarts.count(now, window.duration(cycle)) > count as usize, NoticeKind::FlappingRecovered)
                 }
                 Condition::Worker { more_than: Some((count, window)), .. } => (
                     t.worker_deaths.count(now, window.duration(cycle)) > count as usize,
-                    EventKind::WorkerDeathsRecovered,
+                    NoticeKind::WorkerDeathsRecovered,
                 ),
                 _ => continue,
             };

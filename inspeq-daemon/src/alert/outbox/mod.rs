@@ -297,7 +297,7 @@ mod tests {
     use std::{sync::atomic::AtomicUsize, time::SystemTime};
 
     use super::*;
-    use crate::alert::{Batching, Channel, Event, SendError, SendFuture};
+    use crate::alert::{AlertKind, Batching, Channel, SendError, SendFuture};
 
     /// A channel that fails its first `fail` sends and records the rest.
     struct Recorder {
@@ -375,7 +375,7 @@ mod tests {
     }
 
     fn alert(i: u32) -> Alert {
-        Alert::new("web1", format!("svc{i}"), Event::ProcessDown, SystemTime::UNIX_EPOCH)
+        Alert::new("web1", format!("svc{i}"), AlertKind::ProcessDown, SystemTime::UNIX_EPOCH)
     }
 
     fn tempdir(name: &str) -> PathBuf {

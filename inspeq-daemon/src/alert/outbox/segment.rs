@@ -173,7 +173,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::alert::{Event, Exit};
+    use crate::alert::{AlertKind, Exit};
 
     fn alerts(n: u32) -> Vec<Alert> {
         (0..n)
@@ -181,7 +181,7 @@ mod tests {
                 let mut alert = Alert::new(
                     "web1",
                     format!("svc{i}"),
-                    Event::Crashed { pid: 100 + i, exit: Exit::Code(1) },
+                    AlertKind::Crashed { pid: 100 + i, exit: Exit::Code(1) },
                     SystemTime::UNIX_EPOCH,
                 );
                 alert.seq = u64::from(i) + 1;

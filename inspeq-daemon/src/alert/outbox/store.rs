@@ -273,10 +273,10 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::alert::Event;
+    use crate::alert::AlertKind;
 
     fn alert(seq: u64) -> Alert {
-        let mut alert = Alert::new("web1", format!("svc{seq}"), Event::ProcessDown, SystemTime::UNIX_EPOCH);
+        let mut alert = Alert::new("web1", format!("svc{seq}"), AlertKind::ProcessDown, SystemTime::UNIX_EPOCH);
         alert.seq = seq;
         alert
     }
