@@ -29,7 +29,7 @@ pub enum Event {
     /// SIGHUP or `inspeqctl reload`.
     Reload,
     /// A reload task finished reading and building the new configuration.
-    Reloaded(Box<anyhow::Result<super::Reloaded>>),
+    Reloaded(Box<anyhow::Result<super::reload::Reloaded>>),
     /// A change subscription was set up (or could not be).
     Subscribed { service: String, result: Result<Option<ChangeSubscription>, InitError> },
     /// SIGTERM or SIGINT.

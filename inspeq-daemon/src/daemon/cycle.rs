@@ -1,0 +1,151 @@
+//! The cycle: sampling host and service metrics for the rules, recording them for
+//! `show`, statsd and Prometheus, and the kernel watch settings a service's
+//! rules need.
+
+use std::path::{Path, PathBuf};
+
+use super::{Daemon, history};
+use crate::{
+    config::{self, model::Condition},
+    engine::{Input, Sample, Target, Timestamp},
+    export::{
+        prometheus,
+        statsd::{self, StatsdKind},
+    },
+    kernel::{RssLimits, WatchSettings},
+    metrics,
+};
+
+impl Daemon {
+    /// The kernel watch settings a service's rules need.
+    pub(super) fn watch_settings(check: &config::model::Check) -> WatchSettings {
+        let mut settings = WatchSettings { forks: false, rss: None, total_rss: None };
+        for rule in &check.rules {
+            match &rule.condition {
+                Condition::Forks { .. } => settings.forks = true,
+                Condition::Metric(m)
+                    if m.metric.family == "memory" && matches!(m.op, config::ast::Op::Gt | config::ast::Op::Ge) =>
+                {
+                    // The kernel reports reaching its threshold (>=), in whole pages: for
+                    // `> 64m` a crossing exactly at 64 MiB (one page at a time, no huge
+                    // page overshooting it) would not satisfy the rule, and no second
+                    // crossing would come. So `>` asks for one byte more.
+                    let value = m.threshold.value as u64;
+                    let bytes = if matches!(m.op, config::ast::Op::Gt) { value.saturating_add(1) } else { value };
+                    match m.metric.name.as_deref() {
+                        Some("rss") => {
+                            let lowest = settings.rss.map_or(bytes, |r| r.threshold.min(bytes));
+                            settings.rss = Some(RssLimits::threshold(lowest));
+                        }
+                        // The kernel keeps the service's total and reports its crossing.
+                        Some("total_rss") => {
+                            settings.total_rss = Some(settings.total_rss.map_or(bytes, |t| t.min(bytes)))
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        settings
+    }
+
+    /// Records `sample`'s values in the history and as statsd lines, each in its
+    /// metric's catalogue unit, by the engine's own conversion from the previous
+    /// sample it keeps: so before the engine steps `sample`. A value that cannot
+    /// be known yet (CPU's first sample) is left out, as the rules skip it.
+    pub(super) fn record(&mut self, sample: &Sample, now: Timestamp, lines: &mut Vec<String>) {
+        let target = sample.target.to_string();
+        for (metric, raw) in &sample.values {
+            let Some(shown) = history::shown(&sample.target, metric, sample.cores.unwrap_or(1)) else { continue };
+            let Some(reading) = self.engine.reading(&sample.target, metric, shown.kind, *raw, shown.cores, now) else {
+                continue;
+            };
+            let name = metric.to_string();
+            self.history.record(&target, &name, reading.value);
+            // statsd sums counters itself: a counter goes as its change this cycle.
+            lines.push(match reading.delta {
+                Some(delta) => statsd::line(&self.hostname, &target, &name, delta, StatsdKind::Counter),
+                None => statsd::line(&self.hostname, &target, &name, reading.value, StatsdKind::Gauge),
+            });
+        }
+    }
+
+    /// The cycle: sample metrics, look up services that are not up.
+    pub(super) fn cycle(&mut self) {
+        let now = self.now();
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in &names {
+            let up = self.services.get(name).is_some_and(|s| s.main_pid().is_some());
+            if !up {
+                self.lookup(name);
+            }
+        }
+        let mut lines = Vec::new();
+        if let Some(host) = &self.config.host {
+            let mounts: Vec<PathBuf> = host
+                .rules
+                .iter()
+                .filter_map(|r| match &r.condition {
+                    Condition::Metric(m) if m.metric.family == "disk" => m.metric.name.as_ref().map(PathBuf::from),
+                    _ => None,
+                })
+                .collect();
+            let mount_refs: Vec<&Path> = mounts.iter().map(PathBuf::as_path).collect();
+            let values = metrics::host::sample(&mount_refs);
+            // Per-core values too, though rules name totals only: the engine keeps
+            // their previous sample, which show, export and statsd convert from.
+            let sample =
+                values.iter().fold(Sample::new(Target::Host).cores(metrics::host::cores()), |s, (m, v)| s.with(m, *v));
+            self.record(&sample, now, &mut lines);
+            self.step(Input::Sample(sample), now);
+        }
+        for name in &names {
+            let Some(service) = self.services.get(name) else { continue };
+            let Some(main) = service.main_pid() else { continue };
+            let values = metrics::process::sample(Some(main), service.live_members());
+            let sample = values.iter().fold(Sample::new(Target::Service(name.clone())), |s, (m, v)| s.with(m, *v));
+            self.record(&sample, now, &mut lines);
+            self.step(Input::Sample(sample), now);
+        }
+        self.step(Input::Cycle, now);
+        if let Some(statsd) = &mut self.statsd {
+            statsd.send(&lines);
+        }
+        if self.metrics_page.is_some() {
+            let page = prometheus::render(&self.snapshot());
+            if let Some(tx) = &self.metrics_page {
+                tx.send_replace(page);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn settings(rules: &str) -> WatchSettings {
+        let text = format!("check service web\n{rules}");
+        let (config, diagnostics) = config::load::load([("services.d/web.inq", text.as_str())]);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        Daemon::watch_settings(&config.services[0])
+    }
+
+    /// The kernel reports RSS reaching its threshold in whole pages (per-CPU
+    /// counters move in batches of 32), so a crossing can land exactly on a
+    /// page-aligned `64m`: for `>` the kernel must be asked for one byte more, or
+    /// that crossing would not satisfy the rule and no second one would come.
+    #[test]
+    fn memory_rules_ask_the_kernel_for_the_first_value_that_satisfies_them() {
+        let s = settings("  if memory:rss > 64m then alert\n");
+        assert_eq!(s.rss.map(|r| r.threshold), Some((64 << 20) + 1));
+        let s = settings("  if memory:rss >= 64m then alert\n");
+        assert_eq!(s.rss.map(|r| r.threshold), Some(64 << 20));
+        let s = settings("  if memory:total_rss > 2g then alert\n  if memory:total_rss > 1g then alert\n");
+        assert_eq!((s.rss, s.total_rss), (None, Some((1 << 30) + 1)));
+        let s = settings("  if memory:rss < 64m then alert\n");
+        assert_eq!((s.rss, s.total_rss), (None, None));
+    }
+}
