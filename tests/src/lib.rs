@@ -18,6 +18,21 @@ use std::{
     time::Duration,
 };
 
+/// Says that `test` returned early because it cannot run here, in the one form
+/// `cargo xtask test` and the kernel matrix count as a skip rather than a pass:
+/// `skipped NAME: reason`, NAME as libtest names the test.
+pub fn skipped(test: &str, reason: &str) {
+    eprintln!("skipped {test}: {reason}");
+}
+
+/// A test that needs something this machine lacks: fails under CI (where
+/// `cargo xtask setup` has installed everything), skips elsewhere. Returns `false`.
+pub fn cannot_run(test: &str, reason: &str) -> bool {
+    assert!(std::env::var_os("CI").is_none(), "{test}: cannot run under CI: {reason}");
+    skipped(test, reason);
+    false
+}
+
 /// Whether the kernel tests can run here (root, kernel BTF, tracefs reachable).
 /// Returns `false` after printing why they skip; panics under CI instead.
 pub fn privileged(test: &str) -> bool {
@@ -32,13 +47,7 @@ pub fn privileged(test: &str) -> bool {
     };
     match reason {
         None => true,
-        Some(reason) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: cannot run under CI: {reason}")
-        }
-        Some(reason) => {
-            eprintln!("skipped {test}: {reason} (needs root and a BPF-capable kernel)");
-            false
-        }
+        Some(reason) => cannot_run(test, &format!("{reason} (needs root and a BPF-capable kernel)")),
     }
 }
 
@@ -52,9 +61,7 @@ pub fn privileged_with(test: &str, programs: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "{test}: cannot run under CI: {missing:?} not installed");
-    eprintln!("skipped {test}: {missing:?} not installed (cargo xtask setup installs them)");
-    false
+    cannot_run(test, &format!("{missing:?} not installed (cargo xtask setup installs them)"))
 }
 
 /// The cgroup2 mount (`/sys/fs/cgroup/unified` on hybrid hosts).

@@ -327,8 +327,9 @@ fn an_oom_kill_under_memory_max_is_reported() {
             "{test}: no memory.max in {}: the memory controller is not enabled in the parent's cgroup.subtree_control",
             cg.dir.display()
         );
-        eprintln!(
-            "skipped {test}: cgroup2 has no memory controller here (it is on cgroup v1 or not in cgroup.subtree_control)"
+        tests::skipped(
+            test,
+            "cgroup2 has no memory controller here (it is on cgroup v1 or not in cgroup.subtree_control)",
         );
         return;
     }

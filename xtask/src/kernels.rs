@@ -13,7 +13,6 @@ mod console;
 mod cpio;
 mod debian;
 mod initramfs;
-mod libtest;
 mod qemu;
 
 use std::{
@@ -27,8 +26,8 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 
 use crate::command::{self, cargo, describe, is_root, workspace_root};
+use crate::libtest::{self, Outcome};
 pub use debian::SUITES;
-use libtest::Outcome;
 
 /// The row of this machine's kernel.
 const HOST: &str = "host";

@@ -15,6 +15,7 @@ mod command;
 mod demo;
 mod install;
 mod kernels;
+mod libtest;
 mod setup;
 mod systemd;
 mod test;

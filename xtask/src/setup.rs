@@ -1,5 +1,6 @@
 //! Installs what building and testing inspeq need and a fresh machine lacks, and
 //! says what it installs: `rust-src` (the eBPF crate builds `core` itself),
+//! `rustfmt` and `clippy` (the test command's first gate),
 //! `bpf-linker`, the Debian packages the tests use, and a mounted tracefs.
 
 use std::{
@@ -45,6 +46,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 pub fn run() -> anyhow::Result<()> {
     cargo_bin_on_path();
     rust_src()?;
+    lint_tools()?;
     bpf_linker()?;
     apt_packages()?;
     tracefs();
@@ -86,6 +88,20 @@ fn rust_src() -> anyhow::Result<()> {
         }
     }
     bail!("rust-src is missing and could not be installed: run `rustup component add rust-src --toolchain stable`")
+}
+
+/// rustfmt and clippy, which `cargo xtask test` runs before any test.
+fn lint_tools() -> anyhow::Result<()> {
+    for (component, probe) in [("rustfmt", "fmt"), ("clippy", "clippy")] {
+        if succeeds(command::cargo().args([probe, "--version"])) {
+            continue;
+        }
+        eprintln!("xtask: installing {component} (cargo xtask test checks formatting and lints first)");
+        if !succeeds(Command::new("rustup").args(["component", "add", component, "--toolchain", "stable"])) {
+            bail!("{component} is missing and could not be installed: run `rustup component add {component}`");
+        }
+    }
+    Ok(())
 }
 
 /// `cargo install`'s directory.

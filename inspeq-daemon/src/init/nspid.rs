@@ -108,7 +108,9 @@ mod tests {
         let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let (Some(relative), Ok(root)) = (text.lines().find_map(|l| l.strip_prefix("0::")), cgroup::cgroup2_root())
         else {
-            eprintln!("skipped: no cgroup2 membership to read here");
+            eprintln!(
+                "skipped init::nspid::tests::this_process_is_found_in_its_own_cgroup: no cgroup2 membership to read here"
+            );
             return;
         };
         let dir = root.join(relative.trim_start_matches('/'));

@@ -290,7 +290,9 @@ mod tests {
     #[test]
     fn reads_the_running_kernel() {
         let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
-            eprintln!("skipped: /sys/kernel/btf/vmlinux is not readable here");
+            eprintln!(
+                "skipped kernel::btf::tests::reads_the_running_kernel: /sys/kernel/btf/vmlinux is not readable here"
+            );
             return;
         };
         let btf = Btf::parse(&data).unwrap();

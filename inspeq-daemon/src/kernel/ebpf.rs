@@ -696,7 +696,9 @@ mod tests {
     #[test]
     fn the_running_kernel_has_what_pid_translation_reads() {
         let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
-            eprintln!("skipped: /sys/kernel/btf/vmlinux is not readable here");
+            eprintln!(
+                "skipped kernel::ebpf::tests::the_running_kernel_has_what_pid_translation_reads: /sys/kernel/btf/vmlinux is not readable here"
+            );
             return;
         };
         let btf = Btf::parse(&data).unwrap();
