@@ -16,6 +16,7 @@
 //! - [`metrics`]: per-cycle host and process metrics from procfs.
 //! - [`export`]: statsd export.
 //! - [`trace`]: `inspeqd trace`, printing observations live.
+//! - [`signal`]: signal names and numbers, one table.
 //! - `logging`: the stderr log backend (a bounded queue and a writer thread).
 //! - `assets`: man pages and shell completions from the binaries' argument definitions.
 
@@ -30,4 +31,5 @@ pub mod init;
 pub mod kernel;
 pub mod logging;
 pub mod metrics;
+pub mod signal;
 pub mod trace;

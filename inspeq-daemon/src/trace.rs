@@ -81,26 +81,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok((value * (1u64 << shift) as f64) as u64)
 }
 
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        _ => "signal",
-    }
-}
-
 fn mib(bytes: u64) -> String {
     format!("{:.1}MiB", bytes as f64 / (1u64 << 20) as f64)
 }
@@ -156,7 +136,7 @@ pub fn to_text(o: &Observation) -> String {
                 ExitStatus::Signaled { signal, core_dumped } => {
                     format!(
                         "signal={signal} ({}){}",
-                        signal_name(signal),
+                        crate::signal::name(signal).unwrap_or("signal"),
                         if core_dumped { " core dumped" } else { "" }
                     )
                 }

@@ -11,25 +11,18 @@ use std::time::Instant;
 use inspeq_daemon::config::{Diagnostic, load_dir, load_dir::MAX_FILE_BYTES};
 
 /// A configuration directory removed when dropped.
-struct Dir(PathBuf);
+struct Dir(tempfile::TempDir);
 
 impl Dir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("inspeq-config-dir-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("services.d")).unwrap();
-        std::fs::write(dir.join("inspeq.conf"), "set cycle_time 15\n").unwrap();
+        let dir = tempfile::Builder::new().prefix(&format!("inspeq-config-dir-{name}-")).tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("services.d")).unwrap();
+        std::fs::write(dir.path().join("inspeq.conf"), "set cycle_time 15\n").unwrap();
         Self(dir)
     }
 
     fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join(file)
     }
 }
 
@@ -54,7 +47,7 @@ fn a_fifo_is_refused_at_once_naming_what_it_is() {
     let fifo = dir.path("services.d/web.inq");
     mkfifo(&fifo);
     // No writer ever opens the FIFO: a blocking open would hang this test forever.
-    let (_, diagnostics) = load_dir(&dir.0);
+    let (_, diagnostics) = load_dir(dir.0.path());
     let message = only_error(&diagnostics, &fifo);
     assert_eq!(message, "cannot read: a FIFO (named pipe), expected a regular file");
 }
@@ -64,7 +57,7 @@ fn a_symlink_to_a_device_is_refused_without_reading_it() {
     let dir = Dir::new("devzero");
     let link = dir.path("services.d/zero.inq");
     std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
-    let (_, diagnostics) = load_dir(&dir.0);
+    let (_, diagnostics) = load_dir(dir.0.path());
     assert_eq!(only_error(&diagnostics, &link), "cannot read: a character device, expected a regular file");
 }
 
@@ -73,7 +66,7 @@ fn a_socket_is_refused() {
     let dir = Dir::new("socket");
     let path = dir.path("host.inq");
     let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let (_, diagnostics) = load_dir(&dir.0);
+    let (_, diagnostics) = load_dir(dir.0.path());
     assert_eq!(only_error(&diagnostics, &path), "cannot read: a socket, expected a regular file");
 }
 
@@ -86,11 +79,11 @@ fn a_file_over_the_size_cap_is_refused_and_one_at_the_cap_is_read() {
     assert_eq!(line.len(), 64);
     let at_cap = line.repeat(usize::try_from(MAX_FILE_BYTES).unwrap() / 64);
     std::fs::write(&big, &at_cap).unwrap();
-    let (_, diagnostics) = load_dir(&dir.0);
+    let (_, diagnostics) = load_dir(dir.0.path());
     assert!(!diagnostics.iter().any(Diagnostic::is_error), "{diagnostics:#?}");
 
     std::fs::write(&big, format!("{at_cap}#")).unwrap();
-    let (_, diagnostics) = load_dir(&dir.0);
+    let (_, diagnostics) = load_dir(dir.0.path());
     assert_eq!(
         only_error(&diagnostics, &big),
         format!("cannot read: the file is {} bytes, expected at most {MAX_FILE_BYTES} (4 MiB)", MAX_FILE_BYTES + 1)
@@ -104,7 +97,7 @@ fn a_directory_among_the_check_files_is_named_and_left_out() {
     std::fs::create_dir(&sub).unwrap();
     std::fs::write(sub.join("web.inq"), "check service web\n  if memory:rss > 1g then alert\n").unwrap();
     std::fs::write(dir.path("services.d/db.inq"), "check service db\n  if memory:rss > 1g then alert\n").unwrap();
-    let (config, diagnostics) = load_dir(&dir.0);
+    let (config, diagnostics) = load_dir(dir.0.path());
     assert_eq!(config.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["db"]);
     assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
     let d = &diagnostics[0];
@@ -117,7 +110,7 @@ fn load_one(name: &str, text: &str) -> (usize, usize, u128) {
     let dir = Dir::new(name);
     std::fs::write(dir.path("services.d/all.inq"), text).unwrap();
     let started = Instant::now();
-    let (config, diagnostics) = load_dir(&dir.0);
+    let (config, diagnostics) = load_dir(dir.0.path());
     let took = started.elapsed().as_millis();
     assert!(!diagnostics.iter().any(Diagnostic::is_error), "{:#?}", &diagnostics[..diagnostics.len().min(5)]);
     (config.services.len(), config.services.iter().map(|s| s.rules.len()).sum(), took)
@@ -134,7 +127,7 @@ fn forty_thousand_checks_load_each_once() {
     let twice = format!("{text}check service svc7\n  if memory:rss > 1g then alert\n");
     let dir = Dir::new("checks-twice");
     std::fs::write(dir.path("services.d/all.inq"), &twice).unwrap();
-    let (_, diagnostics) = load_dir(&dir.0);
+    let (_, diagnostics) = load_dir(dir.0.path());
     let errors: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(Diagnostic::short).collect();
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(errors[0].contains("`svc7` is already checked at") && errors[0].contains("all.inq:15,"), "{errors:?}");

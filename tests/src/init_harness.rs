@@ -33,14 +33,18 @@ while (1) { sleep 1; }
 /// A per-test directory, removed when dropped.
 pub struct Scratch {
     pub dir: PathBuf,
+    _guard: tempfile::TempDir,
 }
 
 impl Scratch {
     pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("inspeq-init-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        Self { dir }
+        // 0755: services the init systems start as other users read their programs here.
+        let guard = tempfile::Builder::new()
+            .prefix(&format!("inspeq-init-{name}-"))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a scratch directory for {name}: {e}"));
+        Self { dir: guard.path().to_owned(), _guard: guard }
     }
 
     /// Writes `service.pl` here and returns the argv that runs it with `marks`.
@@ -48,12 +52,6 @@ impl Scratch {
         let program = self.dir.join("service.pl");
         std::fs::write(&program, SERVICE_PROGRAM).unwrap();
         vec!["/usr/bin/perl".into(), program.display().to_string(), marks.display().to_string()]
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -15,11 +15,9 @@ fn sibling(name: &str) -> PathBuf {
     inspeqd().with_file_name(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("inspeq-install-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory named after the test, removed when dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("inspeq-install-{name}-")).tempdir().unwrap()
 }
 
 fn run(command: &mut Command) -> String {
@@ -55,11 +53,12 @@ fn install(dir: &Path, bins: &Path) {
 
 #[test]
 fn install_into_a_prefix_gives_a_working_daemon_layout() {
-    let dir = scratch("prefix");
+    let scratch = scratch("prefix");
+    let dir = scratch.path();
     let bins = inspeqd().parent().unwrap().to_path_buf();
-    install(&dir, &bins);
+    install(dir, &bins);
     assert_files(
-        &dir,
+        dir,
         &[
             "usr/bin/inspeqd",
             "usr/bin/inspeqctl",
@@ -86,12 +85,11 @@ fn install_into_a_prefix_gives_a_working_daemon_layout() {
 
     // A second install keeps what the operator changed.
     std::fs::write(dir.join("etc/inspeq/host.inq"), "check host\n  if load:1 > 3 then alert\n").unwrap();
-    install(&dir, &bins);
+    install(dir, &bins);
     assert_eq!(
         std::fs::read_to_string(dir.join("etc/inspeq/host.inq")).unwrap(),
         "check host\n  if load:1 > 3 then alert\n"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -109,10 +107,11 @@ fn the_debian_package_carries_the_same_and_enables_the_service() {
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .expect("a .deb in target/debian");
     assert_eq!(run(Command::new("dpkg-deb").arg("--field").arg(&deb).arg("Package")).trim(), "inspeq");
-    let dir = scratch("deb");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir));
+    let scratch = scratch("deb");
+    let dir = scratch.path();
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir));
     assert_files(
-        &dir,
+        dir,
         &[
             "usr/bin/inspeqd",
             "usr/bin/inspeqctl",
@@ -130,5 +129,4 @@ fn the_debian_package_carries_the_same_and_enables_the_service() {
     assert!(std::fs::read_to_string(control.join("conffiles")).unwrap().contains("/etc/inspeq/inspeq.conf"));
     let check = run(Command::new(dir.join("usr/bin/inspeqctl")).arg("check").arg(dir.join("etc/inspeq")));
     assert!(check.contains(": ok"), "{check}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

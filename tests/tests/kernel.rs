@@ -840,13 +840,14 @@ fn pids_are_those_of_the_watchers_own_pid_namespace() {
         return;
     }
     let cg = TestCgroup::new("pidns");
-    let out = tempdir("pidns");
+    let scratch = tempdir("pidns");
+    let out = scratch.path();
     let status = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "/bin/sh", "-c", IN_PID_NAMESPACE])
         .env("INSPEQD", inspeqd())
         .env("WORKLOAD", WORKLOAD)
         .env("CG", &cg.dir)
-        .env("OUT", &out)
+        .env("OUT", out)
         .status()
         .expect("running unshare (util-linux, or busybox in the kernel matrix)");
     let file = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
@@ -917,13 +918,10 @@ fn pids_are_those_of_the_watchers_own_pid_namespace() {
     let (code, signal) = exit_line(&pidfd, sleeper).unwrap_or_else(|| panic!("no exit of {sleeper}: {pidfd:#?}"));
     // Seen while still a zombie (SIGKILL), or after `wait` reaped it (unknown).
     assert!(code.is_none() && matches!(signal, Some(9) | None), "{code:?} {signal:?}");
-    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(out);
 }
 
-/// A fresh directory under the temporary directory, named after the test.
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("inspeq-kernel-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory under the temporary directory, named after the test, removed when dropped.
+fn tempdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("inspeq-kernel-{name}-")).tempdir().unwrap()
 }

@@ -5,7 +5,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -51,11 +51,9 @@ fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("inspeq-metrics-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory named after the test, removed when dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("inspeq-metrics-{name}-")).tempdir().unwrap()
 }
 
 fn prometheus(dir: &Path, target_port: u16) -> (Running, u16) {
@@ -91,7 +89,8 @@ fn a_real_prometheus_scrapes_the_daemons_series() {
         );
         return;
     }
-    let dir = scratch("prometheus");
+    let scratch = scratch("prometheus");
+    let dir = scratch.path();
     let config = dir.join("conf");
     std::fs::create_dir_all(&config).unwrap();
     let metrics_port = free_port();
@@ -122,7 +121,7 @@ fn a_real_prometheus_scrapes_the_daemons_series() {
     assert!(page.contains("inspeq_rule_triggered{target=\"host\",rule=\"load:1 > 1000\"} 0"), "{page}");
 
     // And through a real Prometheus.
-    let (_prometheus, prometheus_port) = prometheus(&dir, metrics_port);
+    let (_prometheus, prometheus_port) = prometheus(dir, metrics_port);
     for query in [
         "inspeq_metric%7Btarget%3D%22host%22%2Cmetric%3D%22load%3A1%22%7D",
         "inspeq_kernel_ebpf",
@@ -141,5 +140,4 @@ fn a_real_prometheus_scrapes_the_daemons_series() {
             assert_eq!(answer["value"][1], "1", "{answer}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -232,7 +232,8 @@ fn a_worker_killed_by_sigkill_is_a_worker_event_and_no_crash() {
     if !privileged_with("a_worker_killed_by_sigkill_is_a_worker_event_and_no_crash", SYSTEMD_USER) {
         return;
     }
-    let marks_file = std::env::temp_dir().join(format!("inspeq-sup-worker-marks-{}", std::process::id()));
+    let marks_dir = tempfile::tempdir().unwrap();
+    let marks_file = marks_dir.path().join("worker-marks");
     let s = setup(
         "worker",
         |_| unit(&format!("puma {}", marks_file.display()), "ExecReload=/bin/kill -USR1 $MAINPID\nRestart=no"),

@@ -45,10 +45,8 @@ mod tests {
 
     #[test]
     fn sends_states_to_the_socket_in_notify_socket() {
-        let dir = std::env::temp_dir().join(format!("inspeq-notify-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
         let listener = UnixDatagram::bind(&path).unwrap();
         listener.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         // SAFETY: this test is the only one touching NOTIFY_SOCKET.
@@ -59,6 +57,5 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

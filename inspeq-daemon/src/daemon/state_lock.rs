@@ -84,8 +84,9 @@ mod tests {
 
     #[test]
     fn a_second_holder_is_refused_with_the_first_ones_pid_until_it_lets_go() {
-        let dir = std::env::temp_dir().join(format!("inspeq-state-lock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let scratch = tempfile::tempdir().unwrap();
+        // A directory the lock creates, as the daemon's state_dir may not exist yet.
+        let dir = scratch.path().join("state");
         let first = StateLock::acquire(&dir).unwrap();
         let err = StateLock::acquire(&dir).unwrap_err();
         assert!(matches!(err, LockError::InUse { pid: Some(pid), .. } if pid == std::process::id()), "{err:?}");
@@ -96,6 +97,5 @@ mod tests {
         );
         drop(first);
         let _again = StateLock::acquire(&dir).expect("free once the holder is gone");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -195,7 +195,8 @@ mod tests {
 
     #[test]
     fn a_hung_command_and_its_children_are_killed_at_the_timeout() {
-        let marker = std::env::temp_dir().join(format!("inspeq-command-test-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let marker = scratch.path().join("child.pid");
         let script = format!("sleep 30 & echo $! > {}; wait", marker.display());
         let argv = Argv::new(["/bin/sh", "-c", &script]).unwrap();
         let started = Instant::now();
@@ -203,7 +204,6 @@ mod tests {
         assert!(matches!(err, CommandError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         let child: u32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
-        let _ = std::fs::remove_file(&marker);
         std::thread::sleep(Duration::from_millis(100));
         assert!(!super::super::process_alive(child), "the command's child {child} survived the timeout");
     }

@@ -67,31 +67,24 @@ pub fn detect(root: &Path) -> Vec<Detected> {
 mod tests {
     use super::*;
 
-    struct Tree(PathBuf);
+    /// A root file system to detect init systems in, removed when dropped.
+    struct Tree(tempfile::TempDir);
     impl Tree {
         fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("inspeq-detect-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
+            Self(tempfile::Builder::new().prefix(&format!("inspeq-detect-{name}-")).tempdir().unwrap())
         }
         fn file(&self, path: &str, text: &str) -> &Self {
-            let path = self.0.join(path);
+            let path = self.0.path().join(path);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
             self
         }
         fn dir(&self, path: &str) -> &Self {
-            std::fs::create_dir_all(self.0.join(path)).unwrap();
+            std::fs::create_dir_all(self.0.path().join(path)).unwrap();
             self
         }
         fn kinds(&self) -> Vec<(InitKind, bool)> {
-            detect(&self.0).into_iter().map(|d| (d.kind, d.running)).collect()
-        }
-    }
-    impl Drop for Tree {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            detect(self.0.path()).into_iter().map(|d| (d.kind, d.running)).collect()
         }
     }
 
@@ -121,7 +114,7 @@ mod tests {
         let tree = Tree::new("runit");
         tree.file("proc/1/comm", "init\n").file("etc/service/web/run", "").file("etc/init.d/cron", "");
         assert_eq!(tree.kinds(), [(InitKind::Runit, true), (InitKind::InitD, false)]);
-        assert_eq!(detect(&tree.0)[0].dir.as_deref(), Some(tree.0.join("etc/service").as_path()));
+        assert_eq!(detect(tree.0.path())[0].dir.as_deref(), Some(tree.0.path().join("etc/service").as_path()));
     }
 
     #[test]

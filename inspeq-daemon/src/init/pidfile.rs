@@ -213,16 +213,18 @@ mod tests {
 
     use super::*;
 
-    fn temp(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("inspeq-pidfile-{name}-{}", std::process::id()))
+    /// A pidfile path in a scratch directory that goes with the returned guard.
+    fn temp(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{name}.pid"));
+        (dir, path)
     }
 
     #[test]
     fn a_pidfile_naming_a_live_process_is_live() {
-        let path = temp("live");
+        let (_dir, path) = temp("live");
         std::fs::write(&path, format!("{}\n", std::process::id())).unwrap();
         assert_eq!(read_pidfile(&path), PidfileState::Live(std::process::id()));
-        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
@@ -230,15 +232,14 @@ mod tests {
         let mut child = Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let path = temp("dead");
+        let (_dir, path) = temp("dead");
         std::fs::write(&path, pid.to_string()).unwrap();
         assert_eq!(read_pidfile(&path), PidfileState::Stale(pid));
-        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
     fn a_pidfile_older_than_its_process_is_stale() {
-        let path = temp("reused");
+        let (_dir, path) = temp("reused");
         let mut child = Command::new("sleep").arg("5").spawn().unwrap();
         std::fs::write(&path, child.id().to_string()).unwrap();
         let old = SystemTime::now() - Duration::from_secs(3600);
@@ -246,16 +247,14 @@ mod tests {
         assert_eq!(read_pidfile(&path), PidfileState::Stale(child.id()));
         child.kill().unwrap();
         child.wait().unwrap();
-        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
     fn missing_and_empty_pidfiles() {
-        let path = temp("empty");
+        let (_dir, path) = temp("empty");
         assert_eq!(read_pidfile(&path), PidfileState::Missing);
         std::fs::write(&path, "\n").unwrap();
         assert_eq!(read_pidfile(&path), PidfileState::Empty);
-        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -617,14 +617,14 @@ mod tests {
 
     #[test]
     fn the_user_manager_is_found_through_the_runtime_dir() {
-        let dir = std::env::temp_dir().join(format!("inspeq-systemd-addr-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         std::fs::create_dir_all(dir.join("systemd")).unwrap();
         std::fs::write(dir.join("systemd/private"), "").unwrap();
-        assert!(bus_address_for(Scope::User, Some(&dir)).is_err(), "the private socket alone is not usable");
+        assert!(bus_address_for(Scope::User, Some(dir)).is_err(), "the private socket alone is not usable");
         std::fs::write(dir.join("bus"), "").unwrap();
-        assert_eq!(bus_address_for(Scope::User, Some(&dir)).unwrap(), format!("unix:path={}/bus", dir.display()));
+        assert_eq!(bus_address_for(Scope::User, Some(dir)).unwrap(), format!("unix:path={}/bus", dir.display()));
         assert!(bus_address_for(Scope::User, None).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

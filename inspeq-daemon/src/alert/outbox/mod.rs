@@ -378,10 +378,8 @@ mod tests {
         Alert::new("web1", format!("svc{i}"), AlertKind::ProcessDown, SystemTime::UNIX_EPOCH)
     }
 
-    fn tempdir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("inspeq-outbox-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+    fn tempdir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("inspeq-outbox-{name}-")).tempdir().unwrap()
     }
 
     /// Segment files in the route directory `route`.
@@ -418,9 +416,10 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_retried_and_delivered_once_in_order() {
-        let dir = tempdir("retry");
+        let scratch = tempdir("retry");
+        let dir = scratch.path();
         let channel = Recorder::new(3, Batching::Digest, None);
-        let outbox = Outbox::start(config(&dir), routes(channel.clone())).unwrap();
+        let outbox = Outbox::start(config(dir), routes(channel.clone())).unwrap();
         for i in 0..3 {
             outbox.raise(alert(i), Target::default()).unwrap();
         }
@@ -430,25 +429,26 @@ mod tests {
         assert!(messages.windows(2).all(|w| w[0][0] < w[1][0]), "in order: {messages:?}");
         assert_eq!(outbox.stats().failed_sends, 3);
         assert_eq!(outbox.stats().delivered, 3);
-        until("the last strike", || files(&dir, "default") == 0).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        until("the last strike", || files(dir, "default") == 0).await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn pending_alerts_survive_a_restart() {
-        let dir = tempdir("restart");
+        let scratch = tempdir("restart");
+        let dir = scratch.path();
         let never = Recorder::failing();
         {
-            let outbox = Outbox::start(config(&dir), routes(never.clone())).unwrap();
+            let outbox = Outbox::start(config(dir), routes(never.clone())).unwrap();
             for i in 0..4 {
                 outbox.raise(alert(i), Target::default()).unwrap();
             }
             outbox.sync().await;
             assert_eq!(outbox.pending(), 4);
         }
-        assert!(files(&dir, "default") >= 1);
+        assert!(files(dir, "default") >= 1);
         let channel = Recorder::working();
-        let outbox = Outbox::start(config(&dir), routes(channel.clone())).unwrap();
+        let outbox = Outbox::start(config(dir), routes(channel.clone())).unwrap();
         assert_eq!(outbox.pending(), 4, "found on disk");
         idle(&outbox).await;
         let seqs: Vec<u64> = channel.messages().concat();
@@ -461,14 +461,15 @@ mod tests {
         let tried = never.attempts();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(never.attempts(), tried, "a dropped outbox keeps no worker");
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn a_flood_becomes_a_digest() {
-        let dir = tempdir("flood");
+        let scratch = tempdir("flood");
+        let dir = scratch.path();
         let channel = Recorder::new(0, Batching::Digest, Some(Duration::from_millis(300)));
-        let outbox = Outbox::start(config(&dir), routes(channel.clone())).unwrap();
+        let outbox = Outbox::start(config(dir), routes(channel.clone())).unwrap();
         for i in 0..200 {
             outbox.raise(alert(i), Target::default()).unwrap();
         }
@@ -477,32 +478,34 @@ mod tests {
         assert!(messages.len() <= 3, "{} messages", messages.len());
         assert_eq!(messages.concat().len(), 200);
         assert!(outbox.stats().digests >= 1);
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn alerts_of_a_route_removed_while_stopped_go_to_the_default_route() {
-        let dir = tempdir("orphan");
+        let scratch = tempdir("orphan");
+        let dir = scratch.path();
         {
             let named =
                 Routes::from_routes([Route { name: RouteName::Named("ops".into()), channel: Recorder::failing() }])
                     .unwrap();
-            let outbox = Outbox::start(config(&dir), named).unwrap();
+            let outbox = Outbox::start(config(dir), named).unwrap();
             outbox.raise(alert(1), OPS).unwrap();
             outbox.sync().await;
         }
         let channel = Recorder::working();
-        let outbox = Outbox::start(config(&dir), routes(channel.clone())).unwrap();
+        let outbox = Outbox::start(config(dir), routes(channel.clone())).unwrap();
         idle(&outbox).await;
         assert_eq!(channel.messages().len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn route_changes_while_alerts_wait_deliver_each_alert_once() {
-        let dir = tempdir("reload");
+        let scratch = tempdir("reload");
+        let dir = scratch.path();
         let first = Recorder::failing();
-        let outbox = Outbox::start(config(&dir), routes(first.clone())).unwrap();
+        let outbox = Outbox::start(config(dir), routes(first.clone())).unwrap();
         for i in 0..3 {
             outbox.raise(alert(i), Target::default()).unwrap();
         }
@@ -530,16 +533,17 @@ mod tests {
         assert_eq!(last.messages().concat().len(), 4);
         assert_eq!(std::iter::once(&first).chain(&others).map(|c| c.attempts()).collect::<Vec<_>>(), tried);
         assert_eq!(outbox.stats().delivered, 4);
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn a_route_given_a_new_channel_tries_it_at_once_not_after_its_backoff() {
-        let dir = tempdir("backoff");
+        let scratch = tempdir("backoff");
+        let dir = scratch.path();
         let slow = OutboxConfig {
             first_retry: Duration::from_secs(3600),
             max_retry: Duration::from_secs(3600),
-            ..config(&dir)
+            ..config(dir)
         };
         let broken = Recorder::failing();
         let outbox = Outbox::start(slow, routes(broken.clone())).unwrap();
@@ -549,22 +553,23 @@ mod tests {
         outbox.set_routes(routes(fixed.clone()));
         idle(&outbox).await;
         assert_eq!((fixed.messages().len(), broken.attempts()), (1, 1));
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn a_removed_routes_alerts_and_files_go_to_the_default_route() {
-        let dir = tempdir("removed");
+        let scratch = tempdir("removed");
+        let dir = scratch.path();
         let (default, ops) = (Recorder::failing(), Recorder::failing());
-        let outbox = Outbox::start(config(&dir), with_ops(default.clone(), ops.clone())).unwrap();
+        let outbox = Outbox::start(config(dir), with_ops(default.clone(), ops.clone())).unwrap();
         outbox.raise(alert(1), OPS).unwrap();
         outbox.raise(alert(2), OPS).unwrap();
         outbox.sync().await;
-        assert_eq!(files(&dir, "to-ops"), 1);
+        assert_eq!(files(dir, "to-ops"), 1);
 
         outbox.set_routes(routes(default.clone()));
         until("the hand-over", || outbox.stats().handing_over == 0).await;
-        assert_eq!((files(&dir, "to-ops"), files(&dir, "default")), (0, 1), "the file moved with its alerts");
+        assert_eq!((files(dir, "to-ops"), files(dir, "default")), (0, 1), "the file moved with its alerts");
         assert!(!dir.join("to-ops").exists(), "the empty directory is gone");
         assert_eq!(outbox.pending(), 2);
         let tried = ops.attempts();
@@ -574,15 +579,16 @@ mod tests {
         idle(&outbox).await;
         assert_eq!(fixed.messages().concat().len(), 2);
         assert_eq!(ops.attempts(), tried, "the removed route's channel is not tried again");
-        until("the strike", || files(&dir, "default") == 0).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        until("the strike", || files(dir, "default") == 0).await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn a_route_removed_and_added_back_keeps_its_alerts() {
-        let dir = tempdir("readded");
+        let scratch = tempdir("readded");
+        let dir = scratch.path();
         let default = Recorder::failing();
-        let outbox = Outbox::start(config(&dir), with_ops(default.clone(), Recorder::failing())).unwrap();
+        let outbox = Outbox::start(config(dir), with_ops(default.clone(), Recorder::failing())).unwrap();
         outbox.raise(alert(1), OPS).unwrap();
         outbox.sync().await;
         outbox.set_routes(routes(default.clone()));
@@ -594,29 +600,31 @@ mod tests {
         if outbox.pending() == 0 {
             assert_eq!(ops.messages().concat().len(), 1);
         } else {
-            assert_eq!(files(&dir, "default"), 1);
+            assert_eq!(files(dir, "default"), 1);
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn a_new_route_gets_a_worker() {
-        let dir = tempdir("added");
-        let outbox = Outbox::start(config(&dir), routes(Recorder::working())).unwrap();
+        let scratch = tempdir("added");
+        let dir = scratch.path();
+        let outbox = Outbox::start(config(dir), routes(Recorder::working())).unwrap();
         assert!(outbox.raise(alert(1), OPS).is_err(), "no route ops yet");
         let ops = Recorder::working();
         outbox.set_routes(with_ops(Recorder::working(), ops.clone()));
         outbox.raise(alert(1), OPS).unwrap();
         idle(&outbox).await;
         assert_eq!(ops.messages().concat().len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn damaged_and_strange_files_are_counted_and_the_rest_delivered() {
-        let dir = tempdir("damaged");
+        let scratch = tempdir("damaged");
+        let dir = scratch.path();
         {
-            let outbox = Outbox::start(config(&dir), routes(Recorder::failing())).unwrap();
+            let outbox = Outbox::start(config(dir), routes(Recorder::failing())).unwrap();
             for i in 0..3 {
                 outbox.raise(alert(i), Target::default()).unwrap();
             }
@@ -633,10 +641,10 @@ mod tests {
         std::io::Write::write_all(&mut file, b"garbage\n").unwrap();
         drop(file);
         let channel = Recorder::working();
-        let outbox = Outbox::start(config(&dir), routes(channel.clone())).unwrap();
+        let outbox = Outbox::start(config(dir), routes(channel.clone())).unwrap();
         idle(&outbox).await;
         assert_eq!(channel.messages().concat().len(), 3);
         assert_eq!(outbox.stats().unreadable, 2, "the garbage line and the directory");
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

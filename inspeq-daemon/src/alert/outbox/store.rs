@@ -281,11 +281,8 @@ mod tests {
         alert
     }
 
-    fn tempdir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("inspeq-store-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    fn tempdir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("inspeq-store-{name}-")).tempdir().unwrap()
     }
 
     fn seqs(loaded: &Loaded) -> Vec<u64> {
@@ -294,19 +291,21 @@ mod tests {
 
     #[test]
     fn a_segment_is_struck_alert_by_alert_and_removed_when_empty() {
-        let dir = tempdir("strike");
+        let scratch = tempdir("strike");
+        let dir = scratch.path();
         let segment = Segment::create(dir.join(segment_name(1)), vec![alert(1), alert(2), alert(3)]).unwrap();
         segment.strike(&[1, 3]).unwrap();
-        assert_eq!(seqs(&load_route(&dir).unwrap()), [2]);
+        assert_eq!(seqs(&load_route(dir).unwrap()), [2]);
         segment.strike(&[2]).unwrap();
         assert!(!segment.path().exists());
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
-        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(fs::read_dir(dir).unwrap().count(), 0);
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]
     fn damage_costs_the_damaged_records_alone_and_is_kept_for_the_operator() {
-        let dir = tempdir("damage");
+        let scratch = tempdir("damage");
+        let dir = scratch.path();
         Segment::create(dir.join(segment_name(1)), vec![alert(1), alert(2), alert(3)]).unwrap();
         Segment::create(dir.join(segment_name(4)), vec![alert(4), alert(5)]).unwrap();
         // The first cut mid-way through its last record, garbage after the second.
@@ -316,52 +315,55 @@ mod tests {
         let second = dir.join(segment_name(4));
         File::options().append(true).open(&second).unwrap().write_all(b"\x7fELF garbage\n").unwrap();
 
-        let loaded = load_route(&dir).unwrap();
+        let loaded = load_route(dir).unwrap();
         assert_eq!(seqs(&loaded), [1, 2, 4, 5]);
         assert_eq!(loaded.unreadable, 2);
         assert!(fs::read(first.with_extension("bad")).unwrap().starts_with(b"{\"v\":1,\"n\":2"));
         assert_eq!(fs::read(second.with_extension("bad")).unwrap(), b"\x7fELF garbage\n");
         // Rewritten without the damage: a second start counts nothing.
-        let again = load_route(&dir).unwrap();
+        let again = load_route(dir).unwrap();
         assert_eq!((seqs(&again), again.unreadable), (vec![1, 2, 4, 5], 0));
-        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]
     fn entries_that_are_not_regular_files_are_skipped_not_fatal() {
-        let dir = tempdir("entries");
+        let scratch = tempdir("entries");
+        let dir = scratch.path();
         Segment::create(dir.join(segment_name(7)), vec![alert(7)]).unwrap();
         fs::create_dir(dir.join("x.json")).unwrap();
         std::os::unix::fs::symlink("/nonexistent/inspeq", dir.join(segment_name(9))).unwrap();
         fs::write(dir.join("00000000000000000008.tmp"), b"half a raise").unwrap();
-        let loaded = load_route(&dir).unwrap();
+        let loaded = load_route(dir).unwrap();
         assert_eq!((seqs(&loaded), loaded.unreadable), (vec![7], 2));
         assert!(dir.join("x.json").is_dir(), "left for the operator");
         assert!(!dir.join("00000000000000000008.tmp").exists(), "an unfinished raise is removed");
-        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]
     fn the_previous_versions_files_are_read_and_rewritten_in_this_format_when_struck() {
-        let dir = tempdir("old");
+        let scratch = tempdir("old");
+        let dir = scratch.path();
         let old = dir.join("00000000000000000001.json");
         fs::write(&old, serde_json::to_vec(&[alert(1), alert(2)]).unwrap()).unwrap();
-        let loaded = load_route(&dir).unwrap();
+        let loaded = load_route(dir).unwrap();
         assert_eq!((seqs(&loaded), loaded.unreadable), (vec![1, 2], 0));
         loaded.segments[0].strike(&[1]).unwrap();
         assert!(fs::read(&old).unwrap().starts_with(b"{\"v\":1,"));
-        assert_eq!(seqs(&load_route(&dir).unwrap()), [2]);
-        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(seqs(&load_route(dir).unwrap()), [2]);
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]
     fn orphaned_route_directories_are_adopted_by_home() {
-        let dir = tempdir("orphans");
+        let scratch = tempdir("orphans");
+        let dir = scratch.path();
         fs::create_dir_all(dir.join("to-ops")).unwrap();
         Segment::create(dir.join("to-ops").join(segment_name(3)), vec![alert(3)]).unwrap();
-        adopt_orphans(&dir, &["default".to_owned()], &dir.join("default")).unwrap();
+        adopt_orphans(dir, &["default".to_owned()], &dir.join("default")).unwrap();
         assert!(!dir.join("to-ops").exists());
         assert_eq!(seqs(&load_route(&dir.join("default")).unwrap()), [3]);
-        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(dir);
     }
 }
