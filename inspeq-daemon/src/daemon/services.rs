@@ -266,19 +266,16 @@ impl Backends {
 /// The backend a check names with `with init X`, `with scope user`, `with bus
 /// ADDRESS` or `with cgroup_root PATH` (the last three mean systemd), if any.
 fn wanted_backend(check: &Check) -> Option<BackendKey> {
-    let user = check.scope == Some(UnitScope::User);
-    let manager_given = user || check.bus.is_some() || check.cgroup_root.is_some();
-    let kind = match check.init {
-        Some(ConfigInit::Systemd) => InitKind::Systemd,
-        None if manager_given => InitKind::Systemd,
-        None => return None,
-        Some(ConfigInit::Upstart) => InitKind::Upstart,
-        Some(ConfigInit::Runit) => InitKind::Runit,
-        Some(ConfigInit::Initd) => InitKind::InitD,
+    let kind = match check.named_init()? {
+        ConfigInit::Systemd => InitKind::Systemd,
+        ConfigInit::Upstart => InitKind::Upstart,
+        ConfigInit::Runit => InitKind::Runit,
+        ConfigInit::Initd => InitKind::InitD,
     };
     if kind != InitKind::Systemd {
         return Some(BackendKey::plain(kind));
     }
+    let user = check.scope == Some(UnitScope::User);
     Some(BackendKey { kind, user, bus: check.bus.clone(), cgroup_root: check.cgroup_root.as_ref().map(PathBuf::from) })
 }
 
