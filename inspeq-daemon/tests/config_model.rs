@@ -79,7 +79,7 @@ fn services_processes_rules_and_jobs() {
     assert!(
         matches!(&sidekiq.kind, CheckKind::Process(ProcessSelector::Matching(re)) if re == "^sidekiq [0-9.]+ app\\b")
     );
-    assert!(c.services.iter().any(|s| s.name == "worker pool"));
+    assert!(c.services.iter().any(|s| s.name == "worker.pool"), "a quoted name");
     let api = c.services.iter().find(|s| s.name == "api").unwrap();
     assert_eq!(
         (api.scope, api.bus.as_deref(), api.cgroup_root.as_deref()),

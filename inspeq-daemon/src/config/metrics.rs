@@ -89,6 +89,10 @@ pub const DISK: MetricDef = MetricDef { family: "disk", name: None, kind: Gauge,
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DaemonFamily {
     pub family: &'static str,
+    /// Whether the daemon samples this family. A family that is not collected is in the catalogue so that its
+    /// metric names resolve (and a misspelling gets the usual "expected one of"), but `check` refuses its rules:
+    /// they could never fire. Issue #14 turns this on family by family as each sampler lands.
+    pub collected: bool,
     /// `(parameter, default)`.
     pub params: &'static [(&'static str, Option<&'static str>)],
     pub gauges: &'static [&'static str],
@@ -98,6 +102,7 @@ pub struct DaemonFamily {
 pub static DAEMONS: &[DaemonFamily] = &[
     DaemonFamily {
         family: "mysql",
+        collected: false,
         params: &[
             ("hostname", Some("localhost")),
             ("port", Some("3306")),
@@ -168,6 +173,7 @@ pub static DAEMONS: &[DaemonFamily] = &[
     },
     DaemonFamily {
         family: "redis",
+        collected: false,
         params: &[("hostname", Some("localhost")), ("port", Some("6379")), ("socket", None), ("password", None)],
         gauges: &[
             "connected_clients",
@@ -206,6 +212,7 @@ pub static DAEMONS: &[DaemonFamily] = &[
     },
     DaemonFamily {
         family: "memcached",
+        collected: false,
         params: &[("hostname", Some("localhost")), ("port", Some("11211"))],
         gauges: &["curr_connections", "threads", "bytes", "curr_items"],
         counters: &[
@@ -242,12 +249,14 @@ pub static DAEMONS: &[DaemonFamily] = &[
     },
     DaemonFamily {
         family: "nginx",
+        collected: false,
         params: &[("hostname", Some("localhost")), ("port", Some("80")), ("endpoint", Some("/status"))],
         gauges: &["Active_connections", "Reading", "Writing", "Waiting"],
         counters: &["accepts", "handled", "requests"],
     },
     DaemonFamily {
         family: "postgresql",
+        collected: false,
         params: &[
             ("database", None),
             ("hostname", Some("localhost")),
@@ -259,18 +268,26 @@ pub static DAEMONS: &[DaemonFamily] = &[
     },
     DaemonFamily {
         family: "memstats",
+        collected: false,
         params: &[("port", Some("8080")), ("path", Some("/debug/vars"))],
         gauges: &["Alloc", "HeapAlloc"],
         counters: &["TotalAlloc", "NumGC", "PauseTotalNs"],
     },
 ];
 
+/// Whether `key` is a `with` parameter some daemon family reads to reach its daemon (`port`, `socket`, ...).
+#[must_use]
+pub fn connection_parameter(key: &str) -> bool {
+    DAEMONS.iter().any(|d| d.params.iter().any(|(p, _)| *p == key))
+}
+
 /// What a rule's metric resolved to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resolved {
     pub kind: MetricKind,
     pub unit: Unit,
-    /// Set for daemon families: the service's `with` parameters configure the source.
+    /// Set for daemon families: the service's `with` parameters configure the source. `check` refuses a rule
+    /// whose family is not [`DaemonFamily::collected`].
     pub daemon: Option<&'static DaemonFamily>,
 }
 

@@ -175,6 +175,21 @@ pub struct Check {
     pub location: Location,
 }
 
+impl Check {
+    /// The init system this check names, if any: `with init X`, or systemd when it names a systemd manager of
+    /// its own (`scope user`, `bus`, `cgroup_root`); `None` leaves it to whichever detected init system knows the
+    /// service. The daemon picks the backend by this, and `check` judges the parameters that only one init system
+    /// reads (`pidfile`) by the same answer.
+    #[must_use]
+    pub fn named_init(&self) -> Option<InitKind> {
+        let manager_given = self.scope == Some(UnitScope::User) || self.bus.is_some() || self.cgroup_root.is_some();
+        match self.init {
+            None if manager_given => Some(InitKind::Systemd),
+            init => init,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckKind {
     Host,

@@ -172,10 +172,21 @@ async fn systemd(key: &BackendKey) -> Option<Arc<dyn InitSystem>> {
 }
 
 impl Backends {
-    /// The backends `options` give, or those detected for `config`.
+    /// The backends `options` give (a check naming an init system gets the first of them of that kind), or those
+    /// detected and connected for `config`.
     pub async fn for_options(options: &super::Options, config: &crate::config::Config) -> Self {
         match &options.init_systems {
-            Some(systems) => Self { detected: systems.clone(), by_kind: HashMap::new() },
+            // The injected systems stand in for connecting too: a check that names an init system gets the first
+            // injected one of that kind, as it would get the one connected for it.
+            Some(systems) => {
+                let mut by_kind = HashMap::new();
+                for key in config.services.iter().filter_map(wanted_backend) {
+                    if let Some(system) = systems.iter().find(|s| s.kind() == key.kind) {
+                        by_kind.entry(key).or_insert_with(|| system.clone());
+                    }
+                }
+                Self { detected: systems.clone(), by_kind }
+            }
             None => Self::build(&options.init_root, &config.services).await,
         }
     }
@@ -266,19 +277,16 @@ impl Backends {
 /// The backend a check names with `with init X`, `with scope user`, `with bus
 /// ADDRESS` or `with cgroup_root PATH` (the last three mean systemd), if any.
 fn wanted_backend(check: &Check) -> Option<BackendKey> {
-    let user = check.scope == Some(UnitScope::User);
-    let manager_given = user || check.bus.is_some() || check.cgroup_root.is_some();
-    let kind = match check.init {
-        Some(ConfigInit::Systemd) => InitKind::Systemd,
-        None if manager_given => InitKind::Systemd,
-        None => return None,
-        Some(ConfigInit::Upstart) => InitKind::Upstart,
-        Some(ConfigInit::Runit) => InitKind::Runit,
-        Some(ConfigInit::Initd) => InitKind::InitD,
+    let kind = match check.named_init()? {
+        ConfigInit::Systemd => InitKind::Systemd,
+        ConfigInit::Upstart => InitKind::Upstart,
+        ConfigInit::Runit => InitKind::Runit,
+        ConfigInit::Initd => InitKind::InitD,
     };
     if kind != InitKind::Systemd {
         return Some(BackendKey::plain(kind));
     }
+    let user = check.scope == Some(UnitScope::User);
     Some(BackendKey { kind, user, bus: check.bus.clone(), cgroup_root: check.cgroup_root.as_ref().map(PathBuf::from) })
 }
 

@@ -41,6 +41,8 @@ pub use systemd::{Scope, Systemd, SystemdOptions, bus_address_for};
 pub use upstart::{Upstart, UpstartOptions, UpstartStatus, parse_initctl_status};
 pub use wrapper::{Wrapper, detect_wrapper};
 
+// Validated in the pure half so that `inspeqctl check` refuses exactly the names the backends would.
+pub use crate::config::names::{InvalidServiceName, ServiceName};
 use crate::kernel::WatchTarget;
 
 /// Lookups answer within this long by default (Inspeqtor's value).
@@ -99,60 +101,6 @@ impl InitKind {
 impl fmt::Display for InitKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// A service name that is safe to hand to any init system: it becomes an argv
-/// element, a file name under a service directory, or a D-Bus unit name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceName(String);
-
-/// Why a service name was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid service name {name:?}: {reason}")]
-pub struct InvalidServiceName {
-    pub name: String,
-    pub reason: &'static str,
-}
-
-impl ServiceName {
-    /// Letters, digits and `@ . _ - : +` only, at most 255 bytes, not starting
-    /// with `-` or `.`: no path separators, no shell metacharacters, never read as
-    /// an option by `sv` or `initctl`, never `.` or `..`.
-    pub fn new(name: &str) -> Result<Self, InvalidServiceName> {
-        let refuse = |reason| Err(InvalidServiceName { name: name.to_owned(), reason });
-        if name.is_empty() {
-            return refuse("empty");
-        }
-        if name.len() > 255 {
-            return refuse("longer than 255 bytes");
-        }
-        if name.starts_with('-') {
-            return refuse("starts with '-' (it would be read as an option)");
-        }
-        if name.starts_with('.') {
-            return refuse("starts with '.'");
-        }
-        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "@._-:+".contains(*c))) {
-            return refuse(if c == '/' {
-                "contains a path separator"
-            } else if c.is_whitespace() {
-                "contains whitespace"
-            } else {
-                "contains a character other than letters, digits and @._-:+"
-            });
-        }
-        Ok(Self(name.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ServiceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -502,17 +450,6 @@ pub(crate) fn process_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn service_names_that_reach_commands_are_plain() {
-        for ok in ["nginx", "puma@1", "demo-http.service", "a_b:c+d", "sidekiq.2"] {
-            assert!(ServiceName::new(ok).is_ok(), "{ok} should be accepted");
-        }
-        for bad in ["", "../etc/passwd", "a/b", "-f", ".", "..", "a b", "x;rm", "$(id)", "a`b`", "a|b", "a\nb", "é"] {
-            assert!(ServiceName::new(bad).is_err(), "{bad:?} should be refused");
-        }
-        assert!(ServiceName::new(&"a".repeat(256)).is_err());
-    }
 
     #[test]
     fn reload_signals_by_name() {

@@ -78,9 +78,9 @@ pub enum ProcessLocator {
 }
 
 impl ProcessLocator {
-    /// `matching REGEX`.
+    /// `matching REGEX`, compiled by the same function (and size limit) `inspeqctl check` accepted it with.
     pub fn matching(pattern: &str) -> Result<Self, regex::Error> {
-        Regex::new(pattern).map(Self::Matching)
+        crate::config::names::process_pattern(pattern).map(Self::Matching)
     }
 }
 

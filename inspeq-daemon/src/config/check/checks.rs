@@ -1,4 +1,9 @@
 //! The `*.inq` half of the semantic pass: `check` blocks, their parameters, rules, actions and `check jobs`.
+//!
+//! What this accepts is what the daemon runs: a value the daemon validates again where it uses it (a service name,
+//! a `matching` pattern) goes through the same function in [`names`]; a rule on a metric the daemon does not
+//! collect is an error (it could never fire); a parameter nothing reads in this check (a connection setting
+//! without a collected family's rule, a `pidfile` for systemd) is a warning that says it is ignored and why.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,12 +17,9 @@ use crate::config::model::{
     ActionSpec, Check, CheckKind, Condition, InitKind, Job, MetricName, MetricRule, Op, ProcessSelector, Rule, Suffix,
     UnitScope, Window, WorkerEvent,
 };
+use crate::config::names::{self, ServiceName};
 
 use super::{Context, at, location, route_known, unknown_route};
-
-/// Compiled-size cap for `matching` patterns: a pattern that needs more is a mistake, and the cap keeps a hostile
-/// pattern from stalling `inspeqctl check`. The daemon must compile with the same limit.
-pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 const PARAMS: &str = "owner, init, scope, bus, cgroup_root, pidfile, matching, restart_command, hostname, port, socket, username, password, database, endpoint or path";
 
@@ -119,48 +121,51 @@ fn jobs(file: &SourceFile<'_>, block: &ast::CheckBlock, cx: &mut Context, out: &
     }
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one match over a closed list of words; split up, the list would be harder to read"
-)]
+/// What a `check` block watches, from its kind word (`jobs` blocks are checked by [`jobs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Host,
+    Service,
+    Process,
+}
+
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Host => "host",
+            Kind::Service => "service",
+            Kind::Process => "process",
+        }
+    }
+}
+
+/// What a check's `with` list gave beyond the values stored in the [`Check`]: where each key was first written,
+/// for the diagnostics that depend on the whole list or on the rules, and how a `check process` is found.
+#[derive(Default)]
+struct Given {
+    keys: BTreeMap<String, Span>,
+    selector: Option<ProcessSelector>,
+    /// A selector was written, valid or not: an invalid one has its own error, and "needs a way to find it" would
+    /// repeat it.
+    selector_written: bool,
+}
+
+impl Given {
+    fn span(&self, key: &str) -> Option<Span> {
+        self.keys.get(key).copied()
+    }
+}
+
 fn check_block(
     file: &SourceFile<'_>,
     block: &ast::CheckBlock,
     cx: &Context,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Check> {
-    let kind_word = block.kind.value.as_str();
-    let is_host =
-        match kind_word {
-            "host" => true,
-            "service" | "process" => false,
-            other => {
-                out.push(file.error(
-                    block.kind.span,
-                    format!("unknown check `{other}`, expected host, service, process or jobs"),
-                ));
-                return None;
-            }
-        };
-    let name = match (&block.name, is_host) {
-        (Some(n), true) => {
-            out.push(file.error(
-                n.span,
-                format!("unexpected `{}`, expected `with`, `if` or nothing after `check host`", n.value),
-            ));
-            "host".to_owned()
-        }
-        (None, true) => "host".to_owned(),
-        (Some(n), false) if !n.value.is_empty() => n.value.clone(),
-        _ => {
-            out.push(
-                file.error(block.head, format!("`check {kind_word}` needs a name, expected `check {kind_word} NAME`")),
-            );
-            return None;
-        }
-    };
+    let kind = check_kind(file, block, out)?;
+    let name = check_name(file, block, kind, out)?;
     let mut check = Check {
-        kind: if is_host { CheckKind::Host } else { CheckKind::Service },
+        kind: if kind == Kind::Host { CheckKind::Host } else { CheckKind::Service },
         name,
         owner: None,
         init: None,
@@ -173,13 +178,87 @@ fn check_block(
         rules: Vec::new(),
         location: location(file, block.head),
     };
-    let mut selector = None;
-    // `bus` and `cgroup_root` name a systemd manager: where they were given, to check that one runs the check.
-    let mut systemd_only: Option<(&str, Span)> = None;
-    // A selector that was given but invalid has its own error; "needs a way to find it" would repeat it.
-    let mut selector_given = false;
+    let given = parameters(file, block, kind, &mut check, cx, out);
+    init_parameters_apply(file, kind, &check, &given, out);
+    if kind == Kind::Process {
+        let Some(selector) = given.selector.clone() else {
+            if !given.selector_written {
+                out.push(file.error(block.head, format!("`check process {}` needs a way to find it, expected `with pidfile PATH` or `with matching \"REGEX\"`", check.name)));
+            }
+            return None;
+        };
+        check.kind = CheckKind::Process(selector);
+    }
+    items(file, block, kind, &mut check, cx, out);
+    connection_parameters_used(file, &check, &given, out);
+    if block.items.is_empty() {
+        out.push(file.warning(
+            block.head,
+            format!("`check {} {}` has no rules; only its up/down changes will be reported", kind.word(), check.name),
+        ));
+    }
+    Some(check)
+}
+
+fn check_kind(file: &SourceFile<'_>, block: &ast::CheckBlock, out: &mut Vec<Diagnostic>) -> Option<Kind> {
+    match block.kind.value.as_str() {
+        "host" => Some(Kind::Host),
+        "service" => Some(Kind::Service),
+        "process" => Some(Kind::Process),
+        other => {
+            out.push(
+                file.error(
+                    block.kind.span,
+                    format!("unknown check `{other}`, expected host, service, process or jobs"),
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The check's name. A service's or process's name reaches its init system (as an argv element, a file name, a
+/// unit name), so it is held to the daemon's own [`ServiceName`] rule here: the daemon would refuse it later,
+/// without a location, and leave the service unwatched.
+fn check_name(file: &SourceFile<'_>, block: &ast::CheckBlock, kind: Kind, out: &mut Vec<Diagnostic>) -> Option<String> {
+    match (&block.name, kind) {
+        (Some(n), Kind::Host) => {
+            out.push(file.error(
+                n.span,
+                format!("unexpected `{}`, expected `with`, `if` or nothing after `check host`", n.value),
+            ));
+            Some("host".to_owned())
+        }
+        (None, Kind::Host) => Some("host".to_owned()),
+        (Some(n), _) if !n.value.is_empty() => {
+            if let Err(e) = ServiceName::new(&n.value) {
+                // The daemon's own words for it, with where and what instead.
+                out.push(file.error(n.span, format!("{e}, expected the name the init system knows the service by")));
+            }
+            Some(n.value.clone())
+        }
+        _ => {
+            let word = kind.word();
+            out.push(file.error(block.head, format!("`check {word}` needs a name, expected `check {word} NAME`")));
+            None
+        }
+    }
+}
+
+/// Reads the `with` list into `check`, each value checked on its own; what depends on the other parameters or on
+/// the rules is judged after.
+fn parameters(
+    file: &SourceFile<'_>,
+    block: &ast::CheckBlock,
+    kind: Kind,
+    check: &mut Check,
+    cx: &Context,
+    out: &mut Vec<Diagnostic>,
+) -> Given {
+    let mut given = Given::default();
     for (key, value) in &block.params {
         let v = value.value.as_str();
+        given.keys.entry(key.value.clone()).or_insert(key.span);
         if check.params.insert(key.value.clone(), v.to_owned()).is_some() {
             out.push(
                 file.warning(
@@ -188,7 +267,7 @@ fn check_block(
                 ),
             );
         }
-        if is_host && key.value != "owner" {
+        if kind == Kind::Host && key.value != "owner" {
             out.push(file.warning(
                 key.span,
                 format!("parameter `{}` has no meaning for `check host` and is ignored, expected owner", key.value),
@@ -203,69 +282,8 @@ fn check_block(
                     out.push(file.error(value.span, unknown_route(cx, v)));
                 }
             }
-            "init" => match v {
-                "systemd" => check.init = Some(InitKind::Systemd),
-                "upstart" => check.init = Some(InitKind::Upstart),
-                "runit" => check.init = Some(InitKind::Runit),
-                "initd" | "init.d" | "sysv" => check.init = Some(InitKind::Initd),
-                _ => out.push(file.error(
-                    value.span,
-                    format!("unknown init system `{v}`, expected systemd, upstart, runit or initd"),
-                )),
-            },
-            "scope" => match v {
-                "system" => check.scope = Some(UnitScope::System),
-                "user" => check.scope = Some(UnitScope::User),
-                _ => out.push(file.error(value.span, format!("unknown scope `{v}`, expected system or user"))),
-            },
-            "bus" => {
-                systemd_only = systemd_only.or(Some(("bus", key.span)));
-                match bus_address::problem(v) {
-                    None => check.bus = Some(v.to_owned()),
-                    Some(problem) => out.push(file.error(value.span, problem)),
-                }
-            }
-            "cgroup_root" => {
-                systemd_only = systemd_only.or(Some(("cgroup_root", key.span)));
-                if v.starts_with('/') {
-                    let root = v.trim_end_matches('/');
-                    check.cgroup_root = Some(if root.is_empty() { "/".to_owned() } else { root.to_owned() });
-                } else {
-                    out.push(file.error(value.span, format!("cgroup root `{v}` is not an absolute path, expected where the manager's cgroups are on this host, like /sys/fs/cgroup/machine.slice/NAME")));
-                }
-            }
-            "pidfile" => {
-                selector_given = true;
-                if v.starts_with('/') {
-                    selector = selector.or(Some(ProcessSelector::PidFile(v.to_owned())));
-                } else {
-                    out.push(file.error(
-                        value.span,
-                        format!("pid file `{v}` is not an absolute path, expected a path like /run/NAME.pid"),
-                    ));
-                }
-            }
-            "matching" => {
-                selector_given = true;
-                if kind_word != "process" {
-                    out.push(file.error(
-                        key.span,
-                        "`matching` only applies to `check process`, expected pidfile, init or scope",
-                    ));
-                } else if let Err(e) = regex::RegexBuilder::new(v).size_limit(REGEX_SIZE_LIMIT).build() {
-                    let reason = e
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or("invalid")
-                        .trim()
-                        .trim_start_matches("error: ")
-                        .to_owned();
-                    out.push(file.error(value.span, format!("invalid regular expression: {reason}")));
-                } else {
-                    selector = selector.or(Some(ProcessSelector::Matching(v.to_owned())));
-                }
-            }
+            "init" | "scope" | "bus" | "cgroup_root" => init_parameter(file, key, value, check, out),
+            "pidfile" | "matching" => selector_parameter(file, key, value, kind, &mut given, out),
             "restart_command" => {
                 let argv: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
                 if argv.first().is_some_and(|p| p.starts_with('/')) {
@@ -279,53 +297,159 @@ fn check_block(
                     out.push(file.error(value.span, format!("invalid port `{v}`, expected a number from 1 to 65535")));
                 }
             }
-            "hostname" | "socket" | "username" | "password" | "database" | "endpoint" | "path" => {}
+            // Connection parameters of the daemon families: whether anything reads them depends on the rules.
+            other if metrics::connection_parameter(other) => {}
             other => {
                 out.push(file.warning(key.span, format!("unknown parameter `{other}` is ignored, expected {PARAMS}")))
             }
         }
     }
-    if let Some((param, span)) = systemd_only {
-        let other = match check.init {
-            Some(InitKind::Upstart) => Some("upstart"),
-            Some(InitKind::Runit) => Some("runit"),
-            Some(InitKind::Initd) => Some("initd"),
-            Some(InitKind::Systemd) | None => None,
-        };
-        if kind_word == "process" {
-            out.push(file.error(span, format!("`{param}` only applies to systemd services, not to `check process`")));
-        } else if let Some(other) = other {
+    given
+}
+
+/// `init`, `scope`, `bus`, `cgroup_root`: which init system (and which systemd manager) runs the service.
+fn init_parameter(file: &SourceFile<'_>, key: &Text, value: &Text, check: &mut Check, out: &mut Vec<Diagnostic>) {
+    let v = value.value.as_str();
+    match key.value.as_str() {
+        "init" => match v {
+            "systemd" => check.init = Some(InitKind::Systemd),
+            "upstart" => check.init = Some(InitKind::Upstart),
+            "runit" => check.init = Some(InitKind::Runit),
+            "initd" | "init.d" | "sysv" => check.init = Some(InitKind::Initd),
+            _ => out.push(
+                file.error(value.span, format!("unknown init system `{v}`, expected systemd, upstart, runit or initd")),
+            ),
+        },
+        "scope" => match v {
+            "system" => check.scope = Some(UnitScope::System),
+            "user" => check.scope = Some(UnitScope::User),
+            _ => out.push(file.error(value.span, format!("unknown scope `{v}`, expected system or user"))),
+        },
+        "bus" => match bus_address::problem(v) {
+            None => check.bus = Some(v.to_owned()),
+            Some(problem) => out.push(file.error(value.span, problem)),
+        },
+        _ => {
+            if v.starts_with('/') {
+                let root = v.trim_end_matches('/');
+                check.cgroup_root = Some(if root.is_empty() { "/".to_owned() } else { root.to_owned() });
+            } else {
+                out.push(file.error(value.span, format!("cgroup root `{v}` is not an absolute path, expected where the manager's cgroups are on this host, like /sys/fs/cgroup/machine.slice/NAME")));
+            }
+        }
+    }
+}
+
+/// `pidfile`, `matching`: how a `check process` is found (a service may name its pid file for init.d too).
+fn selector_parameter(
+    file: &SourceFile<'_>,
+    key: &Text,
+    value: &Text,
+    kind: Kind,
+    given: &mut Given,
+    out: &mut Vec<Diagnostic>,
+) {
+    let v = value.value.as_str();
+    given.selector_written = true;
+    if key.value == "pidfile" {
+        if v.starts_with('/') {
+            given.selector.get_or_insert(ProcessSelector::PidFile(v.to_owned()));
+        } else {
             out.push(file.error(
-                span,
-                format!("`{param}` only applies to systemd services, expected init systemd (not {other})"),
+                value.span,
+                format!("pid file `{v}` is not an absolute path, expected a path like /run/NAME.pid"),
             ));
         }
+    } else if kind != Kind::Process {
+        out.push(file.error(key.span, "`matching` only applies to `check process`, expected pidfile, init or scope"));
+    } else if let Err(e) = names::process_pattern(v) {
+        // The regex crate's message is a multi-line rendering of the pattern; its last line is the reason.
+        let reason = e.to_string().lines().last().unwrap_or("invalid").trim().trim_start_matches("error: ").to_owned();
+        out.push(file.error(value.span, format!("invalid regular expression: {reason}")));
+    } else {
+        given.selector.get_or_insert(ProcessSelector::Matching(v.to_owned()));
     }
-    if kind_word == "process" {
-        if let Some(s) = selector {
-            check.kind = CheckKind::Process(s)
-        } else {
-            if selector_given {
-                return None;
+}
+
+/// The parameters only one kind of check, or one init system, reads: given elsewhere, the daemon would drop them
+/// without a word, so `check` says so. Judged by [`Check::named_init`], the backend the daemon picks.
+fn init_parameters_apply(file: &SourceFile<'_>, kind: Kind, check: &Check, given: &Given, out: &mut Vec<Diagnostic>) {
+    match kind {
+        Kind::Host => {}
+        Kind::Process => {
+            // A `check process` is found by its selector and restarted by its command: no init system is asked.
+            if let Some(span) = given.span("init").filter(|_| check.init.is_some()) {
+                out.push(file.error(span, "`init` does not apply to `check process`, which is found by its pidfile or command line and restarted by its restart_command, expected `check service` to use an init system"));
             }
-            out.push(file.error(block.head, format!("`check process {}` needs a way to find it, expected `with pidfile PATH` or `with matching \"REGEX\"`", check.name)));
-            return None;
+            for param in ["scope", "bus", "cgroup_root"] {
+                if let Some(span) = given.span(param) {
+                    out.push(
+                        file.error(span, format!("`{param}` only applies to systemd services, not to `check process`")),
+                    );
+                }
+            }
         }
-    } else if let Some(ProcessSelector::PidFile(_)) = selector {
-        // A service may name its pid file (Inspeqtor #25/#117); it stays a service for restarts via its init system.
+        Kind::Service => {
+            let other = match check.init {
+                Some(InitKind::Upstart) => Some("upstart"),
+                Some(InitKind::Runit) => Some("runit"),
+                Some(InitKind::Initd) => Some("initd"),
+                Some(InitKind::Systemd) | None => None,
+            };
+            if let Some(other) = other {
+                for param in ["scope", "bus", "cgroup_root"] {
+                    if let Some(span) = given.span(param) {
+                        out.push(file.error(
+                            span,
+                            format!("`{param}` only applies to systemd services, expected init systemd (not {other})"),
+                        ));
+                    }
+                }
+            }
+            if let Some(span) = given.span("restart_command") {
+                out.push(file.error(span, "`restart_command` only applies to `check process`; a service is restarted by its init system, expected no restart_command or `check process`"));
+            }
+            // init.d finds a service's main process by its pid file; the others know it themselves.
+            if let Some(span) = given.span("pidfile")
+                && let Some(init) = check.named_init().filter(|i| *i != InitKind::Initd)
+            {
+                let init = match init {
+                    InitKind::Systemd => "systemd",
+                    InitKind::Upstart => "upstart",
+                    _ => "runit",
+                };
+                out.push(file.warning(span, format!("parameter `pidfile` is ignored: only init.d services are found by their pid file, and {init} knows the main process itself")));
+            }
+        }
     }
+}
+
+/// The check's rules and `expose` lines.
+fn items(
+    file: &SourceFile<'_>,
+    block: &ast::CheckBlock,
+    kind: Kind,
+    check: &mut Check,
+    cx: &Context,
+    out: &mut Vec<Diagnostic>,
+) {
     for item in &block.items {
         match item {
             Item::Rule(rule) => {
-                if let Some(rule) = check_rule(file, rule, &check, cx, out) {
+                if let Some(rule) = check_rule(file, rule, check, cx, out) {
                     check.rules.push(rule);
                 }
             }
             Item::Expose(names) => {
                 for n in names {
-                    if is_host {
+                    if kind == Kind::Host {
                         out.push(file.error(n.span, "`expose` only applies to services, expected a rule"));
                     } else if n.value == "memstats" {
+                        // Inspeqtor files carry it, so it loads; but nothing in inspeq reads it.
+                        out.push(file.warning(
+                            n.span,
+                            "`expose memstats` is ignored: inspeq serves no memstats of a service (its metrics are in `inspeqctl show`, `export` and the Prometheus page)",
+                        ));
                         check.exposes.push(n.value.clone());
                     } else {
                         out.push(file.error(n.span, format!("unknown expose option `{}`, expected memstats", n.value)));
@@ -335,13 +459,50 @@ fn check_block(
             Item::Job(job) => out.push(file.error(job.span, "job lines belong in `check jobs`, expected a rule")),
         }
     }
-    if block.items.is_empty() {
-        out.push(file.warning(
-            block.head,
-            format!("`check {kind_word} {}` has no rules; only its up/down changes will be reported", check.name),
-        ));
+}
+
+/// A daemon family's connection parameter (`port`, `socket`, ...) is read only when a collected family that
+/// takes it has a rule in this check; otherwise the daemon never looks at it, and a warning says so and why.
+fn connection_parameters_used(file: &SourceFile<'_>, check: &Check, given: &Given, out: &mut Vec<Diagnostic>) {
+    if check.kind == CheckKind::Host {
+        return;
     }
-    Some(check)
+    for (key, span) in &given.keys {
+        let readers: Vec<&metrics::DaemonFamily> =
+            metrics::DAEMONS.iter().filter(|d| d.params.iter().any(|(p, _)| p == key)).collect();
+        if readers.is_empty() {
+            continue;
+        }
+        let has_rule = |family: &str| {
+            check.rules.iter().any(|r| matches!(&r.condition, Condition::Metric(m) if m.metric.family == family))
+        };
+        if readers.iter().any(|d| d.collected && has_rule(d.family)) {
+            continue;
+        }
+        let collected: Vec<&str> = readers.iter().filter(|d| d.collected).map(|d| d.family).collect();
+        let message = if collected.is_empty() {
+            let families: Vec<&str> = readers.iter().map(|d| d.family).collect();
+            format!(
+                "parameter `{key}` is ignored: only {} metrics would read it, and inspeq does not collect them yet",
+                and_list(&families)
+            )
+        } else {
+            format!(
+                "parameter `{key}` is ignored: only rules on {} metrics read it, and this check has none",
+                and_list(&collected)
+            )
+        };
+        out.push(file.warning(*span, message));
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 fn collapse(text: &str) -> String {
@@ -367,10 +528,6 @@ fn check_rule(
     Some(Rule { condition, actions, text, location: location(file, rule.span) })
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one match over a closed list of words; split up, the list would be harder to read"
-)]
 fn condition(
     file: &SourceFile<'_>,
     cond: &ast::Condition,
@@ -379,130 +536,9 @@ fn condition(
 ) -> Option<Condition> {
     let is_host = check.kind == CheckKind::Host;
     match cond {
-        ast::Condition::Event { name, arg } => {
-            let subject = metrics::event_subject(&name.value);
-            if is_host && subject.is_some() {
-                out.push(file.error(
-                    name.span,
-                    format!(
-                        "`{}` is an event of a process, expected a host metric such as swap, load:5 or disk:/",
-                        name.value
-                    ),
-                ));
-                return None;
-            }
-            let no_arg = |out: &mut Vec<Diagnostic>| {
-                if let Some(a) = arg {
-                    out.push(file.error(a.span, format!("unexpected `{}`, expected `then`", a.value)));
-                }
-            };
-            match subject {
-                Some(EventSubject::Exited) => {
-                    no_arg(out);
-                    Some(Condition::Exited)
-                }
-                Some(EventSubject::Crashed) => {
-                    no_arg(out);
-                    Some(Condition::Crashed)
-                }
-                Some(EventSubject::OomKilled) => {
-                    no_arg(out);
-                    Some(Condition::OomKilled)
-                }
-                Some(EventSubject::Signaled) => match arg {
-                    None => Some(Condition::Signaled(None)),
-                    Some(a) => {
-                        if let Some(n) = metrics::signal_number(&a.value) {
-                            Some(Condition::Signaled(Some(n)))
-                        } else {
-                            out.push(file.error(
-                                a.span,
-                                format!(
-                                    "unknown signal `{}`, expected a name such as SIGKILL or SIGSEGV, or a number",
-                                    a.value
-                                ),
-                            ));
-                            None
-                        }
-                    }
-                },
-                Some(EventSubject::Worker) => {
-                    let what = arg.as_ref().and_then(|a| worker_event(&a.value));
-                    if what.is_none() {
-                        let span = arg.as_ref().map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
-                        out.push(file.error(span, WORKER_EXPECTED));
-                    }
-                    what.map(|what| Condition::Worker { what, more_than: None })
-                }
-                Some(EventSubject::ExitCode | EventSubject::Forks | EventSubject::Restarts) => {
-                    let example = match subject {
-                        Some(EventSubject::ExitCode) => "exit_code != 0",
-                        Some(EventSubject::Forks) => "forks > 100/sec",
-                        _ => "restarts > 3 within 5 minutes",
-                    };
-                    let span = arg.as_ref().map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
-                    out.push(
-                        file.error(span, format!("expected a comparison after `{}`, like `{example}`", name.value)),
-                    );
-                    None
-                }
-                None => {
-                    let scope = if is_host { Scope::Host } else { Scope::Process };
-                    let metric = ast::metric_from_word(&name.value, name.span.start, name.span.end);
-                    let message = if metrics::lookup(
-                        &metric.family.value,
-                        metric.name.as_ref().map(|n| n.value.as_str()),
-                        scope,
-                    )
-                    .is_ok()
-                    {
-                        let span = arg.as_ref().map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
-                        out.push(file.error(
-                            span,
-                            format!("expected a comparison after `{}`, like `{} > 90%`", name.value, name.value),
-                        ));
-                        return None;
-                    } else if is_host {
-                        format!(
-                            "unknown condition `{}`, expected a host metric comparison such as `swap > 20%`",
-                            name.value
-                        )
-                    } else {
-                        format!(
-                            "unknown condition `{}`, expected a metric comparison or one of exited, crashed, signaled, oom_killed",
-                            name.value
-                        )
-                    };
-                    out.push(file.error(name.span, message));
-                    None
-                }
-            }
-        }
+        ast::Condition::Event { name, arg } => event_condition(file, name, arg.as_ref(), is_host, out),
         ast::Condition::EventCount { name, arg, op, amount, within } => {
-            if metrics::event_subject(&name.value) != Some(EventSubject::Worker) {
-                out.push(file.error(
-                    name.span,
-                    format!(
-                        "`{} {}` cannot be counted, expected `worker crashed > 3 within 1 minute`",
-                        name.value, arg.value
-                    ),
-                ));
-                return None;
-            }
-            if is_host {
-                out.push(file.error(
-                    name.span,
-                    "`worker` is an event of a service, expected a host metric such as swap, load:5 or disk:/",
-                ));
-                return None;
-            }
-            let Some(what) = worker_event(&arg.value) else {
-                out.push(file.error(arg.span, WORKER_EXPECTED));
-                return None;
-            };
-            let word = format!("worker {}", arg.value);
-            let more_than = count_within(file, &word, *op, amount, Some(within), out)?;
-            Some(Condition::Worker { what, more_than: Some(more_than) })
+            counted_event(file, name, arg, *op, amount, within, is_host, out)
         }
         ast::Condition::Compare { metric, op, amount, for_cycles, within } => {
             let subject = if metric.name.is_none() { metrics::event_subject(&metric.family.value) } else { None };
@@ -524,6 +560,143 @@ fn condition(
             }
         }
     }
+}
+
+/// `if WORD [ARG] then`: an event without a comparison (`exited`, `signaled SIGSEGV`, `worker crashed`).
+fn event_condition(
+    file: &SourceFile<'_>,
+    name: &Text,
+    arg: Option<&Text>,
+    is_host: bool,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Condition> {
+    let Some(subject) = metrics::event_subject(&name.value) else {
+        return not_an_event(file, name, arg, is_host, out);
+    };
+    if is_host {
+        out.push(file.error(
+            name.span,
+            format!("`{}` is an event of a process, expected a host metric such as swap, load:5 or disk:/", name.value),
+        ));
+        return None;
+    }
+    // Where a missing argument or comparison would have been: just after the word.
+    let after = || arg.map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
+    let no_arg = |out: &mut Vec<Diagnostic>| {
+        if let Some(a) = arg {
+            out.push(file.error(a.span, format!("unexpected `{}`, expected `then`", a.value)));
+        }
+    };
+    match subject {
+        EventSubject::Exited => {
+            no_arg(out);
+            Some(Condition::Exited)
+        }
+        EventSubject::Crashed => {
+            no_arg(out);
+            Some(Condition::Crashed)
+        }
+        EventSubject::OomKilled => {
+            no_arg(out);
+            Some(Condition::OomKilled)
+        }
+        EventSubject::Signaled => match arg {
+            None => Some(Condition::Signaled(None)),
+            Some(a) => {
+                let number = metrics::signal_number(&a.value);
+                if number.is_none() {
+                    out.push(file.error(
+                        a.span,
+                        format!(
+                            "unknown signal `{}`, expected a name such as SIGKILL or SIGSEGV, or a number",
+                            a.value
+                        ),
+                    ));
+                }
+                number.map(|n| Condition::Signaled(Some(n)))
+            }
+        },
+        EventSubject::Worker => {
+            let what = arg.and_then(|a| worker_event(&a.value));
+            if what.is_none() {
+                out.push(file.error(after(), WORKER_EXPECTED));
+            }
+            what.map(|what| Condition::Worker { what, more_than: None })
+        }
+        EventSubject::ExitCode | EventSubject::Forks | EventSubject::Restarts => {
+            let example = match subject {
+                EventSubject::ExitCode => "exit_code != 0",
+                EventSubject::Forks => "forks > 100/sec",
+                _ => "restarts > 3 within 5 minutes",
+            };
+            out.push(file.error(after(), format!("expected a comparison after `{}`, like `{example}`", name.value)));
+            None
+        }
+    }
+}
+
+/// `if WORD then` where WORD is no event: a metric missing its comparison, or nothing inspeq knows.
+fn not_an_event(
+    file: &SourceFile<'_>,
+    name: &Text,
+    arg: Option<&Text>,
+    is_host: bool,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Condition> {
+    let scope = if is_host { Scope::Host } else { Scope::Process };
+    let metric = ast::metric_from_word(&name.value, name.span.start, name.span.end);
+    if metrics::lookup(&metric.family.value, metric.name.as_ref().map(|n| n.value.as_str()), scope).is_ok() {
+        let span = arg.map_or(Span::new(name.span.end, name.span.end + 1), |a| a.span);
+        out.push(
+            file.error(span, format!("expected a comparison after `{}`, like `{} > 90%`", name.value, name.value)),
+        );
+        return None;
+    }
+    let message = if is_host {
+        format!("unknown condition `{}`, expected a host metric comparison such as `swap > 20%`", name.value)
+    } else {
+        format!(
+            "unknown condition `{}`, expected a metric comparison or one of exited, crashed, signaled, oom_killed",
+            name.value
+        )
+    };
+    out.push(file.error(name.span, message));
+    None
+}
+
+/// `if worker crashed > N within WINDOW`: the one event that is counted after a word of its own.
+#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename the same fields")]
+fn counted_event(
+    file: &SourceFile<'_>,
+    name: &Text,
+    arg: &Text,
+    op: (Op, Span),
+    amount: &Text,
+    within: &[Text],
+    is_host: bool,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Condition> {
+    if metrics::event_subject(&name.value) != Some(EventSubject::Worker) {
+        out.push(file.error(
+            name.span,
+            format!("`{} {}` cannot be counted, expected `worker crashed > 3 within 1 minute`", name.value, arg.value),
+        ));
+        return None;
+    }
+    if is_host {
+        out.push(file.error(
+            name.span,
+            "`worker` is an event of a service, expected a host metric such as swap, load:5 or disk:/",
+        ));
+        return None;
+    }
+    let Some(what) = worker_event(&arg.value) else {
+        out.push(file.error(arg.span, WORKER_EXPECTED));
+        return None;
+    };
+    let word = format!("worker {}", arg.value);
+    let more_than = count_within(file, &word, op, amount, Some(within), out)?;
+    Some(Condition::Worker { what, more_than: Some(more_than) })
 }
 
 #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename the same fields")]
@@ -661,17 +834,14 @@ fn count_within(
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename the same fields")]
-fn metric_compare(
+/// A metric rule's metric, as the catalogue resolves it for this check: with the canonical name it is shown by.
+/// A metric the daemon does not collect is refused here: the rule would sit in `status` with no value forever.
+fn resolve_metric(
     file: &SourceFile<'_>,
     metric: &ast::MetricText,
-    (op, _): (Op, Span),
-    amount: &Text,
-    for_cycles: Option<&(Text, Option<Text>)>,
-    within: Option<&[Text]>,
     is_host: bool,
     out: &mut Vec<Diagnostic>,
-) -> Option<Condition> {
+) -> Option<(MetricName, metrics::Resolved)> {
     let family = metric.family.value.as_str();
     let mut name = metric.name.as_ref().map(|n| n.value.as_str());
     let scope = if is_host { Scope::Host } else { Scope::Process };
@@ -686,13 +856,60 @@ fn metric_compare(
         );
         name = Some("available");
     }
-    let resolved = match metrics::lookup(family, name, scope) {
-        Ok(r) => Some(r),
+    match metrics::lookup(family, name, scope) {
+        Ok(r) if r.daemon.is_some_and(|d| !d.collected) => {
+            out.push(file.error(
+                metric.span,
+                format!(
+                    "`{}` could never fire: inspeq does not collect {family} metrics yet, expected a metric it samples, such as memory:rss, memory:total_rss or cpu:total (or remove the rule)",
+                    metrics::display(family, name)
+                ),
+            ));
+            None
+        }
+        Ok(r) => Some((MetricName::new(family, name), r)),
         Err(e) => {
             out.push(file.error(metric.span, e.to_string()));
             None
         }
+    }
+}
+
+/// `for N cycles` (or `for N`): at least one; without it, one cycle is enough.
+fn cycle_count(
+    file: &SourceFile<'_>,
+    for_cycles: Option<&(Text, Option<Text>)>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<u32> {
+    let Some((n, word)) = for_cycles else { return Some(1) };
+    let count = match n.value.parse::<u32>() {
+        Ok(c) if c >= 1 => Some(c),
+        _ => {
+            out.push(
+                file.error(n.span, format!("invalid cycle count `{}`, expected a whole number of at least 1", n.value)),
+            );
+            None
+        }
     };
+    if let Some(word) = word.as_ref().filter(|w| !matches!(w.value.as_str(), "cycle" | "cycles")) {
+        out.push(file.error(word.span, format!("unexpected `{}`, expected `cycles`", word.value)));
+        return None;
+    }
+    count
+}
+
+#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename the same fields")]
+fn metric_compare(
+    file: &SourceFile<'_>,
+    metric: &ast::MetricText,
+    (op, _): (Op, Span),
+    amount: &Text,
+    for_cycles: Option<&(Text, Option<Text>)>,
+    within: Option<&[Text]>,
+    is_host: bool,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Condition> {
+    let resolved = resolve_metric(file, metric, is_host, out);
     if let Some(first) = within.and_then(<[Text]>::first) {
         out.push(file.error(first.span, "`within` only applies to `restarts`, expected `for N cycles` or `then`"));
         return None;
@@ -704,29 +921,8 @@ fn metric_compare(
             None
         }
     };
-    let cycles = match for_cycles {
-        None => Some(1),
-        Some((n, word)) => {
-            let count = match n.value.parse::<u32>() {
-                Ok(c) if c >= 1 => Some(c),
-                _ => {
-                    out.push(file.error(
-                        n.span,
-                        format!("invalid cycle count `{}`, expected a whole number of at least 1", n.value),
-                    ));
-                    None
-                }
-            };
-            if let Some(word) = word.as_ref().filter(|w| !matches!(w.value.as_str(), "cycle" | "cycles")) {
-                out.push(file.error(word.span, format!("unexpected `{}`, expected `cycles`", word.value)));
-                None
-            } else {
-                count
-            }
-        }
-    };
-    let (resolved, threshold, cycles) = (resolved?, threshold?, cycles?);
-    let shown = MetricName::new(family, name);
+    let cycles = cycle_count(file, for_cycles, out);
+    let ((shown, resolved), threshold, cycles) = (resolved?, threshold?, cycles?);
     if threshold.per_sec && resolved.kind != MetricKind::Counter {
         out.push(file.warning(
             amount.span,

@@ -14,7 +14,7 @@ use crate::config::ast::Span;
 use crate::config::diagnostic::SourceFile;
 use crate::config::model::{Check, Job, Location, Route, Settings};
 
-pub use checks::{REGEX_SIZE_LIMIT, check_checks};
+pub use checks::check_checks;
 pub use global::check_global;
 
 /// What the files checked so far have declared, for the checks that span files.
