@@ -5,6 +5,8 @@
 //! - [`config`]: the rule language (`inspeq.conf`, `*.inq`): lexer, LALRPOP
 //!   grammars, semantic pass, diagnostics. Pure but for `config::load_dir`.
 //! - [`engine`]: the pure rule engine, `step(state, input, now) -> Vec<Action>`.
+//! - [`exit`]: how a process ended ([`exit::ExitStatus`]), one type from the
+//!   kernel's record through the engine to the alert. Pure.
 //! - [`alert`]: alert events, routes, templates, the durable outbox and the
 //!   channels (email, Slack, webhook, PagerDuty, Alertmanager, log).
 //! - [`kernel`]: the eBPF programs' userspace half (load, watch, read, decode) and
@@ -26,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod exit;
 pub mod export;
 pub mod init;
 pub mod kernel;

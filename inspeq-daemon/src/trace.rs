@@ -91,7 +91,7 @@ pub fn to_json(o: &Observation) -> serde_json::Value {
         Observation::ProcessExited(e) => json!({
             "kind": "exited",
             "pid": e.pid,
-            "exit_code": e.status.exit_code(),
+            "exit_code": e.status.code(),
             "signal": e.status.signal(),
             "core_dumped": e.status.core_dumped(),
             "oom_killed": e.oom_killed,
@@ -132,8 +132,8 @@ pub fn to_text(o: &Observation) -> String {
     match o {
         Observation::ProcessExited(e) => {
             let how = match e.status {
-                ExitStatus::Exited(code) => format!("code={code}"),
-                ExitStatus::Signaled { signal, core_dumped } => {
+                ExitStatus::Code(code) => format!("code={code}"),
+                ExitStatus::Signal { signal, core_dumped } => {
                     format!(
                         "signal={signal} ({}){}",
                         crate::signal::name(signal).unwrap_or("signal"),
@@ -301,7 +301,7 @@ mod tests {
             watch: crate::kernel::WatchId(1),
             pid: 10,
             ppid: 1,
-            status: ExitStatus::Signaled { signal: 9, core_dumped: false },
+            status: ExitStatus::Signal { signal: 9, core_dumped: false },
             oom_killed: true,
             rss_bytes: Some(8192),
             cgroup_id: 77,

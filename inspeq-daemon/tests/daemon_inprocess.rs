@@ -1,7 +1,8 @@
-//! The daemon in process, with a fake init system, a recording alert channel and
+//! The daemon in process, with a fake init system, recording alert channels and
 //! paused time: what each control command answers, that a broken reload keeps
-//! the running configuration, that deploys silence alerts and actions, and that
-//! jobs go overdue and run. No root needed: the kernel side is the /proc
+//! the running configuration, that deploys silence alerts and actions, that
+//! jobs go overdue and run, and that an alert reaches its rule's route or its
+//! check's owner's. No root needed: the kernel side is the /proc
 //! fallback, and the "service" is this test process itself.
 
 use std::{
@@ -88,7 +89,10 @@ struct Harness {
     dir: PathBuf,
     socket: PathBuf,
     init: Arc<FakeInit>,
+    /// The default route's channel.
     recorder: Arc<Recorder>,
+    /// The channels of the named routes `start_routed` was given.
+    named: BTreeMap<String, Arc<Recorder>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -103,14 +107,24 @@ fn write(dir: &Path, files: &[(&str, &str)]) {
 
 impl Harness {
     async fn start(name: &str, files: &[(&str, &str)]) -> Self {
+        Self::start_routed(name, files, &[]).await
+    }
+
+    /// Also with a recording route for each of `named`.
+    async fn start_routed(name: &str, files: &[(&str, &str)], named: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("inspeq-inproc-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         write(&dir.join("conf"), files);
         let init = Arc::new(FakeInit::default());
         init.pids.lock().unwrap().insert("web".into(), std::process::id());
         let recorder = Arc::new(Recorder::default());
-        let routes =
-            alert::Routes::from_routes([Route { name: RouteName::Default, channel: recorder.clone() }]).unwrap();
+        let named: BTreeMap<String, Arc<Recorder>> =
+            named.iter().map(|n| ((*n).to_owned(), Arc::new(Recorder::default()))).collect();
+        let routes = alert::Routes::from_routes(
+            std::iter::once(Route { name: RouteName::Default, channel: recorder.clone() as Arc<dyn Channel> })
+                .chain(named.iter().map(|(n, r)| Route { name: RouteName::Named(n.clone()), channel: r.clone() })),
+        )
+        .unwrap();
         let socket = dir.join("sock");
         let options = daemon::Options {
             config_dir: dir.join("conf"),
@@ -131,7 +145,7 @@ impl Harness {
         let task = tokio::spawn(daemon::run(options, async move {
             let _ = stopped.await;
         }));
-        let harness = Self { dir, socket, init, recorder, stop: Some(stop), task };
+        let harness = Self { dir, socket, init, recorder, named, stop: Some(stop), task };
         harness.until(|h| h.socket.exists()).await;
         // Until the service has been looked up and is up.
         harness
@@ -267,5 +281,24 @@ async fn jobs_go_overdue_and_run_and_deploys_silence_them() {
     tokio::time::sleep(Duration::from_secs(150)).await;
     h.until(|h| h.recorder.kinds().iter().filter(|k| k.ends_with("job_overdue")).count() == 2).await;
     assert!(h.init.calls.lock().unwrap().is_empty(), "nothing restarted or reloaded");
+    h.stop().await;
+}
+
+/// The engine hands the rule's `alert NAME` and the check's owner over apart, and the outbox picks: the rule's
+/// route, else the owner's, else the default.
+#[tokio::test(start_paused = true)]
+async fn an_alert_goes_to_its_rules_route_else_to_its_checks_owner() {
+    let conf = "set cycle_time 1\nset deploy_length 60\nsend alerts via log\nsend alerts to ops via log\n\
+                send alerts to dev via log\n";
+    // This test process is `web`: its RSS is above 1 KiB.
+    let web = "check service web with owner ops\n  if memory:rss > 1k then alert dev\n";
+    let jobs = "check jobs with owner ops\n  backup happens every 1 minute\n";
+    let files = [("inspeq.conf", conf), ("services.d/web.inq", web), ("jobs.d/backup.inq", jobs)];
+    let h = Harness::start_routed("routes", &files, &["ops", "dev"]).await;
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    h.until(|h| !h.named["dev"].kinds().is_empty() && !h.named["ops"].kinds().is_empty()).await;
+    assert_eq!(h.named["dev"].kinds(), ["web rule_failed"], "the rule names its route");
+    assert_eq!(h.named["ops"].kinds(), ["host job_overdue"], "a bare alert goes to the check's owner");
+    assert!(h.recorder.kinds().is_empty(), "nothing for the default route: {:?}", h.recorder.kinds());
     h.stop().await;
 }

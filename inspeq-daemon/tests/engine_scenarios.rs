@@ -1,15 +1,17 @@
 //! Engine scenarios as specifications: a configuration, then a table of `(seconds, input) -> actions`.
 //!
 //! Actions are written in a compact form so a table reads like a log:
-//! `alert ROUTE TARGET: WHAT` (route `-` is the default), `restart web`, `reload web`, `unmonitor web`,
-//! `exec /path args`.
+//! `alert ROUTE TARGET: WHAT` (route `-` when the rule names none; ` (owner NAME)` after the target when the check
+//! has an owner, carried apart from the route for the outbox to choose), `restart web`, `reload web`,
+//! `unmonitor web`, `exec /path args`.
 
 use inspeq_daemon::config::amount::parse_amount;
 use inspeq_daemon::config::metrics::{Scope, lookup};
 use inspeq_daemon::config::model::{Condition, MetricName, MetricRule, Op, Rule};
 use inspeq_daemon::config::{Diagnostic, load};
 use inspeq_daemon::engine::{
-    Action, EngineState, ExitCause, Input, NoticeKind, ProcessExit, Sample, Target, Timestamp, step, swap_used_percent,
+    Action, EngineState, Exit, ExitCause, ExitStatus, Input, NoticeKind, ProcessExit, Sample, Target, Timestamp, step,
+    swap_used_percent,
 };
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -51,17 +53,17 @@ fn daemon_rules(service: &str, rules: &[&str]) -> EngineState {
 
 fn describe(action: &Action) -> String {
     match action {
-        Action::Alert { route, event } => {
+        Action::Alert { route, owner, event } => {
             let text = event.rule.as_ref().map_or("", |r| r.text.as_str());
             let what = match &event.kind {
                 NoticeKind::RuleFailed { value } => format!("failed `{text}` ({value})"),
                 NoticeKind::RuleRecovered { value, failed_for } => {
                     format!("recovered `{text}` ({value}) after {}s", failed_for.as_secs())
                 }
-                NoticeKind::ProcessExited(exit) => match (exit.exit_code, exit.signal) {
-                    (Some(code), _) => format!("`{text}` on exit code {code}"),
-                    (None, Some(signal)) => format!("`{text}` on signal {signal}"),
-                    (None, None) => format!("`{text}` on exit"),
+                NoticeKind::ProcessExited(exit) => match exit.status {
+                    ExitStatus::Code(code) => format!("`{text}` on exit code {code}"),
+                    ExitStatus::Signal { signal, .. } => format!("`{text}` on signal {signal}"),
+                    ExitStatus::Unknown => format!("`{text}` on an unknown exit"),
                 },
                 NoticeKind::ProcessDown => "down".to_owned(),
                 NoticeKind::ProcessUp { pid } => format!("up as pid {pid}"),
@@ -74,7 +76,7 @@ fn describe(action: &Action) -> String {
                 }
                 NoticeKind::FlappingRecovered => format!("recovered `{text}`"),
                 NoticeKind::RestartFailed { reason } => format!("restart failed: {reason}"),
-                NoticeKind::WorkerDied(exit) => match exit.signal {
+                NoticeKind::WorkerDied(exit) => match exit.status.signal() {
                     Some(signal) if exit.oom_killed => {
                         format!("`{text}`: worker {} oom-killed ({signal})", exit.pid)
                     }
@@ -88,7 +90,8 @@ fn describe(action: &Action) -> String {
                 NoticeKind::JobOverdue { job, .. } => format!("job {job} overdue"),
                 NoticeKind::JobRan { job } => format!("job {job} ran"),
             };
-            format!("alert {} {}: {what}", route.as_deref().unwrap_or("-"), event.target)
+            let owner = owner.as_ref().map_or_else(String::new, |o| format!(" (owner {o})"));
+            format!("alert {} {}{owner}: {what}", route.as_deref().unwrap_or("-"), event.target)
         }
         Action::Restart { service } => format!("restart {service}"),
         Action::InitRestarts { service } => format!("init restarts {service}"),
@@ -117,17 +120,17 @@ fn host(cores: u32, metrics: &[(&str, f64)]) -> Input {
     Input::Sample(sample)
 }
 
-fn exit(service: &str, exit_code: Option<i32>, signal: Option<i32>) -> Input {
-    Input::ProcessExited(ProcessExit {
-        service: service.to_owned(),
-        pid: 100,
-        exit_code,
-        signal,
-        core_dumped: false,
-        oom_killed: false,
-        cause: ExitCause::Unexpected { init_restarts: false },
-        init_says_clean: false,
-    })
+/// An unexpected exit of pid 100 with `status`.
+fn exit(service: &str, status: ExitStatus) -> Input {
+    Input::ProcessExited(ProcessExit::unexpected(service, Exit::new(100, status)))
+}
+
+fn code(code: i32) -> ExitStatus {
+    ExitStatus::Code(code)
+}
+
+fn signal(signal: i32) -> ExitStatus {
+    ExitStatus::Signal { signal, core_dumped: false }
 }
 
 fn started(service: &str, pid: u32) -> Input {
@@ -275,7 +278,7 @@ fn deploys_silence_rules_and_reset_their_counts_then_one_grace_cycle() {
             (0, high(), NONE),
             (10, Input::DeployStarted, NONE),
             (15, high(), NONE),
-            (20, exit("web", Some(1), None), NONE),
+            (20, exit("web", code(1)), NONE),
             (30, high(), NONE),
             (40, Input::DeployFinished, NONE),
             // Still inside the grace cycle (15 s after finish).
@@ -283,7 +286,7 @@ fn deploys_silence_rules_and_reset_their_counts_then_one_grace_cycle() {
             // The count restarted from zero after the deploy: two more cycles are needed.
             (60, high(), NONE),
             (75, high(), &["alert - web: failed `memory:rss > 1g for 2 cycles` (2147483648)"]),
-            (80, exit("web", Some(1), None), &["restart web"]),
+            (80, exit("web", code(1)), &["restart web"]),
         ],
     );
 }
@@ -316,30 +319,32 @@ fn exit_rules_fire_the_instant_the_kernel_reports_an_exit() {
     let mut s = engine(&[("web.inq", inq)]);
     let oom = Input::ProcessExited(ProcessExit {
         service: "web".into(),
-        pid: 7,
-        exit_code: None,
-        signal: Some(9),
-        core_dumped: false,
-        oom_killed: true,
+        exit: Exit {
+            pid: 7,
+            status: ExitStatus::Signal { signal: 9, core_dumped: false },
+            oom_killed: true,
+            rss_bytes: None,
+        },
         cause: ExitCause::Unexpected { init_restarts: false },
         init_says_clean: false,
     });
     let requested = Input::ProcessExited(ProcessExit {
         service: "web".into(),
-        pid: 8,
-        exit_code: None,
-        signal: Some(15),
-        core_dumped: false,
-        oom_killed: false,
+        exit: Exit {
+            pid: 8,
+            status: ExitStatus::Signal { signal: 15, core_dumped: false },
+            oom_killed: false,
+            rss_bytes: None,
+        },
         cause: ExitCause::Restart,
         init_says_clean: false,
     });
     play(
         &mut s,
         vec![
-            (1, exit("web", Some(0), None), &["alert - web: `exited` on exit code 0"]),
-            (2, exit("web", Some(75), None), &["alert - web: `exited` on exit code 75", "restart web", "reload web"]),
-            (3, exit("web", None, Some(11)), &["alert - web: `exited` on signal 11", "restart web"]),
+            (1, exit("web", code(0)), &["alert - web: `exited` on exit code 0"]),
+            (2, exit("web", code(75)), &["alert - web: `exited` on exit code 75", "restart web", "reload web"]),
+            (3, exit("web", signal(11)), &["alert - web: `exited` on signal 11", "restart web"]),
             (
                 4,
                 oom,
@@ -365,11 +370,7 @@ fn an_exit_with_an_unknown_status_is_a_crash_unless_the_init_system_says_it_was_
     let mut s = engine(&[("web.inq", inq)]);
     let clean = Input::ProcessExited(ProcessExit {
         service: "web".into(),
-        pid: 101,
-        exit_code: None,
-        signal: None,
-        core_dumped: false,
-        oom_killed: false,
+        exit: Exit { pid: 101, status: ExitStatus::Unknown, oom_killed: false, rss_bytes: None },
         cause: ExitCause::Unexpected { init_restarts: false },
         init_says_clean: true,
     });
@@ -378,7 +379,7 @@ fn an_exit_with_an_unknown_status_is_a_crash_unless_the_init_system_says_it_was_
         vec![
             (0, started("web", 100), NONE),
             // Unknown: `crashed` matches, `exit_code` rules (which need a code) do not.
-            (1, exit("web", None, None), &["alert - web: `crashed` on exit", "restart web"]),
+            (1, exit("web", ExitStatus::Unknown), &["alert - web: `crashed` on an unknown exit", "restart web"]),
             // The crash alert opened the service's condition: the next start resolves it.
             (2, started("web", 101), &["alert - web: up as pid 101"]),
             (3, clean, NONE),
@@ -386,7 +387,61 @@ fn an_exit_with_an_unknown_status_is_a_crash_unless_the_init_system_says_it_was_
     );
     // Without exit rules, the built-in down alert.
     let mut s = engine(&[("web.inq", "check service web\n  if memory:rss > 1g then alert\n")]);
-    play(&mut s, vec![(0, started("web", 100), NONE), (1, exit("web", None, None), &["alert - web: down"])]);
+    play(&mut s, vec![(0, started("web", 100), NONE), (1, exit("web", ExitStatus::Unknown), &["alert - web: down"])]);
+}
+
+/// How each exit rule judges an exit whose status nobody learned: `exited` and `crashed` match (it is gone, and
+/// silence would be the worse error), and no rule that needs what is unknown does: not `signaled`, and no
+/// `exit_code` comparison, `== 0` and `!= 0` alike. Never a made-up code 0.
+#[test]
+fn an_unknown_exit_matches_exited_and_crashed_and_nothing_that_needs_a_code_or_a_signal() {
+    let inq = "check service web\n\
+               \x20 if exited then alert\n\
+               \x20 if crashed then restart\n\
+               \x20 if exit_code == 0 then exec /bin/zero\n\
+               \x20 if exit_code != 0 then exec /bin/nonzero\n\
+               \x20 if signaled then exec /bin/signaled\n\
+               \x20 if oom_killed then exec /bin/oom\n";
+    let mut s = engine(&[("web.inq", inq)]);
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 100), NONE),
+            (1, exit("web", ExitStatus::Unknown), &["alert - web: `exited` on an unknown exit", "restart web"]),
+            (2, started("web", 101), &["alert - web: up as pid 101"]),
+            // The same rules on a known clean exit and a known failure, for contrast.
+            (3, exit("web", code(0)), &["alert - web: `exited` on exit code 0", "exec /bin/zero"]),
+            (4, started("web", 102), &["alert - web: up as pid 102"]),
+            (5, exit("web", code(2)), &["alert - web: `exited` on exit code 2", "restart web", "exec /bin/nonzero"]),
+        ],
+    );
+}
+
+/// The kernel's record has the resident memory at exit; the notice carries it, with the OOM mark, to the alert.
+#[test]
+fn an_oom_kill_carries_its_rss_at_exit_into_the_notice() {
+    let mut s =
+        engine(&[("web.inq", "check service web\n  if oom_killed then alert\n  if worker oom_killed then alert\n")]);
+    let killed = |pid| Exit {
+        pid,
+        status: ExitStatus::Signal { signal: 9, core_dumped: false },
+        oom_killed: true,
+        rss_bytes: Some(3 << 30),
+    };
+    step(&mut s, started("web", 100), Timestamp::from_secs(0));
+    let inputs = [
+        Input::WorkerDied(ProcessExit::unexpected("web", killed(200))),
+        Input::ProcessExited(ProcessExit::unexpected("web", killed(100))),
+    ];
+    for (i, input) in inputs.into_iter().enumerate() {
+        let actions = step(&mut s, input, Timestamp::from_secs(1 + i as u64));
+        let [Action::Alert { event, .. }] = &actions[..] else { panic!("one alert expected: {actions:?}") };
+        let exit = match &event.kind {
+            NoticeKind::WorkerDied(exit) | NoticeKind::ProcessExited(exit) => *exit,
+            other => panic!("not an exit: {other:?}"),
+        };
+        assert_eq!(exit, killed(if i == 0 { 200 } else { 100 }));
+    }
 }
 
 #[test]
@@ -400,10 +455,10 @@ fn without_exit_rules_a_service_reports_down_and_up_like_inspeqtor() {
         vec![
             // Found running at startup: silent.
             (0, started("web", 10), NONE),
-            (5, exit("web", Some(1), None), &["alert ops web: down"]),
+            (5, exit("web", code(1)), &["alert - web (owner ops): down"]),
             // The init system saying the same again changes nothing.
             (6, Input::ServiceDown { service: "web".into(), stopped: false }, NONE),
-            (8, started("web", 11), &["alert ops web: up as pid 11"]),
+            (8, started("web", 11), &["alert - web (owner ops): up as pid 11"]),
         ],
     );
 }
@@ -434,20 +489,20 @@ fn flapping_is_counted_in_time_and_unmonitor_stops_everything_until_remonitor() 
         &mut s,
         vec![
             (0, started("web", 1), NONE),
-            (10, exit("web", Some(1), None), &["restart web"]),
+            (10, exit("web", code(1)), &["restart web"]),
             (11, started("web", 2), NONE),
-            (20, exit("web", Some(1), None), &["restart web"]),
+            (20, exit("web", code(1)), &["restart web"]),
             (21, started("web", 3), NONE),
-            (30, exit("web", Some(1), None), &["restart web"]),
+            (30, exit("web", code(1)), &["restart web"]),
             (
                 31,
                 started("web", 4),
                 &["unmonitor web", "alert - web: `restarts > 2 within 5 minutes`: 3 restarts in 300s"],
             ),
-            (40, exit("web", Some(1), None), NONE),
+            (40, exit("web", code(1)), NONE),
             (50, started("web", 5), NONE),
             (60, Input::Remonitor { service: "web".into() }, NONE),
-            (70, exit("web", Some(1), None), &["restart web"]),
+            (70, exit("web", code(1)), &["restart web"]),
         ],
     );
     assert!(!s.is_unmonitored("web"));
@@ -481,20 +536,23 @@ fn jobs_are_overdue_after_their_period_plus_a_minute_and_report_when_they_run() 
         &mut s,
         vec![
             (3659, Input::Cycle, NONE),
-            (3660, Input::Cycle, &["alert ops host: job backup overdue"]),
+            (3660, Input::Cycle, &["alert - host (owner ops): job backup overdue"]),
             (3675, Input::Cycle, NONE),
-            (3700, Input::JobDone { job: "backup".into() }, &["alert ops host: job backup ran"]),
+            (3700, Input::JobDone { job: "backup".into() }, &["alert - host (owner ops): job backup ran"]),
             (3700 + 3659, Input::Cycle, NONE),
-            (3700 + 3660, Input::Cycle, &["alert ops host: job backup overdue"]),
+            (3700 + 3660, Input::Cycle, &["alert - host (owner ops): job backup overdue"]),
         ],
     );
     assert!(s.knows_job("backup") && !s.knows_job("nightly"));
 }
 
+/// The engine carries the rule's `alert NAME` and the check's owner apart; the outbox picks the route from both
+/// (`alert::Routes::select`: the rule's, else the owner's, else the default).
 #[test]
-fn alerts_route_by_rule_then_owner_then_default() {
+fn alerts_carry_the_rules_route_and_the_checks_owner_apart() {
     let conf = "send alerts via log\nsend alerts to ops via log\nsend alerts to dev via log\n";
     let inq = "check service web with owner dev\n  if memory:rss > 1g then alert ops\n  if memory:rss > 2g then alert\n\
+               \x20 if crashed then alert dev\n\
                check service db\n  if memory:rss > 1g then alert\n";
     let mut s = engine(&[("inspeq.conf", conf), ("web.inq", inq)]);
     play(
@@ -504,11 +562,16 @@ fn alerts_route_by_rule_then_owner_then_default() {
                 0,
                 svc("web", &[("memory:rss", 3.0 * GIB)]),
                 &[
-                    "alert ops web: failed `memory:rss > 1g` (3221225472)",
-                    "alert dev web: failed `memory:rss > 2g` (3221225472)",
+                    "alert ops web (owner dev): failed `memory:rss > 1g` (3221225472)",
+                    "alert - web (owner dev): failed `memory:rss > 2g` (3221225472)",
                 ],
             ),
             (0, svc("db", &[("memory:rss", 3.0 * GIB)]), &["alert - db: failed `memory:rss > 1g` (3221225472)"]),
+            // A rule naming the owner's route still names it: nothing is folded or unfolded on the way.
+            (1, started("web", 100), NONE),
+            (2, exit("web", signal(9)), &["alert dev web (owner dev): `crashed` on signal 9"]),
+            // The engine's own alerts (here: up after the crash's alert) name no route, only the owner.
+            (3, started("web", 101), &["alert - web (owner dev): up as pid 101"]),
         ],
     );
 }
@@ -519,7 +582,7 @@ fn inputs_for_unknown_services_are_ignored() {
     play(
         &mut s,
         vec![
-            (0, exit("ghost", Some(1), None), NONE),
+            (0, exit("ghost", code(1)), NONE),
             (0, svc("ghost", &[("memory:rss", 1.0)]), NONE),
             (0, Input::JobDone { job: "nope".into() }, NONE),
         ],
@@ -582,11 +645,12 @@ fn a_reload_keeps_deploy_silence_unmonitor_and_job_runs() {
     let crash = || {
         Input::ProcessExited(ProcessExit {
             service: "web".into(),
-            pid: 7,
-            exit_code: None,
-            signal: Some(9),
-            core_dumped: false,
-            oom_killed: false,
+            exit: Exit {
+                pid: 7,
+                status: ExitStatus::Signal { signal: 9, core_dumped: false },
+                oom_killed: false,
+                rss_bytes: None,
+            },
             cause: ExitCause::Unexpected { init_restarts: false },
             init_says_clean: false,
         })
@@ -610,30 +674,16 @@ fn a_reload_keeps_deploy_silence_unmonitor_and_job_runs() {
 /// An exit of `pid` with `cause`, killed by `signal`.
 fn ended(service: &str, pid: u32, signal: i32, cause: ExitCause) -> Input {
     Input::ProcessExited(ProcessExit {
-        service: service.to_owned(),
-        pid,
-        exit_code: None,
-        signal: Some(signal),
-        core_dumped: false,
-        oom_killed: false,
         cause,
-        init_says_clean: false,
+        ..ProcessExit::unexpected(service, Exit::new(pid, ExitStatus::Signal { signal, core_dumped: false }))
     })
 }
 
 const CRASH: ExitCause = ExitCause::Unexpected { init_restarts: false };
 
 fn worker(service: &str, pid: u32, signal: i32, oom_killed: bool) -> Input {
-    Input::WorkerDied(ProcessExit {
-        service: service.to_owned(),
-        pid,
-        exit_code: None,
-        signal: Some(signal),
-        core_dumped: false,
-        oom_killed,
-        cause: CRASH,
-        init_says_clean: false,
-    })
+    let status = ExitStatus::Signal { signal, core_dumped: false };
+    Input::WorkerDied(ProcessExit::unexpected(service, Exit { pid, status, oom_killed, rss_bytes: None }))
 }
 
 #[test]

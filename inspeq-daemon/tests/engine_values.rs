@@ -9,7 +9,7 @@ use inspeq_daemon::config::load;
 use inspeq_daemon::config::metrics::{MetricKind, Scope, lookup};
 use inspeq_daemon::config::model::{Condition, MetricName, MetricRule, Op, Rule};
 use inspeq_daemon::engine::{
-    EngineState, ExitCause, ExitStatus, Input, Phase, ProcessExit, RuleValue, Sample, Target, Timestamp, step,
+    EngineState, Exit, ExitCause, ExitStatus, Input, Phase, ProcessExit, RuleValue, Sample, Target, Timestamp, step,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -118,37 +118,26 @@ fn exit_rules_show_the_main_processs_last_exit_whether_or_not_they_matched() {
         "check service web\n  if crashed then alert\n  if exit_code == 75 then reload\n  if memory:rss > 1g then alert\n",
     );
     assert_eq!(value(&s, "crashed", at(0)), None);
-    let exit = |pid, exit_code, signal, requested| {
+    let exit = |pid, status, requested| {
         Input::ProcessExited(ProcessExit {
-            service: "web".into(),
-            pid,
-            exit_code,
-            signal,
-            core_dumped: false,
-            oom_killed: false,
             cause: if requested { ExitCause::InitStopped } else { ExitCause::Unexpected { init_restarts: false } },
-            init_says_clean: false,
+            ..ProcessExit::unexpected("web", Exit::new(pid, status))
         })
     };
+    let sigkill = ExitStatus::Signal { signal: 9, core_dumped: false };
     step(&mut s, Input::ProcessStarted { service: "web".into(), pid: 7 }, at(0));
-    step(&mut s, exit(7, None, Some(9), false), at(5));
-    let killed = Some(RuleValue::Exit {
-        status: ExitStatus { pid: 7, exit_code: None, signal: Some(9), core_dumped: false, oom_killed: false },
-        requested: false,
-    });
+    step(&mut s, exit(7, sigkill, false), at(5));
+    let killed = Some(RuleValue::Exit { exit: Exit::new(7, sigkill), requested: false });
     assert_eq!(value(&s, "crashed", at(5)), killed);
     // `exit_code == 75` did not match a SIGKILL, but its value is still the last exit.
     assert_eq!(value(&s, "exit_code == 75", at(5)), killed);
     assert_eq!(value(&s, "memory:rss > 1g", at(5)), None);
     // An exit that was asked for is shown as such.
     step(&mut s, Input::ProcessStarted { service: "web".into(), pid: 8 }, at(10));
-    step(&mut s, exit(8, Some(0), None, true), at(12));
+    step(&mut s, exit(8, ExitStatus::Code(0), true), at(12));
     assert_eq!(
         value(&s, "crashed", at(12)),
-        Some(RuleValue::Exit {
-            status: ExitStatus { pid: 8, exit_code: Some(0), signal: None, core_dumped: false, oom_killed: false },
-            requested: true,
-        })
+        Some(RuleValue::Exit { exit: Exit::new(8, ExitStatus::Code(0)), requested: true })
     );
 }
 

@@ -11,8 +11,8 @@ use std::{
 };
 
 use inspeq_daemon::alert::{
-    Alert, AlertKind, Comparison, Exit, Outbox, OutboxConfig, Response, RouteConfig, Routes, RuleState, SendError,
-    Target, http_client, test_routes, webhook::SIGNATURE_HEADER,
+    Alert, AlertKind, Comparison, ExitStatus, Outbox, OutboxConfig, Response, RouteConfig, Routes, RuleState,
+    SendError, Target, http_client, test_routes, webhook::SIGNATURE_HEADER,
 };
 use serde_json::json;
 use tests::alert_harness::{
@@ -310,7 +310,7 @@ async fn a_thousand_alerts_in_a_second_make_a_few_slack_messages() {
     let outbox = outbox(&dir, routes(&[RouteConfig::new(None, "slack", [("url", &*receiver.url("/hook"))])]));
     let start = std::time::Instant::now();
     for i in 0..1000u32 {
-        let event = AlertKind::Crashed { pid: i, exit: Exit::Signal { signal: 9, core_dumped: false } };
+        let event = AlertKind::Crashed { pid: i, exit: ExitStatus::Signal { signal: 9, core_dumped: false } };
         outbox.raise(Alert::new("web1", "worker", event, SystemTime::now()), Target::default()).unwrap();
     }
     assert!(start.elapsed() < Duration::from_secs(1), "raising never waits: {:?}", start.elapsed());
@@ -432,7 +432,7 @@ async fn pagerduty_triggers_and_resolves_with_one_dedup_key() {
     let crashed = Alert::new(
         "web1",
         "nginx",
-        AlertKind::Crashed { pid: 4242, exit: Exit::Signal { signal: 11, core_dumped: true } },
+        AlertKind::Crashed { pid: 4242, exit: ExitStatus::Signal { signal: 11, core_dumped: true } },
         noon(),
     )
     .with_actions([Response::Restart]);

@@ -10,15 +10,18 @@
 //! the kernel's crossing, so it arrives long before the next 30 s cycle could.
 
 use std::{
+    io::Write as _,
+    os::unix::process::ExitStatusExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use tests::{
+    TestCgroup,
     daemon_harness::{Daemon, is_alert},
     init_harness::{Scratch, UserManager, kill9, marks, wait_for},
-    privileged, privileged_with,
+    join_cgroups, privileged, privileged_with,
 };
 
 /// Hang guard for anything the daemon should do within milliseconds.
@@ -139,6 +142,51 @@ fn without_ebpf_a_killed_process_is_a_crash_even_when_its_status_is_unknown() {
             daemon.stdout.all()
         );
     }
+}
+
+/// The kernel's exit record has the OOM killer's mark and the resident memory at exit; both reach the alert.
+#[test]
+fn an_oom_kill_is_alerted_with_the_processs_rss_at_exit() {
+    if !privileged("an_oom_kill_is_alerted_with_the_processs_rss_at_exit") {
+        return;
+    }
+    // The memory limit: cgroup v1's memory controller on hybrid hosts, else v2's memory.max (as in kernel.rs).
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    let (limits, file) = if v1.join("memory.limit_in_bytes").exists() {
+        (TestCgroup::new_under(v1, "daemon-oom"), "memory.limit_in_bytes")
+    } else {
+        (TestCgroup::new("daemon-oom"), "memory.max")
+    };
+    if !limits.dir.join(file).exists() {
+        eprintln!("skipped an_oom_kill_is_alerted_with_the_processs_rss_at_exit: no memory controller here");
+        return;
+    }
+    std::fs::write(limits.dir.join(file), (16u64 << 20).to_string()).unwrap();
+    let _ = std::fs::write(limits.dir.join("memory.swap.max"), "0");
+    let scratch = Scratch::new("daemon-oom");
+    // Found and watched first, then told to allocate 128 MiB under a 16 MiB limit: the same pid after `exec`.
+    let marker = scratch.dir.join("oom");
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(format!("read go; exec {WORKLOAD} alloc 128 0 0 {}", marker.display())).stdin(Stdio::piped());
+    let mut child = join_cgroups(&mut command, &[&limits.dir]).spawn().unwrap();
+    let daemon = Daemon::builder("oom")
+        .file("inspeq.conf", &conf(1))
+        .file(
+            "services.d/oom.inq",
+            &format!(
+                "check process inspeq-oom with matching \"alloc 128 0 0 {}$\"\n  if oom_killed then alert\n",
+                marker.display()
+            ),
+        )
+        .start();
+    let pid = daemon.wait_up("inspeq-oom", LIMIT);
+    assert_eq!(pid, child.id(), "the daemon found another process");
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "the workload was not OOM-killed: {status:?}");
+    let alert = daemon.stdout.wait("the OOM alert", LIMIT, |l| is_alert(l, "inspeq-oom", "oom_killed"));
+    assert!(alert.contains(&format!("was killed by the OOM killer: pid {pid}, ")), "{alert}");
+    assert!(alert.contains(" resident"), "no RSS at exit in: {alert}");
 }
 
 // ------------------------------------------------------------ shutdown

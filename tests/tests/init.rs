@@ -58,7 +58,7 @@ async fn kill9_is_observed(monitor: &mut Monitor, target: &WatchTarget, pid: u32
             _ => None,
         });
         if let Some(exit) = exit {
-            assert_eq!(exit.status, ExitStatus::Signaled { signal: libc::SIGKILL, core_dumped: false });
+            assert_eq!(exit.status, ExitStatus::Signal { signal: libc::SIGKILL, core_dumped: false });
             break;
         }
     }

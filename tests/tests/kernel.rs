@@ -72,8 +72,8 @@ fn exits(observations: &[Observation]) -> Vec<&ProcessExited> {
 
 fn status_of(status: std::process::ExitStatus) -> ExitStatus {
     match (status.code(), status.signal()) {
-        (Some(code), _) => ExitStatus::Exited(code),
-        (None, Some(signal)) => ExitStatus::Signaled { signal, core_dumped: status.core_dumped() },
+        (Some(code), _) => ExitStatus::Code(code),
+        (None, Some(signal)) => ExitStatus::Signal { signal, core_dumped: status.core_dumped() },
         _ => unreachable!("a waited child either exited or was signaled"),
     }
 }
@@ -112,7 +112,7 @@ fn exits_in_a_watched_cgroup_match_waitpid() {
             );
         }
         assert_eq!(reported, expected, "reported exits differ from what waitpid said");
-        assert!(expected.values().any(|s| matches!(s, ExitStatus::Signaled { signal: 9, .. })));
+        assert!(expected.values().any(|s| matches!(s, ExitStatus::Signal { signal: 9, .. })));
     });
 }
 
@@ -141,7 +141,7 @@ fn an_unwatched_cgroup_produces_nothing() {
         sentinel.wait().unwrap();
         let seen =
             collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == sentinel_pid)).await;
-        assert!(exits(&seen).iter().any(|e| e.pid == sentinel_pid && e.status == ExitStatus::Exited(42)));
+        assert!(exits(&seen).iter().any(|e| e.pid == sentinel_pid && e.status == ExitStatus::Code(42)));
         for o in &seen {
             let pids = match o {
                 Observation::ProcessExited(e) => vec![e.pid, e.ppid],
@@ -187,7 +187,7 @@ fn a_watched_pid_tree_includes_children_and_grandchildren() {
                 _ => None,
             })
             .collect();
-        let codes: BTreeSet<(u32, Option<i32>)> = exits(&seen).iter().map(|e| (e.ppid, e.status.exit_code())).collect();
+        let codes: BTreeSet<(u32, Option<i32>)> = exits(&seen).iter().map(|e| (e.ppid, e.status.code())).collect();
         assert!(exits(&seen).iter().all(|e| e.pid != unrelated_pid), "an unrelated process was reported");
         // root forks the subshell (child), the subshell forks sh -c 'exit 4' (grandchild).
         assert_eq!(forks.len(), 2, "forks: {forks:?}");
@@ -258,7 +258,7 @@ fn an_oom_killed_process_is_reported_as_such() {
         let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == pid)).await;
         let exit = exits(&seen).into_iter().find(|e| e.pid == pid).expect("exit reported");
         assert!(exit.oom_killed, "{exit:?}");
-        assert_eq!(exit.status, ExitStatus::Signaled { signal: 9, core_dumped: false });
+        assert_eq!(exit.status, ExitStatus::Signal { signal: 9, core_dumped: false });
     });
 }
 
@@ -291,8 +291,8 @@ fn a_threads_exit_is_no_process_exit() {
         monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
         // A thread ends (the thread-only exit), then the process exits with 4.
         let (pid, status, reported) = lone_workload_exits(&mut monitor, &cg, &["thread-exit", "4"]).await;
-        assert_eq!(status, ExitStatus::Exited(4));
-        assert_eq!(reported, vec![(pid, ExitStatus::Exited(4))], "one exit, the process's, expected");
+        assert_eq!(status, ExitStatus::Code(4));
+        assert_eq!(reported, vec![(pid, ExitStatus::Code(4))], "one exit, the process's, expected");
     });
 }
 
@@ -307,7 +307,7 @@ fn a_leader_that_exits_before_its_threads_is_reported_once_when_the_last_thread_
         monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings::default()).unwrap();
         // The main thread calls SYS_exit; 200 ms later the other thread calls _exit(6).
         let (pid, status, reported) = lone_workload_exits(&mut monitor, &cg, &["leader-exit", "6"]).await;
-        assert_eq!(status, ExitStatus::Exited(6), "waitpid reports the group exit's code");
+        assert_eq!(status, ExitStatus::Code(6), "waitpid reports the group exit's code");
         assert_eq!(reported, vec![(pid, status)], "one exit, when the last thread died, with waitpid's status");
     });
 }
@@ -346,7 +346,7 @@ fn an_oom_kill_under_memory_max_is_reported() {
         let seen = collect(&mut monitor, Duration::from_secs(5), |o| exits(o).iter().any(|e| e.pid == pid)).await;
         let exit = exits(&seen).into_iter().find(|e| e.pid == pid).expect("exit reported");
         assert!(exit.oom_killed, "{exit:?}");
-        assert_eq!(exit.status, ExitStatus::Signaled { signal: 9, core_dumped: false });
+        assert_eq!(exit.status, ExitStatus::Signal { signal: 9, core_dumped: false });
         assert_eq!(
             exit.cgroup_id,
             std::fs::metadata(&cg.dir).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap()
@@ -472,8 +472,8 @@ fn the_proc_connector_reports_the_same_exits_as_waitpid_also_of_processes_their_
             assert!(reported.insert(e.pid, e.status).is_none(), "pid {} reported twice", e.pid);
         }
         assert_eq!(reported, expected, "reported exits differ from what waitpid said");
-        assert!(expected.values().any(|s| matches!(s, ExitStatus::Signaled { signal: 9, .. })));
-        assert!(expected.values().any(|s| matches!(s, ExitStatus::Exited(c) if *c > 0)));
+        assert!(expected.values().any(|s| matches!(s, ExitStatus::Signal { signal: 9, .. })));
+        assert!(expected.values().any(|s| matches!(s, ExitStatus::Code(c) if *c > 0)));
         let children: BTreeSet<u32> = exits(&seen).iter().filter(|e| e.pid != parent_pid).map(|e| e.ppid).collect();
         assert_eq!(children, BTreeSet::from([parent_pid]), "each child's parent is the workload");
         assert!(seen.iter().all(|o| !matches!(o, Observation::EventsLost { .. })), "messages were lost");
@@ -519,9 +519,9 @@ fn the_proc_connector_follows_a_process_tree_and_leaves_others_alone() {
         assert_eq!(
             codes,
             BTreeMap::from([
-                (forks[1].1, ExitStatus::Exited(4)),
-                (forks[0].1, ExitStatus::Exited(5)),
-                (root_pid, ExitStatus::Exited(6))
+                (forks[1].1, ExitStatus::Code(4)),
+                (forks[0].1, ExitStatus::Code(5)),
+                (root_pid, ExitStatus::Code(6))
             ])
         );
         assert!(exits(&seen).iter().all(|e| e.pid != unrelated_pid), "an unrelated process was reported");
@@ -557,7 +557,7 @@ fn a_proc_connector_overrun_is_reported_and_no_watched_exit_is_lost() {
         // The storm's own exit is reported whether its message survived or not
         // (then without a status, found gone at the resync).
         let exit = exits(&seen).into_iter().find(|e| e.pid == pid).unwrap();
-        assert!(matches!(exit.status, ExitStatus::Exited(0) | ExitStatus::Unknown), "{exit:?}");
+        assert!(matches!(exit.status, ExitStatus::Code(0) | ExitStatus::Unknown), "{exit:?}");
     });
 }
 
@@ -606,7 +606,7 @@ fn the_pidfd_tier_reports_a_killed_main_process_at_once() {
             .into_iter()
             .find(|e| e.pid == zombie_pid)
             .expect("the killed process's exit, long before the next scan");
-        assert_eq!(exit.status, ExitStatus::Signaled { signal: 9, core_dumped: false });
+        assert_eq!(exit.status, ExitStatus::Signal { signal: 9, core_dumped: false });
         zombie.wait().unwrap();
     });
 }
@@ -772,7 +772,7 @@ fn a_watch_total_crossing_is_reported_when_its_processes_together_cross() {
         assert!(!seen.iter().any(|o| matches!(o, Observation::RssCrossed { .. })), "{seen:?}");
         for pid in pids {
             let exit = exits(&seen).into_iter().find(|e| e.pid == pid).expect("exit reported");
-            assert_eq!(exit.status, ExitStatus::Exited(0));
+            assert_eq!(exit.status, ExitStatus::Code(0));
             // The RSS at exit is known on every kernel (before 6.16, the last value the RSS program saw).
             assert!(exit.rss_bytes.is_some(), "{exit:?}");
         }

@@ -27,6 +27,8 @@ use std::{fmt, future::Future, path::PathBuf, pin::Pin, time::Duration, time::Sy
 
 use serde::{Deserialize, Serialize};
 
+/// How a process ended: the type the kernel side decoded, stored in the outbox as it is.
+pub use crate::exit::ExitStatus;
 pub use outbox::{Outbox, OutboxConfig};
 pub use route::{RouteConfig, Routes, Target};
 
@@ -80,7 +82,7 @@ pub enum AlertKind {
     /// The service's main process exited on its own, or a signal killed it.
     Crashed {
         pid: u32,
-        exit: Exit,
+        exit: ExitStatus,
     },
     /// The kernel's OOM killer chose the service's process.
     OomKilled {
@@ -95,11 +97,14 @@ pub enum AlertKind {
     /// A process of the service other than its main one died by a signal.
     WorkerCrashed {
         pid: u32,
-        exit: Exit,
+        exit: ExitStatus,
     },
     /// The OOM killer chose a process of the service other than its main one.
     WorkerOomKilled {
         pid: u32,
+        /// Resident bytes at exit, when the kernel side knew them. Records from before this field read as `None`.
+        #[serde(default)]
+        rss_bytes: Option<u64>,
     },
     /// More than a rule's count of workers died within its window.
     WorkerDeaths {
@@ -132,20 +137,6 @@ pub enum AlertKind {
     },
     /// `inspeqctl test-alert`.
     Test,
-}
-
-/// How a process ended, as `waitpid` says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Exit {
-    Code(i32),
-    Signal {
-        signal: i32,
-        core_dumped: bool,
-    },
-    /// The process is gone, but how it ended could not be learned (inspeq ran
-    /// without eBPF and the process connector, and the init system did not say).
-    Unknown,
 }
 
 /// A rule's state when it failed or recovered, as display strings: the engine
@@ -575,9 +566,13 @@ mod tests {
         let events = [
             AlertKind::ProcessDown,
             AlertKind::ProcessUp { pid: Some(1) },
-            AlertKind::Crashed { pid: 2, exit: Exit::Signal { signal: 6, core_dumped: true } },
-            AlertKind::Crashed { pid: 2, exit: Exit::Code(1) },
+            AlertKind::Crashed { pid: 2, exit: ExitStatus::Signal { signal: 6, core_dumped: true } },
+            AlertKind::Crashed { pid: 2, exit: ExitStatus::Code(1) },
+            AlertKind::Crashed { pid: 2, exit: ExitStatus::Unknown },
+            AlertKind::WorkerCrashed { pid: 4, exit: ExitStatus::Signal { signal: 11, core_dumped: false } },
             AlertKind::OomKilled { pid: 3, rss_bytes: None },
+            AlertKind::OomKilled { pid: 3, rss_bytes: Some(1 << 30) },
+            AlertKind::WorkerOomKilled { pid: 5, rss_bytes: Some(64 << 20) },
             AlertKind::RuleFailed(rule.clone()),
             AlertKind::RuleRecovered(rule),
             AlertKind::Restarted { pid: None },

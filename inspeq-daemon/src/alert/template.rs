@@ -10,7 +10,7 @@ use std::{fmt::Write as _, time::SystemTime};
 
 use serde_json::{Map, Value, json};
 
-use super::{Alert, AlertKind, Comparison, Exit, Response, RuleState};
+use super::{Alert, AlertKind, Comparison, ExitStatus, Response, RuleState};
 
 /// `service on host` (or just the host for the host check).
 fn target(alert: &Alert) -> String {
@@ -35,7 +35,12 @@ fn what(alert: &Alert) -> String {
         },
         AlertKind::RestartFailed { reason } => format!("{t} is down and its restart failed: {reason}"),
         AlertKind::WorkerCrashed { pid, exit } => format!("a worker of {t} died: pid {pid} {}", exit_text(*exit)),
-        AlertKind::WorkerOomKilled { pid } => format!("a worker of {t} was killed by the OOM killer: pid {pid}"),
+        AlertKind::WorkerOomKilled { pid, rss_bytes: Some(rss) } => {
+            format!("a worker of {t} was killed by the OOM killer: pid {pid}, {} resident", bytes(*rss))
+        }
+        AlertKind::WorkerOomKilled { pid, rss_bytes: None } => {
+            format!("a worker of {t} was killed by the OOM killer: pid {pid}")
+        }
         AlertKind::WorkerDeaths { deaths, within_secs } => {
             format!("{t} is losing workers: {deaths} died within {}", duration(*within_secs))
         }
@@ -154,7 +159,7 @@ pub fn details(alert: &Alert) -> Vec<(String, String)> {
             add("pid", pid.to_string());
             add("exit", exit_text(*exit));
         }
-        AlertKind::OomKilled { pid, rss_bytes } => {
+        AlertKind::OomKilled { pid, rss_bytes } | AlertKind::WorkerOomKilled { pid, rss_bytes } => {
             add("pid", pid.to_string());
             if let Some(rss) = rss_bytes {
                 add("rss", bytes(*rss));
@@ -178,7 +183,6 @@ pub fn details(alert: &Alert) -> Vec<(String, String)> {
             add("pid", pid.to_string());
             add("exit", exit_text(*exit));
         }
-        AlertKind::WorkerOomKilled { pid } => add("pid", pid.to_string()),
         AlertKind::WorkerDeaths { deaths, within_secs } => {
             add("deaths", deaths.to_string());
             add("within", duration(*within_secs));
@@ -307,12 +311,12 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// `exited with code 3`, `was killed by signal 9 (SIGKILL), core dumped`,
-/// `exited with an unknown status`.
-pub fn exit_text(exit: Exit) -> String {
+/// `exited with an unknown status` (alerts and `status` both say it so).
+pub fn exit_text(exit: ExitStatus) -> String {
     match exit {
-        Exit::Code(code) => format!("exited with code {code}"),
-        Exit::Unknown => "exited with an unknown status".to_owned(),
-        Exit::Signal { signal, core_dumped } => {
+        ExitStatus::Code(code) => format!("exited with code {code}"),
+        ExitStatus::Unknown => "exited with an unknown status".to_owned(),
+        ExitStatus::Signal { signal, core_dumped } => {
             let name = signal_name(signal).map(|n| format!(" ({n})")).unwrap_or_default();
             let core = if core_dumped { ", core dumped" } else { "" };
             format!("was killed by signal {signal}{name}{core}")
@@ -450,14 +454,21 @@ mod tests {
         let crashed = Alert::new(
             "web1",
             "nginx",
-            AlertKind::Crashed { pid: 42, exit: Exit::Signal { signal: 9, core_dumped: false } },
+            AlertKind::Crashed { pid: 42, exit: ExitStatus::Signal { signal: 9, core_dumped: false } },
             at(0),
         );
         assert_eq!(chat(&crashed), "nginx on web1 crashed: pid 42 was killed by signal 9 (SIGKILL).");
-        let code = Alert::new("web1", "nginx", AlertKind::Crashed { pid: 42, exit: Exit::Code(3) }, at(0));
+        let code = Alert::new("web1", "nginx", AlertKind::Crashed { pid: 42, exit: ExitStatus::Code(3) }, at(0));
         assert_eq!(chat(&code), "nginx on web1 crashed: pid 42 exited with code 3.");
         let oom = Alert::new("web1", "db", AlertKind::OomKilled { pid: 7, rss_bytes: Some(512 << 20) }, at(0));
         assert_eq!(chat(&oom), "db on web1 was killed by the OOM killer: pid 7, 512.0 MiB resident.");
+        let worker = AlertKind::WorkerOomKilled { pid: 8, rss_bytes: Some(64 << 20) };
+        assert_eq!(
+            chat(&Alert::new("web1", "db", worker, at(0))),
+            "a worker of db on web1 was killed by the OOM killer: pid 8, 64.0 MiB resident."
+        );
+        let unknown = Alert::new("web1", "db", AlertKind::Crashed { pid: 9, exit: ExitStatus::Unknown }, at(0));
+        assert_eq!(chat(&unknown), "db on web1 crashed: pid 9 exited with an unknown status.");
         let host = Alert::new(
             "web1",
             "host",
@@ -501,7 +512,7 @@ mod tests {
     #[test]
     fn digests_name_the_count() {
         let alerts: Vec<Alert> = (0..25)
-            .map(|i| Alert::new("web1", "nginx", AlertKind::Crashed { pid: i, exit: Exit::Code(1) }, at(0)))
+            .map(|i| Alert::new("web1", "nginx", AlertKind::Crashed { pid: i, exit: ExitStatus::Code(1) }, at(0)))
             .collect();
         let d = digest(&alerts);
         assert!(d.starts_with("25 alerts (too many to send one by one) for nginx:\n"), "{d}");

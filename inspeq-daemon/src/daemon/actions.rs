@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::SystemTime};
 use super::{Daemon, translate};
 use crate::{
     alert::{self, Response},
-    engine::{Action, Target},
+    engine::Action,
 };
 
 impl Daemon {
@@ -36,18 +36,12 @@ impl Daemon {
         let at = SystemTime::now();
         for action in actions {
             match action {
-                Action::Alert { route, event } => {
+                Action::Alert { route, owner, event } => {
                     let target = event.target.to_string();
                     let did = responses.get(&target).map(Vec::as_slice).unwrap_or_default();
                     let Some(alert) = translate::alert(&self.config, &self.hostname, &event, did, at) else { continue };
                     tracing::info!("alert: {target}: {}", alert.event.kind());
-                    let owner = match &event.target {
-                        Target::Host => self.config.host.as_ref().and_then(|c| c.owner.clone()),
-                        Target::Service(name) => self.services.get(name).and_then(|s| s.check.owner.clone()),
-                    };
-                    // The engine folds the owner into `route`; the outbox wants them
-                    // apart, so an owner without a route of its own falls back to the default.
-                    let (route, owner) = if route.is_some() && route == owner { (None, owner) } else { (route, owner) };
+                    // The engine keeps the rule's route and the check's owner apart, as the outbox picks them.
                     let target = alert::Target { route: route.as_deref(), owner: owner.as_deref() };
                     if let Err(err) = self.outbox.raise(alert.clone(), target) {
                         tracing::error!("alert: {err}; sending it to the default route");

@@ -368,7 +368,7 @@ impl Daemon {
                     .services
                     .get(&service)
                     .and_then(|s| s.pending_exit.as_ref())
-                    .is_some_and(|e| e.before.main_pid.unwrap_or(e.exit.pid) == pid)
+                    .is_some_and(|e| e.before.main_pid.unwrap_or(e.exit.exit.pid) == pid)
                 {
                     self.settle_exit(&service, record);
                 }

@@ -9,7 +9,7 @@
 
 use super::Daemon;
 use crate::{
-    alert::{Exit, template},
+    alert::template,
     config::{
         metrics::{self, MetricKind, Scope, Unit as CatalogueUnit},
         model::{Condition, MetricRule, Rule},
@@ -18,7 +18,8 @@ use crate::{
         AlertHealth, JobStatus, KernelHealth, LastExit, LogHealth, MetricValue, RuleStatus, ServiceStatus, Status,
         Unit, WorkerCounts,
     },
-    engine::{ExitStatus, Phase, RuleValue, Target, Timestamp},
+    engine::{Phase, RuleValue, Target, Timestamp},
+    exit::Exit,
     export::prometheus,
     init::ServiceState,
     kernel::Mode,
@@ -71,14 +72,9 @@ fn metric_rule_unit(rule: &MetricRule) -> Unit {
 }
 
 /// `pid 7 was killed by signal 9 (SIGKILL), OOM-killed, asked for`: the alert's words.
-fn exit_words(status: &ExitStatus, requested: bool) -> String {
-    let how = match (status.exit_code, status.signal) {
-        (_, Some(signal)) => Exit::Signal { signal, core_dumped: status.core_dumped },
-        (Some(code), None) => Exit::Code(code),
-        (None, None) => Exit::Unknown,
-    };
-    let mut text = format!("pid {} {}", status.pid, template::exit_text(how));
-    if status.oom_killed {
+fn exit_words(exit: &Exit, requested: bool) -> String {
+    let mut text = format!("pid {} {}", exit.pid, template::exit_text(exit.status));
+    if exit.oom_killed {
         text.push_str(", OOM-killed");
     }
     if requested {
@@ -135,23 +131,25 @@ fn rule_value(rule: &Rule, value: Option<&RuleValue>) -> Shown {
             let text = format!("{deaths} worker death{}{within}", if *deaths == 1 { "" } else { "s" });
             Shown { value: Some(*deaths as f64), unit: Some(Unit::Count), text, last_exit: None }
         }
-        (condition, Some(RuleValue::Exit { status, requested })) => {
+        (condition, Some(RuleValue::Exit { exit, requested })) => {
             let (value, unit) = match condition {
-                Condition::ExitCode { .. } => (status.exit_code.map(f64::from), Some(Unit::ExitCode)),
+                // An unknown status has no code: the value is null, never a 0.
+                Condition::ExitCode { .. } => (exit.status.code().map(f64::from), Some(Unit::ExitCode)),
                 _ => (None, None),
             };
+            // The protocol's own (versioned) shape, field by field.
             let last_exit = LastExit {
-                pid: status.pid,
-                exit_code: status.exit_code,
-                signal: status.signal,
-                core_dumped: status.core_dumped,
-                oom_killed: status.oom_killed,
+                pid: exit.pid,
+                exit_code: exit.status.code(),
+                signal: exit.status.signal(),
+                core_dumped: exit.status.core_dumped(),
+                oom_killed: exit.oom_killed,
                 requested: *requested,
             };
             Shown {
                 value,
                 unit,
-                text: format!("last exit: {}", exit_words(status, *requested)),
+                text: format!("last exit: {}", exit_words(exit, *requested)),
                 last_exit: Some(last_exit),
             }
         }
@@ -284,6 +282,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::exit::ExitStatus;
 
     /// The rules of one `check service web` with `rules`.
     fn rules_of(rules: &str) -> Vec<Rule> {
@@ -364,7 +363,7 @@ mod tests {
     #[test]
     fn exit_rules_show_the_last_exit() {
         let killed = RuleValue::Exit {
-            status: ExitStatus { pid: 7, exit_code: None, signal: Some(9), core_dumped: false, oom_killed: false },
+            exit: Exit::new(7, ExitStatus::Signal { signal: 9, core_dumped: false }),
             requested: false,
         };
         let s = shown("crashed", Some(killed.clone()));
@@ -383,10 +382,7 @@ mod tests {
         );
         // An exit_code rule's number is the code; a signal leaves it null.
         assert_eq!(shown("exit_code == 75", Some(killed)).value, None);
-        let asked = RuleValue::Exit {
-            status: ExitStatus { pid: 8, exit_code: Some(75), signal: None, core_dumped: false, oom_killed: false },
-            requested: true,
-        };
+        let asked = RuleValue::Exit { exit: Exit::new(8, ExitStatus::Code(75)), requested: true };
         let s = shown("exit_code == 75", Some(asked));
         assert_eq!(
             (s.value, s.unit, s.text.as_str()),
@@ -394,5 +390,12 @@ mod tests {
         );
         let s = shown("exited", None);
         assert_eq!((s.value, s.text.as_str(), s.last_exit), (None, "no exit seen yet", None));
+        // Unknown stays unknown: no code (not a 0) for an exit_code rule, the alert's words for it.
+        let unknown = RuleValue::Exit { exit: Exit::new(9, ExitStatus::Unknown), requested: false };
+        let s = shown("exit_code == 0", Some(unknown));
+        assert_eq!(
+            (s.value, s.text.as_str(), s.last_exit.map(|e| (e.exit_code, e.signal))),
+            (None, "last exit: pid 9 exited with an unknown status", Some((None, None)))
+        );
     }
 }

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::{
     engine::{self, ExitCause, Input},
+    exit::{Exit, ExitStatus},
     init::{Intent, ServiceState, ServiceStatus},
     kernel,
 };
@@ -61,9 +62,9 @@ impl Daemon {
         let now = self.now();
         let Some(service) = self.services.get_mut(name) else { return };
         service.started = None;
-        service.last_exited = Some(exit.pid);
+        service.last_exited = Some(exit.exit.pid);
         if service.restarting {
-            tracing::info!("service `{name}`: main process {} ended by the restart inspeq asked for", exit.pid);
+            tracing::info!("service `{name}`: main process {} ended by the restart inspeq asked for", exit.exit.pid);
             let exit = engine::ProcessExit { cause: ExitCause::Restart, ..exit };
             self.step(Input::ProcessExited(exit), now);
             self.lookup(name);
@@ -73,7 +74,7 @@ impl Daemon {
             Some(backend) => {
                 // The init system's record is about its main pid: the wrapper, when
                 // the exit seen is the server's behind a shell.
-                let pid = before.main_pid.unwrap_or(exit.pid);
+                let pid = before.main_pid.unwrap_or(exit.exit.pid);
                 service.pending_exit = Some(PendingExit { exit, before });
                 self.executor.main_exit(backend, service.name.clone(), pid, before.init_restarts);
             }
@@ -93,28 +94,28 @@ impl Daemon {
         let Some(PendingExit { mut exit, before }) = service.pending_exit.take() else { return };
         let intent_before = before.intent;
         let init = service.backend.as_ref().map_or("the init system", |b| b.kind().name());
-        let record = record.filter(|r| r.pid == before.main_pid.unwrap_or(exit.pid));
-        if exit.status_unknown() {
-            match record.and_then(|r| r.status.map(|status| (status, r.clean))) {
-                Some((status, clean)) => {
+        let record = record.filter(|r| r.pid == before.main_pid.unwrap_or(exit.exit.pid));
+        let pid = exit.exit.pid;
+        if exit.exit.status.is_unknown() {
+            // The kernel side could not learn it: the init system's record, if it has one, is the status. What it
+            // did not record stays unknown (a crash, unless it says the exit was clean: `ProcessExit::crashed`).
+            match record.filter(|r| !r.status.is_unknown()) {
+                Some(record) => {
                     tracing::info!(
-                        "service `{name}`: {init} says main process {} ended {status:?}{}",
-                        exit.pid,
-                        if clean { " (a success)" } else { "" }
+                        "service `{name}`: {init} says main process {pid} ended {:?}{}",
+                        record.status,
+                        if record.clean { " (a success)" } else { "" }
                     );
-                    exit.exit_code = status.exit_code();
-                    exit.signal = status.signal();
-                    exit.core_dumped = status.core_dumped();
-                    exit.init_says_clean = clean;
+                    exit.exit.status = record.status;
+                    exit.init_says_clean = record.clean;
                 }
-                None => tracing::info!("service `{name}`: how main process {} ended is unknown", exit.pid),
+                None => tracing::info!("service `{name}`: how main process {pid} ended is unknown"),
             }
         }
         let intent = record.map_or(intent_before, |r| if intent_before.stops() { intent_before } else { r.intent });
         exit.cause = if intent.stops() {
             tracing::info!(
-                "service `{name}`: main process {} stopped by {init} ({}); not a crash, not restarted",
-                exit.pid,
+                "service `{name}`: main process {pid} stopped by {init} ({}); not a crash, not restarted",
                 if intent == Intent::Restart { "a restart was asked of it" } else { "a stop was asked of it" }
             );
             ExitCause::InitStopped
@@ -206,16 +207,8 @@ impl Daemon {
                 let pid = was_up.unwrap_or_default();
                 tracing::info!("service `{name}`: down ({}); main process {pid} is gone", status.detail);
                 let before = Before::of(service.status.as_ref());
-                let exit = engine::ProcessExit {
-                    service: name.to_owned(),
-                    pid,
-                    exit_code: None,
-                    signal: None,
-                    core_dumped: false,
-                    oom_killed: false,
-                    cause: ExitCause::Unexpected { init_restarts: false },
-                    init_says_clean: false,
-                };
+                // How it ended is the manager's to say (`settle_exit`): unknown until then.
+                let exit = engine::ProcessExit::unexpected(name, Exit::new(pid, ExitStatus::Unknown));
                 service.status = Some(status);
                 self.exit_seen(name, exit, before);
                 return;

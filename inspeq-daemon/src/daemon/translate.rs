@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use crate::{
-    alert::{self, Comparison, Exit, Response, RouteConfig, RuleState},
+    alert::{self, Comparison, Response, RouteConfig, RuleState},
     config::{
         ast::Op,
         metrics::Unit,
@@ -114,15 +114,6 @@ fn rule_state(
     RuleState { rule: rule.text.clone(), metric, comparison, value: shown, threshold, for_secs }
 }
 
-fn alert_exit(exit: &engine::ExitStatus) -> Exit {
-    match (exit.exit_code, exit.signal) {
-        (_, Some(signal)) => Exit::Signal { signal, core_dumped: exit.core_dumped },
-        (Some(code), None) => Exit::Code(code),
-        // Never a made-up code 0: an exit inspeq could not read is said to be one.
-        (None, None) => Exit::Unknown,
-    }
-}
-
 /// The alert for one engine event, or `None` for events no channel needs.
 pub fn alert(
     config: &Config,
@@ -144,14 +135,17 @@ pub fn alert(
             *value,
             Some(failed_for.as_secs()),
         )),
+        // The exit's status goes into the alert as the kernel side gave it: an unknown one stays unknown.
         NoticeKind::ProcessExited(exit) if exit.oom_killed => {
-            alert::AlertKind::OomKilled { pid: exit.pid, rss_bytes: None }
+            alert::AlertKind::OomKilled { pid: exit.pid, rss_bytes: exit.rss_bytes }
         }
-        NoticeKind::ProcessExited(exit) => alert::AlertKind::Crashed { pid: exit.pid, exit: alert_exit(exit) },
+        NoticeKind::ProcessExited(exit) => alert::AlertKind::Crashed { pid: exit.pid, exit: exit.status },
         NoticeKind::ProcessDown => alert::AlertKind::ProcessDown,
         NoticeKind::RestartFailed { reason } => alert::AlertKind::RestartFailed { reason: reason.clone() },
-        NoticeKind::WorkerDied(exit) if exit.oom_killed => alert::AlertKind::WorkerOomKilled { pid: exit.pid },
-        NoticeKind::WorkerDied(exit) => alert::AlertKind::WorkerCrashed { pid: exit.pid, exit: alert_exit(exit) },
+        NoticeKind::WorkerDied(exit) if exit.oom_killed => {
+            alert::AlertKind::WorkerOomKilled { pid: exit.pid, rss_bytes: exit.rss_bytes }
+        }
+        NoticeKind::WorkerDied(exit) => alert::AlertKind::WorkerCrashed { pid: exit.pid, exit: exit.status },
         NoticeKind::WorkerDeaths { deaths, window } => {
             alert::AlertKind::WorkerDeaths { deaths: *deaths as u32, within_secs: window.as_secs() }
         }
@@ -179,6 +173,7 @@ pub fn alert(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::{Exit, ExitStatus};
 
     fn config(text: &str) -> Config {
         let (config, diagnostics) = crate::config::load([("services.d/web.inq", text)]);
@@ -192,17 +187,14 @@ mod tests {
         let rule = &config.services[0].rules[0];
         let event = engine::Notice {
             target: engine::Target::Service("web".into()),
-            kind: NoticeKind::ProcessExited(engine::ExitStatus {
-                pid: 7,
-                exit_code: None,
-                signal: Some(9),
-                core_dumped: false,
-                oom_killed: false,
-            }),
+            kind: NoticeKind::ProcessExited(Exit::new(7, ExitStatus::Signal { signal: 9, core_dumped: false })),
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
         let a = alert(&config, "h", &event, &[Response::Restart], SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(a.event, alert::AlertKind::Crashed { pid: 7, exit: Exit::Signal { signal: 9, core_dumped: false } });
+        assert_eq!(
+            a.event,
+            alert::AlertKind::Crashed { pid: 7, exit: ExitStatus::Signal { signal: 9, core_dumped: false } }
+        );
         assert_eq!(a.actions, vec![Response::Restart]);
         assert_eq!(a.service, "web");
     }
@@ -213,18 +205,40 @@ mod tests {
         let rule = &config.services[0].rules[0];
         let event = engine::Notice {
             target: engine::Target::Service("web".into()),
-            kind: NoticeKind::ProcessExited(engine::ExitStatus {
-                pid: 7,
-                exit_code: None,
-                signal: None,
-                core_dumped: false,
-                oom_killed: false,
-            }),
+            kind: NoticeKind::ProcessExited(Exit::new(7, ExitStatus::Unknown)),
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
         let a = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(a.event, alert::AlertKind::Crashed { pid: 7, exit: Exit::Unknown });
-        assert_eq!(alert::template::exit_text(Exit::Unknown), "exited with an unknown status");
+        assert_eq!(a.event, alert::AlertKind::Crashed { pid: 7, exit: ExitStatus::Unknown });
+        assert_eq!(alert::template::exit_text(ExitStatus::Unknown), "exited with an unknown status");
+    }
+
+    /// The kernel's record has the RSS at exit; the OOM alert says it (and the worker's too).
+    #[test]
+    fn an_oom_kill_carries_the_rss_at_exit_into_the_alert() {
+        let config = config("check service web\n  if oom_killed then alert\n  if worker oom_killed then alert\n");
+        let exit = Exit {
+            pid: 7,
+            status: ExitStatus::Signal { signal: 9, core_dumped: false },
+            oom_killed: true,
+            rss_bytes: Some(512 << 20),
+        };
+        for (i, kind) in [NoticeKind::ProcessExited(exit), NoticeKind::WorkerDied(exit)].into_iter().enumerate() {
+            let rule = &config.services[0].rules[i];
+            let event = engine::Notice {
+                target: engine::Target::Service("web".into()),
+                kind,
+                rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
+            };
+            let a = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH).unwrap();
+            let expected = if i == 0 {
+                alert::AlertKind::OomKilled { pid: 7, rss_bytes: Some(512 << 20) }
+            } else {
+                alert::AlertKind::WorkerOomKilled { pid: 7, rss_bytes: Some(512 << 20) }
+            };
+            assert_eq!(a.event, expected);
+            assert!(alert::template::chat(&a).contains("pid 7, 512.0 MiB resident"), "{}", alert::template::chat(&a));
+        }
     }
 
     #[test]

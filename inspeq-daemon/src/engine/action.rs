@@ -5,12 +5,19 @@ use std::time::Duration;
 
 use crate::config::model::Location;
 use crate::engine::input::Target;
+use crate::exit::Exit;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// Send `event` through a route: `None` is the default route (or the log when none is configured).
+    /// Send `event` to people. Both names are kept apart for the outbox, which picks the route in Inspeqtor's
+    /// order (`alert::Routes::select`): the rule's `route`, else the check's `owner` if a route has that name,
+    /// else the default route (the log when none is configured).
     Alert {
+        /// `alert NAME` in the rule; `None` for a bare `alert` and for the alerts the engine raises itself
+        /// (down, up, a failed restart).
         route: Option<String>,
+        /// The check's `with owner NAME` (the jobs check's for job alerts).
+        owner: Option<String>,
         event: Notice,
     },
     Restart {
@@ -57,7 +64,7 @@ pub enum NoticeKind {
         failed_for: Duration,
     },
     /// An event rule (exited, crashed, signaled, `oom_killed`, `exit_code`) matched an exit.
-    ProcessExited(ExitStatus),
+    ProcessExited(Exit),
     /// The service went down without an event rule covering it (Inspeqtor's `ProcessDoesNotExist`).
     ProcessDown,
     /// The service is back after a `ProcessDown` (Inspeqtor's `ProcessExists`).
@@ -70,7 +77,7 @@ pub enum NoticeKind {
         reason: String,
     },
     /// A `worker crashed` / `worker oom_killed` rule matched a worker's death.
-    WorkerDied(ExitStatus),
+    WorkerDied(Exit),
     /// `worker crashed > N within W` tripped: `deaths` seen within `window`.
     WorkerDeaths {
         deaths: usize,
@@ -96,15 +103,6 @@ pub enum NoticeKind {
     JobRan {
         job: String,
     },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExitStatus {
-    pub pid: u32,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub core_dumped: bool,
-    pub oom_killed: bool,
 }
 
 /// Which rule fired, for templates ("memory:rss > 2g for 3 cycles" at services.d/web.inq:4).

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::model::MetricName;
+use crate::exit::{Exit, ExitStatus};
 
 /// What a sample or an event is about.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,16 +90,13 @@ impl Sample {
     }
 }
 
+/// A process's exit as the engine judges it: the exit itself, carried as the kernel side (or the init system)
+/// gave it, and what the daemon learned about why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessExit {
     pub service: String,
-    pub pid: u32,
-    /// Set when the process called `exit()`; `None` when a signal killed it.
-    pub exit_code: Option<i32>,
-    /// The signal that killed it.
-    pub signal: Option<i32>,
-    pub core_dumped: bool,
-    pub oom_killed: bool,
+    /// Which process, how it ended, the OOM killer's mark and its RSS at the end: what notices and alerts carry on.
+    pub exit: Exit,
     /// Who asked for the exit, if anyone.
     pub cause: ExitCause,
     /// The init system judged the exit a success (systemd's `Result` is `success`, which honours
@@ -122,44 +120,42 @@ pub enum ExitCause {
 }
 
 impl ProcessExit {
-    /// Neither an exit code nor a signal is known: the kernel side saw the process vanish (pidfd, /proc polling)
-    /// and the init system could not say either.
+    /// An exit nobody asked for, with nothing learned from the init system: what the kernel side reports.
     #[must_use]
-    pub fn status_unknown(&self) -> bool {
-        self.exit_code.is_none() && self.signal.is_none()
-    }
-
-    /// The exit's facts as events and alerts carry them.
-    #[must_use]
-    pub fn status(&self) -> crate::engine::ExitStatus {
-        crate::engine::ExitStatus {
-            pid: self.pid,
-            exit_code: self.exit_code,
-            signal: self.signal,
-            core_dumped: self.core_dumped,
-            oom_killed: self.oom_killed,
+    pub fn unexpected(service: impl Into<String>, exit: Exit) -> Self {
+        ProcessExit {
+            service: service.into(),
+            exit,
+            cause: ExitCause::Unexpected { init_restarts: false },
+            init_says_clean: false,
         }
     }
 
     /// A worker's death that is an event: a signal other than the stop signals (`HUP`, `INT`, `TERM`, `PIPE`,
     /// systemd's clean signals, which a phased restart or a graceful stop sends), a core dump, or the OOM killer.
+    /// An exit with a code, or an unknown one (a tier without eBPF found the worker gone), is none: workers come
+    /// and go, and only a death the kernel saw is news.
     #[must_use]
     pub fn worker_crashed(&self) -> bool {
         const STOP_SIGNALS: [i32; 4] = [1, 2, 13, 15];
-        self.oom_killed || self.core_dumped || self.signal.is_some_and(|s| !STOP_SIGNALS.contains(&s))
+        let status = self.exit.status;
+        self.exit.oom_killed || status.core_dumped() || status.signal().is_some_and(|s| !STOP_SIGNALS.contains(&s))
     }
 
     /// A non-zero exit status or death by a signal. An exit whose status is unknown is a crash too, unless the
     /// init system reported a clean result: a service that vanished is down, and silence would be the worse error.
     #[must_use]
     pub fn crashed(&self) -> bool {
-        if self.oom_killed {
+        if self.exit.oom_killed {
             return true;
         }
         if self.init_says_clean {
             return false;
         }
-        self.status_unknown() || self.exit_code.is_some_and(|c| c != 0) || self.signal.is_some()
+        match self.exit.status {
+            ExitStatus::Code(code) => code != 0,
+            ExitStatus::Signal { .. } | ExitStatus::Unknown => true,
+        }
     }
 }
 

@@ -15,7 +15,8 @@ pub mod window;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use action::{Action, ExitStatus, Notice, NoticeKind, RuleRef};
+pub use crate::exit::{Exit, ExitStatus};
+pub use action::{Action, Notice, NoticeKind, RuleRef};
 pub use input::{ExitCause, Input, ProcessExit, Sample, Target, swap_used_percent};
 pub use rule::{CycleRuleState, Phase, Transition};
 pub use time::Timestamp;
@@ -263,8 +264,9 @@ impl TargetState {
         }
     }
 
+    /// An alert the engine raises itself (down, up, a failed restart): no rule names a route, the owner's applies.
     fn alert(&self, kind: NoticeKind, out: &mut Vec<Action>) {
-        out.push(Action::Alert { route: self.owner.clone(), event: self.event(kind, None) });
+        out.push(Action::Alert { route: None, owner: self.owner.clone(), event: self.event(kind, None) });
     }
 
     /// Runs a rule's actions for `event`. On recovery only alerts run: restarting again because a problem went
@@ -275,10 +277,7 @@ impl TargetState {
         for spec in &self.rules[index].rule.actions {
             match spec {
                 ActionSpec::Alert { route } => {
-                    out.push(Action::Alert {
-                        route: route.clone().or_else(|| self.owner.clone()),
-                        event: event.clone(),
-                    });
+                    out.push(Action::Alert { route: route.clone(), owner: self.owner.clone(), event: event.clone() });
                 }
                 _ if !failing => {}
                 ActionSpec::Restart => out.push(Action::Restart { service: service.clone() }),
@@ -374,7 +373,7 @@ pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action
                 if j.overdue {
                     j.overdue = false;
                     let event = job_event(&j.job, NoticeKind::JobRan { job: j.job.name.clone() });
-                    out.push(Action::Alert { route: j.job.owner.clone(), event });
+                    out.push(Action::Alert { route: None, owner: j.job.owner.clone(), event });
                 }
             }
         }
@@ -538,20 +537,24 @@ fn on_exited(t: &mut TargetState, exit: &ProcessExit, silenced: bool, out: &mut 
 /// Runs the exit rules an unexpected exit matches; returns whether any of them alerted (the alert opens the
 /// process condition, which the next start resolves). With `init_restarts` a rule's `restart` becomes
 /// [`Action::InitRestarts`]: the init system brings it back, a second restart would fight it.
-fn judge_exit(t: &mut TargetState, exit: &ProcessExit, init_restarts: bool, out: &mut Vec<Action>) -> bool {
+///
+/// An [`ExitStatus::Unknown`] exit matches `exited` (the process is gone) and `crashed` (unless the init system
+/// said it was clean: see [`ProcessExit::crashed`]), and no rule that needs what is unknown: not `signaled`, and
+/// no `exit_code` comparison, `exit_code == 0` and `exit_code != 0` alike, since there is no code to compare.
+fn judge_exit(t: &mut TargetState, seen: &ProcessExit, init_restarts: bool, out: &mut Vec<Action>) -> bool {
     let before = out.len();
     if !t.unmonitored {
-        let status = exit.status();
+        let exit = seen.exit;
         for i in 0..t.rules.len() {
             let matched = match &t.rules[i].rule.condition {
                 Condition::Exited => true,
-                Condition::Crashed => exit.crashed(),
-                Condition::Signaled(None) => exit.signal.is_some(),
-                Condition::Signaled(Some(n)) => exit.signal == Some(*n),
+                Condition::Crashed => seen.crashed(),
+                Condition::Signaled(None) => exit.status.signal().is_some(),
+                Condition::Signaled(Some(n)) => exit.status.signal() == Some(*n),
                 Condition::OomKilled => exit.oom_killed,
                 Condition::ExitCode { op, code } => {
                     #[expect(clippy::cast_precision_loss, reason = "exit codes and thresholds are small integers")]
-                    let holds = exit.exit_code.is_some_and(|c| op.holds(f64::from(c), *code as f64));
+                    let holds = exit.status.code().is_some_and(|c| op.holds(f64::from(c), *code as f64));
                     holds
                 }
                 Condition::Metric(_)
@@ -560,7 +563,7 @@ fn judge_exit(t: &mut TargetState, exit: &ProcessExit, init_restarts: bool, out:
                 | Condition::Worker { .. } => false,
             };
             if matched {
-                let event = t.event(NoticeKind::ProcessExited(status.clone()), Some(&t.rules[i].rule));
+                let event = t.event(NoticeKind::ProcessExited(exit), Some(&t.rules[i].rule));
                 if t.fire(i, &event, true, out) {
                     break;
                 }
@@ -577,10 +580,11 @@ fn judge_exit(t: &mut TargetState, exit: &ProcessExit, init_restarts: bool, out:
     out[before..].iter().any(|a| matches!(a, Action::Alert { .. }))
 }
 
-fn on_worker_died(t: &mut TargetState, exit: &ProcessExit, now: Timestamp, silenced: bool, out: &mut Vec<Action>) {
-    if !exit.worker_crashed() {
+fn on_worker_died(t: &mut TargetState, seen: &ProcessExit, now: Timestamp, silenced: bool, out: &mut Vec<Action>) {
+    if !seen.worker_crashed() {
         return;
     }
+    let exit = seen.exit;
     t.workers_crashed += 1;
     if exit.oom_killed {
         t.workers_oom_killed += 1;
@@ -589,7 +593,6 @@ fn on_worker_died(t: &mut TargetState, exit: &ProcessExit, now: Timestamp, silen
     if silenced || t.unmonitored {
         return;
     }
-    let status = exit.status();
     for i in 0..t.rules.len() {
         let Condition::Worker { what, more_than } = t.rules[i].rule.condition else {
             continue;
@@ -598,7 +601,7 @@ fn on_worker_died(t: &mut TargetState, exit: &ProcessExit, now: Timestamp, silen
             continue;
         }
         let kind = match more_than {
-            None => NoticeKind::WorkerDied(status.clone()),
+            None => NoticeKind::WorkerDied(exit),
             Some((count, window)) => {
                 if t.rules[i].episode.is_some() {
                     continue;
@@ -653,7 +656,7 @@ fn on_cycle(state: &mut EngineState, now: Timestamp, out: &mut Vec<Action>) {
         if !jobs_silenced && !j.overdue && now.since(j.last_run) >= j.job.every + JOB_GRACE {
             j.overdue = true;
             let event = job_event(&j.job, NoticeKind::JobOverdue { job: j.job.name.clone(), every: j.job.every });
-            out.push(Action::Alert { route: j.job.owner.clone(), event });
+            out.push(Action::Alert { route: None, owner: j.job.owner.clone(), event });
         }
     }
     let silenced = state.is_silenced(now);

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{EngineState, ExitCause, ExitStatus, Phase, ProcessExit, Target, TargetState, Timestamp, value};
+use super::{EngineState, Exit, ExitCause, Phase, ProcessExit, Target, TargetState, Timestamp, value};
 use crate::config::metrics::MetricKind;
 use crate::config::model::{Condition, MetricName, Rule, WorkerEvent};
 
@@ -33,7 +33,7 @@ pub enum RuleValue {
     Workers { deaths: u64, window: Option<Duration> },
     /// An exit rule: the main process's last exit; `requested` exits (a restart inspeq or the init system asked
     /// for) are shown but never judged.
-    Exit { status: ExitStatus, requested: bool },
+    Exit { exit: Exit, requested: bool },
 }
 
 impl EngineState {
@@ -98,8 +98,7 @@ impl EngineState {
 /// Keeps `exit` as the value of every exit rule of `t`, whether or not it matches them or they may act on it:
 /// `status` shows the main process's last exit either way.
 pub(super) fn remember_exit(t: &mut TargetState, exit: &ProcessExit) {
-    let value =
-        RuleValue::Exit { status: exit.status(), requested: !matches!(exit.cause, ExitCause::Unexpected { .. }) };
+    let value = RuleValue::Exit { exit: exit.exit, requested: !matches!(exit.cause, ExitCause::Unexpected { .. }) };
     for slot in &mut t.rules {
         if matches!(
             slot.rule.condition,

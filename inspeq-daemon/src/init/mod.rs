@@ -43,7 +43,7 @@ pub use wrapper::{Wrapper, detect_wrapper};
 
 // Validated in the pure half so that `inspeqctl check` refuses exactly the names the backends would.
 pub use crate::config::names::{InvalidServiceName, ServiceName};
-use crate::kernel::WatchTarget;
+use crate::{exit::ExitStatus, kernel::WatchTarget};
 
 /// Lookups answer within this long by default (Inspeqtor's value).
 pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -220,7 +220,12 @@ impl ServiceStatus {
     /// come and go (Puma's phased restart on USR1 replaces all of them), so only
     /// the main process, or the server behind a wrapper, counts.
     pub fn is_main_process(&self, pid: u32) -> bool {
-        self.main_pid == Some(pid) || self.wrapper.as_ref().and_then(Wrapper::server_pid) == Some(pid)
+        self.main_pid == Some(pid) || self.server_pid() == Some(pid)
+    }
+
+    /// The server behind a wrapper main process, when one was found.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.wrapper.as_ref().and_then(Wrapper::server_pid)
     }
 }
 
@@ -231,8 +236,9 @@ impl ServiceStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MainExit {
     pub pid: u32,
-    /// How it ended, when the manager recorded it.
-    pub status: Option<crate::kernel::ExitStatus>,
+    /// How it ended, as the manager recorded it; `Unknown` when it recorded nothing (or is not asked: every
+    /// backend but systemd).
+    pub status: ExitStatus,
     /// The manager judged it a success (`Result` is `success`: a clean exit, or
     /// one listed in `SuccessExitStatus=`).
     pub clean: bool,
@@ -389,7 +395,7 @@ pub trait InitSystem: Send + Sync {
         let _ = restarts_before;
         Box::pin(async move {
             let status = self.lookup(service).await?;
-            Ok(Some(MainExit { pid, status: None, clean: false, intent: status.intent }))
+            Ok(Some(MainExit { pid, status: ExitStatus::Unknown, clean: false, intent: status.intent }))
         })
     }
 

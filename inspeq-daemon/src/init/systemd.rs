@@ -34,6 +34,7 @@ use super::{
     ChangeSubscription, InitError, InitFuture, InitKind, InitSystem, Intent, MainExit, ServiceCgroup, ServiceChange,
     ServiceName, ServiceState, ServiceStatus, Timeouts, cgroup2_mount, detect_wrapper, nspid,
 };
+use crate::exit::ExitStatus;
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
@@ -424,7 +425,12 @@ impl InitSystem for Systemd {
                         // that ended `inactive` (stopped) and that nobody references
                         // (the subscription's `Ref` normally prevents it); a failed
                         // one it keeps.
-                        return Ok(Some(MainExit { pid, status: None, clean: true, intent: Intent::Stop }));
+                        return Ok(Some(MainExit {
+                            pid,
+                            status: ExitStatus::Unknown,
+                            clean: true,
+                            intent: Intent::Stop,
+                        }));
                     }
                     if main != expected {
                         // A new main process is there already: systemd counts the
@@ -435,7 +441,7 @@ impl InitSystem for Systemd {
                             Some(_) => Intent::Restart,
                             None => Intent::Run,
                         };
-                        return Ok(Some(MainExit { pid, status: None, clean: false, intent }));
+                        return Ok(Some(MainExit { pid, status: ExitStatus::Unknown, clean: false, intent }));
                     }
                     // Read with the pid: a code of another process is never taken
                     // for this one's (the pid is checked again below).
@@ -549,15 +555,15 @@ impl InitSystem for Systemd {
     }
 }
 
-/// `ExecMainCode` (a `CLD_*` code from waitid) and `ExecMainStatus` as a wait
-/// status: `CLD_EXITED` carries the exit code, `CLD_KILLED`/`CLD_DUMPED` the signal.
-fn exec_main_status(code: i32, status: i32) -> Option<crate::kernel::ExitStatus> {
-    use crate::kernel::ExitStatus;
+/// `ExecMainCode` (a `CLD_*` code from waitid) and `ExecMainStatus` as an exit
+/// status: `CLD_EXITED` carries the exit code, `CLD_KILLED`/`CLD_DUMPED` the signal;
+/// any other code says nothing (never a code 0 it did not record).
+fn exec_main_status(code: i32, status: i32) -> ExitStatus {
     match code {
-        libc::CLD_EXITED => Some(ExitStatus::Exited(status)),
-        libc::CLD_KILLED => Some(ExitStatus::Signaled { signal: status, core_dumped: false }),
-        libc::CLD_DUMPED => Some(ExitStatus::Signaled { signal: status, core_dumped: true }),
-        _ => None,
+        libc::CLD_EXITED => ExitStatus::Code(status),
+        libc::CLD_KILLED => ExitStatus::Signal { signal: status, core_dumped: false },
+        libc::CLD_DUMPED => ExitStatus::Signal { signal: status, core_dumped: true },
+        _ => ExitStatus::Unknown,
     }
 }
 
@@ -629,14 +635,10 @@ mod tests {
 
     #[test]
     fn exec_main_codes_become_wait_statuses() {
-        use crate::kernel::ExitStatus;
-        assert_eq!(exec_main_status(libc::CLD_EXITED, 3), Some(ExitStatus::Exited(3)));
-        assert_eq!(exec_main_status(libc::CLD_KILLED, 9), Some(ExitStatus::Signaled { signal: 9, core_dumped: false }));
-        assert_eq!(
-            exec_main_status(libc::CLD_DUMPED, 11),
-            Some(ExitStatus::Signaled { signal: 11, core_dumped: true })
-        );
-        assert_eq!(exec_main_status(0, 0), None);
+        assert_eq!(exec_main_status(libc::CLD_EXITED, 3), ExitStatus::Code(3));
+        assert_eq!(exec_main_status(libc::CLD_KILLED, 9), ExitStatus::Signal { signal: 9, core_dumped: false });
+        assert_eq!(exec_main_status(libc::CLD_DUMPED, 11), ExitStatus::Signal { signal: 11, core_dumped: true });
+        assert_eq!(exec_main_status(0, 0), ExitStatus::Unknown);
     }
 
     #[test]

@@ -145,13 +145,13 @@ mod tests {
     fn exit_records_become_process_exited() {
         let raw = exit(3 << 8, EXIT_FLAG_STATUS_KNOWN | EXIT_FLAG_RSS_KNOWN);
         let Observation::ProcessExited(e) = decode(&bytes_of(&raw)).unwrap() else { panic!("not an exit") };
-        assert_eq!(e.status, ExitStatus::Exited(3));
+        assert_eq!(e.status, ExitStatus::Code(3));
         assert_eq!((e.pid, e.watch, e.rss_bytes, e.comm.as_str()), (42, WatchId(7), Some(4096), "sleep"));
         assert!(!e.oom_killed);
 
         let raw = exit(9, EXIT_FLAG_STATUS_KNOWN | EXIT_FLAG_OOM_KILLED);
         let Observation::ProcessExited(e) = decode(&bytes_of(&raw)).unwrap() else { panic!("not an exit") };
-        assert_eq!(e.status, ExitStatus::Signaled { signal: 9, core_dumped: false });
+        assert_eq!(e.status, ExitStatus::Signal { signal: 9, core_dumped: false });
         assert!(e.oom_killed);
         assert_eq!(e.rss_bytes, None);
 

@@ -5,7 +5,9 @@
 //!
 //! What it cannot know: the exit status of a process reaped before the poll
 //! (`ExitStatus::Unknown`), processes that lived less than a cycle, and the OOM
-//! killer's choice. A process still a zombie at the poll gives its real status.
+//! killer's choice. A process still a zombie at the poll gives its real status,
+//! if inspeq may read it (else the kernel shows a `0` that is not the process's:
+//! [`readable_status`]).
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -95,10 +97,41 @@ pub(super) fn read_rss(pid: u32, page_size: u64) -> Option<u64> {
     Some(resident * page_size)
 }
 
-/// The wait status of `pid` if it is a zombie (its parent has not reaped it yet).
-pub(super) fn zombie_status(pid: u32) -> Option<u32> {
+/// How `pid` ended if it is a zombie (its parent has not reaped it yet); `None` while it runs or once it is gone.
+pub(super) fn zombie_status(pid: u32) -> Option<ExitStatus> {
     let stat = procfs::process::Process::new(pid as i32).ok()?.stat().ok()?;
-    if stat.state == 'Z' || stat.state == 'X' { stat.exit_code.map(|c| c as u32) } else { None }
+    zombie_exit(pid, &stat)
+}
+
+/// A zombie's status from its `stat`, `None` for a process that is not one.
+fn zombie_exit(pid: u32, stat: &procfs::process::Stat) -> Option<ExitStatus> {
+    if stat.state != 'Z' && stat.state != 'X' {
+        return None;
+    }
+    // No `exit_code` field (before Linux 3.5): nothing to read.
+    Some(stat.exit_code.map_or(ExitStatus::Unknown, |raw| readable_status(raw as u32, || may_trace(pid))))
+}
+
+/// A zombie's wait status as `/proc/PID/stat` shows it, `raw`. The kernel shows `exit_code` only to a reader
+/// that may trace the process (`ptrace_may_access`, `PTRACE_MODE_READ_FSCREDS`, in fs/proc/array.c) and `0` to
+/// anyone else: a non-root inspeq reading another user's zombie would take that for a clean exit. A non-zero value
+/// is never masked; a zero is the process's own only when `may_trace` says so, and unknown otherwise.
+fn readable_status(raw: u32, may_trace: impl FnOnce() -> bool) -> ExitStatus {
+    if raw == 0 && !may_trace() { ExitStatus::Unknown } else { ExitStatus::from_wait_status(raw) }
+}
+
+/// Whether the kernel lets inspeq read `pid`'s exit code: what `ptrace_may_access` asks of a zombie (it has no mm
+/// left, so dumpability does not count): `CAP_SYS_PTRACE`, or inspeq's file-system ids equal to the process's
+/// real, effective and saved ids. Not modelled, so a yes here can still be a no there: a Linux security module's
+/// refusal, and a process in a user namespace above inspeq's, where its capability does not reach. A status that
+/// cannot be read (the process was reaped meanwhile) says no.
+fn may_trace(pid: u32) -> bool {
+    const CAP_SYS_PTRACE: u32 = 19;
+    let me = procfs::process::Process::myself().and_then(|p| p.status());
+    let it = procfs::process::Process::new(pid as i32).and_then(|p| p.status());
+    let (Ok(me), Ok(it)) = (me, it) else { return false };
+    me.capeff & (1 << CAP_SYS_PTRACE) != 0
+        || ([it.ruid, it.euid, it.suid] == [me.fuid; 3] && [it.rgid, it.egid, it.sgid] == [me.fgid; 3])
 }
 
 pub struct ProcMonitor {
@@ -113,20 +146,16 @@ struct Seen {
     ppid: u32,
     comm: String,
     rss: u64,
-    exit_status: Option<u32>,
+    /// Set for a zombie: how it ended, as far as inspeq may read it.
+    exit_status: Option<ExitStatus>,
 }
 
 fn look(pid: u32, page_size: u64) -> Option<Seen> {
     let process = procfs::process::Process::new(pid as i32).ok()?;
     let stat = process.stat().ok()?;
-    let zombie = stat.state == 'Z' || stat.state == 'X';
-    let rss = if zombie { 0 } else { process.statm().map(|m| m.resident * page_size).unwrap_or(0) };
-    Some(Seen {
-        ppid: stat.ppid as u32,
-        comm: stat.comm,
-        rss,
-        exit_status: if zombie { stat.exit_code.map(|c| c as u32) } else { None },
-    })
+    let exit_status = zombie_exit(pid, &stat);
+    let rss = if exit_status.is_some() { 0 } else { process.statm().map(|m| m.resident * page_size).unwrap_or(0) };
+    Some(Seen { ppid: stat.ppid as u32, comm: stat.comm, rss, exit_status })
 }
 
 impl ProcMonitor {
@@ -241,7 +270,7 @@ impl ProcMonitor {
             if let Some(status) = seen.exit_status {
                 // A zombie: its status is readable until the parent reaps it.
                 if let Some(known) = self.known.remove(&pid) {
-                    out.push(exited(pid, &known, ExitStatus::from_wait_status(status), now));
+                    out.push(exited(pid, &known, status, now));
                 }
                 continue;
             }
@@ -308,4 +337,25 @@ fn exited(pid: u32, known: &Known, status: ExitStatus, now: u64) -> Observation 
         comm: known.comm.clone(),
         ktime_ns: now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ExitStatus, may_trace, readable_status};
+
+    #[test]
+    fn a_zero_from_a_zombie_inspeq_may_not_trace_is_unknown_not_a_clean_exit() {
+        assert_eq!(readable_status(0, || false), ExitStatus::Unknown);
+        assert_eq!(readable_status(0, || true), ExitStatus::Code(0));
+        // The kernel never masks a non-zero status, so nobody is asked.
+        assert_eq!(readable_status(3 << 8, || unreachable!()), ExitStatus::Code(3));
+        assert_eq!(readable_status(9, || unreachable!()), ExitStatus::Signal { signal: 9, core_dumped: false });
+    }
+
+    #[test]
+    fn inspeq_may_trace_itself_and_not_a_pid_that_is_gone() {
+        assert!(may_trace(std::process::id()));
+        // Above the kernel's pid limit (4194304): no such process, no status to read.
+        assert!(!may_trace(u32::MAX >> 1));
+    }
 }

@@ -1,53 +1,16 @@
-//! What the kernel side tells the daemon, as typed values. Both the eBPF path and
-//! the /proc fallback produce these, so nothing above this module knows which one
-//! is running.
+//! What the kernel side tells the daemon, as typed values. Every tier (eBPF, the
+//! process connector, pidfds, /proc polling) produces these, so nothing above this
+//! module knows which one is running. An exit's status is [`ExitStatus`], the one
+//! type the engine and the alerts carry on (`crate::exit`).
 
 use std::fmt;
+
+use crate::exit::Exit;
+pub use crate::exit::ExitStatus;
 
 /// The daemon's number for a watch; every observation names the watch it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WatchId(pub u32);
-
-/// How a process ended, as `waitpid` would say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It called `exit` with this code.
-    Exited(i32),
-    /// A signal killed it.
-    Signaled { signal: i32, core_dumped: bool },
-    /// The status could not be learned (the /proc fallback saw the process vanish).
-    Unknown,
-}
-
-impl ExitStatus {
-    /// Decodes a raw wait status (`(code << 8) | signal | 0x80 core`).
-    pub fn from_wait_status(status: u32) -> Self {
-        let signal = (status & 0x7f) as i32;
-        if signal == 0 {
-            Self::Exited(((status >> 8) & 0xff) as i32)
-        } else {
-            Self::Signaled { signal, core_dumped: status & 0x80 != 0 }
-        }
-    }
-
-    pub fn exit_code(self) -> Option<i32> {
-        match self {
-            Self::Exited(code) => Some(code),
-            _ => None,
-        }
-    }
-
-    pub fn signal(self) -> Option<i32> {
-        match self {
-            Self::Signaled { signal, .. } => Some(signal),
-            _ => None,
-        }
-    }
-
-    pub fn core_dumped(self) -> bool {
-        matches!(self, Self::Signaled { core_dumped: true, .. })
-    }
-}
 
 /// A watched process (thread group) died.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +18,7 @@ pub struct ProcessExited {
     pub watch: WatchId,
     pub pid: u32,
     pub ppid: u32,
+    /// Built here, at the kernel side, and carried as it is to the alert.
     pub status: ExitStatus,
     /// The OOM killer chose it.
     pub oom_killed: bool,
@@ -64,6 +28,15 @@ pub struct ProcessExited {
     pub comm: String,
     /// CLOCK_MONOTONIC nanoseconds when the kernel saw the exit.
     pub ktime_ns: u64,
+}
+
+impl ProcessExited {
+    /// The exit as the layers above carry it: the record without its kernel-side identity (watch, parent,
+    /// cgroup, comm, time).
+    #[must_use]
+    pub fn exit(&self) -> Exit {
+        Exit { pid: self.pid, status: self.status, oom_killed: self.oom_killed, rss_bytes: self.rss_bytes }
+    }
 }
 
 /// Which way an RSS record went.
@@ -135,19 +108,5 @@ impl Observation {
             | Self::RssTotalCrossed { watch, .. } => Some(*watch),
             Self::EventsLost { .. } => None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ExitStatus;
-
-    #[test]
-    fn decodes_wait_statuses() {
-        assert_eq!(ExitStatus::from_wait_status(0), ExitStatus::Exited(0));
-        assert_eq!(ExitStatus::from_wait_status(3 << 8), ExitStatus::Exited(3));
-        assert_eq!(ExitStatus::from_wait_status(255 << 8), ExitStatus::Exited(255));
-        assert_eq!(ExitStatus::from_wait_status(9), ExitStatus::Signaled { signal: 9, core_dumped: false });
-        assert_eq!(ExitStatus::from_wait_status(0x80 | 11), ExitStatus::Signaled { signal: 11, core_dumped: true });
     }
 }

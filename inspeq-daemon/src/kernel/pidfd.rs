@@ -119,7 +119,7 @@ impl PidfdMonitor {
                     for pid in pids {
                         self.pidfds.remove(&pid);
                         // Readable means exited; a zombie still has its status.
-                        let status = zombie_status(pid).map_or(ExitStatus::Unknown, ExitStatus::from_wait_status);
+                        let status = zombie_status(pid).unwrap_or(ExitStatus::Unknown);
                         if let Some(o) = self.proc.exited(pid, status) {
                             out.push(o);
                         }

@@ -870,12 +870,12 @@ mod tests {
             panic!()
         };
         assert_eq!((pid, tgid, parent_tgid), (0x34e6, 0x34e6, 0x3488));
-        assert_eq!(crate::kernel::ExitStatus::from_wait_status(exit_code), crate::kernel::ExitStatus::Exited(7));
+        assert_eq!(crate::kernel::ExitStatus::from_wait_status(exit_code), crate::kernel::ExitStatus::Code(7));
         assert_eq!(exit_signal, libc::SIGCHLD as u32, "exit_signal is what the parent gets");
         let [ProcEvent::Exit { exit_code, .. }] = parse(EXIT_KILLED)[..] else { panic!() };
         assert_eq!(
             crate::kernel::ExitStatus::from_wait_status(exit_code),
-            crate::kernel::ExitStatus::Signaled { signal: 9, core_dumped: false }
+            crate::kernel::ExitStatus::Signal { signal: 9, core_dumped: false }
         );
         let [ProcEvent::Exit { pid, tgid, exit_signal, .. }] = parse(THREAD_EXIT)[..] else { panic!() };
         assert_ne!(pid, tgid);

@@ -9,7 +9,9 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use inspeq_daemon::alert::{Alert, AlertKind, Exit, Outbox, OutboxConfig, RouteConfig, Routes, Target, http_client};
+use inspeq_daemon::alert::{
+    Alert, AlertKind, ExitStatus, Outbox, OutboxConfig, RouteConfig, Routes, Target, http_client,
+};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -39,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let outbox = Outbox::start(config, routes)?;
     for i in 0..raise {
-        let event = AlertKind::Crashed { pid: 1000 + i, exit: Exit::Code(i32::try_from(i)?) };
+        let event = AlertKind::Crashed { pid: 1000 + i, exit: ExitStatus::Code(i32::try_from(i)?) };
         outbox.raise(Alert::new("web1", format!("svc{i}"), event, SystemTime::now()), Target::default())?;
     }
     outbox.sync().await;

@@ -173,7 +173,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::alert::{AlertKind, Exit};
+    use crate::alert::{AlertKind, ExitStatus};
 
     fn alerts(n: u32) -> Vec<Alert> {
         (0..n)
@@ -181,7 +181,7 @@ mod tests {
                 let mut alert = Alert::new(
                     "web1",
                     format!("svc{i}"),
-                    AlertKind::Crashed { pid: 100 + i, exit: Exit::Code(1) },
+                    AlertKind::Crashed { pid: 100 + i, exit: ExitStatus::Code(1) },
                     SystemTime::UNIX_EPOCH,
                 );
                 alert.seq = u64::from(i) + 1;
@@ -205,6 +205,40 @@ mod tests {
         assert_eq!(first["alert"]["service"], "svc0");
         let read = decode(&bytes);
         assert_eq!(read, Decoded { format: Format::Lines, alerts: written, lost: 0, damaged: Vec::new() });
+    }
+
+    /// Records as earlier versions wrote them (the exit status was `alert::Exit` then, and a worker's OOM kill
+    /// had no RSS): they read back as the same alerts.
+    #[test]
+    fn records_of_earlier_versions_still_read() {
+        let at = r#""at":{"secs_since_epoch":0,"nanos_since_epoch":0}"#;
+        let record = |event: &str| {
+            let alert = format!(r#"{{"hostname":"h","service":"s","event":{event},"actions":[],{at},"seq":1}}"#);
+            format!(r#"{{"v":1,"n":0,"of":1,"alert":{alert}}}"#)
+        };
+        let cases = [
+            (
+                r#"{"kind":"crashed","pid":2,"exit":{"code":1}}"#,
+                AlertKind::Crashed { pid: 2, exit: ExitStatus::Code(1) },
+            ),
+            (
+                r#"{"kind":"worker_crashed","pid":3,"exit":{"signal":{"signal":6,"core_dumped":true}}}"#,
+                AlertKind::WorkerCrashed { pid: 3, exit: ExitStatus::Signal { signal: 6, core_dumped: true } },
+            ),
+            (
+                r#"{"kind":"crashed","pid":4,"exit":"unknown"}"#,
+                AlertKind::Crashed { pid: 4, exit: ExitStatus::Unknown },
+            ),
+            (r#"{"kind":"worker_oom_killed","pid":5}"#, AlertKind::WorkerOomKilled { pid: 5, rss_bytes: None }),
+        ];
+        for (event, kind) in cases {
+            let line = record(event) + "\n";
+            let read = decode(line.as_bytes());
+            assert_eq!(read.lost, 0, "{line}");
+            let mut expected = Alert::new("h", "s", kind, SystemTime::UNIX_EPOCH);
+            expected.seq = 1;
+            assert_eq!(read.alerts, vec![expected], "{line}");
+        }
     }
 
     #[test]
