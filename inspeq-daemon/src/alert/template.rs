@@ -317,48 +317,11 @@ pub fn exit_text(exit: ExitStatus) -> String {
         ExitStatus::Code(code) => format!("exited with code {code}"),
         ExitStatus::Unknown => "exited with an unknown status".to_owned(),
         ExitStatus::Signal { signal, core_dumped } => {
-            let name = signal_name(signal).map(|n| format!(" ({n})")).unwrap_or_default();
+            let name = crate::signal::name(signal).map(|n| format!(" ({n})")).unwrap_or_default();
             let core = if core_dumped { ", core dumped" } else { "" };
             format!("was killed by signal {signal}{name}{core}")
         }
     }
-}
-
-fn signal_name(signal: i32) -> Option<&'static str> {
-    const NAMES: [&str; 31] = [
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    usize::try_from(signal).ok().and_then(|s| s.checked_sub(1)).and_then(|i| NAMES.get(i).copied())
 }
 
 /// `512.0 MiB`.

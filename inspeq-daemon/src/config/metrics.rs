@@ -432,57 +432,6 @@ pub fn event_subject(word: &str) -> Option<EventSubject> {
     EVENT_SUBJECTS.iter().find(|(name, _)| *name == word).map(|(_, s)| *s)
 }
 
-/// Linux signal names for `if signaled SIG`, numbered as on x86-64 and arm64.
-pub static SIGNALS: &[(&str, i32)] = &[
-    ("SIGHUP", 1),
-    ("SIGINT", 2),
-    ("SIGQUIT", 3),
-    ("SIGILL", 4),
-    ("SIGTRAP", 5),
-    ("SIGABRT", 6),
-    ("SIGBUS", 7),
-    ("SIGFPE", 8),
-    ("SIGKILL", 9),
-    ("SIGUSR1", 10),
-    ("SIGSEGV", 11),
-    ("SIGUSR2", 12),
-    ("SIGPIPE", 13),
-    ("SIGALRM", 14),
-    ("SIGTERM", 15),
-    ("SIGSTKFLT", 16),
-    ("SIGCHLD", 17),
-    ("SIGCONT", 18),
-    ("SIGSTOP", 19),
-    ("SIGTSTP", 20),
-    ("SIGTTIN", 21),
-    ("SIGTTOU", 22),
-    ("SIGURG", 23),
-    ("SIGXCPU", 24),
-    ("SIGXFSZ", 25),
-    ("SIGVTALRM", 26),
-    ("SIGPROF", 27),
-    ("SIGWINCH", 28),
-    ("SIGIO", 29),
-    ("SIGPWR", 30),
-    ("SIGSYS", 31),
-];
-
-/// Accepts `SIGKILL`, `KILL`, `kill` or `9`.
-#[must_use]
-pub fn signal_number(text: &str) -> Option<i32> {
-    if let Ok(n) = text.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let upper = text.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    SIGNALS.iter().find(|(name, _)| *name == full).map(|(_, n)| *n)
-}
-
-#[must_use]
-pub fn signal_name(number: i32) -> Option<&'static str> {
-    SIGNALS.iter().find(|(_, n)| *n == number).map(|(name, _)| *name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,13 +454,5 @@ mod tests {
             lookup("load", Some("5"), Process).unwrap_err().to_string(),
             "`load:5` is a host metric and cannot be used in a `check service`"
         );
-    }
-
-    #[test]
-    fn signals_by_name_or_number() {
-        assert_eq!(signal_number("SIGKILL"), Some(9));
-        assert_eq!(signal_number("segv"), Some(11));
-        assert_eq!(signal_number("15"), Some(15));
-        assert_eq!(signal_number("SIGNOPE"), None);
     }
 }

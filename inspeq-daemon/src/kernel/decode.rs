@@ -19,6 +19,10 @@ pub enum DecodeError {
     UnknownKind { kind: u8 },
     #[error("record of kind {kind:?} is {len} bytes, expected {expected}")]
     BadSize { kind: EventKind, len: usize, expected: usize },
+    /// The header's own size disagrees with this build's layout of the kind: the
+    /// programs and the daemon were built from different wire formats.
+    #[error("record of kind {kind:?} says it is {header} bytes, this build's layout is {expected}")]
+    SizeMismatch { kind: EventKind, header: u16, expected: usize },
     #[error("RSS record with unknown direction {0}")]
     BadDirection(u32),
 }
@@ -30,7 +34,12 @@ fn read<T: Copy>(bytes: &[u8]) -> T {
     unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
 }
 
-fn sized<T: Copy>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
+/// The record as a `T`, once both the bytes received and the size the program
+/// wrote in the header agree with `T`'s layout.
+fn sized<T: Copy>(kind: EventKind, header: &Header, bytes: &[u8]) -> Result<T, DecodeError> {
+    if usize::from(header.size) != size_of::<T>() {
+        return Err(DecodeError::SizeMismatch { kind, header: header.size, expected: size_of::<T>() });
+    }
     if bytes.len() < size_of::<T>() {
         return Err(DecodeError::BadSize { kind, len: bytes.len(), expected: size_of::<T>() });
     }
@@ -52,7 +61,7 @@ pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
     let watch = WatchId(header.watch_id);
     Ok(match kind {
         EventKind::Exit => {
-            let e: ProcessExit = sized(kind, bytes)?;
+            let e: ProcessExit = sized(kind, &header, bytes)?;
             let status = if e.flags & EXIT_FLAG_STATUS_KNOWN != 0 {
                 ExitStatus::from_wait_status(e.exit_status)
             } else {
@@ -71,7 +80,7 @@ pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
             })
         }
         EventKind::Fork => {
-            let e: ProcessFork = sized(kind, bytes)?;
+            let e: ProcessFork = sized(kind, &header, bytes)?;
             Observation::ProcessForked {
                 watch,
                 parent: e.parent_tgid,
@@ -81,7 +90,7 @@ pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
             }
         }
         EventKind::Rss => {
-            let e: RssChange = sized(kind, bytes)?;
+            let e: RssChange = sized(kind, &header, bytes)?;
             let direction = match e.direction {
                 RSS_CROSSED_UP => RssDirection::Up,
                 RSS_CROSSED_DOWN => RssDirection::Down,
@@ -99,7 +108,7 @@ pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
             }
         }
         EventKind::RssTotal => {
-            let e: RssTotalChange = sized(kind, bytes)?;
+            let e: RssTotalChange = sized(kind, &header, bytes)?;
             let direction = match e.direction {
                 RSS_CROSSED_UP => RssDirection::Up,
                 RSS_CROSSED_DOWN => RssDirection::Down,
@@ -168,6 +177,17 @@ mod tests {
         assert_eq!(decode(&raw), Err(DecodeError::UnknownKind { kind: 77 }));
         let raw = bytes_of(&exit(0, 0));
         assert!(matches!(decode(&raw[..40]), Err(DecodeError::BadSize { .. })));
+        // A program built from another layout: the header's size is the one it wrote.
+        let mut other = exit(0, 0);
+        other.header.size -= 8;
+        assert_eq!(
+            decode(&bytes_of(&other)),
+            Err(DecodeError::SizeMismatch {
+                kind: EventKind::Exit,
+                header: (size_of::<ProcessExit>() - 8) as u16,
+                expected: size_of::<ProcessExit>()
+            })
+        );
         let rss = RssChange {
             header: Header::new(EventKind::Rss, size_of::<RssChange>(), 1, 5),
             tgid: 1,

@@ -603,7 +603,7 @@ fn event_condition(
         EventSubject::Signaled => match arg {
             None => Some(Condition::Signaled(None)),
             Some(a) => {
-                let number = metrics::signal_number(&a.value);
+                let number = crate::signal::number(&a.value);
                 if number.is_none() {
                     out.push(file.error(
                         a.span,
