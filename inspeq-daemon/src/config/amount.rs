@@ -105,6 +105,17 @@ pub fn parse_window(words: &[&str]) -> Result<Span, DurationError> {
     Ok(Span::Time(Duration::from_secs(u64::from(count) * seconds)))
 }
 
+/// A duration as the rule language writes it (`5 minutes`, `2 hours`, `90 seconds`): the inverse of
+/// [`parse_window`], for rules the engine adds itself and shows in `status`.
+#[must_use]
+pub fn window_text(d: Duration) -> String {
+    match d.as_secs() {
+        s if s % 3600 == 0 && s > 0 => format!("{} hours", s / 3600),
+        s if s % 60 == 0 && s > 0 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +146,15 @@ mod tests {
         assert_eq!(parse_window(&["10", "cycles"]), Ok(Span::Cycles(10)));
         assert_eq!(parse_window(&["0", "minutes"]), Err(DurationError::Zero));
         assert!(parse_window(&["5", "fortnights"]).is_err());
+    }
+
+    #[test]
+    fn a_written_window_reads_back_as_itself() {
+        for secs in [1, 59, 60, 90, 300, 3600, 5400, 86_400] {
+            let d = Duration::from_secs(secs);
+            let text = window_text(d);
+            let words: Vec<&str> = text.split(' ').collect();
+            assert_eq!(parse_window(&words), Ok(Span::Time(d)), "{text}");
+        }
     }
 }

@@ -189,21 +189,12 @@ fn restart_limit_rule(check: &Check, limit: Option<RestartLimit>) -> Option<Rule
     Some(Rule {
         condition: Condition::Restarts { count: limit.count, window: Window::Time(limit.window) },
         actions: vec![ActionSpec::Alert { route: None }, ActionSpec::Unmonitor],
-        text: format!("restarts > {} within {} (the restart limit)", limit.count, humantime_secs(limit.window)),
+        text: format!("restarts > {} within {} (the restart limit)", limit.count, crate::config::amount::window_text(limit.window)),
         location: check.location.clone(),
     })
 }
 
 /// `300s` as the rule language writes it: `5 minutes`.
-fn humantime_secs(d: Duration) -> String {
-    let secs = d.as_secs();
-    match secs {
-        s if s % 3600 == 0 && s > 0 => format!("{} hours", s / 3600),
-        s if s % 60 == 0 && s > 0 => format!("{} minutes", s / 60),
-        s => format!("{s} seconds"),
-    }
-}
-
 impl TargetState {
     fn new(check: &Check, cycle_time: Duration, limit: Option<RestartLimit>) -> Self {
         let mut horizon = Duration::ZERO;
