@@ -352,7 +352,7 @@ fn email(st: &mut Statement<'_, '_>, gmail: bool) -> Option<Email> {
         if gmail { Some(GMAIL_SERVER.to_owned()) } else { st.required("smtp_server", "smtp.example.com") };
     let to = st.required("to_email", "ops@example.com");
     let username = st.get("username");
-    let password = st.get("password");
+    let mut password = st.get("password");
     if gmail {
         st.required("username", "you@gmail.com");
         st.required("password", "\"app password\"");
@@ -361,6 +361,7 @@ fn email(st: &mut Statement<'_, '_>, gmail: bool) -> Option<Email> {
             "password",
             "`password` without `username` is ignored (there is nobody to log in as), expected a `username` too".into(),
         );
+        password = None;
     }
     let port = match st.params.get("smtp_port").or_else(|| st.params.get("tls_port")) {
         Some((p, span)) => match p.parse::<u16>() {
