@@ -147,3 +147,39 @@ fn a_hundred_thousand_rules_load() {
     assert_eq!((services, rules), (100, n));
     eprintln!("{n} rules ({} bytes): {ms} ms", text.len());
 }
+
+#[test]
+fn a_file_holding_a_secret_that_every_user_can_read_is_warned_about_with_its_mode_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = Dir::new("secret-mode");
+    let conf = dir.path("inspeq.conf");
+    std::fs::write(&conf, "send alerts via webhook with url http://127.0.0.1:9/h, secret hunter2\n").unwrap();
+    let check = dir.path("services.d/db.inq");
+    std::fs::write(&check, "check service db with password hunter3\n  if crashed then alert\n").unwrap();
+    let chmod = |mode: u32| {
+        for file in [&conf, &check] {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    };
+    let shown = || load_dir(dir.0.path()).1.iter().map(Diagnostic::short).collect::<Vec<_>>();
+
+    chmod(0o644);
+    let (conf, check) = (conf.display().to_string(), check.display().to_string());
+    assert_eq!(
+        shown(),
+        [
+            format!(
+                "{conf}:1:63: warning: {conf} holds the `secret` of the default route and is readable by every user \
+                 (mode 0644), expected it readable by its owner and group only: run `chmod 640 {conf}` (or `chmod 600 {conf}`)"
+            ),
+            format!(
+                "{check}:1:32: warning: {check} holds the `password` of check `db` and is readable by every user \
+                 (mode 0644), expected it readable by its owner and group only: run `chmod 640 {check}` (or `chmod 600 {check}`)"
+            ),
+        ]
+    );
+    for private in [0o640, 0o600, 0o400] {
+        chmod(private);
+        assert_eq!(shown(), Vec::<String>::new(), "mode {private:o}");
+    }
+}

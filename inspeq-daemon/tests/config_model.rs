@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use inspeq_daemon::config::metrics::MetricKind;
 use inspeq_daemon::config::model::{
-    ActionSpec, Channel, CheckKind, Condition, Config, InitKind, Op, ProcessSelector, Suffix, Tls, UnitScope, Window,
+    ActionSpec, Channel, CheckKind, Condition, Config, InitKind, Mailbox, Op, ProcessSelector, Severity, Suffix, Tls,
+    UnitScope, Window,
 };
 use inspeq_daemon::config::{load, load_files};
 
@@ -32,6 +33,10 @@ fn load_fixture_dir(name: &str) -> Config {
     config
 }
 
+fn addresses(mailboxes: &[Mailbox]) -> Vec<String> {
+    mailboxes.iter().map(ToString::to_string).collect()
+}
+
 #[test]
 fn settings_and_every_channel() {
     let c = load_fixture_dir("inspeq");
@@ -41,11 +46,20 @@ fn settings_and_every_channel() {
     assert!(matches!(c.routes[&None].channel, Channel::Log));
     let Channel::Email(ops) = &c.routes[&Some("ops".into())].channel else { panic!("ops is email") };
     assert_eq!((ops.smtp_port, ops.tls), (465, Tls::Implicit));
-    assert_eq!(ops.to_email, ["ops@example.com", "oncall@example.com"]);
-    assert_eq!(ops.password.as_deref(), Some("pa ss"));
+    assert_eq!(addresses(&ops.to_email), ["ops@example.com", "oncall@example.com"]);
+    assert_eq!(ops.password.as_ref().map(|p| p.expose().as_str()), Some("pa ss"));
+    assert_eq!(ops.tls_ca_file.as_deref(), Some("/etc/inspeq/relay-ca.pem"));
+    let Channel::PagerDuty(pager) = &c.routes[&Some("pager".into())].channel else { panic!("pager is pagerduty") };
+    assert_eq!(pager.severity, Some(Severity::Critical));
+    let Channel::Alertmanager(fleet) = &c.routes[&Some("fleet".into())].channel else { panic!("fleet") };
+    assert_eq!(fleet.firing_for, Duration::from_secs(2 * 3600));
     let Channel::Email(relay) = &c.routes[&Some("relay".into())].channel else { panic!("relay is email") };
     assert_eq!((relay.smtp_port, relay.tls), (25, Tls::None));
-    assert_eq!(relay.to_email, ["a@example.com", "b@example.com"], "unquoted recipient list (Inspeqtor #131)");
+    assert_eq!(
+        addresses(&relay.to_email),
+        ["a@example.com", "b@example.com"],
+        "unquoted recipient list (Inspeqtor #131)"
+    );
     let names: Vec<&str> = c.routes.values().map(|r| r.channel.name()).collect();
     for channel in ["log", "email", "slack", "webhook", "pagerduty", "alertmanager"] {
         assert!(names.contains(&channel), "{channel} in {names:?}");
@@ -101,7 +115,7 @@ fn inspeqtor_files_mean_what_they_meant() {
     let c = load_fixture_dir("inspeqtor");
     assert_eq!(c.routes.len(), 5);
     let Channel::Email(analytics) = &c.routes[&Some("analytics".into())].channel else { panic!() };
-    assert_eq!(analytics.password.as_deref(), Some("b!l$a%rgh^fazz\""));
+    assert_eq!(analytics.password.as_ref().map(|p| p.expose().as_str()), Some("b!l$a%rgh^fazz\""));
     assert_eq!((analytics.tls, analytics.smtp_port), (Tls::StartTls, 587), "AUTH means STARTTLS on 587");
     let Channel::Email(local) = &c.routes[&Some("local".into())].channel else { panic!() };
     assert_eq!((local.tls, local.smtp_port), (Tls::None, 25), "no AUTH: plain local relay (Inspeqtor #48)");

@@ -1,6 +1,7 @@
 //! Real servers on loopback for the alert tests: an SMTP server (aiosmtpd, with
 //! STARTTLS, implicit TLS and AUTH), a test CA made with the `openssl` CLI, a
-//! recording HTTP receiver, and Prometheus Alertmanager.
+//! recording HTTP receiver, and Prometheus Alertmanager; and the routes of
+//! `inspeq.conf` text, built as the daemon builds them.
 //!
 //! Servers whose binary is missing make the test fail under `CI` (xtask setup
 //! installs them) and skip with a printed reason elsewhere.
@@ -17,6 +18,17 @@ use std::{
     },
     time::{Duration, Instant},
 };
+
+/// The alert routes of an `inspeq.conf` whose text is `conf`, on a machine called
+/// `hostname`: through the real checker (which must find nothing to say: an
+/// ignored parameter would make a test say less than it reads) and
+/// `Routes::build`, as the daemon does.
+pub fn routes_from_conf(conf: &str, hostname: &str) -> inspeq_daemon::alert::Routes {
+    let (config, diagnostics) = inspeq_daemon::config::load([("inspeq.conf", conf)]);
+    assert!(diagnostics.is_empty(), "checking\n{conf}\n{}", inspeq_daemon::config::render(&diagnostics));
+    inspeq_daemon::alert::Routes::build(&config.routes, &inspeq_daemon::alert::http_client(), hostname)
+        .unwrap_or_else(|e| panic!("building the routes of\n{conf}\n{e}"))
+}
 
 /// Debian's Python, which python3-aiosmtpd installs into (a pyenv `python3` on
 /// PATH would not see it).

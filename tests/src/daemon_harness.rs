@@ -118,6 +118,16 @@ impl Builder {
         self
     }
 
+    /// Writes `file` as [`Self::file`] does, with permission bits `mode`.
+    pub fn file_with_mode(self, file: &str, text: &str, mode: u32) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let this = self.file(file, text);
+        let path = this.scratch.dir.join("config").join(file);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+        this
+    }
+
     /// Adds a command-line argument (`--no-ebpf`, ...).
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.into());

@@ -1,7 +1,11 @@
 //! Alerts against real servers on loopback: email through aiosmtpd (plain,
-//! STARTTLS with AUTH, implicit TLS), Slack, webhook and PagerDuty through a
-//! recording HTTP receiver (asserting the exact JSON), a real Prometheus
-//! Alertmanager, and the outbox surviving a SIGKILL.
+//! STARTTLS with AUTH, implicit TLS, a private CA, port 587), Slack, webhook and
+//! PagerDuty through a recording HTTP receiver (asserting the exact JSON), a real
+//! Prometheus Alertmanager, and the outbox surviving a SIGKILL.
+//!
+//! Every route is written as `inspeq.conf` text and goes through the real
+//! checker to `Routes::build`, as the daemon's do, so each test reads as the
+//! specification of the options it uses.
 
 use std::{
     collections::BTreeSet,
@@ -11,12 +15,13 @@ use std::{
 };
 
 use inspeq_daemon::alert::{
-    Alert, AlertKind, Comparison, ExitStatus, Outbox, OutboxConfig, Response, RouteConfig, Routes, RuleState,
-    SendError, Target, http_client, test_routes, webhook::SIGNATURE_HEADER,
+    Alert, AlertKind, Comparison, ExitStatus, Outbox, OutboxConfig, Response, Routes, RuleState, SendError, Target,
+    template::rfc3339, test_routes, webhook::SIGNATURE_HEADER,
 };
 use serde_json::json;
 use tests::alert_harness::{
     ALERTMANAGER, Alertmanager, HttpReceiver, OPENSSL, PYTHON, SmtpServer, SmtpTls, TempDir, TestCa, free_port, have,
+    routes_from_conf,
 };
 
 /// 2026-03-01T12:00:00Z.
@@ -39,8 +44,9 @@ fn rss_failed(at: SystemTime) -> Alert {
     Alert::new("web1", "nginx", AlertKind::RuleFailed(rss_rule("612m", 90)), at).with_actions([Response::Restart])
 }
 
-fn routes(configs: &[RouteConfig]) -> Routes {
-    Routes::build(configs, &http_client(), "web1").unwrap_or_else(|e| panic!("building routes: {e}"))
+/// The routes of `inspeq.conf` text on host `web1`.
+fn routes(conf: &str) -> Routes {
+    routes_from_conf(conf, "web1")
 }
 
 fn outbox(dir: &TempDir, routes: Routes) -> Outbox {
@@ -68,18 +74,13 @@ async fn email_reaches_every_recipient_with_headers_and_body() {
     let dir = TempDir::new("email-plain");
     let port = free_port();
     let server = SmtpServer::start(port, &dir.path().join("mail"), SmtpTls::None, None);
-    let route = RouteConfig::new(
-        None,
-        "email",
-        [
-            ("smtp_server", "127.0.0.1"),
-            ("tls_port", &port.to_string()),
-            ("tls", "none"),
-            ("from_email", "inspeq@web1.example.org"),
-            ("to_email", "ops@example.org, dev@example.org,oncall@example.org"),
-        ],
+    let outbox = outbox(
+        &dir,
+        routes(&format!(
+            "send alerts via email with smtp_server 127.0.0.1, tls_port {port}, tls none,
+               from_email inspeq@web1.example.org, to_email \"ops@example.org, dev@example.org,oncall@example.org\""
+        )),
     );
-    let outbox = outbox(&dir, routes(&[route]));
     let alert = rss_failed(noon());
     outbox.raise(alert.clone(), Target::default()).unwrap();
     idle(&outbox).await;
@@ -119,27 +120,15 @@ async fn email_with_starttls_and_auth_trusting_a_private_ca() {
     let ca = TestCa::new(dir.path());
     let port = free_port();
     let server = SmtpServer::start(port, &dir.path().join("mail"), SmtpTls::StartTls(&ca), Some(("alerts", "s3cret")));
-    let port = port.to_string();
-    let ca_file = ca.ca.to_str().unwrap();
-    let params = |password: &'static str, trust: bool| {
-        let mut p = vec![
-            ("smtp_server", "127.0.0.1"),
-            ("smtp_port", port.as_str()),
-            ("tls", "starttls"),
-            ("username", "alerts"),
-            ("password", password),
-            ("to_email", "ops@example.org"),
-        ];
-        if trust {
-            p.push(("tls_ca_file", ca_file));
-        }
-        p
-    };
-    let good = routes(&[
-        RouteConfig::new(None, "email", params("s3cret", true)),
-        RouteConfig::new(Some("wrong-password"), "email", params("guess", true)),
-        RouteConfig::new(Some("untrusted"), "email", params("s3cret", false)),
-    ]);
+    let ca = ca.ca.display();
+    let good = routes(&format!(
+        "send alerts via email with smtp_server 127.0.0.1, smtp_port {port}, tls starttls, username alerts,
+           password s3cret, to_email ops@example.org, tls_ca_file \"{ca}\"
+         send alerts to wrong-password via email with smtp_server 127.0.0.1, smtp_port {port}, tls starttls,
+           username alerts, password guess, to_email ops@example.org, tls_ca_file \"{ca}\"
+         send alerts to untrusted via email with smtp_server 127.0.0.1, smtp_port {port}, tls starttls,
+           username alerts, password s3cret, to_email ops@example.org"
+    ));
     let outcomes = test_routes(&good, None, "web1", Duration::from_secs(20)).await;
     let by_route =
         |name: &str| outcomes.iter().find(|o| o.route == name).unwrap_or_else(|| panic!("no outcome for {name}"));
@@ -172,22 +161,44 @@ async fn email_over_implicit_tls() {
     let ca = TestCa::new(dir.path());
     let port = free_port();
     let server = SmtpServer::start(port, &dir.path().join("mail"), SmtpTls::Implicit(&ca), None);
-    let r = routes(&[RouteConfig::new(
-        None,
-        "email",
-        [
-            ("smtp_server", "localhost"),
-            ("smtp_port", &port.to_string()),
-            ("tls", "implicit"),
-            ("tls_ca_file", ca.ca.to_str().unwrap()),
-            ("to_email", "ops@example.org"),
-        ],
-    )]);
+    let r = routes(&format!(
+        "send alerts via email with smtp_server localhost, smtp_port {port}, tls implicit,
+           tls_ca_file \"{}\", to_email ops@example.org",
+        ca.ca.display()
+    ));
     let outcomes = test_routes(&r, None, "web1", Duration::from_secs(20)).await;
     outcomes[0].result.as_ref().unwrap_or_else(|e| panic!("implicit TLS: {e}"));
     let messages = server.wait_for(1, Duration::from_secs(5));
     assert_eq!(messages.len(), 1);
     assert!(messages[0].tls);
+}
+
+/// Port 587 is the submission port: STARTTLS whether or not the route logs in
+/// (a relay that takes mail without AUTH there gets it encrypted too).
+#[tokio::test]
+async fn email_on_port_587_without_a_username_goes_over_starttls() {
+    let test = "email_on_port_587_without_a_username_goes_over_starttls";
+    if !have(test, PYTHON) || !have(test, OPENSSL) {
+        return;
+    }
+    // The port itself is the point: it must be 587, which needs root and must be free.
+    if let Err(e) = std::net::TcpListener::bind("127.0.0.1:587") {
+        tests::cannot_run(test, &format!("cannot listen on 127.0.0.1:587 ({e}; needs root and the port free)"));
+        return;
+    }
+    let dir = TempDir::new("email-587");
+    let ca = TestCa::new(dir.path());
+    let server = SmtpServer::start(587, &dir.path().join("mail"), SmtpTls::StartTls(&ca), None);
+    let r = routes(&format!(
+        "send alerts via email with smtp_server localhost, smtp_port 587, tls_ca_file \"{}\", to_email ops@example.org",
+        ca.ca.display()
+    ));
+    let outcomes = test_routes(&r, None, "web1", Duration::from_secs(20)).await;
+    outcomes[0].result.as_ref().unwrap_or_else(|e| panic!("STARTTLS on 587: {e}"));
+    let messages = server.wait_for(1, Duration::from_secs(5));
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].tls, "sent after STARTTLS, not in plain text");
+    assert_eq!(messages[0].auth, None, "no username, no AUTH");
 }
 
 // ---------------------------------------------------------------- durability
@@ -274,11 +285,8 @@ fn alerts_survive_sigkill_and_are_delivered_exactly_once() {
 #[tokio::test]
 async fn slack_posts_the_exact_json() {
     let receiver = HttpReceiver::start();
-    let r = routes(&[RouteConfig::new(
-        None,
-        "slack",
-        [("url", &*receiver.url("/services/T0/B0/X0")), ("icon_emoji", ":x:")],
-    )]);
+    let r =
+        routes(&format!("send alerts via slack with url {}, icon_emoji \":x:\"", receiver.url("/services/T0/B0/X0")));
     let route = r.iter().next().unwrap();
     route.channel.send(&[rss_failed(noon())]).await.unwrap();
     let requests = receiver.requests();
@@ -307,7 +315,7 @@ fn alerts_in(text: &str) -> usize {
 async fn a_thousand_alerts_in_a_second_make_a_few_slack_messages() {
     let dir = TempDir::new("flood");
     let receiver = HttpReceiver::start();
-    let outbox = outbox(&dir, routes(&[RouteConfig::new(None, "slack", [("url", &*receiver.url("/hook"))])]));
+    let outbox = outbox(&dir, routes(&format!("send alerts via slack with url {}", receiver.url("/hook"))));
     let start = std::time::Instant::now();
     for i in 0..1000u32 {
         let event = AlertKind::Crashed { pid: i, exit: ExitStatus::Signal { signal: 9, core_dumped: false } };
@@ -332,11 +340,7 @@ async fn a_thousand_alerts_in_a_second_make_a_few_slack_messages() {
 #[tokio::test]
 async fn webhook_posts_alertmanager_json_signed_with_hmac_sha256() {
     let receiver = HttpReceiver::start();
-    let r = routes(&[RouteConfig::new(
-        Some("hooks"),
-        "webhook",
-        [("url", &*receiver.url("/inspeq")), ("secret", "hunter2")],
-    )]);
+    let r = routes(&format!("send alerts to hooks via webhook with url {}, secret hunter2", receiver.url("/inspeq")));
     let failed = rss_failed(noon());
     let recovered =
         Alert::new("web1", "nginx", AlertKind::RuleRecovered(rss_rule("300m", 120)), noon() + Duration::from_secs(300));
@@ -426,8 +430,7 @@ async fn webhook_posts_alertmanager_json_signed_with_hmac_sha256() {
 async fn pagerduty_triggers_and_resolves_with_one_dedup_key() {
     let receiver = HttpReceiver::start();
     let key = "0123456789abcdef0123456789abcdef";
-    let r =
-        routes(&[RouteConfig::new(None, "pagerduty", [("routing_key", key), ("url", &*receiver.url("/v2/enqueue"))])]);
+    let r = routes(&format!("send alerts via pagerduty with routing_key {key}, url {}", receiver.url("/v2/enqueue")));
     let channel = &r.iter().next().unwrap().channel;
     let crashed = Alert::new(
         "web1",
@@ -473,13 +476,59 @@ async fn pagerduty_triggers_and_resolves_with_one_dedup_key() {
     assert_eq!(requests[1].json(), json!({ "routing_key": key, "event_action": "resolve", "dedup_key": dedup }));
 }
 
+/// `severity` is the `payload.severity` of every event the route triggers, a
+/// digest's too, whatever each condition's own (a crash is critical).
+#[tokio::test]
+async fn pagerduty_severity_overrides_each_conditions_own() {
+    let receiver = HttpReceiver::start();
+    let r = routes(&format!(
+        "send alerts via pagerduty with routing_key k, url {}, severity warning",
+        receiver.url("/v2/enqueue")
+    ));
+    let channel = &r.iter().next().unwrap().channel;
+    let crashed = Alert::new("web1", "nginx", AlertKind::Crashed { pid: 7, exit: ExitStatus::Code(1) }, noon());
+    assert_eq!(crashed.event.condition().severity.as_str(), "critical", "the condition's own");
+    channel.send(std::slice::from_ref(&crashed)).await.unwrap();
+    let down = Alert::new("web1", "db", AlertKind::ProcessDown, noon());
+    channel.send(&[crashed.clone(), down]).await.unwrap();
+
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2);
+    let summary = "nginx on web1 crashed: pid 7 exited with code 1.";
+    assert_eq!(
+        requests[0].json(),
+        json!({
+            "routing_key": "k",
+            "event_action": "trigger",
+            "dedup_key": crashed.fingerprint(),
+            "client": "inspeq",
+            "payload": {
+                "summary": summary,
+                "source": "web1",
+                "severity": "warning",
+                "timestamp": "2026-03-01T12:00:00.000Z",
+                "component": "nginx",
+                "class": "crashed",
+                "custom_details": {
+                    "summary": summary,
+                    "event": "crashed",
+                    "pid": "7",
+                    "exit": "exited with code 1",
+                },
+            },
+        })
+    );
+    let digest = requests[1].json();
+    assert_eq!(digest["payload"]["class"], "digest", "{digest}");
+    assert_eq!(digest["payload"]["severity"], "warning", "{digest}");
+}
+
 #[tokio::test]
 async fn pagerduty_rate_limit_is_waited_out_and_nothing_is_lost() {
     let dir = TempDir::new("pd-429");
     let receiver = HttpReceiver::start();
     receiver.reply_next(429, &[("Retry-After", "1")]);
-    let r =
-        routes(&[RouteConfig::new(None, "pagerduty", [("routing_key", "k"), ("url", &*receiver.url("/v2/enqueue"))])]);
+    let r = routes(&format!("send alerts via pagerduty with routing_key k, url {}", receiver.url("/v2/enqueue")));
     let outbox = outbox(&dir, r);
     outbox.raise(Alert::new("web1", "nginx", AlertKind::ProcessDown, noon()), Target::default()).unwrap();
     idle(&outbox).await;
@@ -493,15 +542,12 @@ async fn pagerduty_rate_limit_is_waited_out_and_nothing_is_lost() {
 #[tokio::test]
 async fn test_alert_reports_each_route() {
     let receiver = HttpReceiver::start();
-    let closed = free_port().to_string();
-    let r = routes(&[
-        RouteConfig::new(None, "slack", [("url", &*receiver.url("/hook"))]),
-        RouteConfig::new(
-            Some("ops"),
-            "email",
-            [("smtp_server", "127.0.0.1"), ("smtp_port", &closed), ("to_email", "ops@example.org")],
-        ),
-    ]);
+    let closed = free_port();
+    let r = routes(&format!(
+        "send alerts via slack with url {}
+         send alerts to ops via email with smtp_server 127.0.0.1, smtp_port {closed}, to_email ops@example.org",
+        receiver.url("/hook")
+    ));
     let outcomes = test_routes(&r, None, "web1", Duration::from_secs(10)).await;
     let summary: Vec<(String, &str, bool)> =
         outcomes.iter().map(|o| (o.route.clone(), o.channel, o.result.is_ok())).collect();
@@ -530,7 +576,7 @@ async fn alertmanager_shows_the_alert_while_firing_and_resolves_it_on_recovery()
     }
     let am = Alertmanager::start();
     let dir = TempDir::new("alertmanager");
-    let outbox = outbox(&dir, routes(&[RouteConfig::new(None, "alertmanager", [("url", &*am.url())])]));
+    let outbox = outbox(&dir, routes(&format!("send alerts via alertmanager with url {}", am.url())));
 
     let now = SystemTime::now();
     outbox.raise(rss_failed(now), Target::default()).unwrap();
@@ -560,4 +606,51 @@ async fn alertmanager_shows_the_alert_while_firing_and_resolves_it_on_recovery()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(outbox.stats().delivered, 2);
+}
+
+/// The `startsAt` and `endsAt` an Alertmanager holds for the active alert of `service`.
+async fn active_span(am: &Alertmanager, service: &str) -> Option<(String, String)> {
+    let alerts = active_alerts(am, service).await;
+    let alert = alerts.first()?;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    Some((alert["startsAt"].as_str()?.to_owned(), alert["endsAt"].as_str()?.to_owned()))
+}
+
+/// `firing_for` is how long Alertmanager treats a firing alert as firing when
+/// no recovery comes: its `endsAt` is that far ahead, and once that has passed
+/// the alert is no longer active. Without it, a day.
+#[tokio::test]
+async fn alertmanager_firing_for_is_how_long_a_firing_alert_stays_active() {
+    if !have("alertmanager_firing_for_is_how_long_a_firing_alert_stays_active", ALERTMANAGER) {
+        return;
+    }
+    let am = Alertmanager::start();
+    let dir = TempDir::new("alertmanager-firing-for");
+    let outbox = outbox(
+        &dir,
+        routes(&format!(
+            "send alerts via alertmanager with url {url}, firing_for 3s
+             send alerts to day via alertmanager with url {url}",
+            url = am.url()
+        )),
+    );
+    let now = SystemTime::now();
+    let failed = |service: &str| Alert::new("web1", service, AlertKind::RuleFailed(rss_rule("612m", 90)), now);
+    outbox.raise(failed("short"), Target::default()).unwrap();
+    outbox.raise(failed("long"), Target { route: Some("day"), owner: None }).unwrap();
+    idle(&outbox).await;
+
+    let short = active_span(&am, "short").await.expect("the 3 s alert is active at first");
+    assert_eq!(short, (rfc3339(now), rfc3339(now + Duration::from_secs(3))));
+    let long = active_span(&am, "long").await.expect("the default alert is active");
+    assert_eq!(long, (rfc3339(now), rfc3339(now + Duration::from_secs(24 * 3600))));
+
+    // Past its endsAt, Alertmanager no longer has the 3 s alert active; the other stays.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while active_span(&am, "short").await.is_some() {
+        assert!(std::time::Instant::now() < deadline, "still active 15 s after a 3 s firing_for");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(SystemTime::now() >= now + Duration::from_secs(3), "gone before its endsAt");
+    assert!(active_span(&am, "long").await.is_some(), "a day has not passed");
 }

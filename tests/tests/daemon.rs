@@ -518,6 +518,85 @@ fn check_reports_a_broken_directory_compiler_style_without_a_daemon() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// Every kind of secret a configuration holds, each value containing `SECRET-`.
+const SECRETS_CONF: &str = "set cycle_time 1
+send alerts via slack with url http://127.0.0.1:PORT/services/T0/B0/SECRET-SLACK
+send alerts to mail via email with smtp_server 127.0.0.1, smtp_port PORT, username alerts,
+  password \"SECRET-MAIL\", to_email ops@example.org
+send alerts to hook via webhook with url http://127.0.0.1:PORT/hook, secret SECRET-HOOK
+send alerts to pager via pagerduty with routing_key SECRET-PAGER, url http://127.0.0.1:PORT/v2/enqueue
+";
+
+#[test]
+fn secrets_stay_out_of_the_log_status_export_and_test_alert_and_a_readable_file_is_warned_about() {
+    if !privileged("secrets_stay_out_of_the_log_status_export_and_test_alert_and_a_readable_file_is_warned_about") {
+        return;
+    }
+    let scratch = Scratch::new("daemon-secrets");
+    let mut workload = Workload::start(&scratch);
+    // Nothing listens there: every send fails, and its error is logged and shown.
+    let closed = tests::alert_harness::free_port().to_string();
+    let daemon = Daemon::builder("secrets")
+        .file_with_mode("inspeq.conf", &SECRETS_CONF.replace("PORT", &closed), 0o644)
+        .file_with_mode(
+            "services.d/worker.inq",
+            &format!(
+                "check process inspeq-secret-worker with matching \"{}\", password \"SECRET-CHECK\"\n  \
+                 if crashed then alert, alert mail, alert hook, alert pager\n",
+                workload.pattern()
+            ),
+            0o604,
+        )
+        .start();
+    let conf = daemon.config_dir.join("inspeq.conf").display().to_string();
+    let check = daemon.config_dir.join("services.d/worker.inq").display().to_string();
+
+    // The warnings, at start: path, mode and the fix, without the secrets.
+    let warned = |path: &str, what: &str, mode: &str| {
+        daemon.stderr.wait(&format!("the warning about {path}"), LIMIT, |l| {
+            l.contains(&format!("config: {path}:"))
+                && l.contains(&format!("{path} holds {what}"))
+                && l.contains(&format!("is readable by every user (mode {mode})"))
+                && l.contains(&format!("run `chmod 640 {path}` (or `chmod 600 {path}`)"))
+        })
+    };
+    warned(&conf, "the `url` of the default route and 3 more secrets", "0644");
+    warned(&check, "the `password` of check `inspeq-secret-worker`", "0604");
+
+    // Real alerts through every route, each send failing and logged.
+    let pid = daemon.wait_up("inspeq-secret-worker", LIMIT);
+    kill9(pid);
+    let _ = workload.child.wait();
+    for route in ["default (slack)", "mail (email)", "hook (webhook)", "pager (pagerduty)"] {
+        daemon
+            .stderr
+            .wait(&format!("a failed send on {route}"), LIMIT, |l| l.contains(&format!("alert route {route}: ")));
+    }
+    let test_alert = daemon.ctl(&["test-alert"]);
+    let test_alert =
+        format!("{}{}", String::from_utf8_lossy(&test_alert.stdout), String::from_utf8_lossy(&test_alert.stderr));
+    assert!(
+        test_alert.contains("http://127.0.0.1:") && test_alert.contains("/***"),
+        "the slack URL shown without its path: {test_alert}"
+    );
+    let checked = Command::new(tests::inspeqctl()).arg("check").arg(&daemon.config_dir).output().unwrap();
+    let checked = String::from_utf8_lossy(&checked.stdout).into_owned();
+    assert!(checked.contains("is readable by every user (mode 0644)"), "{checked}");
+
+    let shown = [
+        ("the log", daemon.stderr.all().join("\n")),
+        ("standard output", daemon.stdout.all().join("\n")),
+        ("status", daemon.ctl_ok(&["status"])),
+        ("status --json", daemon.ctl_ok(&["status", "--json"])),
+        ("export", daemon.ctl_ok(&["export"])),
+        ("test-alert", test_alert),
+        ("inspeqctl check", checked),
+    ];
+    for (what, text) in shown {
+        assert!(!text.contains("SECRET-"), "a secret in {what}:\n{text}");
+    }
+}
+
 // ------------------------------------------------------------ systemd user manager
 
 /// A `Restart=no` unit running `inspeq-workload serve MARKS`, reloaded with SIGHUP.

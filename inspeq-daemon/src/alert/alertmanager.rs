@@ -3,59 +3,36 @@
 //! place to be grouped, silenced and routed. A recovery is the same label set
 //! with `endsAt` set to when it recovered, which resolves the alert.
 //!
-//! Parameters: `url` (required, the Alertmanager's base URL, e.g.
-//! `http://alertmanager:9093`), `firing_for` (`24h`; how long a firing alert
-//! stays active without a recovery: inspeq sends once, unlike Prometheus, which
-//! re-sends each evaluation). Alerts no event resolves (restarts, tests) end
-//! after an hour.
+//! Built from the checked `config::model::Alertmanager`: `url`, the
+//! Alertmanager's base URL (e.g. `http://alertmanager:9093`), and `firing_for`
+//! (24 hours unless configured): a firing alert's `endsAt` is set that far
+//! ahead, which is how long Alertmanager treats it as firing if no recovery
+//! comes (inspeq sends once, unlike Prometheus, which re-sends each evaluation).
+//! Alerts no event resolves (restarts, tests) end after an hour.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{
-    Alert, AlertKind, Batching, Channel, ConfigError, Params, RuleState, SendFuture, Status, post_json, template,
-};
+use super::{Alert, AlertKind, Batching, Channel, Endpoint, RuleState, SendFuture, Status, post_json, template};
+use crate::config::model;
 
 pub struct Alertmanager {
     http: reqwest::Client,
     /// `{url}/api/v2/alerts`.
-    endpoint: String,
+    endpoint: Endpoint,
     firing_for: Duration,
 }
 
 const ONE_SHOT_FOR: Duration = Duration::from_secs(3600);
 
-/// `90s`, `15m`, `24h`, `7d`, or plain seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().ok()?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    Some(Duration::from_secs(n.checked_mul(scale)?))
-}
-
 impl Alertmanager {
-    pub fn from_params(
-        route: &str,
-        map: &BTreeMap<String, String>,
-        http: reqwest::Client,
-    ) -> Result<Self, ConfigError> {
-        let p = Params::new(route, "alertmanager", map, &["url", "firing_for"])?;
-        let url = p.url("url", None)?;
-        let firing_for = match p.get("firing_for") {
-            Some(text) => {
-                parse_duration(text).ok_or_else(|| p.bad("firing_for", text, "expected e.g. 90s, 15m, 24h"))?
-            }
-            None => Duration::from_secs(86_400),
-        };
-        Ok(Self { http, endpoint: format!("{}/api/v2/alerts", url.trim_end_matches('/')), firing_for })
+    pub fn new(config: &model::Alertmanager, http: reqwest::Client) -> Self {
+        let mut url = config.url.clone();
+        // The API under the base URL's path (an Alertmanager behind a prefix keeps it).
+        let path = format!("{}/api/v2/alerts", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        Self { http, endpoint: Endpoint::new(url), firing_for: config.firing_for }
     }
 
     /// The body: one postable alert per alert.
@@ -101,18 +78,5 @@ impl Channel for Alertmanager {
     fn send<'a>(&'a self, alerts: &'a [Alert]) -> SendFuture<'a> {
         let body = serde_json::to_vec(&self.payload(alerts)).expect("JSON values serialise");
         Box::pin(post_json(&self.http, &self.endpoint, body, &[]))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_duration("1w"), None);
     }
 }

@@ -1,19 +1,20 @@
-//! The `email` channel: SMTP through lettre on tokio, over STARTTLS (587),
-//! implicit TLS (465) or plain text (25, for a local relay), with optional AUTH
-//! and any number of recipients.
+//! The `email` channel (and the `gmail` preset): SMTP through lettre on tokio,
+//! over STARTTLS, implicit TLS or plain text (for a local relay), with optional
+//! AUTH and any number of recipients.
 //!
-//! Parameters: `smtp_server` (required), `smtp_port` (`tls_port` is Inspeqtor's
-//! name for it), `tls` (`starttls`, `implicit` or `none`), `username`,
-//! `password`, `from_email`, `to_email` (required; several addresses separated
-//! by commas), `tls_ca_file` (a PEM file of extra trusted CAs, for a relay with
-//! a private CA). Left out, `tls` follows the port (465 implicit, 587 STARTTLS)
-//! and, like Inspeqtor (#48), is STARTTLS with a username and plain without; the
-//! port follows `tls`.
+//! Built from the checked `config::model::Email`: the checker has parsed the
+//! addresses and decided the TLS mode and the port (`check::global::default_tls`:
+//! 465 implicit, 587 STARTTLS whoever logs in, else STARTTLS with a username and
+//! plain without), so this file only assembles the transport. STARTTLS is
+//! required once chosen: a server that does not offer it is refused, never sent
+//! the alert (or the password) in plain text. Certificates are checked against
+//! the bundled Mozilla roots plus the route's `tls_ca_file`, the one thing read
+//! from the disk when the route is built.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use lettre::{
-    AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
+    Address, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
     message::{Mailbox, header::ContentType},
     transport::smtp::{
         authentication::Credentials,
@@ -22,21 +23,8 @@ use lettre::{
     },
 };
 
-use super::{Alert, Channel, ConfigError, Params, SendError, SendFuture, template};
-
-/// How the connection is protected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Plain text, then `STARTTLS`; refuses to go on without it.
-    StartTls,
-    /// TLS from the first byte (SMTPS).
-    Implicit,
-    /// Plain text throughout: only for a relay on the same machine or network.
-    None,
-}
-
-pub const PARAMS: &[&str] =
-    &["smtp_server", "smtp_port", "tls_port", "tls", "username", "password", "from_email", "to_email", "tls_ca_file"];
+use super::{Alert, Channel, ConfigError, SendError, SendFuture, template};
+use crate::config::model;
 
 /// Sends each alert as one plain-text message to every recipient.
 pub struct Email {
@@ -48,77 +36,39 @@ pub struct Email {
     hostname: String,
 }
 
+/// What the PEM file must hold: a CA file without one would add no root and fail every handshake later, far from
+/// the mistake.
+const PEM_CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----";
+
 impl Email {
-    pub fn from_params(route: &str, map: &BTreeMap<String, String>, hostname: &str) -> Result<Self, ConfigError> {
-        let p = Params::new(route, "email", map, PARAMS)?;
-        Self::build(&p, p.require("smtp_server")?, hostname)
-    }
-
-    /// Builds the channel with `server` as the SMTP server (the gmail preset
-    /// fixes it).
-    pub(super) fn build(p: &Params<'_>, server: &str, hostname: &str) -> Result<Self, ConfigError> {
-        let port = match p.get("smtp_port").or_else(|| p.get("tls_port")) {
-            Some(port) => Some(port.parse::<u16>().map_err(|e| p.bad("smtp_port", port, e))?),
-            None => None,
-        };
-        let username = p.get("username");
-        let tls = match p.get("tls") {
-            Some("starttls") => TlsMode::StartTls,
-            Some("implicit") => TlsMode::Implicit,
-            Some("none") => TlsMode::None,
-            Some(other) => return Err(p.bad("tls", other, "expected starttls, implicit or none")),
-            None if port == Some(465) => TlsMode::Implicit,
-            None if username.is_some() || port == Some(587) => TlsMode::StartTls,
-            None => TlsMode::None,
-        };
-        let port = port.unwrap_or(match tls {
-            TlsMode::StartTls => 587,
-            TlsMode::Implicit => 465,
-            TlsMode::None => 25,
-        });
-
+    /// The channel of route `route` (named in errors), sending from this machine, `hostname`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `tls_ca_file` cannot be read or holds no certificate, or when `hostname` makes no
+    /// valid default sender address.
+    pub fn new(route: &str, config: &model::Email, hostname: &str) -> Result<Self, ConfigError> {
+        let server = config.smtp_server.as_str();
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server)
-            .port(port)
+            .port(config.smtp_port)
             .hello_name(ClientId::Domain(hostname.to_owned()))
             .timeout(Some(Duration::from_secs(30)));
-        if tls != TlsMode::None {
-            let mut params = TlsParameters::builder(server.to_owned());
-            if let Some(path) = p.get("tls_ca_file") {
-                let pem = std::fs::read(path).map_err(|source| ConfigError::ReadFile {
-                    route: p.route.to_owned(),
-                    path: path.into(),
-                    source,
-                })?;
-                let cert = Certificate::from_pem(&pem).map_err(|e| p.bad("tls_ca_file", path, e))?;
-                params = params.add_root_certificate(cert);
-            }
-            let params = params.build_rustls().map_err(|e| p.bad("tls", "", e))?;
-            builder = builder.tls(match tls {
-                TlsMode::StartTls => Tls::Required(params),
+        if config.tls != model::Tls::None {
+            let params = tls_parameters(route, config)?;
+            builder = builder.tls(match config.tls {
+                model::Tls::StartTls => Tls::Required(params),
                 _ => Tls::Wrapper(params),
             });
         }
-        if let Some(username) = username {
-            let password = p.get("password").unwrap_or_default();
-            builder = builder.credentials(Credentials::new(username.to_owned(), password.to_owned()));
+        if let Some(username) = &config.username {
+            let password = config.password.as_ref().map_or("", |p| p.expose().as_str());
+            builder = builder.credentials(Credentials::new(username.clone(), password.to_owned()));
         }
-
-        let default_from = format!("inspeq@{hostname}");
-        let from_text = p.get("from_email").unwrap_or(&default_from);
-        let from = from_text.parse::<Mailbox>().map_err(|e| p.bad("from_email", from_text, e))?;
-        let to_text = p.require("to_email")?;
-        let to = to_text
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(|a| a.parse::<Mailbox>().map_err(|e| p.bad("to_email", a, e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        if to.is_empty() {
-            return Err(p.bad("to_email", to_text, "no address"));
-        }
+        let default_from = model::Mailbox { name: None, user: "inspeq".into(), domain: hostname.into() };
+        let from = mailbox(route, config.from_email.as_ref().unwrap_or(&default_from))?;
+        let to = config.to_email.iter().map(|to| mailbox(route, to)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             transport: builder.build(),
-            server: format!("{server}:{port}"),
+            server: format!("{server}:{}", config.smtp_port),
             from,
             to,
             hostname: hostname.to_owned(),
@@ -178,39 +128,99 @@ impl Channel for Email {
     }
 }
 
+/// The TLS settings: the server's name to check the certificate against, and the route's extra CA.
+fn tls_parameters(route: &str, config: &model::Email) -> Result<TlsParameters, ConfigError> {
+    let server = config.smtp_server.as_str();
+    let mut params = TlsParameters::builder(server.to_owned());
+    if let Some(path) = &config.tls_ca_file {
+        let bad = |reason: String| ConfigError::BadCaFile { route: route.to_owned(), path: path.into(), reason };
+        let pem = std::fs::read(path).map_err(|source| ConfigError::ReadCaFile {
+            route: route.to_owned(),
+            path: path.into(),
+            source,
+        })?;
+        if !pem.windows(PEM_CERTIFICATE.len()).any(|w| w == PEM_CERTIFICATE.as_bytes()) {
+            return Err(bad(format!("no certificate in it, expected PEM ({PEM_CERTIFICATE} ...)")));
+        }
+        params = params.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| bad(e.to_string()))?);
+    }
+    params.build_rustls().map_err(|e| ConfigError::Tls {
+        route: route.to_owned(),
+        server: server.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// lettre's mailbox for a checked one. The checker applied lettre's own address rules, so this fails only for the
+/// default sender, whose domain is the machine's name.
+fn mailbox(route: &str, mailbox: &model::Mailbox) -> Result<Mailbox, ConfigError> {
+    let address = Address::new(&mailbox.user, &mailbox.domain).map_err(|e| ConfigError::Address {
+        route: route.to_owned(),
+        address: format!("{}@{}", mailbox.user, mailbox.domain),
+        reason: e.to_string(),
+    })?;
+    Ok(Mailbox::new(mailbox.name.clone(), address))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn params<'a>(pairs: &[(&'a str, &'a str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    /// The email channel of an `inspeq.conf` holding one default route, through the real checker.
+    fn email(conf: &str) -> Result<Email, ConfigError> {
+        let (config, diagnostics) = crate::config::load([("inspeq.conf", conf)]);
+        assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:#?}");
+        let Some(model::Route { channel: model::Channel::Email(model), .. }) = config.routes.get(&None) else {
+            panic!("no default email route in {conf}")
+        };
+        Email::new("ops", model, "web1")
     }
 
     #[test]
     fn several_recipients_and_inspeqtor_names() {
-        let email = Email::from_params(
-            "ops",
-            &params(&[("smtp_server", "localhost"), ("tls_port", "2525"), ("to_email", "a@x.org, b@y.org")]),
-            "web1",
+        let email = email(
+            "send alerts via email with smtp_server localhost, tls_port 2525, to_email \"a@x.org, Bee <b@y.org>\"",
         )
         .unwrap();
         assert_eq!(email.server, "localhost:2525");
-        assert_eq!(email.to.len(), 2);
+        let to: Vec<String> = email.to.iter().map(ToString::to_string).collect();
+        assert_eq!(to, ["a@x.org", "Bee <b@y.org>"]);
         assert_eq!(email.from.to_string(), "inspeq@web1");
     }
 
     #[test]
-    fn bad_parameters_are_named() {
-        let err = Email::from_params("ops", &params(&[("smtp_server", "h"), ("to_email", "not an address")]), "w")
-            .err()
-            .unwrap();
-        assert!(err.to_string().starts_with("alert route ops: email to_email \"not an address\""), "{err}");
-        let err =
-            Email::from_params("ops", &params(&[("smtp_server", "h"), ("to_email", "a@b.c"), ("tls", "ssl")]), "w")
-                .err()
-                .unwrap();
-        assert!(err.to_string().contains("expected starttls, implicit or none"), "{err}");
-        let err = Email::from_params("ops", &params(&[("to_email", "a@b.c")]), "w").err().unwrap();
-        assert_eq!(err.to_string(), "alert route ops: email needs the parameter smtp_server");
+    fn a_tls_ca_file_that_cannot_be_used_names_the_route() {
+        let conf = |path: &str| {
+            format!(
+                "send alerts via email with smtp_server mail.example.com, tls_ca_file {path}, tls starttls, to_email a@b.c"
+            )
+        };
+        let err = email(&conf("/nonexistent/ca.pem")).err().unwrap();
+        assert!(matches!(err, ConfigError::ReadCaFile { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("alert route ops: reading tls_ca_file /nonexistent/ca.pem: "), "{err}");
+        let not_pem = std::env::temp_dir().join(format!("inspeq-not-a-ca-{}.pem", std::process::id()));
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let err = email(&conf(not_pem.to_str().unwrap())).err();
+        std::fs::remove_file(&not_pem).unwrap();
+        let err = err.unwrap();
+        assert!(matches!(err, ConfigError::BadCaFile { .. }), "{err:?}");
+        assert!(err.to_string().contains("no certificate in it"), "{err}");
+    }
+
+    /// The checker takes addresses by lettre's rules: whatever it accepts, the channel builds.
+    #[test]
+    fn every_address_the_checker_takes_lettre_takes() {
+        for (written, sent) in [
+            ("a@b.c", "a@b.c"),
+            ("first.last+tag@example.co.uk", "first.last+tag@example.co.uk"),
+            ("o'brien@x.org", "o'brien@x.org"),
+            ("x@[192.0.2.1]", "x@[192.0.2.1]"),
+            ("Ops Team <ops@example.com>", "Ops Team <ops@example.com>"),
+        ] {
+            let built =
+                email(&format!("send alerts via email with smtp_server h, from_email \"{written}\", to_email a@b.c"))
+                    .unwrap_or_else(|e| panic!("{written}: {e}"));
+            assert_eq!(built.from.to_string(), sent);
+        }
     }
 }

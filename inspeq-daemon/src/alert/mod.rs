@@ -4,8 +4,11 @@
 //! The executor turns the engine's alert actions into [`Alert`]s and hands them
 //! to the [`outbox::Outbox`], which picks a route ([`route`]), writes each alert
 //! to disk before anything else and delivers it from a tokio task, so the event
-//! loop never waits for a mail server. Each route has exactly one [`Channel`];
-//! channels render with [`template`] and only know how to talk to their service.
+//! loop never waits for a mail server. Each route has exactly one [`Channel`],
+//! built by [`channel`] from the route's part of the checked config model
+//! (`config::model::Channel`): the checker has validated and parsed every
+//! parameter, so each channel's constructor only assembles; channels render with
+//! [`template`] and only know how to talk to their service.
 //!
 //! An alert names a *condition* (the service's process, one rule, one job) and
 //! whether it now fires or is resolved: receivers that pair alerts (PagerDuty,
@@ -14,7 +17,6 @@
 
 pub mod alertmanager;
 pub mod email;
-pub mod gmail;
 pub mod log;
 pub mod outbox;
 pub mod pagerduty;
@@ -23,14 +25,17 @@ pub mod slack;
 pub mod template;
 pub mod webhook;
 
-use std::{fmt, future::Future, path::PathBuf, pin::Pin, time::Duration, time::SystemTime};
+use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config;
+/// One scale of severities for the config (`pagerduty` `severity`) and for every structured format.
+pub use crate::config::model::Severity;
 /// How a process ended: the type the kernel side decoded, stored in the outbox as it is.
 pub use crate::exit::ExitStatus;
 pub use outbox::{Outbox, OutboxConfig};
-pub use route::{RouteConfig, Routes, Target};
+pub use route::{Routes, Target};
 
 /// One thing that happened to a checked service (or the host, or a job) and
 /// what inspeq did about it. Plain data: the outbox stores it as JSON.
@@ -196,26 +201,6 @@ impl Status {
     }
 }
 
-/// PagerDuty's severities, used by every structured format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    Critical,
-    Error,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
-}
-
 /// The condition an event belongs to. Firing and resolved events of one
 /// condition share `key`, `name` and `severity`, because Alertmanager pairs
 /// alerts by their whole label set.
@@ -369,107 +354,44 @@ impl SendError {
     }
 }
 
-/// A route's channel could not be built from its parameters: the config is wrong.
+/// A route's channel could not be built from its checked model. Only what the checker cannot see (it reads no
+/// file) fails here: the CA file of an email route, and the machine's own name in the default sender address.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no such notification type: {channel} (known: email, gmail, slack, webhook, pagerduty, alertmanager, log)")]
-    UnknownChannel { route: String, channel: String },
-    #[error("alert route {route}: {channel} needs the parameter {param}")]
-    MissingParam { route: String, channel: &'static str, param: &'static str },
-    #[error("alert route {route}: {channel} has no parameter {param}")]
-    UnknownParam { route: String, channel: &'static str, param: String },
-    #[error("alert route {route}: {channel} {param} {value:?}: {reason}")]
-    BadParam { route: String, channel: &'static str, param: &'static str, value: String, reason: String },
-    #[error("alert route {route}: reading {path}: {source}")]
-    ReadFile {
+    #[error("alert route {route}: reading tls_ca_file {path}: {source}")]
+    ReadCaFile {
         route: String,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("alert route {route}: tls_ca_file {path}: {reason}")]
+    BadCaFile { route: String, path: PathBuf, reason: String },
+    #[error("alert route {route}: TLS for {server}: {reason}")]
+    Tls { route: String, server: String, reason: String },
+    #[error("alert route {route}: the address {address} is not one an SMTP server takes: {reason}")]
+    Address { route: String, address: String, reason: String },
     #[error("duplicate alert config for {0}")]
     DuplicateRoute(String),
 }
 
-/// The `key value` parameters of one `send alerts` statement, with the checks
-/// every channel shares: unknown keys are mistakes, required keys must be there.
-pub struct Params<'a> {
-    pub route: &'a str,
-    pub channel: &'static str,
-    map: &'a std::collections::BTreeMap<String, String>,
-}
-
-impl<'a> Params<'a> {
-    /// Checks that every given key is one of `known`.
-    pub fn new(
-        route: &'a str,
-        channel: &'static str,
-        map: &'a std::collections::BTreeMap<String, String>,
-        known: &[&str],
-    ) -> Result<Self, ConfigError> {
-        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(ConfigError::UnknownParam { route: route.to_owned(), channel, param: unknown.clone() });
-        }
-        Ok(Self { route, channel, map })
-    }
-
-    pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.map.get(key).map(String::as_str).filter(|v| !v.is_empty())
-    }
-
-    pub fn require(&self, key: &'static str) -> Result<&'a str, ConfigError> {
-        self.get(key).ok_or_else(|| ConfigError::MissingParam {
-            route: self.route.to_owned(),
-            channel: self.channel,
-            param: key,
-        })
-    }
-
-    pub fn bad(&self, param: &'static str, value: &str, reason: impl fmt::Display) -> ConfigError {
-        ConfigError::BadParam {
-            route: self.route.to_owned(),
-            channel: self.channel,
-            param,
-            value: value.to_owned(),
-            reason: reason.to_string(),
-        }
-    }
-
-    /// An `http://` or `https://` URL.
-    pub fn url(&self, key: &'static str, default: Option<&'a str>) -> Result<&'a str, ConfigError> {
-        let url = match (self.get(key), default) {
-            (Some(url), _) | (None, Some(url)) => url,
-            (None, None) => return self.require(key),
-        };
-        match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(url),
-            Ok(_) => Err(self.bad(key, url, "not an http(s) URL")),
-            Err(e) => Err(self.bad(key, url, e)),
-        }
-    }
-}
-
-/// Builds a channel from its configuration name and parameters.
-pub fn build_channel(
-    route: &str,
-    channel: &str,
-    params: &std::collections::BTreeMap<String, String>,
+/// Builds the channel of one checked route.
+///
+/// # Errors
+/// [`ConfigError`] for what the checker could not check (see there), naming the route.
+pub fn channel(
+    route: &config::model::Route,
     http: &reqwest::Client,
     hostname: &str,
-) -> Result<std::sync::Arc<dyn Channel>, ConfigError> {
-    use std::sync::Arc;
-    Ok(match channel {
-        "email" => Arc::new(email::Email::from_params(route, params, hostname)?),
-        "gmail" => Arc::new(gmail::from_params(route, params, hostname)?),
-        "slack" => Arc::new(slack::Slack::from_params(route, params, http.clone())?),
-        "webhook" => Arc::new(webhook::Webhook::from_params(route, params, http.clone())?),
-        "pagerduty" => Arc::new(pagerduty::PagerDuty::from_params(route, params, http.clone())?),
-        "alertmanager" => Arc::new(alertmanager::Alertmanager::from_params(route, params, http.clone())?),
-        "log" => {
-            Params::new(route, "log", params, &[])?;
-            Arc::new(log::Log::stdout())
-        }
-        other => return Err(ConfigError::UnknownChannel { route: route.to_owned(), channel: other.to_owned() }),
+) -> Result<Arc<dyn Channel>, ConfigError> {
+    let name = route.name.as_deref().unwrap_or("default");
+    Ok(match &route.channel {
+        config::model::Channel::Email(model) => Arc::new(email::Email::new(name, model, hostname)?),
+        config::model::Channel::Slack(model) => Arc::new(slack::Slack::new(model, http.clone())),
+        config::model::Channel::Webhook(model) => Arc::new(webhook::Webhook::new(name, model, http.clone())),
+        config::model::Channel::PagerDuty(model) => Arc::new(pagerduty::PagerDuty::new(model, http.clone())),
+        config::model::Channel::Alertmanager(model) => Arc::new(alertmanager::Alertmanager::new(model, http.clone())),
+        config::model::Channel::Log => Arc::new(log::Log::stdout()),
     })
 }
 
@@ -484,19 +406,43 @@ pub fn http_client() -> reqwest::Client {
         .expect("a rustls client with default settings always builds")
 }
 
+/// Where a web channel POSTs, and how its errors name the place: the URL itself, or (for a URL that is a secret,
+/// Slack's) the URL with its path hidden.
+pub(crate) struct Endpoint {
+    pub url: url::Url,
+    pub shown: String,
+}
+
+impl Endpoint {
+    pub fn new(url: url::Url) -> Self {
+        Self { shown: url.to_string(), url }
+    }
+
+    /// An endpoint whose URL is a credential: errors (logged, and printed by `inspeqctl test-alert`) show its
+    /// scheme, host and port only (no path, query or user info).
+    pub fn secret(url: url::Url) -> Self {
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        Self { shown: format!("{}://{}{port}/***", url.scheme(), url.host_str().unwrap_or_default()), url }
+    }
+}
+
 /// POSTs a JSON body and maps the answer: 2xx is delivered, 429 is a rate limit
 /// (with the server's `Retry-After`, in seconds), anything else an error.
 pub(crate) async fn post_json(
     http: &reqwest::Client,
-    url: &str,
+    endpoint: &Endpoint,
     body: Vec<u8>,
     headers: &[(&'static str, String)],
 ) -> Result<(), SendError> {
-    let mut request = http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    let url = &endpoint.shown;
+    let mut request =
+        http.post(endpoint.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
     for (name, value) in headers {
         request = request.header(*name, value);
     }
-    let response = request.send().await.map_err(|source| SendError::Http { url: url.to_owned(), source })?;
+    // reqwest's errors carry the whole URL: the endpoint says how it is shown.
+    let response =
+        request.send().await.map_err(|source| SendError::Http { url: url.to_owned(), source: source.without_url() })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());

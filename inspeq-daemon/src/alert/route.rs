@@ -5,29 +5,14 @@
 //! `alert NAME` picks route NAME; a bare `alert` (and the process up/down and job
 //! events) picks the check's `owner` route, else the default. Unlike Inspeqtor
 //! (#149), a machine with no route still runs: its alerts go to the log.
+//!
+//! [`Routes::build`] makes each route's channel from the checked config model's routes, so a route is exactly what
+//! `inspeqctl check` accepted; [`Routes::from_routes`] takes channels made elsewhere (tests record with one).
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use super::{Channel, ConfigError, build_channel, log::Log};
-
-/// One `send alerts [to NAME] via CHANNEL with k v, ...` statement.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteConfig {
-    /// `None` for the default route.
-    pub name: Option<String>,
-    pub channel: String,
-    pub params: BTreeMap<String, String>,
-}
-
-impl RouteConfig {
-    pub fn new<'a>(name: Option<&str>, channel: &str, params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self {
-            name: name.map(str::to_owned),
-            channel: channel.to_owned(),
-            params: params.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-        }
-    }
-}
+use super::{Channel, ConfigError, log::Log};
+use crate::config::model;
 
 /// A route's identity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -110,18 +95,25 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Builds every route's channel, checking its parameters.
-    pub fn build(configs: &[RouteConfig], http: &reqwest::Client, hostname: &str) -> Result<Self, ConfigError> {
-        let mut routes = Vec::new();
-        for config in configs {
-            let name = match &config.name {
+    /// Builds the channel of every route of a checked config (`Config::routes`, keyed by name, `None` the
+    /// default route).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the route, for what only building can find (an unreadable CA file).
+    pub fn build(
+        routes: &BTreeMap<Option<String>, model::Route>,
+        http: &reqwest::Client,
+        hostname: &str,
+    ) -> Result<Self, ConfigError> {
+        let mut built = Vec::new();
+        for (name, route) in routes {
+            let name = match name {
                 None => RouteName::Default,
                 Some(name) => RouteName::Named(name.clone()),
             };
-            let channel = build_channel(&name.to_string(), &config.channel, &config.params, http, hostname)?;
-            routes.push(Route { name, channel });
+            built.push(Route { name, channel: super::channel(route, http, hostname)? });
         }
-        Self::from_routes(routes)
+        Self::from_routes(built)
     }
 
     /// Routes with channels built elsewhere.
@@ -185,17 +177,16 @@ impl Routes {
 mod tests {
     use super::*;
 
-    fn routes(configs: &[RouteConfig]) -> Routes {
-        Routes::build(configs, &crate::alert::http_client(), "web1").unwrap()
-    }
-
-    fn log(name: Option<&str>) -> RouteConfig {
-        RouteConfig::new(name, "log", [])
+    /// The routes of an `inspeq.conf`, through the real checker.
+    fn routes(conf: &str) -> Routes {
+        let (config, diagnostics) = crate::config::load([("inspeq.conf", conf)]);
+        assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:#?}");
+        Routes::build(&config.routes, &crate::alert::http_client(), "web1").unwrap()
     }
 
     #[test]
     fn alert_name_beats_owner_beats_default() {
-        let r = routes(&[log(None), log(Some("ops")), log(Some("dev"))]);
+        let r = routes("send alerts via log\nsend alerts to ops via log\nsend alerts to dev via log\n");
         let pick = |route, owner| r.select(Target { route, owner }).unwrap().name.clone();
         assert_eq!(pick(Some("dev"), Some("ops")), RouteName::Named("dev".into()));
         assert_eq!(pick(None, Some("ops")), RouteName::Named("ops".into()));
@@ -205,14 +196,14 @@ mod tests {
 
     #[test]
     fn an_unknown_alert_route_is_an_error() {
-        let r = routes(&[log(None)]);
+        let r = routes("send alerts via log\n");
         let err = r.select(Target { route: Some("ops"), owner: None }).err().unwrap();
         assert_eq!(err.to_string(), "no such alert route: ops");
     }
 
     #[test]
     fn without_routes_alerts_go_to_the_log() {
-        let r = routes(&[]);
+        let r = routes("");
         let route = r.select(Target::default()).unwrap();
         assert_eq!(route.name, RouteName::Fallback);
         assert_eq!(route.channel.kind(), "log");
@@ -221,26 +212,42 @@ mod tests {
 
     #[test]
     fn owner_without_default_goes_to_the_log() {
-        let r = routes(&[log(Some("ops"))]);
+        let r = routes("send alerts to ops via log\n");
         assert_eq!(r.select(Target::default()).unwrap().name, RouteName::Fallback);
     }
 
     #[test]
-    fn duplicate_routes_are_rejected() {
-        let err =
-            Routes::build(&[log(Some("ops")), log(Some("ops"))], &crate::alert::http_client(), "h").err().unwrap();
-        assert_eq!(err.to_string(), "duplicate alert config for ops");
+    fn every_channel_is_built_from_its_checked_route() {
+        let r = routes(
+            "send alerts via email with smtp_server mail.example.com, to_email ops@example.com
+send alerts to me via gmail with username me@gmail.com, password p, to_email me@gmail.com
+send alerts to chat via slack with url https://hooks.slack.com/services/T/B/X
+send alerts to hooks via webhook with url http://127.0.0.1:9/h, secret s
+send alerts to pager via pagerduty with routing_key k, severity info
+send alerts to fleet via alertmanager with url http://127.0.0.1:9093, firing_for 1h
+send alerts to journal via log
+",
+        );
+        let kinds: Vec<(String, &str)> = r.iter().map(|route| (route.name.to_string(), route.channel.kind())).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("default".to_owned(), "email"),
+                ("chat".to_owned(), "slack"),
+                ("fleet".to_owned(), "alertmanager"),
+                ("hooks".to_owned(), "webhook"),
+                ("journal".to_owned(), "log"),
+                ("me".to_owned(), "email"),
+                ("pager".to_owned(), "pagerduty"),
+            ]
+        );
     }
 
     #[test]
-    fn unknown_channels_and_params_are_rejected() {
-        let http = crate::alert::http_client();
-        let err = Routes::build(&[RouteConfig::new(None, "campfire", [])], &http, "h").err().unwrap();
-        assert!(matches!(err, ConfigError::UnknownChannel { .. }), "{err}");
-        let err = Routes::build(&[RouteConfig::new(None, "slack", [("ur", "http://x")])], &http, "h").err().unwrap();
-        assert!(matches!(err, ConfigError::UnknownParam { .. }), "{err}");
-        let err = Routes::build(&[RouteConfig::new(None, "slack", [])], &http, "h").err().unwrap();
-        assert_eq!(err.to_string(), "alert route default: slack needs the parameter url");
+    fn duplicate_routes_are_rejected() {
+        let log = || Route { name: RouteName::Named("ops".into()), channel: Arc::new(Log::stdout()) };
+        let err = Routes::from_routes([log(), log()]).err().unwrap();
+        assert_eq!(err.to_string(), "duplicate alert config for ops");
     }
 
     #[test]

@@ -1,38 +1,34 @@
-//! The `slack` channel: a Slack incoming webhook. The URL is the secret.
+//! The `slack` channel: a Slack incoming webhook, built from the checked
+//! `config::model::Slack`. The URL is the secret: errors show its host only.
 //!
-//! Parameters: `url` (required), `username` (`inspeq`), `icon_emoji`
-//! (`:rotating_light:`), `channel` (the webhook's own when left out). Slack
-//! allows about one message per second per webhook, so a flood becomes one
-//! digest message.
+//! `username` defaults to `inspeq`, `icon_emoji` to `:rotating_light:`,
+//! `channel` to the webhook's own. Slack allows about one message per second
+//! per webhook, so a flood becomes one digest message.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Alert, Channel, ConfigError, Params, SendFuture, post_json, template};
+use super::{Alert, Channel, Endpoint, SendFuture, post_json, template};
+use crate::config::model;
 
 pub struct Slack {
     http: reqwest::Client,
-    url: String,
+    endpoint: Endpoint,
     username: String,
     icon_emoji: String,
     channel: Option<String>,
 }
 
 impl Slack {
-    pub fn from_params(
-        route: &str,
-        map: &BTreeMap<String, String>,
-        http: reqwest::Client,
-    ) -> Result<Self, ConfigError> {
-        let p = Params::new(route, "slack", map, &["url", "username", "icon_emoji", "channel"])?;
-        Ok(Self {
+    pub fn new(config: &model::Slack, http: reqwest::Client) -> Self {
+        Self {
             http,
-            url: p.url("url", None)?.to_owned(),
-            username: p.get("username").unwrap_or("inspeq").to_owned(),
-            icon_emoji: p.get("icon_emoji").unwrap_or(":rotating_light:").to_owned(),
-            channel: p.get("channel").map(str::to_owned),
-        })
+            endpoint: Endpoint::secret(config.url.expose().clone()),
+            username: config.username.clone().unwrap_or_else(|| "inspeq".to_owned()),
+            icon_emoji: config.icon_emoji.clone().unwrap_or_else(|| ":rotating_light:".to_owned()),
+            channel: config.channel.clone(),
+        }
     }
 
     /// The message for one alert, or a digest of several.
@@ -60,6 +56,6 @@ impl Channel for Slack {
 
     fn send<'a>(&'a self, alerts: &'a [Alert]) -> SendFuture<'a> {
         let body = serde_json::to_vec(&self.payload(alerts)).expect("JSON values serialise");
-        Box::pin(post_json(&self.http, &self.url, body, &[]))
+        Box::pin(post_json(&self.http, &self.endpoint, body, &[]))
     }
 }

@@ -1,39 +1,37 @@
 //! The `webhook` channel: a generic JSON POST in Alertmanager's webhook format
 //! (version 4), so receivers written for Alertmanager take inspeq's alerts too.
 //!
-//! Parameters: `url` (required), `secret` (signs each body: the header
-//! `X-Inspeq-Signature: sha256=<hex HMAC-SHA256 of the raw body>`). Pending
-//! alerts go out together in one body's `alerts` list.
-
-use std::collections::BTreeMap;
+//! Built from the checked `config::model::Webhook`: `url`, and `secret`, which
+//! signs each body (the header `X-Inspeq-Signature: sha256=<hex HMAC-SHA256 of
+//! the raw body>`). Pending alerts go out together in one body's `alerts` list.
 
 use serde_json::{Map, Value, json};
 
-use super::{Alert, Batching, Channel, ConfigError, Params, SendFuture, Status, post_json, template};
+use super::{Alert, Batching, Channel, Endpoint, SendFuture, Status, post_json, template};
+use crate::config::model;
 
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "X-Inspeq-Signature";
 
 pub struct Webhook {
     http: reqwest::Client,
-    url: String,
+    endpoint: Endpoint,
     secret: Option<ring::hmac::Key>,
     receiver: String,
 }
 
 impl Webhook {
-    pub fn from_params(
-        route: &str,
-        map: &BTreeMap<String, String>,
-        http: reqwest::Client,
-    ) -> Result<Self, ConfigError> {
-        let p = Params::new(route, "webhook", map, &["url", "secret"])?;
-        Ok(Self {
+    /// The channel of route `route`, which the body names as its `receiver`.
+    pub fn new(route: &str, config: &model::Webhook, http: reqwest::Client) -> Self {
+        Self {
             http,
-            url: p.url("url", None)?.to_owned(),
-            secret: p.get("secret").map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.as_bytes())),
+            endpoint: Endpoint::new(config.url.clone()),
+            secret: config
+                .secret
+                .as_ref()
+                .map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.expose().as_bytes())),
             receiver: route.to_owned(),
-        })
+        }
     }
 
     /// The body for `alerts`: Alertmanager's webhook document, `receiver` being
@@ -87,7 +85,7 @@ impl Channel for Webhook {
             .iter()
             .map(|key| (SIGNATURE_HEADER, format!("sha256={}", template::hex(ring::hmac::sign(key, &body).as_ref()))))
             .collect();
-        Box::pin(async move { post_json(&self.http, &self.url, body, &headers).await })
+        Box::pin(async move { post_json(&self.http, &self.endpoint, body, &headers).await })
     }
 }
 

@@ -8,14 +8,18 @@
 //! The daemon reads this on a reload while it runs, so reading must never block and never take unbounded memory,
 //! whatever is put in the directory: only regular files are read (a FIFO would block `open` until a writer comes,
 //! `/dev/zero` would never end), and each at most [`MAX_FILE_BYTES`].
+//!
+//! Each file's mode goes along with its text: the pure pass decides whether a file holding a password, a secret or
+//! a key is readable by every user and warns (`check::secrets`), for `inspeqctl check` and the daemon's start and
+//! reload alike (the daemon logs every warning).
 
 use std::fs::{self, File, Metadata};
 use std::io::Read as _;
-use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use crate::config::diagnostic::{Diagnostic, Severity};
-use crate::config::load::load;
+use crate::config::load::{Source, load_sources};
 use crate::config::model::Config;
 
 /// The largest configuration file read. Real files are a few KiB (a 4 MiB file holds over 100,000 rules); the cap
@@ -71,13 +75,14 @@ fn refuse(path: &Path, meta: &Metadata) -> Result<u64, Diagnostic> {
     Ok(meta.len())
 }
 
-/// Reads a regular file of at most [`MAX_FILE_BYTES`].
+/// Reads a regular file of at most [`MAX_FILE_BYTES`], and returns it with its mode (of the file opened, so of a
+/// symlink's target).
 ///
 /// `stat` first, so that nothing but a regular file is ever opened: opening a device can have effects of its own
 /// (`/dev/watchdog` arms the hardware watchdog). The open itself is non-blocking, and the opened file is checked
 /// again by `fstat`, so that a FIFO swapped in between cannot block it. The read is bounded too, for files whose
 /// size says nothing (procfs and sysfs files say 0 or 4096).
-fn read_regular(path: &Path) -> Result<Vec<u8>, Diagnostic> {
+fn read_regular(path: &Path) -> Result<(Vec<u8>, u32), Diagnostic> {
     let meta = fs::metadata(path).map_err(|e| unreadable(path, &e.to_string()))?;
     refuse(path, &meta)?;
     let file = fs::OpenOptions::new()
@@ -85,14 +90,15 @@ fn read_regular(path: &Path) -> Result<Vec<u8>, Diagnostic> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| unreadable(path, &e.to_string()))?;
-    let size = refuse(path, &file.metadata().map_err(|e| unreadable(path, &e.to_string()))?)?;
+    let opened = file.metadata().map_err(|e| unreadable(path, &e.to_string()))?;
+    let size = refuse(path, &opened)?;
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     let read =
         File::take(file, MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| unreadable(path, &e.to_string()))?;
     if read as u64 > MAX_FILE_BYTES {
         return Err(too_big(path, read as u64));
     }
-    Ok(bytes)
+    Ok((bytes, opened.mode()))
 }
 
 /// The files of `dir` to read: every entry when `all`, else the check and global files. Directories among them
@@ -145,17 +151,18 @@ pub fn load_dir(dir: &Path) -> (Config, Vec<Diagnostic>) {
             }
         }
     }
-    let mut contents: Vec<(String, String)> = Vec::new();
+    let mut contents: Vec<(String, String, u32)> = Vec::new();
     for path in paths {
         match read_regular(&path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => contents.push((path.display().to_string(), text)),
+            Ok((bytes, mode)) => match String::from_utf8(bytes) {
+                Ok(text) => contents.push((path.display().to_string(), text, mode)),
                 Err(_) => problems.push(unreadable(&path, "not UTF-8 text")),
             },
             Err(problem) => problems.push(problem),
         }
     }
-    let (config, mut diagnostics) = load(contents.iter().map(|(p, t)| (p.as_str(), t.as_str())));
+    let (config, mut diagnostics) =
+        load_sources(contents.iter().map(|(path, text, mode)| Source { path, text, mode: Some(*mode) }));
     problems.append(&mut diagnostics);
     (config, problems)
 }

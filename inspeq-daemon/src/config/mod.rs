@@ -20,6 +20,6 @@ pub mod names;
 pub mod parse;
 
 pub use diagnostic::{Diagnostic, Severity, render};
-pub use load::{load, load_files};
+pub use load::{Source, load, load_files, load_sources};
 pub use load_dir::load_dir;
 pub use model::Config;

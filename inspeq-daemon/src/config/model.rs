@@ -1,7 +1,10 @@
 //! The checked configuration: what the daemon and the engine run on.
 //!
 //! Everything here has been validated by the semantic pass: metric names exist, routes exist, amounts are numbers,
-//! channels have their parameters. Types carry meaning (enums, durations, byte counts) rather than strings.
+//! channels have their parameters, and those parameters are parsed (URLs, email addresses, durations, the TLS mode a
+//! port implies), so that building a channel from its part of the model has nothing left to check. Types carry
+//! meaning (enums, durations, byte counts) rather than strings. Passwords, secrets and keys are [`Secret`]s: no
+//! `Debug` of the model shows them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -88,31 +91,15 @@ pub struct Route {
     pub location: Location,
 }
 
+/// A route's channel with its checked parameters: each channel of `alert::` is built from its own part.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Channel {
     /// `email` and `gmail` (a preset with `smtp.gmail.com`, STARTTLS on 587).
     Email(Email),
-    Slack {
-        url: String,
-        icon_emoji: Option<String>,
-        username: Option<String>,
-        channel: Option<String>,
-    },
-    /// Alertmanager-style JSON POST; `secret` enables an HMAC-SHA256 signature header.
-    Webhook {
-        url: String,
-        secret: Option<String>,
-    },
-    /// Events API v2; `url` overrides the endpoint (tests point it at a local receiver).
-    PagerDuty {
-        routing_key: String,
-        url: Option<String>,
-        severity: Option<String>,
-    },
-    /// Pushes to an Alertmanager's `/api/v2/alerts`.
-    Alertmanager {
-        url: String,
-    },
+    Slack(Slack),
+    Webhook(Webhook),
+    PagerDuty(PagerDuty),
+    Alertmanager(Alertmanager),
     Log,
 }
 
@@ -122,11 +109,58 @@ impl Channel {
         match self {
             Channel::Email(e) if e.gmail => "gmail",
             Channel::Email(_) => "email",
-            Channel::Slack { .. } => "slack",
-            Channel::Webhook { .. } => "webhook",
-            Channel::PagerDuty { .. } => "pagerduty",
-            Channel::Alertmanager { .. } => "alertmanager",
+            Channel::Slack(_) => "slack",
+            Channel::Webhook(_) => "webhook",
+            Channel::PagerDuty(_) => "pagerduty",
+            Channel::Alertmanager(_) => "alertmanager",
             Channel::Log => "log",
+        }
+    }
+}
+
+/// A value that must never be printed: a password, a signing secret, a routing key, a URL that is its own
+/// credential. `Debug` and `Display` show `***`, so a `{:?}` of the model (or of anything holding it) cannot leak
+/// it; the one way to the value is [`Secret::expose`], at the place that sends it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T = String>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+
+    /// The value itself, for the channel that sends it (and for tests).
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<T> std::fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// An email address the checker accepted by the rules lettre's `Address` applies (an RFC 5321 local part, a
+/// domain or an IP literal), with an optional display name (`Ops <ops@example.com>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub user: String,
+    pub domain: String,
+}
+
+impl std::fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} <{}@{}>", self.user, self.domain),
+            None => write!(f, "{}@{}", self.user, self.domain),
         }
     }
 }
@@ -134,21 +168,100 @@ impl Channel {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email {
     pub gmail: bool,
+    /// A DNS name or an IP address (TLS checks the server's certificate against it).
     pub smtp_server: String,
     pub smtp_port: u16,
+    /// Decided by the checker from `tls`, the port and `username` (see `check::global::default_tls`).
     pub tls: Tls,
     pub username: Option<String>,
-    pub password: Option<String>,
-    /// `None`: the executor picks `inspeq@HOSTNAME`.
-    pub from_email: Option<String>,
-    pub to_email: Vec<String>,
+    pub password: Option<Secret>,
+    /// `None`: the channel sends as `inspeq@HOSTNAME`.
+    pub from_email: Option<Mailbox>,
+    /// At least one.
+    pub to_email: Vec<Mailbox>,
+    /// `tls_ca_file`: an absolute path to PEM certificates trusted besides the bundled Mozilla roots, for a relay
+    /// with a private CA. Always `None` with [`Tls::None`]. Read when the route is built.
+    pub tls_ca_file: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tls {
+    /// Plain text, then `STARTTLS`, which is required: never a silent fallback to plain text.
     StartTls,
+    /// TLS from the first byte (SMTPS).
     Implicit,
+    /// Plain text throughout: for a relay on the same machine or network.
     None,
+}
+
+/// A Slack incoming webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slack {
+    /// A secret: whoever has an incoming webhook's URL can post to the channel (Slack says to keep it secret).
+    pub url: Secret<url::Url>,
+    pub icon_emoji: Option<String>,
+    pub username: Option<String>,
+    pub channel: Option<String>,
+}
+
+/// Alertmanager-style JSON POST.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    /// `http` or `https`.
+    pub url: url::Url,
+    /// Enables the HMAC-SHA256 signature header.
+    pub secret: Option<Secret>,
+}
+
+/// PagerDuty's Events API v2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PagerDuty {
+    pub routing_key: Secret,
+    /// Overrides PagerDuty's endpoint (tests point it at a local receiver).
+    pub url: Option<url::Url>,
+    /// `payload.severity` of every event this route triggers; `None`: each condition's own.
+    pub severity: Option<Severity>,
+}
+
+/// Pushes to an Alertmanager's `/api/v2/alerts`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alertmanager {
+    /// The Alertmanager's base URL.
+    pub url: url::Url,
+    /// `firing_for` (default 24 hours): how far ahead of a firing alert its `endsAt` is set, so how long
+    /// Alertmanager treats it as firing if no recovery comes (inspeq sends once; Prometheus re-sends).
+    pub firing_for: Duration,
+}
+
+/// How bad an alert is: PagerDuty's severities, which every structured format uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    // In this order: the worst first, so the smallest is the worst.
+    Critical,
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub const NAMES: &str = "critical, error, warning or info";
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Severity::Critical, Severity::Error, Severity::Warning, Severity::Info]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -169,7 +282,7 @@ pub struct Check {
     /// `with restart_command "..."`: argv, never a shell. Lets `restart` work on a `check process`.
     pub restart_command: Option<Vec<String>>,
     /// Every `with` parameter as written, including daemon connection keys (`port`, `socket`, ...).
-    pub params: BTreeMap<String, String>,
+    pub params: CheckParams,
     pub exposes: Vec<String>,
     pub rules: Vec<Rule>,
     pub location: Location,
@@ -187,6 +300,46 @@ impl Check {
             None if manager_given => Some(InitKind::Systemd),
             init => init,
         }
+    }
+}
+
+/// A check's `with` parameters as written. A map whose `Debug` hides the values of the parameters that are
+/// secrets (`password`, for the daemon a check's metrics connect to), so printing a check cannot leak them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CheckParams(BTreeMap<String, String>);
+
+impl CheckParams {
+    /// The parameters whose values are secrets.
+    pub const SECRETS: &[&str] = &["password"];
+
+    /// Sets `key`, returning the value it had.
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        self.0.insert(key, value)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.0.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+}
+
+impl From<BTreeMap<String, String>> for CheckParams {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        CheckParams(map)
+    }
+}
+
+impl std::fmt::Debug for CheckParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut map = f.debug_map();
+        for (k, v) in &self.0 {
+            let shown: &str = if Self::SECRETS.contains(&k.as_str()) { "***" } else { v };
+            map.entry(k, &shown);
+        }
+        map.finish()
     }
 }
 

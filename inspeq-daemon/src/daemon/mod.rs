@@ -171,7 +171,7 @@ async fn start(options: Options) -> anyhow::Result<(Daemon, Inbox)> {
     let hostname = alert::hostname();
     let routes = match &options.alert_routes {
         Some(routes) => routes.clone(),
-        None => Routes::build(&translate::route_configs(&config), &alert::http_client(), &hostname)
+        None => Routes::build(&config.routes, &alert::http_client(), &hostname)
             .map_err(|e| anyhow::anyhow!("alert routes: {e}"))?,
     };
     // Held as long as the daemon runs: one daemon per outbox, or pending alerts go out twice.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context as _;
 
-use super::{Daemon, Options, event::Event, load_config, services::Backends, translate};
+use super::{Daemon, Options, event::Event, load_config, services::Backends};
 use crate::{
     alert::{self, Routes},
     config::{self, Config},
@@ -35,7 +35,7 @@ pub(super) async fn reload_task(
         tokio::task::spawn_blocking(move || load_config(&dir)).await.context("reading the configuration")??;
     let routes = if config.routes != running_routes && options.alert_routes.is_none() {
         Some(
-            Routes::build(&translate::route_configs(&config), &alert::http_client(), &hostname)
+            Routes::build(&config.routes, &alert::http_client(), &hostname)
                 .map_err(|e| anyhow::anyhow!("alert routes: {e}"))?,
         )
     } else {

@@ -1,84 +1,20 @@
-//! Conversions at the daemon's seams: checked config routes into the alert
-//! module's route configs, and the engine's events into alerts. Pure functions.
+//! Conversions at the daemon's seams: the engine's events into alerts. Pure
+//! functions. (Alert routes need none: `alert::Routes::build` takes the checked
+//! config's routes as they are.)
 
 use std::time::SystemTime;
 
 use crate::{
-    alert::{self, Comparison, Response, RouteConfig, RuleState},
+    alert::{self, Comparison, Response, RuleState},
     config::{
         ast::Op,
         metrics::Unit,
-        model::{Channel, Condition, Config, Tls},
+        model::{Condition, Config},
     },
     // One way of writing values, in alerts and in `status`.
     control::protocol::{bytes, number},
     engine::{self, NoticeKind},
 };
-
-/// The alert routes of a checked config.
-pub fn route_configs(config: &Config) -> Vec<RouteConfig> {
-    config
-        .routes
-        .values()
-        .map(|route| {
-            let mut params: Vec<(String, String)> = Vec::new();
-            let mut put = |k: &str, v: &str| params.push((k.to_owned(), v.to_owned()));
-            match &route.channel {
-                Channel::Email(e) => {
-                    if !e.gmail {
-                        put("smtp_server", &e.smtp_server);
-                        put("smtp_port", &e.smtp_port.to_string());
-                        put(
-                            "tls",
-                            match e.tls {
-                                Tls::StartTls => "starttls",
-                                Tls::Implicit => "implicit",
-                                Tls::None => "none",
-                            },
-                        );
-                    }
-                    if let Some(u) = &e.username {
-                        put("username", u);
-                    }
-                    if let Some(p) = &e.password {
-                        put("password", p);
-                    }
-                    if let Some(f) = &e.from_email {
-                        put("from_email", f);
-                    }
-                    put("to_email", &e.to_email.join(", "));
-                }
-                Channel::Slack { url, icon_emoji, username, channel } => {
-                    put("url", url);
-                    for (k, v) in [("icon_emoji", icon_emoji), ("username", username), ("channel", channel)] {
-                        if let Some(v) = v {
-                            put(k, v);
-                        }
-                    }
-                }
-                Channel::Webhook { url, secret } => {
-                    put("url", url);
-                    if let Some(s) = secret {
-                        put("secret", s);
-                    }
-                }
-                Channel::PagerDuty { routing_key, url, .. } => {
-                    put("routing_key", routing_key);
-                    if let Some(u) = url {
-                        put("url", u);
-                    }
-                }
-                Channel::Alertmanager { url } => put("url", url),
-                Channel::Log => {}
-            }
-            RouteConfig::new(
-                route.name.as_deref(),
-                route.channel.name(),
-                params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-        })
-        .collect()
-}
 
 /// The rule state of a metric rule, found by its text in `config`.
 fn rule_state(

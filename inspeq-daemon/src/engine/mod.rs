@@ -189,7 +189,11 @@ fn restart_limit_rule(check: &Check, limit: Option<RestartLimit>) -> Option<Rule
     Some(Rule {
         condition: Condition::Restarts { count: limit.count, window: Window::Time(limit.window) },
         actions: vec![ActionSpec::Alert { route: None }, ActionSpec::Unmonitor],
-        text: format!("restarts > {} within {} (the restart limit)", limit.count, crate::config::amount::window_text(limit.window)),
+        text: format!(
+            "restarts > {} within {} (the restart limit)",
+            limit.count,
+            crate::config::amount::window_text(limit.window)
+        ),
         location: check.location.clone(),
     })
 }

@@ -9,9 +9,8 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use inspeq_daemon::alert::{
-    Alert, AlertKind, ExitStatus, Outbox, OutboxConfig, RouteConfig, Routes, Target, http_client,
-};
+use inspeq_daemon::alert::{Alert, AlertKind, ExitStatus, Outbox, OutboxConfig, Target};
+use tests::alert_harness::routes_from_conf;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -21,18 +20,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let raise: u32 = raise.parse().context("RAISE")?;
     let exit_when_idle = rest.iter().any(|a| a == "--exit-when-idle");
-    let route = RouteConfig::new(
-        None,
-        "email",
-        [
-            ("smtp_server", "127.0.0.1"),
-            ("smtp_port", port.as_str()),
-            ("tls", "none"),
-            ("from_email", "inspeq@web1.example.org"),
-            ("to_email", "ops@example.org, dev@example.org"),
-        ],
+    let port: u16 = port.parse().context("SMTP_PORT")?;
+    let routes = routes_from_conf(
+        &format!(
+            "send alerts via email with smtp_server 127.0.0.1, smtp_port {port}, tls none,
+               from_email inspeq@web1.example.org, to_email \"ops@example.org, dev@example.org\""
+        ),
+        "web1",
     );
-    let routes = Routes::build(&[route], &http_client(), "web1")?;
     // Quick retries, so the test does not wait long once the server is up.
     let config = OutboxConfig {
         first_retry: Duration::from_millis(100),

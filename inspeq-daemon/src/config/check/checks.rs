@@ -173,7 +173,7 @@ fn check_block(
         bus: None,
         cgroup_root: None,
         restart_command: None,
-        params: BTreeMap::new(),
+        params: BTreeMap::new().into(),
         exposes: Vec::new(),
         rules: Vec::new(),
         location: location(file, block.head),

@@ -1,12 +1,14 @@
 //! The semantic pass: turns syntax trees into the checked [`model`](crate::config::model), reporting every problem
 //! with its location and what was expected. [`global`] checks `inspeq.conf` (settings and alert routes),
-//! [`checks`] the `*.inq` files (checks, rules, actions, jobs); this file holds what both halves share.
+//! [`checks`] the `*.inq` files (checks, rules, actions, jobs); [`secrets`] finds the secrets in both, so that
+//! no diagnostic quotes one and a file every user can read is warned about. This file holds what they share.
 //!
 //! Problems that make a rule or a check meaningless are errors; problems Inspeqtor tolerated (unknown `set` keys,
 //! unknown parameters, rules that can never fire) are warnings, so that Inspeqtor files keep loading unchanged.
 
 mod checks;
 mod global;
+pub mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
 
