@@ -162,23 +162,23 @@ impl Harness {
     }
 
     async fn until(&self, check: impl Fn(&Self) -> bool) {
-        for _ in 0..2000 {
-            if check(self) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("condition never held");
+        self.until_async(|| std::future::ready(check(self))).await;
     }
 
+    /// Polls `check` every 10 ms of the paused clock, for at most [`REAL_LIMIT`] of real time. The bound must be
+    /// real: the outbox writes and sends from a thread of its own, which the paused clock does not wait for, so on a
+    /// loaded machine any number of virtual sleeps can pass before an alert raised long ago reaches its channel.
     async fn until_async<F: Future<Output = bool>>(&self, check: impl Fn() -> F) {
-        for _ in 0..2000 {
+        let started = std::time::Instant::now();
+        while started.elapsed() < REAL_LIMIT {
             if check().await {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+            // Lets the outbox's thread run: this runtime's one thread would otherwise spin through virtual time.
+            std::thread::sleep(Duration::from_millis(1));
         }
-        panic!("condition never held");
+        panic!("condition never held within {REAL_LIMIT:?}; alerts so far: {:?}", self.recorder.kinds());
     }
 
     async fn stop(mut self) {
@@ -188,6 +188,9 @@ impl Harness {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// How long, in real time, a test waits for what it expects.
+const REAL_LIMIT: Duration = Duration::from_secs(60);
 
 /// Time is paused here: a client timeout in the daemon's own clock would fire whenever the runtime idles.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);

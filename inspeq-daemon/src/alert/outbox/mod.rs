@@ -430,7 +430,6 @@ mod tests {
         assert_eq!(outbox.stats().failed_sends, 3);
         assert_eq!(outbox.stats().delivered, 3);
         until("the last strike", || files(dir, "default") == 0).await;
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
@@ -461,7 +460,6 @@ mod tests {
         let tried = never.attempts();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(never.attempts(), tried, "a dropped outbox keeps no worker");
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
@@ -478,7 +476,6 @@ mod tests {
         assert!(messages.len() <= 3, "{} messages", messages.len());
         assert_eq!(messages.concat().len(), 200);
         assert!(outbox.stats().digests >= 1);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
@@ -497,7 +494,6 @@ mod tests {
         let outbox = Outbox::start(config(dir), routes(channel.clone())).unwrap();
         idle(&outbox).await;
         assert_eq!(channel.messages().len(), 1);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
@@ -533,7 +529,6 @@ mod tests {
         assert_eq!(last.messages().concat().len(), 4);
         assert_eq!(std::iter::once(&first).chain(&others).map(|c| c.attempts()).collect::<Vec<_>>(), tried);
         assert_eq!(outbox.stats().delivered, 4);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
@@ -553,7 +548,6 @@ mod tests {
         outbox.set_routes(routes(fixed.clone()));
         idle(&outbox).await;
         assert_eq!((fixed.messages().len(), broken.attempts()), (1, 1));
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
@@ -580,7 +574,6 @@ mod tests {
         assert_eq!(fixed.messages().concat().len(), 2);
         assert_eq!(ops.attempts(), tried, "the removed route's channel is not tried again");
         until("the strike", || files(dir, "default") == 0).await;
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
@@ -602,7 +595,6 @@ mod tests {
         } else {
             assert_eq!(files(dir, "default"), 1);
         }
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
@@ -616,7 +608,6 @@ mod tests {
         outbox.raise(alert(1), OPS).unwrap();
         idle(&outbox).await;
         assert_eq!(ops.messages().concat().len(), 1);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
@@ -645,6 +636,5 @@ mod tests {
         idle(&outbox).await;
         assert_eq!(channel.messages().concat().len(), 3);
         assert_eq!(outbox.stats().unreadable, 2, "the garbage line and the directory");
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -299,7 +299,6 @@ mod tests {
         segment.strike(&[2]).unwrap();
         assert!(!segment.path().exists());
         assert_eq!(fs::read_dir(dir).unwrap().count(), 0);
-        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -323,7 +322,6 @@ mod tests {
         // Rewritten without the damage: a second start counts nothing.
         let again = load_route(dir).unwrap();
         assert_eq!((seqs(&again), again.unreadable), (vec![1, 2, 4, 5], 0));
-        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -338,7 +336,6 @@ mod tests {
         assert_eq!((seqs(&loaded), loaded.unreadable), (vec![7], 2));
         assert!(dir.join("x.json").is_dir(), "left for the operator");
         assert!(!dir.join("00000000000000000008.tmp").exists(), "an unfinished raise is removed");
-        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -352,7 +349,6 @@ mod tests {
         loaded.segments[0].strike(&[1]).unwrap();
         assert!(fs::read(&old).unwrap().starts_with(b"{\"v\":1,"));
         assert_eq!(seqs(&load_route(dir).unwrap()), [2]);
-        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -364,6 +360,5 @@ mod tests {
         adopt_orphans(dir, &["default".to_owned()], &dir.join("default")).unwrap();
         assert!(!dir.join("to-ops").exists());
         assert_eq!(seqs(&load_route(&dir.join("default")).unwrap()), [3]);
-        let _ = fs::remove_dir_all(dir);
     }
 }

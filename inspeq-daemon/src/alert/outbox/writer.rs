@@ -244,7 +244,13 @@ impl Writer {
     /// A retired worker's queue: to the route of the same name if it is back,
     /// else to home, its files moved along.
     fn retired(&mut self, name: &RouteName, queue: VecDeque<Queued>) {
+        self.hand_over(name, queue);
+        // Only now, with the files moved and the queue forwarded: `handing_over`
+        // at 0 says the change is complete, on disk too.
         self.shared.counters.handing_over.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn hand_over(&mut self, name: &RouteName, queue: VecDeque<Queued>) {
         let target = if self.workers.contains_key(name) { name.clone() } else { home(&self.routes) };
         // Closed meanwhile: the alerts stay on disk for the next start.
         let Some(worker) = self.workers.get(&target) else { return };
