@@ -5,14 +5,15 @@
 //! has an owner, carried apart from the route for the outbox to choose), `restart web`, `reload web`,
 //! `unmonitor web`, `exec /path args`.
 
-use inspeq_daemon::config::amount::parse_amount;
-use inspeq_daemon::config::metrics::{Scope, lookup};
-use inspeq_daemon::config::model::{Condition, MetricName, MetricRule, Op, Rule};
 use inspeq_daemon::config::{Diagnostic, load};
 use inspeq_daemon::engine::{
     Action, EngineState, Exit, ExitCause, ExitStatus, Input, NoticeKind, ProcessExit, Sample, Target, Timestamp, step,
     swap_used_percent,
 };
+
+#[path = "support/daemon_rules.rs"]
+mod daemon_rules;
+use daemon_rules::daemon_rules;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -20,34 +21,6 @@ fn engine(files: &[(&str, &str)]) -> EngineState {
     let (config, diagnostics) = load(files.iter().copied());
     let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
     assert!(errors.is_empty(), "scenario configuration has errors: {errors:#?}");
-    EngineState::new(&config, Timestamp::ZERO)
-}
-
-/// `service` with one `... then alert` rule per `rules` entry (`mysql:Queries > 1k/sec`), each on a daemon family
-/// and built by hand with the catalogue's kind and unit: `check` refuses rules on families inspeq does not collect
-/// yet (#14), and no collected metric is a counter, but the engine's counter arithmetic is what #14 relies on.
-fn daemon_rules(service: &str, rules: &[&str]) -> EngineState {
-    let text = format!("check service {service}\n  if memory:rss > 1 then alert\n");
-    let (mut config, diagnostics) = load([("services.d/daemon.inq", text.as_str())]);
-    assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:#?}");
-    let template = config.services[0].rules.remove(0);
-    config.services[0].rules = rules
-        .iter()
-        .map(|text| {
-            let (metric, threshold) = text.split_once(" > ").unwrap();
-            let (family, name) = metric.split_once(':').unwrap();
-            let resolved = lookup(family, Some(name), Scope::Process).unwrap();
-            let condition = Condition::Metric(MetricRule {
-                metric: MetricName::new(family, Some(name)),
-                kind: resolved.kind,
-                unit: resolved.unit,
-                op: Op::Gt,
-                threshold: parse_amount(threshold).unwrap(),
-                cycles: 1,
-            });
-            Rule { condition, text: (*text).to_owned(), ..template.clone() }
-        })
-        .collect();
     EngineState::new(&config, Timestamp::ZERO)
 }
 
