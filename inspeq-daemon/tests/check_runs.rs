@@ -365,7 +365,8 @@ async fn every_configuration_check_accepts_runs_as_written() {
     // Global, not per thread: the daemon's own threads (the outbox's writer, the log channel) log too.
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
-    let root = std::env::temp_dir().join(format!("inspeq-check-runs-{}", std::process::id()));
+    let scratch_root = tempfile::Builder::new().prefix("inspeq-check-runs-").tempdir().unwrap();
+    let root = scratch_root.path();
     let mut failures = Vec::new();
     let fixtures = accepted();
     assert!(fixtures.len() > 5, "expected the valid fixtures, found {fixtures:?}");
@@ -390,6 +391,5 @@ async fn every_configuration_check_accepts_runs_as_written() {
             Err(err) => failures.push(format!("{name}: the daemon did not run: {err:#}\n--- log\n{logged}")),
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -87,6 +87,8 @@ impl Recorder {
 
 struct Harness {
     dir: PathBuf,
+    /// Removes `dir` when the harness goes.
+    _scratch: tempfile::TempDir,
     socket: PathBuf,
     init: Arc<FakeInit>,
     /// The default route's channel.
@@ -112,8 +114,8 @@ impl Harness {
 
     /// Also with a recording route for each of `named`.
     async fn start_routed(name: &str, files: &[(&str, &str)], named: &[&str]) -> Self {
-        let dir = std::env::temp_dir().join(format!("inspeq-inproc-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let scratch = tempfile::Builder::new().prefix(&format!("inspeq-inproc-{name}-")).tempdir().unwrap();
+        let dir = scratch.path().to_owned();
         write(&dir.join("conf"), files);
         let init = Arc::new(FakeInit::default());
         init.pids.lock().unwrap().insert("web".into(), std::process::id());
@@ -145,7 +147,7 @@ impl Harness {
         let task = tokio::spawn(daemon::run(options, async move {
             let _ = stopped.await;
         }));
-        let harness = Self { dir, socket, init, recorder, named, stop: Some(stop), task };
+        let harness = Self { dir, _scratch: scratch, socket, init, recorder, named, stop: Some(stop), task };
         harness.until(|h| h.socket.exists()).await;
         // Until the service has been looked up and is up.
         harness
@@ -185,7 +187,6 @@ impl Harness {
         let _ = self.stop.take().unwrap().send(());
         self.task.await.unwrap().unwrap();
         assert!(!self.socket.exists(), "the socket is removed on shutdown");
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -198,11 +198,10 @@ mod tests {
         let err = email(&conf("/nonexistent/ca.pem")).err().unwrap();
         assert!(matches!(err, ConfigError::ReadCaFile { .. }), "{err:?}");
         assert!(err.to_string().starts_with("alert route ops: reading tls_ca_file /nonexistent/ca.pem: "), "{err}");
-        let not_pem = std::env::temp_dir().join(format!("inspeq-not-a-ca-{}.pem", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let not_pem = scratch.path().join("not-a-ca.pem");
         std::fs::write(&not_pem, "hello\n").unwrap();
-        let err = email(&conf(not_pem.to_str().unwrap())).err();
-        std::fs::remove_file(&not_pem).unwrap();
-        let err = err.unwrap();
+        let err = email(&conf(not_pem.to_str().unwrap())).err().unwrap();
         assert!(matches!(err, ConfigError::BadCaFile { .. }), "{err:?}");
         assert!(err.to_string().contains("no certificate in it"), "{err}");
     }

@@ -1,4 +1,4 @@
-//! Conversions at the daemon's seams: the engine's events into alerts. Pure
+//! Conversions at the daemon's seams: the engine's notices into alerts. Pure
 //! functions. (Alert routes need none: `alert::Routes::build` takes the checked
 //! config's routes as they are.)
 
