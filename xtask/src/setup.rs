@@ -41,6 +41,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "/usr/bin/redis-server"),
     ("redis-tools", "/usr/bin/redis-cli"),
     ("ruby-rack", "/usr/bin/rackup"),
+    // The daemon-metric tests (tests/tests/daemons.rs): the real servers whose
+    // stats inspeq collects (Redis is above). Started by the tests on free
+    // loopback ports; policy-rc.d keeps their postinsts from starting them.
+    ("memcached", "/usr/bin/memcached"),
+    ("nginx-light", "/usr/sbin/nginx"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
