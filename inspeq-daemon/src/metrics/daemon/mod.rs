@@ -81,12 +81,13 @@ pub enum CollectError {
     /// What came back is not the protocol's answer (another server on that port, a truncated reply).
     #[error("{address} answered something that is not {expected}: {found}")]
     Protocol { address: DaemonAddress, expected: &'static str, found: String },
+    // URLs as text: a parsed `Url` is large, and the error only says where.
     #[error("{url}: {source}")]
-    Http { url: url::Url, source: reqwest::Error },
+    Http { url: String, source: reqwest::Error },
     #[error("{url} answered HTTP {status}")]
-    HttpStatus { url: url::Url, status: u16 },
+    HttpStatus { url: String, status: u16 },
     #[error("{url} answered something that is not {expected}: {found}")]
-    Page { url: url::Url, expected: &'static str, found: String },
+    Page { url: String, expected: &'static str, found: String },
     #[error("`{url}` is not a URL inspeq can fetch: {source}")]
     Url { url: String, source: url::ParseError },
 }

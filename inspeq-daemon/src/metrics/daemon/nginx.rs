@@ -47,10 +47,10 @@ impl Nginx {
     }
 
     async fn page(&self, url: &url::Url) -> Result<String, CollectError> {
-        let http = |source| CollectError::Http { url: url.clone(), source };
+        let http = |source| CollectError::Http { url: url.to_string(), source };
         let mut response = self.http.get(url.clone()).send().await.map_err(http)?;
         if !response.status().is_success() {
-            return Err(CollectError::HttpStatus { url: url.clone(), status: response.status().as_u16() });
+            return Err(CollectError::HttpStatus { url: url.to_string(), status: response.status().as_u16() });
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(http)? {
@@ -95,7 +95,7 @@ impl Collector for Nginx {
         };
         let page = self.page(&url).await?;
         parse_status(&page).ok_or_else(|| CollectError::Page {
-            url,
+            url: url.to_string(),
             expected: "nginx's stub_status page",
             found: super::quote(page.as_bytes()),
         })
