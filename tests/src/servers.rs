@@ -238,12 +238,13 @@ pub fn http_gets(port: u16, count: usize) {
     assert_eq!(seen, count, "nginx answered {seen} of {count} requests");
 }
 
-/// `GET path` on loopback `port`: the whole answer, for a test's own look at a page.
-pub fn http_get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+/// `GET path` on loopback `port`: the whole answer, for a test's own look at a page; `None` when the connection
+/// failed (the caller's wait loop tries again).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
 }

@@ -146,7 +146,7 @@ fn redis_rules_fire_at_the_servers_values_and_an_unreachable_redis_is_alerted_an
 
     // The values reach /metrics, from the same history.
     let page = wait_for("redis values on /metrics", LIMIT, || {
-        let page = servers::http_get(metrics_port, "/metrics");
+        let page = servers::http_get(metrics_port, "/metrics")?;
         page.contains("metric=\"redis:used_memory\"").then_some(page)
     });
     assert!(page.contains("target=\"redis-tcp\""), "{page}");
@@ -245,7 +245,8 @@ fn nginx_rules_fire_at_its_status_pages_values_and_a_stopped_nginx_is_unreachabl
     let scratch = Scratch::new("nginx-metrics");
     let port = servers::free_port();
     let mut nginx: Server = servers::nginx(&scratch, port);
-    assert!(servers::http_get(port, "/nginx_status").contains("Active connections"), "no stub_status in this nginx");
+    let page = wait_for("nginx's status page", LIMIT, || servers::http_get(port, "/nginx_status"));
+    assert!(page.contains("Active connections"), "no stub_status in this nginx: {page}");
     let daemon = Daemon::builder("nginx-metrics")
         .file("inspeq.conf", &conf(servers::free_port()))
         .file(
