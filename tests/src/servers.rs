@@ -16,6 +16,8 @@ use crate::init_harness::{Scratch, wait_for};
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 pub const MEMCACHED: &str = "/usr/bin/memcached";
 pub const NGINX: &str = "/usr/sbin/nginx";
+/// A Go program that serves `expvar`'s `/debug/vars` (on its client port), for `memstats:*`.
+pub const ETCD: &str = "/usr/bin/etcd";
 
 /// How long a server may take to accept connections (a hang guard, not a timing assertion).
 const START_LIMIT: Duration = Duration::from_secs(20);
@@ -37,10 +39,12 @@ pub struct Server {
 
 impl Server {
     fn spawn(mut command: Command, port: u16, dir: &Path, what: &str) -> Self {
+        // Its own log, beside its files: etcd logs a page at start.
+        let log = std::fs::File::create(dir.join(format!("{what}.log"))).unwrap();
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {what}: {e}"));
         let pidfile = dir.join(format!("{what}.test.pid"));
@@ -143,6 +147,26 @@ pub fn nginx(scratch: &Scratch, port: u16) -> Server {
     // `-e`: its first error log, before the configuration names one, goes here too, not to /var/log/nginx.
     command.arg("-c").arg(&conf).arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log"));
     Server::spawn(command, port, &dir, "nginx")
+}
+
+/// `etcd` alone (a one-member cluster) with its client URL on loopback `port` and its peer URL on another free
+/// port, its data in `dir`.
+pub fn etcd(scratch: &Scratch, port: u16) -> Server {
+    let dir = scratch.dir.join("etcd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let client = format!("http://127.0.0.1:{port}");
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let mut command = Command::new(ETCD);
+    command
+        .arg("--name")
+        .arg("inspeq-test")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .arg("--initial-cluster")
+        .arg(format!("inspeq-test={peer}"));
+    Server::spawn(command, port, &dir, "etcd")
 }
 
 /// A RESP connection to a Redis, for load.

@@ -1,4 +1,5 @@
-//! Daemon metrics against the real servers: Debian's Redis, memcached and nginx, started by each test on a free
+//! Daemon metrics against the real servers: Debian's Redis, memcached, nginx and etcd (a Go program serving
+//! expvar's memstats), started by each test on a free
 //! loopback port (`tests::servers`), watched by the real `inspeqd` as a `check process` found by the pid file the
 //! test writes, with the family's connection parameters. Each test loads the server (SETs, sets, GETs), waits for
 //! the rules to fire at the values the server reports (counters as rates), reads the values back through
@@ -297,4 +298,49 @@ fn nginx_rules_fire_at_its_status_pages_values_and_a_stopped_nginx_is_unreachabl
     assert!(down.contains(&format!("127.0.0.1:{port}")), "{down}");
     let requests = rule(&daemon, "nginx-test", "nginx:requests > 1k/sec").unwrap();
     assert!(requests["value"].is_null(), "{requests}");
+}
+
+#[test]
+fn memstats_of_a_real_go_program_are_collected_and_a_hung_one_is_unreachable_until_it_answers() {
+    let test = "memstats_of_a_real_go_program_are_collected_and_a_hung_one_is_unreachable_until_it_answers";
+    if !privileged_with(test, &[servers::ETCD]) {
+        return;
+    }
+    let scratch = Scratch::new("memstats-metrics");
+    let port = servers::free_port();
+    let etcd = servers::etcd(&scratch, port);
+    let daemon = Daemon::builder("memstats-metrics")
+        .file("inspeq.conf", &conf(servers::free_port()))
+        .file(
+            "services.d/etcd.inq",
+            &format!(
+                "check process etcd-test with pidfile {}, port {port}, path /debug/vars\n\
+                 \x20 if memstats:HeapAlloc > 1k then alert\n\
+                 \x20 if memstats:TotalAlloc > 1/sec then alert\n\
+                 \x20 if memstats is unreachable then alert\n",
+                etcd.pidfile.display()
+            ),
+        )
+        .arg("--no-ebpf")
+        .start();
+    let collected = wait_collected(&daemon, "etcd-test", "memstats");
+    assert_eq!(collected["address"], format!("localhost:{port}"));
+    // A Go heap holds megabytes: the gauge fires at what the program reports, in bytes.
+    let heap = daemon.stdout.wait("the HeapAlloc alert", LIMIT, |l| {
+        is_alert(l, "etcd-test", "rule_failed") && l.contains("memstats:HeapAlloc")
+    });
+    assert!(heap.contains("above 1k"), "{heap}");
+    // The program allocates as it runs (and serves inspeq): TotalAlloc, a counter, is a rate in bytes per second.
+    let rate = wait_for("TotalAlloc as a rate", LIMIT, || {
+        rule(&daemon, "etcd-test", "memstats:TotalAlloc > 1/sec").filter(|r| r["value"].is_f64())
+    });
+    assert_eq!(rate["unit"], "bytes_per_sec", "{rate}");
+    assert!(show(&daemon, "etcd-test", "memstats:HeapAlloc").contains("memstats:HeapAlloc"));
+
+    etcd.signal(libc::SIGSTOP);
+    let hung = daemon.stdout.wait("the unreachable alert", LIMIT, |l| is_alert(l, "etcd-test", "unreachable"));
+    assert!(hung.contains("memstats is unreachable"), "{hung}");
+    etcd.signal(libc::SIGCONT);
+    daemon.stdout.wait("the recovery", RECONNECT_LIMIT, |l| is_resolved(l, "etcd-test", "reachable"));
+    drop(etcd);
 }

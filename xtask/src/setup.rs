@@ -43,9 +43,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("ruby-rack", "/usr/bin/rackup"),
     // The daemon-metric tests (tests/tests/daemons.rs): the real servers whose
     // stats inspeq collects (Redis is above). Started by the tests on free
-    // loopback ports; policy-rc.d keeps their postinsts from starting them.
+    // loopback ports, so a copy a postinst starts on its default port is no
+    // matter.
     ("memcached", "/usr/bin/memcached"),
     ("nginx-light", "/usr/sbin/nginx"),
+    // A real Go program serving expvar's /debug/vars, for memstats:*.
+    ("etcd-server", "/usr/bin/etcd"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

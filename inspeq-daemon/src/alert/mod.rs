@@ -123,7 +123,7 @@ pub enum AlertKind {
     Unreachable {
         /// The rule as written: the condition's key, shared with [`AlertKind::Reachable`].
         rule: String,
-        /// `redis`, `memcached`, `nginx`.
+        /// `redis`, `memcached`, `nginx`, `memstats`.
         daemon: String,
         /// Why the last collection failed, in the collector's words (`connecting to 127.0.0.1:6379: Connection
         /// refused`).

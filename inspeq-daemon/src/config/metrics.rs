@@ -132,7 +132,7 @@ pub struct DaemonFamily {
     /// Whether the daemon samples this family. A family that is not collected is in the catalogue so that its
     /// metric names resolve (and a misspelling gets the usual "expected one of"), but `check` refuses its rules:
     /// they could never fire. Issue #14 turns this on family by family as each collector lands
-    /// (`metrics::daemon`): redis, memcached and nginx are collected.
+    /// (`metrics::daemon`): redis, memcached, nginx and memstats are collected.
     pub collected: bool,
     /// `(parameter, default)`.
     pub params: &'static [(&'static str, Option<&'static str>)],
@@ -318,7 +318,7 @@ pub static DAEMONS: &[DaemonFamily] = &[
     DaemonFamily {
         daemon: Daemon::Memstats,
         family: "memstats",
-        collected: false,
+        collected: true,
         params: &[("port", Some("8080")), ("path", Some("/debug/vars"))],
         gauges: &["Alloc", "HeapAlloc"],
         counters: &["TotalAlloc", "NumGC", "PauseTotalNs"],
@@ -405,6 +405,7 @@ pub fn lookup(family: &str, name: Option<&str>, scope: Scope) -> Result<Resolved
         };
         let unit = if name.contains("memory")
             || name.starts_with("client_recent_max")
+            || (family == "memstats" && name.ends_with("Alloc"))
             || name.starts_with("Bytes")
             || name.starts_with("bytes")
             || name == "total_size"
@@ -503,7 +504,7 @@ mod tests {
             assert_eq!(daemon_family(daemon.name()).map(|d| d.daemon), Some(daemon));
         }
         let collected: Vec<&str> = DAEMONS.iter().filter(|d| d.collected).map(|d| d.family).collect();
-        assert_eq!(collected, ["redis", "memcached", "nginx"]);
+        assert_eq!(collected, ["redis", "memcached", "nginx", "memstats"]);
     }
 
     #[test]

@@ -191,7 +191,7 @@ pub struct ServiceStatus {
 /// One daemon family's collection for a service.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionStatus {
-    /// `redis`, `memcached`, `nginx`.
+    /// `redis`, `memcached`, `nginx`, `memstats`.
     pub family: String,
     /// Where it is collected from (`127.0.0.1:6379`, `unix:/run/redis.sock`).
     pub address: String,

@@ -20,7 +20,9 @@ use crate::{
     },
     control::protocol::CollectionStatus,
     engine::{Collection, Input, Sample, Target, Timestamp},
-    metrics::daemon::{CollectError, Collector, Reading, TIMEOUT, memcached::Memcached, nginx::Nginx, redis::Redis},
+    metrics::daemon::{
+        CollectError, Collector, Reading, TIMEOUT, memcached::Memcached, memstats::Memstats, nginx::Nginx, redis::Redis,
+    },
 };
 
 /// The longest wait before connecting again after failures.
@@ -117,8 +119,9 @@ fn start(service: &str, source: &DaemonSource, id: u64, executor: &Executor) -> 
         Family::Redis => tokio::spawn(run(Redis::new(source), asked, events, service, daemon, id)),
         Family::Memcached => tokio::spawn(run(Memcached::new(source), asked, events, service, daemon, id)),
         Family::Nginx => tokio::spawn(run(Nginx::new(source), asked, events, service, daemon, id)),
+        Family::Memstats => tokio::spawn(run(Memstats::new(source), asked, events, service, daemon, id)),
         // The checker refuses rules of the families no collector serves (`collected: false`).
-        Family::Mysql | Family::Postgresql | Family::Memstats => tokio::spawn(async {}),
+        Family::Mysql | Family::Postgresql => tokio::spawn(async {}),
     };
     Task { id, source: source.clone(), asks, last_attempt: None, last_success: None, error: None }
 }

@@ -7,7 +7,7 @@
 //! - `tracking.rs`: lookups, exits and status changes of the watched services.
 //! - `observe.rs`: kernel observations → engine inputs.
 //! - `cycle.rs`: the cycle's metric samples and the kernel watch settings.
-//! - `collect.rs`: daemon metrics (redis, memcached, nginx): a task per service and family, results as events.
+//! - `collect.rs`: daemon metrics (redis, memcached, nginx, memstats): a task per service and family, results as events.
 //! - `actions.rs`: what each engine action becomes.
 //! - `executor.rs`: the [`executor::Executor`]: every wait (init systems, `exec`) in a task.
 //! - `translate.rs`: engine notices → alerts.

@@ -1,6 +1,6 @@
 //! Per-cycle metrics sampled from procfs and sysfs: the host's (`host.rs`) and a
 //! service's processes (`process.rs`); and what a service's own server reports
-//! over its protocol (`daemon/`: redis, memcached, nginx), collected in tasks
+//! over its protocol (`daemon/`: redis, memcached, nginx, memstats), collected in tasks
 //! off the loop. Samplers return plain `(metric, value)`
 //! pairs named as the rule language names them (`memory:rss`, `load:1`, `swap`);
 //! the daemon turns them into engine samples. Only the cycle needs these: events

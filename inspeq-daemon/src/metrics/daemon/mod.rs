@@ -1,5 +1,6 @@
 //! Daemon metrics: what a service's own server reports about itself over its own protocol (`redis:used_memory`,
-//! `memcached:evictions`, `nginx:Active_connections`), one file per family, each a [`Collector`].
+//! `memcached:evictions`, `nginx:Active_connections`, a Go program's `memstats:HeapAlloc`), one file per family,
+//! each a [`Collector`].
 //!
 //! A collector owns one connection to its server and keeps it across cycles (a server sees one client, not one
 //! per cycle; Redis and memcached log each connection, nginx's `accepts` would count ours). It drops it on any
@@ -11,6 +12,7 @@
 //! `daemon::collect::start`, and `collected: true` in the catalogue (`config::metrics::DAEMONS`).
 
 pub mod memcached;
+pub mod memstats;
 pub mod nginx;
 pub mod redis;
 
@@ -18,7 +20,10 @@ use std::{future::Future, pin::Pin, time::Duration};
 
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader};
 
-use crate::config::{metrics::DaemonFamily, model::DaemonAddress};
+use crate::config::{
+    metrics::DaemonFamily,
+    model::{DaemonAddress, DaemonSource},
+};
 
 /// How long one collection may take, connecting included. Two seconds is ages for a server on the same host or
 /// network, and short enough that a hung server is reported at the cycle it hung in.
@@ -203,6 +208,70 @@ impl Connection {
     #[must_use]
     pub fn protocol(&self, expected: &'static str, found: &[u8]) -> CollectError {
         CollectError::Protocol { address: self.address.clone(), expected, found: quote(found) }
+    }
+}
+
+/// A page a family reads over HTTP (nginx's status, a Go program's `/debug/vars`): `http://hostname:port/path`
+/// through one reqwest client, whose pool keeps the connection between collections, with a bounded body.
+pub struct Page {
+    url: Result<url::Url, (String, url::ParseError)>,
+    http: reqwest::Client,
+    max_body: usize,
+}
+
+impl Page {
+    /// The page of `source` (its `path`, else `default_path`), of at most `max_body` bytes.
+    #[must_use]
+    pub fn new(source: &DaemonSource, default_path: &str, max_body: usize) -> Self {
+        let path = source.path.as_deref().unwrap_or(default_path);
+        // The families read over HTTP take no `socket` in the catalogue: only TCP addresses reach here.
+        let text = match &source.address {
+            address @ DaemonAddress::Tcp { .. } => format!("http://{address}{path}"),
+            DaemonAddress::Unix(path) => format!("unix:{path}"),
+        };
+        let url = url::Url::parse(&text).map_err(|e| (text, e));
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("inspeq/", env!("CARGO_PKG_VERSION")))
+            .timeout(TIMEOUT)
+            // One connection, kept: what the family promises the server.
+            .pool_max_idle_per_host(1)
+            // The page is this server's, never a proxy's: a proxy in the environment must not answer it.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client with these settings always builds");
+        Page { url, http, max_body }
+    }
+
+    /// GETs the page: its body, cut at the bound.
+    ///
+    /// # Errors
+    /// [`CollectError::Url`], [`CollectError::Http`] or [`CollectError::HttpStatus`].
+    pub async fn get(&self) -> Result<String, CollectError> {
+        let url = match &self.url {
+            Ok(url) => url,
+            Err((text, source)) => return Err(CollectError::Url { url: text.clone(), source: *source }),
+        };
+        let http = |source| CollectError::Http { url: url.to_string(), source };
+        let mut response = self.http.get(url.clone()).send().await.map_err(http)?;
+        if !response.status().is_success() {
+            return Err(CollectError::HttpStatus { url: url.to_string(), status: response.status().as_u16() });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(http)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > self.max_body {
+                break;
+            }
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A [`CollectError::Page`]: `body` is not `expected`.
+    #[must_use]
+    pub fn not(&self, expected: &'static str, body: &str) -> CollectError {
+        let url = self.url.as_ref().map_or_else(|(text, _)| text.clone(), url::Url::to_string);
+        CollectError::Page { url, expected, found: quote(body.as_bytes()) }
     }
 }
 

@@ -1,5 +1,5 @@
-//! `nginx:*`: the `stub_status` page (`endpoint`, default `/status`) over HTTP, through reqwest, whose pool keeps
-//! the connection open between cycles (nginx's `keepalive_timeout` is 75 s by default; a longer cycle
+//! `nginx:*`: the `stub_status` page (`endpoint`, default `/status`) over HTTP ([`Page`]: reqwest, whose pool
+//! keeps the connection open between cycles; nginx's `keepalive_timeout` is 75 s by default, so a longer cycle
 //! reconnects).
 //!
 //! ```text
@@ -9,57 +9,20 @@
 //! Reading: 6 Writing: 179 Waiting: 106
 //! ```
 
-use super::{CollectError, Collector, Reading, TIMEOUT};
-use crate::config::{
-    metrics::Daemon,
-    model::{DaemonAddress, DaemonSource},
-};
+use super::{CollectError, Collector, Page, Reading};
+use crate::config::{metrics::Daemon, model::DaemonSource};
 
 /// The page is four short lines; a longer body is not a status page.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub struct Nginx {
-    url: Result<url::Url, (String, url::ParseError)>,
-    http: reqwest::Client,
+    page: Page,
 }
 
 impl Nginx {
     #[must_use]
     pub fn new(source: &DaemonSource) -> Self {
-        let path = source.path.as_deref().unwrap_or("/status");
-        // nginx takes no Unix socket parameter in the catalogue: only TCP addresses reach here.
-        let text = match &source.address {
-            address @ DaemonAddress::Tcp { .. } => format!("http://{address}{path}"),
-            DaemonAddress::Unix(path) => format!("unix:{path}"),
-        };
-        let url = url::Url::parse(&text).map_err(|e| (text, e));
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("inspeq/", env!("CARGO_PKG_VERSION")))
-            .timeout(TIMEOUT)
-            // One connection, kept: what the family promises the server.
-            .pool_max_idle_per_host(1)
-            // The status page is this server's, never a proxy's: a proxy in the environment must not answer it.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a client with these settings always builds");
-        Nginx { url, http }
-    }
-
-    async fn page(&self, url: &url::Url) -> Result<String, CollectError> {
-        let http = |source| CollectError::Http { url: url.to_string(), source };
-        let mut response = self.http.get(url.clone()).send().await.map_err(http)?;
-        if !response.status().is_success() {
-            return Err(CollectError::HttpStatus { url: url.to_string(), status: response.status().as_u16() });
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(http)? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_BODY_BYTES {
-                break;
-            }
-        }
-        Ok(String::from_utf8_lossy(&body).into_owned())
+        Nginx { page: Page::new(source, "/status", MAX_BODY_BYTES) }
     }
 }
 
@@ -89,16 +52,8 @@ fn parse_status(page: &str) -> Option<Reading> {
 
 impl Collector for Nginx {
     async fn collect(&mut self) -> Result<Reading, CollectError> {
-        let url = match &self.url {
-            Ok(url) => url.clone(),
-            Err((text, source)) => return Err(CollectError::Url { url: text.clone(), source: *source }),
-        };
-        let page = self.page(&url).await?;
-        parse_status(&page).ok_or_else(|| CollectError::Page {
-            url: url.to_string(),
-            expected: "nginx's stub_status page",
-            found: super::quote(page.as_bytes()),
-        })
+        let page = self.page.get().await?;
+        parse_status(&page).ok_or_else(|| self.page.not("nginx's stub_status page", &page))
     }
 
     /// reqwest's pool keeps the connection; a request on one the server closed is retried by hyper itself.
