@@ -23,7 +23,8 @@ fn engine(text: &str) -> EngineState {
 
 /// `service` with one `... then alert` rule per `rules` entry (`mysql:Queries > 1k/sec`), each on a daemon family
 /// and built by hand with the catalogue's kind and unit: `check` refuses rules on families inspeq does not collect
-/// yet (#14), and no collected metric is a counter, but the engine's counter arithmetic is what #14 relies on.
+/// yet (mysql's, #14 part 2), and the engine's arithmetic is the same for every family (the collected ones are
+/// in `a_failed_collection_leaves_the_familys_rules_unknown_and_trips_is_unreachable` and tests/tests/daemons.rs).
 fn daemon_rules(service: &str, rules: &[&str]) -> EngineState {
     let text = format!("check service {service}\n  if memory:rss > 1 then alert\n");
     let (mut config, diagnostics) = load([("services.d/daemon.inq", text.as_str())]);

@@ -323,7 +323,7 @@ mod tests {
     }
 
     /// `family:name > AMOUNT` on a daemon family, built by hand with the catalogue's kind and unit: `check`
-    /// refuses rules on families inspeq does not collect yet (#14), and no collected metric is a counter.
+    /// refuses rules on families inspeq does not collect yet (mysql's, #14 part 2), which these tests are about.
     fn daemon_rule(text: &str) -> Rule {
         let (metric, threshold) = text.split_once(" > ").unwrap();
         let (family, name) = metric.split_once(':').unwrap();
