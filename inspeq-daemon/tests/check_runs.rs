@@ -11,6 +11,10 @@
 //! - every service and process watched, every rule of every check in `status`, every job known;
 //! - every metric rule of a running target with a value within a few cycles: a rule on a metric the daemon does not
 //!   sample would sit there without one forever, which is how a `redis:used_memory` rule used to pass `check`.
+//!   A rule on a daemon family (`redis:*`) may instead be unknown by design: whether a server answers at the
+//!   fixture's address is this machine's business, so such a rule passes without a value only when `status` shows
+//!   its family's collection tried and failed, with the error (a failure is a fact, never a zero, and never
+//!   silence). The collections' own log lines (`collect: ...`) are about those servers too.
 //!
 //! Why the daemon itself and not a pure function giving its per-service plan: the daemon's refusals are spread
 //! over the places that use the config (`Service::new`, the backend choice, the process locator, the samplers), and
@@ -226,8 +230,32 @@ fn without_value(config: &Config, status: &Status) -> Vec<(String, String)> {
         let check =
             if target == "host" { config.host.as_ref() } else { config.services.iter().find(|c| c.name == target) };
         let Some(check) = check else { continue };
+        let failed: BTreeSet<&str> = status
+            .services
+            .iter()
+            .filter(|s| s.name == target)
+            .flat_map(|s| &s.collections)
+            .filter(|c| c.error.is_some() && c.last_attempt_secs_ago.is_some())
+            .map(|c| c.family.as_str())
+            .collect();
+        let attempted: BTreeSet<&str> = status
+            .services
+            .iter()
+            .filter(|s| s.name == target)
+            .flat_map(|s| &s.collections)
+            .filter(|c| c.last_attempt_secs_ago.is_some())
+            .map(|c| c.family.as_str())
+            .collect();
+        for source in &check.daemons {
+            if !attempted.contains(source.daemon.name()) {
+                missing.push((target.to_owned(), format!("(the {} collection)", source.daemon)));
+            }
+        }
         for rule in &check.rules {
             let Condition::Metric(m) = &rule.condition else { continue };
+            if failed.contains(m.metric.family.as_str()) {
+                continue;
+            }
             // The machine's mounts, not the configuration, decide whether `disk:/backups` can be read here.
             if m.metric.family == "disk" && m.metric.name.as_deref().is_none_or(|p| !Path::new(p).exists()) {
                 continue;
@@ -260,7 +288,8 @@ fn problems(config: &Config, warnings: &BTreeSet<String>, status: &Status, log: 
         let complaint =
             ["ignored", "not watched", "invalid", "cannot", "not a valid", "unknown"].iter().any(|w| lower.contains(w));
         // Not about the configuration: the kernel tier this test forces, and what an `exec` that fired found.
-        let elsewhere = message.starts_with("kernel: ") || message.starts_with("exec: ");
+        let elsewhere =
+            message.starts_with("kernel: ") || message.starts_with("exec: ") || message.starts_with("collect: ");
         if level == "ERROR" || (level == "WARN" || complaint) && !elsewhere {
             problems.push(format!("the daemon said: {line}"));
         }
@@ -289,6 +318,17 @@ fn problems(config: &Config, warnings: &BTreeSet<String>, status: &Status, log: 
         for rule in &check.rules {
             if !service.rules.iter().any(|r| r.rule == rule.text) {
                 problems.push(format!("`{}`: rule `{}` is not in force", check.name, rule.text));
+            }
+        }
+        // Every family the rules read is collected (tried, at least), and says how it went.
+        for source in &check.daemons {
+            let family = source.daemon.name();
+            match service.collections.iter().find(|c| c.family == family) {
+                None => problems.push(format!("`{}`: {family} is not collected", check.name)),
+                Some(c) if c.last_attempt_secs_ago.is_none() => {
+                    problems.push(format!("`{}`: {family} was never collected", check.name))
+                }
+                Some(_) => {}
             }
         }
     }

@@ -155,7 +155,8 @@ fn a_file_holding_a_secret_that_every_user_can_read_is_warned_about_with_its_mod
     let conf = dir.path("inspeq.conf");
     std::fs::write(&conf, "send alerts via webhook with url http://127.0.0.1:9/h, secret hunter2\n").unwrap();
     let check = dir.path("services.d/db.inq");
-    std::fs::write(&check, "check service db with password hunter3\n  if crashed then alert\n").unwrap();
+    // A redis rule reads the password (an unread one would be warned about as ignored besides).
+    std::fs::write(&check, "check service db with password hunter3\n  if redis:used_memory > 1g then alert\n").unwrap();
     let chmod = |mode: u32| {
         for file in [&conf, &check] {
             std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();

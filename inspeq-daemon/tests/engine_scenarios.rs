@@ -38,6 +38,10 @@ fn describe(action: &Action) -> String {
                     ExitStatus::Signal { signal, .. } => format!("`{text}` on signal {signal}"),
                     ExitStatus::Unknown => format!("`{text}` on an unknown exit"),
                 },
+                NoticeKind::Unreachable { daemon } => format!("`{text}`: {daemon} unreachable"),
+                NoticeKind::Reachable { daemon, failed_for } => {
+                    format!("recovered `{text}`: {daemon} reached after {}s", failed_for.as_secs())
+                }
                 NoticeKind::ProcessDown => "down".to_owned(),
                 NoticeKind::ProcessUp { pid } => format!("up as pid {pid}"),
                 NoticeKind::ForkRate { forks, window } => {

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use inspeq_daemon::config::load;
-use inspeq_daemon::config::metrics::MetricKind;
+use inspeq_daemon::config::metrics::{Daemon, MetricKind};
 use inspeq_daemon::config::model::MetricName;
 use inspeq_daemon::engine::{
-    EngineState, Exit, ExitCause, ExitStatus, Input, Phase, ProcessExit, RuleValue, Sample, Target, Timestamp, step,
+    Action, Collection, EngineState, Exit, ExitCause, ExitStatus, Input, Phase, ProcessExit, RuleValue, Sample, Target,
+    Timestamp, step,
 };
 
 #[path = "support/daemon_rules.rs"]
@@ -170,4 +171,69 @@ fn the_hosts_cpu_is_a_share_of_all_its_cores() {
     let cpu = MetricName::new("cpu", None);
     let reading = s.reading(&Target::Host, &cpu, MetricKind::CpuSeconds, 1030.0, 2, at(30));
     assert_eq!(reading.map(|r| r.value), Some(50.0));
+}
+
+/// A daemon family's collection: its values with how it went (`Sample::daemons`).
+fn collected(values: &[(&str, f64)], collection: Collection) -> Input {
+    Input::Sample(
+        values.iter().fold(Sample::new(web()), |s, (m, v)| s.with(m, *v)).collection(Daemon::Redis, collection),
+    )
+}
+
+const REACHED: Collection = Collection::Reached { restarted: false };
+
+fn value_of(engine: &EngineState, rule: &str) -> Option<RuleValue> {
+    engine.rules(&web(), at(0)).into_iter().find(|r| r.rule.text == rule).and_then(|r| r.value)
+}
+
+/// #14: a failed collection is a fact, never a zero: the family's rules have no value that cycle (not the one
+/// from before), and `is unreachable for N cycles` fires after N failed cycles and recovers after two that worked.
+#[test]
+fn a_failed_collection_leaves_the_familys_rules_unknown_and_trips_is_unreachable() {
+    let mut engine = engine(
+        "check service web\n  if redis:used_memory > 1g then alert\n  if redis:total_commands_processed > 100/sec then alert\n  if redis is unreachable for 2 cycles then alert\n",
+    );
+    let fired = |actions: &[Action]| -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Alert { event, .. } => Some(format!("{:?}", event.kind)),
+                _ => None,
+            })
+            .collect()
+    };
+    let t0 = [("redis:used_memory", 10.0 * MIB), ("redis:total_commands_processed", 1000.0)];
+    assert!(fired(&step(&mut engine, collected(&t0, REACHED), at(0))).is_empty());
+    let t1 = [("redis:used_memory", 11.0 * MIB), ("redis:total_commands_processed", 1300.0)];
+    assert!(fired(&step(&mut engine, collected(&t1, REACHED), at(15))).is_empty());
+    assert_eq!(value_of(&engine, "redis:used_memory > 1g"), Some(RuleValue::Metric(11.0 * MIB)));
+    assert_eq!(value_of(&engine, "redis:total_commands_processed > 100/sec"), Some(RuleValue::Metric(20.0)));
+    assert_eq!(value_of(&engine, "redis is unreachable for 2 cycles"), Some(RuleValue::Reached(true)));
+
+    // Failed: no value (not the last one), and one failed cycle is not yet two.
+    assert!(fired(&step(&mut engine, collected(&[], Collection::Failed), at(30))).is_empty());
+    assert_eq!(value_of(&engine, "redis:used_memory > 1g"), None);
+    assert_eq!(value_of(&engine, "redis is unreachable for 2 cycles"), Some(RuleValue::Reached(false)));
+    let second = fired(&step(&mut engine, collected(&[], Collection::Failed), at(45)));
+    assert_eq!(second, ["Unreachable { daemon: Redis }"]);
+
+    // Back, but another instance: its counters started over, so no change is taken across the restart (it would
+    // be negative, or worse, a made-up positive one).
+    let t2 = [("redis:used_memory", 1.0 * MIB), ("redis:total_commands_processed", 5000.0)];
+    assert!(fired(&step(&mut engine, collected(&t2, Collection::Reached { restarted: true }), at(60))).is_empty());
+    assert_eq!(value_of(&engine, "redis:total_commands_processed > 100/sec"), None);
+    let t3 = [("redis:used_memory", 1.0 * MIB), ("redis:total_commands_processed", 5150.0)];
+    let recovered = fired(&step(&mut engine, collected(&t3, REACHED), at(75)));
+    assert_eq!(recovered, [format!("Reachable {{ daemon: Redis, failed_for: {:?} }}", Duration::from_secs(30))]);
+    assert_eq!(value_of(&engine, "redis:total_commands_processed > 100/sec"), Some(RuleValue::Metric(10.0)));
+}
+
+/// A sample without the family (a process sample) judges neither its metric rules nor `is unreachable`.
+#[test]
+fn is_unreachable_is_judged_only_on_the_samples_of_its_family() {
+    let mut engine = engine("check service web\n  if redis is unreachable then alert\n");
+    for secs in 0..5 {
+        assert!(step(&mut engine, sample(&[("memory:rss", MIB)]), at(secs * 15)).is_empty());
+    }
+    assert_eq!(value_of(&engine, "redis is unreachable"), None);
 }

@@ -8,6 +8,7 @@ pub mod alert_harness;
 pub mod apps_harness;
 pub mod daemon_harness;
 pub mod init_harness;
+pub mod servers;
 pub mod system_manager;
 
 use std::{

@@ -41,6 +41,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "/usr/bin/redis-server"),
     ("redis-tools", "/usr/bin/redis-cli"),
     ("ruby-rack", "/usr/bin/rackup"),
+    // The daemon-metric tests (tests/tests/daemons.rs): the real servers whose
+    // stats inspeq collects (Redis is above). Started by the tests on free
+    // loopback ports, so a copy a postinst starts on its default port is no
+    // matter.
+    ("memcached", "/usr/bin/memcached"),
+    ("nginx-light", "/usr/sbin/nginx"),
+    // A real Go program serving expvar's /debug/vars, for memstats:*.
+    ("etcd-server", "/usr/bin/etcd"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -44,9 +44,8 @@ impl Alertmanager {
                 let (starts, ends) = match alert.event.status() {
                     Status::Resolved => {
                         let started = match &alert.event {
-                            AlertKind::RuleRecovered(RuleState { for_secs: Some(secs), .. }) => {
-                                alert.at - Duration::from_secs(*secs)
-                            }
+                            AlertKind::RuleRecovered(RuleState { for_secs: Some(secs), .. })
+                            | AlertKind::Reachable { for_secs: secs, .. } => alert.at - Duration::from_secs(*secs),
                             _ => alert.at,
                         };
                         (started, alert.at)

@@ -118,6 +118,24 @@ pub enum AlertKind {
     },
     RuleFailed(RuleState),
     RuleRecovered(RuleState),
+    /// `if FAMILY is unreachable` tripped: collecting the daemon's metrics failed for the rule's cycles. Its
+    /// metric rules have no value meanwhile.
+    Unreachable {
+        /// The rule as written: the condition's key, shared with [`AlertKind::Reachable`].
+        rule: String,
+        /// `redis`, `memcached`, `nginx`, `memstats`.
+        daemon: String,
+        /// Why the last collection failed, in the collector's words (`connecting to 127.0.0.1:6379: Connection
+        /// refused`).
+        error: String,
+    },
+    /// The daemon answers again: two collections in a row worked.
+    Reachable {
+        rule: String,
+        daemon: String,
+        /// How long it had been unreachable.
+        for_secs: u64,
+    },
     /// The init system restarted the service (inspeq asked, or it did on its own).
     Restarted {
         pid: Option<u32>,
@@ -230,6 +248,8 @@ impl AlertKind {
             AlertKind::WorkerDeaths { .. } => "worker_deaths",
             AlertKind::RuleFailed(_) => "rule_failed",
             AlertKind::RuleRecovered(_) => "rule_recovered",
+            AlertKind::Unreachable { .. } => "unreachable",
+            AlertKind::Reachable { .. } => "reachable",
             AlertKind::Restarted { .. } => "restarted",
             AlertKind::FlapDetected { .. } => "flap_detected",
             AlertKind::Unmonitored { .. } => "unmonitored",
@@ -241,7 +261,10 @@ impl AlertKind {
 
     pub fn status(&self) -> Status {
         match self {
-            AlertKind::ProcessUp { .. } | AlertKind::RuleRecovered(_) | AlertKind::JobRan { .. } => Status::Resolved,
+            AlertKind::ProcessUp { .. }
+            | AlertKind::RuleRecovered(_)
+            | AlertKind::Reachable { .. }
+            | AlertKind::JobRan { .. } => Status::Resolved,
             _ => Status::Firing,
         }
     }
@@ -265,6 +288,9 @@ impl AlertKind {
             AlertKind::WorkerDeaths { .. } => one_shot("workers", "InspeqWorkersDying", Severity::Error),
             AlertKind::RuleFailed(r) | AlertKind::RuleRecovered(r) => {
                 stateful(format!("rule:{}", r.rule), "InspeqRuleFailed", Severity::Error)
+            }
+            AlertKind::Unreachable { rule, .. } | AlertKind::Reachable { rule, .. } => {
+                stateful(format!("rule:{rule}"), "InspeqDaemonUnreachable", Severity::Error)
             }
             AlertKind::JobOverdue { job, .. } | AlertKind::JobRan { job } => {
                 stateful(format!("job:{job}"), "InspeqJobOverdue", Severity::Warning)
@@ -521,6 +547,16 @@ mod tests {
             AlertKind::WorkerOomKilled { pid: 5, rss_bytes: Some(64 << 20) },
             AlertKind::RuleFailed(rule.clone()),
             AlertKind::RuleRecovered(rule),
+            AlertKind::Unreachable {
+                rule: "redis is unreachable for 3 cycles".into(),
+                daemon: "redis".into(),
+                error: "connecting to 127.0.0.1:6379: Connection refused (os error 111)".into(),
+            },
+            AlertKind::Reachable {
+                rule: "redis is unreachable for 3 cycles".into(),
+                daemon: "redis".into(),
+                for_secs: 45,
+            },
             AlertKind::Restarted { pid: None },
             AlertKind::FlapDetected { restarts: 5, within_secs: 60 },
             AlertKind::Unmonitored { reason: "flapping".into() },

@@ -58,6 +58,10 @@ fn what(alert: &Alert) -> String {
             comparison(rule),
             rule.threshold
         ),
+        AlertKind::Unreachable { daemon, error, .. } => format!("{t}: {daemon} is unreachable: {error}"),
+        AlertKind::Reachable { daemon, for_secs, .. } => {
+            format!("{t}: {daemon} answers again, after {} unreachable", duration(*for_secs))
+        }
         AlertKind::Restarted { pid: Some(pid) } => format!("{t} was restarted (new pid {pid})"),
         AlertKind::Restarted { pid: None } => format!("{t} was restarted"),
         AlertKind::FlapDetected { restarts, within_secs } => {
@@ -174,6 +178,16 @@ pub fn details(alert: &Alert) -> Vec<(String, String)> {
                 add("for", duration(secs));
             }
         }
+        AlertKind::Unreachable { rule, daemon, error } => {
+            add("rule", rule.clone());
+            add("daemon", daemon.clone());
+            add("error", error.clone());
+        }
+        AlertKind::Reachable { rule, daemon, for_secs } => {
+            add("rule", rule.clone());
+            add("daemon", daemon.clone());
+            add("for", duration(*for_secs));
+        }
         AlertKind::FlapDetected { restarts, within_secs } => {
             add("restarts", restarts.to_string());
             add("within", duration(*within_secs));
@@ -263,7 +277,8 @@ pub fn annotations(alert: &Alert) -> Map<String, Value> {
 pub fn structured(alert: &Alert) -> Value {
     let status = alert.event.status();
     let (starts, ends) = match (status, &alert.event) {
-        (super::Status::Resolved, AlertKind::RuleRecovered(RuleState { for_secs: Some(secs), .. })) => {
+        (super::Status::Resolved, AlertKind::RuleRecovered(RuleState { for_secs: Some(secs), .. }))
+        | (super::Status::Resolved, AlertKind::Reachable { for_secs: secs, .. }) => {
             (alert.at - std::time::Duration::from_secs(*secs), rfc3339(alert.at))
         }
         (super::Status::Resolved, _) => (alert.at, rfc3339(alert.at)),

@@ -152,6 +152,18 @@ fn print_status(status: &Status) {
         if let Some(w) = &s.wrapper {
             println!("  note: the main pid is a wrapper ({w}); the whole tree/cgroup is watched");
         }
+        for c in &s.collections {
+            let when = |secs: Option<u64>| secs.map_or_else(|| "never".to_owned(), |s| format!("{s}s ago"));
+            match &c.error {
+                None => println!("  {} at {}: collected {}", c.family, c.address, when(c.last_success_secs_ago)),
+                Some(error) => println!(
+                    "  {} at {}: unreachable: {error} (last answered {})",
+                    c.family,
+                    c.address,
+                    when(c.last_success_secs_ago)
+                ),
+            }
+        }
         for rule in &s.rules {
             print_rule(rule);
         }

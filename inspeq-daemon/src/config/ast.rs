@@ -109,6 +109,8 @@ pub enum Condition {
     },
     /// `exited`, `crashed`, `oom_killed`, `signaled [SIG]`: a word and an optional argument.
     Event { name: Text, arg: Option<Text> },
+    /// `redis is unreachable [for N cycles]`: a subject, a linking word and a state, judged each cycle.
+    State { subject: Text, is: Text, state: Text, for_cycles: Option<(Text, Option<Text>)> },
     /// `worker crashed > 3 within 1 minute`: an event of two words, counted in a window.
     EventCount { name: Text, arg: Text, op: (Op, Span), amount: Text, within: Vec<Text> },
 }

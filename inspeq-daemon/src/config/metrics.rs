@@ -85,13 +85,54 @@ pub static BUILTIN: &[MetricDef] = &[
 /// `disk:<mount point>` is open-ended: any absolute path names a mount point.
 pub const DISK: MetricDef = MetricDef { family: "disk", name: None, kind: Gauge, unit: Percent, scope: Host };
 
+/// The daemons a service check can sample over their own protocols: one name per family of [`DAEMONS`], so the
+/// model, the engine and the collectors name a family by type, never by its string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Daemon {
+    Mysql,
+    Redis,
+    Memcached,
+    Nginx,
+    Postgresql,
+    Memstats,
+}
+
+impl Daemon {
+    /// This daemon's entry in [`DAEMONS`].
+    #[must_use]
+    pub fn family(self) -> &'static DaemonFamily {
+        // Every variant has its entry: `every_daemon_has_a_family` checks the table.
+        DAEMONS.iter().find(|d| d.daemon == self).unwrap_or(&DAEMONS[0])
+    }
+
+    /// The family's name as rules write it (`redis`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        self.family().family
+    }
+}
+
+impl std::fmt::Display for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The daemon family named `family` (`redis`), if there is one.
+#[must_use]
+pub fn daemon_family(family: &str) -> Option<&'static DaemonFamily> {
+    DAEMONS.iter().find(|d| d.family == family)
+}
+
 /// A daemon a service check can sample over its own protocol, with the `with` parameters it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DaemonFamily {
+    pub daemon: Daemon,
     pub family: &'static str,
     /// Whether the daemon samples this family. A family that is not collected is in the catalogue so that its
     /// metric names resolve (and a misspelling gets the usual "expected one of"), but `check` refuses its rules:
-    /// they could never fire. Issue #14 turns this on family by family as each sampler lands.
+    /// they could never fire. Issue #14 turns this on family by family as each collector lands
+    /// (`metrics::daemon`): redis, memcached, nginx and memstats are collected.
     pub collected: bool,
     /// `(parameter, default)`.
     pub params: &'static [(&'static str, Option<&'static str>)],
@@ -101,6 +142,7 @@ pub struct DaemonFamily {
 
 pub static DAEMONS: &[DaemonFamily] = &[
     DaemonFamily {
+        daemon: Daemon::Mysql,
         family: "mysql",
         collected: false,
         params: &[
@@ -172,13 +214,17 @@ pub static DAEMONS: &[DaemonFamily] = &[
         ],
     },
     DaemonFamily {
+        daemon: Daemon::Redis,
         family: "redis",
-        collected: false,
+        collected: true,
         params: &[("hostname", Some("localhost")), ("port", Some("6379")), ("socket", None), ("password", None)],
         gauges: &[
             "connected_clients",
+            // Inspeqtor's names; Redis 5 replaced them with the two after them, which Redis 7 reports.
             "client_longest_output_list",
             "client_biggest_input_buf",
+            "client_recent_max_output_buffer",
+            "client_recent_max_input_buffer",
             "blocked_clients",
             "used_memory",
             "used_memory_rss",
@@ -211,8 +257,9 @@ pub static DAEMONS: &[DaemonFamily] = &[
         ],
     },
     DaemonFamily {
+        daemon: Daemon::Memcached,
         family: "memcached",
-        collected: false,
+        collected: true,
         params: &[("hostname", Some("localhost")), ("port", Some("11211"))],
         gauges: &["curr_connections", "threads", "bytes", "curr_items"],
         counters: &[
@@ -248,13 +295,15 @@ pub static DAEMONS: &[DaemonFamily] = &[
         ],
     },
     DaemonFamily {
+        daemon: Daemon::Nginx,
         family: "nginx",
-        collected: false,
+        collected: true,
         params: &[("hostname", Some("localhost")), ("port", Some("80")), ("endpoint", Some("/status"))],
         gauges: &["Active_connections", "Reading", "Writing", "Waiting"],
         counters: &["accepts", "handled", "requests"],
     },
     DaemonFamily {
+        daemon: Daemon::Postgresql,
         family: "postgresql",
         collected: false,
         params: &[
@@ -267,8 +316,9 @@ pub static DAEMONS: &[DaemonFamily] = &[
         counters: &["rollbacks", "deadlocks", "seq_scans"],
     },
     DaemonFamily {
+        daemon: Daemon::Memstats,
         family: "memstats",
-        collected: false,
+        collected: true,
         params: &[("port", Some("8080")), ("path", Some("/debug/vars"))],
         gauges: &["Alloc", "HeapAlloc"],
         counters: &["TotalAlloc", "NumGC", "PauseTotalNs"],
@@ -354,6 +404,8 @@ pub fn lookup(family: &str, name: Option<&str>, scope: Scope) -> Result<Resolved
             });
         };
         let unit = if name.contains("memory")
+            || name.starts_with("client_recent_max")
+            || (family == "memstats" && name.ends_with("Alloc"))
             || name.starts_with("Bytes")
             || name.starts_with("bytes")
             || name == "total_size"
@@ -442,6 +494,17 @@ mod tests {
         assert_eq!(lookup("cpu", Some("user"), Host).map(|r| r.kind), Ok(CpuSeconds));
         assert_eq!(lookup("mysql", Some("Queries"), Process).map(|r| r.kind), Ok(Counter));
         assert!(lookup("disk", Some("/backups"), Host).is_ok());
+    }
+
+    #[test]
+    fn every_daemon_has_a_family() {
+        use Daemon::*;
+        for daemon in [Mysql, Redis, Memcached, Nginx, Postgresql, Memstats] {
+            assert_eq!(daemon.family().daemon, daemon);
+            assert_eq!(daemon_family(daemon.name()).map(|d| d.daemon), Some(daemon));
+        }
+        let collected: Vec<&str> = DAEMONS.iter().filter(|d| d.collected).map(|d| d.family).collect();
+        assert_eq!(collected, ["redis", "memcached", "nginx", "memstats"]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use crate::config::ast::Op;
-use crate::config::metrics::{MetricKind, Unit};
+use crate::config::metrics::{Daemon, MetricKind, Unit};
 
 /// Where in the configuration something was written, for messages such as "rule at services.d/web.inq:4".
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -283,6 +283,9 @@ pub struct Check {
     pub restart_command: Option<Vec<String>>,
     /// Every `with` parameter as written, including daemon connection keys (`port`, `socket`, ...).
     pub params: CheckParams,
+    /// The daemon families this check's rules read (a metric rule on `redis:*`, `if redis is unreachable`), each
+    /// with where its server is: what the daemon collects for it every cycle. One per family, in catalogue order.
+    pub daemons: Vec<DaemonSource>,
     pub exposes: Vec<String>,
     pub rules: Vec<Rule>,
     pub location: Location,
@@ -299,6 +302,38 @@ impl Check {
         match self.init {
             None if manager_given => Some(InitKind::Systemd),
             init => init,
+        }
+    }
+}
+
+/// Where a daemon family's server answers, from the check's `with` parameters over the catalogue's defaults:
+/// built once by the checker, so the collector has nothing left to parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonSource {
+    pub daemon: Daemon,
+    pub address: DaemonAddress,
+    /// `password` (redis's `AUTH`).
+    pub password: Option<Secret>,
+    /// The HTTP path of a status page (nginx's `endpoint`), starting with `/`.
+    pub path: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DaemonAddress {
+    /// `hostname` and `port`: a name is resolved when the connection is made, so a changed DNS entry is followed
+    /// at the next reconnection.
+    Tcp { host: String, port: u16 },
+    /// `socket`: an absolute path to a Unix socket, preferred over TCP when given.
+    Unix(String),
+}
+
+impl std::fmt::Display for DaemonAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // An IPv6 literal in brackets, so the port stays readable.
+            DaemonAddress::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            DaemonAddress::Tcp { host, port } => write!(f, "{host}:{port}"),
+            DaemonAddress::Unix(path) => write!(f, "unix:{path}"),
         }
     }
 }
@@ -406,6 +441,12 @@ pub enum Condition {
         count: u32,
         window: Window,
     },
+    /// `if FAMILY is unreachable [for N cycles]`: the collection of a daemon family failed (refused, timed out, an
+    /// answer that is no answer) in `cycles` cycles in a row. Judged once per cycle, like a metric rule.
+    Unreachable {
+        daemon: Daemon,
+        cycles: u32,
+    },
     /// `worker crashed`, `worker oom_killed`: another process of the service than its main one died by a signal
     /// or the OOM killer. With `> N within W`, more than `count` such deaths within the window.
     Worker {
@@ -441,7 +482,7 @@ impl Condition {
     /// Event rules are evaluated when an observation arrives rather than once per cycle.
     #[must_use]
     pub fn is_event(&self) -> bool {
-        !matches!(self, Condition::Metric(_))
+        !matches!(self, Condition::Metric(_) | Condition::Unreachable { .. })
     }
 }
 

@@ -182,6 +182,25 @@ pub struct ServiceStatus {
     #[serde(default)]
     pub workers: WorkerCounts,
     pub rules: Vec<RuleStatus>,
+    /// The daemon families collected for this service (`redis`, ...): when each was last tried and last answered,
+    /// and why it fails while it does. Absent for services without daemon-metric rules, and from older daemons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<CollectionStatus>,
+}
+
+/// One daemon family's collection for a service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionStatus {
+    /// `redis`, `memcached`, `nginx`, `memstats`.
+    pub family: String,
+    /// Where it is collected from (`127.0.0.1:6379`, `unix:/run/redis.sock`).
+    pub address: String,
+    /// Null before the first collection came back.
+    pub last_attempt_secs_ago: Option<u64>,
+    /// Null while no collection has worked yet.
+    pub last_success_secs_ago: Option<u64>,
+    /// Why the last collection failed; null while it works. A failure is no zero: the family's rules have no value.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::SystemTime};
 use super::{Daemon, translate};
 use crate::{
     alert::{self, Response},
-    engine::Action,
+    engine::{self, Action},
 };
 
 impl Daemon {
@@ -39,7 +39,15 @@ impl Daemon {
                 Action::Alert { route, owner, event } => {
                     let target = event.target.to_string();
                     let did = responses.get(&target).map(Vec::as_slice).unwrap_or_default();
-                    let Some(alert) = translate::alert(&self.config, &self.hostname, &event, did, at) else { continue };
+                    let error = match (&event.kind, &event.target) {
+                        (engine::NoticeKind::Unreachable { daemon }, engine::Target::Service(service)) => {
+                            self.collections.error(service, *daemon)
+                        }
+                        _ => None,
+                    };
+                    let Some(alert) = translate::alert(&self.config, &self.hostname, &event, did, error, at) else {
+                        continue;
+                    };
                     tracing::info!("alert: {target}: {}", alert.event.kind());
                     // The engine keeps the rule's route and the check's owner apart, as the outbox picks them.
                     let target = alert::Target { route: route.as_deref(), owner: owner.as_deref() };

@@ -1,6 +1,7 @@
-//! The cycle: sampling host and service metrics for the rules, recording them for
-//! `show`, statsd and Prometheus, and the kernel watch settings a service's
-//! rules need.
+//! The cycle: sampling host and service metrics for the rules, asking the
+//! collection tasks for daemon metrics (`collect.rs`), recording what is
+//! sampled for `show`, statsd and Prometheus, and the kernel watch settings a
+//! service's rules need.
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,9 @@ impl Daemon {
         let target = sample.target.to_string();
         for (metric, raw) in &sample.values {
             let Some(shown) = history::shown(&sample.target, metric, sample.cores.unwrap_or(1)) else { continue };
+            if super::collect::across_restart(sample, metric, &shown) {
+                continue;
+            }
             let Some(reading) = self.engine.reading(&sample.target, metric, shown.kind, *raw, shown.cores, now) else {
                 continue;
             };
@@ -108,6 +112,8 @@ impl Daemon {
             self.record(&sample, now, &mut lines);
             self.step(Input::Sample(sample), now);
         }
+        // Daemon metrics come back as events, each stepped when it arrives.
+        self.collections.ask_all();
         self.step(Input::Cycle, now);
         if let Some(statsd) = &mut self.statsd {
             statsd.send(&lines);

@@ -32,6 +32,8 @@ pub enum Event {
     Reloaded(Box<anyhow::Result<super::reload::Reloaded>>),
     /// A change subscription was set up (or could not be).
     Subscribed { service: String, result: Result<Option<ChangeSubscription>, InitError> },
+    /// A daemon family's collection task answered (values, or why it failed).
+    Collected(super::collect::Report),
     /// SIGTERM or SIGINT.
     Shutdown,
     /// Time to tell systemd's watchdog we are alive.

@@ -25,6 +25,11 @@ impl Executor {
         Self { events }
     }
 
+    /// The loop's event channel, for a long-lived task of its own (a collection task) to report on.
+    pub fn events(&self) -> mpsc::Sender<Event> {
+        self.events.clone()
+    }
+
     /// Sends `event` into the loop from a task (never from the loop itself: the
     /// channel is bounded, and the loop must not wait on its own queue).
     pub fn spawn_send(&self, event: impl Future<Output = Event> + Send + 'static) {

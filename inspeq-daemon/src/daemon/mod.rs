@@ -7,6 +7,7 @@
 //! - `tracking.rs`: lookups, exits and status changes of the watched services.
 //! - `observe.rs`: kernel observations → engine inputs.
 //! - `cycle.rs`: the cycle's metric samples and the kernel watch settings.
+//! - `collect.rs`: daemon metrics (redis, memcached, nginx, memstats): a task per service and family, results as events.
 //! - `actions.rs`: what each engine action becomes.
 //! - `executor.rs`: the [`executor::Executor`]: every wait (init systems, `exec`) in a task.
 //! - `translate.rs`: engine notices → alerts.
@@ -21,6 +22,7 @@
 //! the same `select!` (its batch buffer survives a cancelled poll).
 
 mod actions;
+mod collect;
 mod control;
 mod cycle;
 mod event;
@@ -135,6 +137,8 @@ struct Daemon {
     hostname: String,
     executor: Executor,
     history: History,
+    /// The daemon-metric collection tasks and what they last said.
+    collections: collect::Collections,
     statsd: Option<Statsd>,
     notifier: Notifier,
     observations: u64,
@@ -219,6 +223,7 @@ async fn start(options: Options) -> anyhow::Result<(Daemon, Inbox)> {
         hostname,
         executor: Executor::new(events),
         history: History::default(),
+        collections: collect::Collections::default(),
         statsd,
         notifier: Notifier::from_env(),
         observations: 0,
@@ -374,6 +379,7 @@ impl Daemon {
                 }
             }
             Event::Cycle => self.cycle(),
+            Event::Collected(report) => self.collected(report),
             Event::Control(control) => self.control(control),
             Event::Shutdown => {}
         }

@@ -31,7 +31,12 @@ fn rules(daemon: &Daemon, target: &Target, now: Timestamp) -> Vec<RuleStatus> {
         .rules(target, now)
         .into_iter()
         .map(|view| {
-            let shown = rule_value(view.rule, view.value.as_ref());
+            let mut shown = rule_value(view.rule, view.value.as_ref());
+            if let Target::Service(service) = target
+                && let Some(text) = collection_text(daemon, service, view.rule, &shown)
+            {
+                shown.text = text;
+            }
             RuleStatus {
                 rule: view.rule.text.clone(),
                 state: match view.phase {
@@ -47,6 +52,21 @@ fn rules(daemon: &Daemon, target: &Target, now: Timestamp) -> Vec<RuleStatus> {
             }
         })
         .collect()
+}
+
+/// For a rule on a daemon family whose collection fails now: why, in place of the value (a failure is no zero).
+fn collection_text(daemon: &Daemon, service: &str, rule: &Rule, shown: &Shown) -> Option<String> {
+    match &rule.condition {
+        Condition::Unreachable { daemon: family, .. } => {
+            daemon.collections.error(service, *family).map(|e| format!("unreachable: {e}"))
+        }
+        Condition::Metric(m) if shown.value.is_none() => {
+            let family = metrics::daemon_family(&m.metric.family)?;
+            let error = daemon.collections.error(service, family.daemon)?;
+            Some(format!("unknown: {} is unreachable: {error}", family.family))
+        }
+        _ => None,
+    }
 }
 
 /// A rule's value as `status` gives it.
@@ -100,14 +120,23 @@ fn rule_value(rule: &Rule, value: Option<&RuleValue>) -> Shown {
                 .ok()
                 .and_then(|r| r.daemon)
                 .filter(|d| !d.collected);
+            let collected = metrics::daemon_family(&m.metric.family).is_some_and(|d| d.collected);
             let why = match (daemon, m.kind) {
                 (Some(d), _) => format!("not sampled: inspeq does not collect {}:* metrics yet", d.family),
+                (None, MetricKind::Gauge) if collected => {
+                    "no sample yet (or the server does not report this field)".to_owned()
+                }
+                (None, _) if collected => "no value yet: a rate needs two samples of the same server".to_owned(),
                 (None, MetricKind::Gauge) => "no sample yet".to_owned(),
                 // The first sample of a cumulative value, or the first after the process restarted.
                 (None, _) => "no value yet: a rate needs two samples of the same process".to_owned(),
             };
             none(Some(metric_rule_unit(m)), why)
         }
+        (Condition::Unreachable { .. }, Some(RuleValue::Reached(reached))) => {
+            none(None, if *reached { "reached".to_owned() } else { "unreachable".to_owned() })
+        }
+        (Condition::Unreachable { daemon, .. }, _) => none(None, format!("{daemon} not collected yet")),
         (Condition::Forks { .. }, Some(RuleValue::Forks { forks, window })) => {
             let rate = *forks as f64 / window.as_secs_f64().max(f64::MIN_POSITIVE);
             let text = format!(
@@ -225,6 +254,7 @@ impl Daemon {
                     restarts,
                     workers: WorkerCounts { crashed, oom_killed },
                     rules: rules(self, &Target::Service(name.clone()), now),
+                    collections: self.collections.status(name, now),
                 }
             })
             .collect();
@@ -293,7 +323,7 @@ mod tests {
     }
 
     /// `family:name > AMOUNT` on a daemon family, built by hand with the catalogue's kind and unit: `check`
-    /// refuses rules on families inspeq does not collect yet (#14), and no collected metric is a counter.
+    /// refuses rules on families inspeq does not collect yet (mysql's, #14 part 2), which these tests are about.
     fn daemon_rule(text: &str) -> Rule {
         let (metric, threshold) = text.split_once(" > ").unwrap();
         let (family, name) = metric.split_once(':').unwrap();

@@ -27,6 +27,7 @@ impl Daemon {
                 None => tracing::error!("service `{}`: not a valid service name; not watched", check.name),
             }
         }
+        self.sync_collections();
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {
             self.lookup(&name);

@@ -50,12 +50,14 @@ fn rule_state(
     RuleState { rule: rule.text.clone(), metric, comparison, value: shown, threshold, for_secs }
 }
 
-/// The alert for one engine event, or `None` for events no channel needs.
+/// The alert for one engine event, or `None` for events no channel needs. `collect_error` is why the last
+/// collection of an [`NoticeKind::Unreachable`] daemon failed, which the daemon keeps and the engine does not.
 pub fn alert(
     config: &Config,
     hostname: &str,
     event: &engine::Notice,
     responses: &[Response],
+    collect_error: Option<&str>,
     at: SystemTime,
 ) -> Option<alert::Alert> {
     let service = event.target.to_string();
@@ -71,6 +73,16 @@ pub fn alert(
             *value,
             Some(failed_for.as_secs()),
         )),
+        NoticeKind::Unreachable { daemon } => alert::AlertKind::Unreachable {
+            rule: rule?.text.clone(),
+            daemon: daemon.name().to_owned(),
+            error: collect_error.unwrap_or("no answer").to_owned(),
+        },
+        NoticeKind::Reachable { daemon, failed_for } => alert::AlertKind::Reachable {
+            rule: rule?.text.clone(),
+            daemon: daemon.name().to_owned(),
+            for_secs: failed_for.as_secs(),
+        },
         // The exit's status goes into the alert as the kernel side gave it: an unknown one stays unknown.
         NoticeKind::ProcessExited(exit) if exit.oom_killed => {
             alert::AlertKind::OomKilled { pid: exit.pid, rss_bytes: exit.rss_bytes }
@@ -126,7 +138,7 @@ mod tests {
             kind: NoticeKind::ProcessExited(Exit::new(7, ExitStatus::Signal { signal: 9, core_dumped: false })),
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
-        let a = alert(&config, "h", &event, &[Response::Restart], SystemTime::UNIX_EPOCH).unwrap();
+        let a = alert(&config, "h", &event, &[Response::Restart], None, SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(
             a.event,
             alert::AlertKind::Crashed { pid: 7, exit: ExitStatus::Signal { signal: 9, core_dumped: false } }
@@ -144,7 +156,7 @@ mod tests {
             kind: NoticeKind::ProcessExited(Exit::new(7, ExitStatus::Unknown)),
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
-        let a = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH).unwrap();
+        let a = alert(&config, "h", &event, &[], None, SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(a.event, alert::AlertKind::Crashed { pid: 7, exit: ExitStatus::Unknown });
         assert_eq!(alert::template::exit_text(ExitStatus::Unknown), "exited with an unknown status");
     }
@@ -166,7 +178,7 @@ mod tests {
                 kind,
                 rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
             };
-            let a = alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH).unwrap();
+            let a = alert(&config, "h", &event, &[], None, SystemTime::UNIX_EPOCH).unwrap();
             let expected = if i == 0 {
                 alert::AlertKind::OomKilled { pid: 7, rss_bytes: Some(512 << 20) }
             } else {
@@ -187,7 +199,7 @@ mod tests {
             rule: Some(engine::RuleRef { text: rule.text.clone(), location: rule.location.clone() }),
         };
         let Some(alert::Alert { event: alert::AlertKind::RuleFailed(state), .. }) =
-            alert(&config, "h", &event, &[], SystemTime::UNIX_EPOCH)
+            alert(&config, "h", &event, &[], None, SystemTime::UNIX_EPOCH)
         else {
             panic!("not a rule failure")
         };

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::config::metrics::Daemon;
 use crate::config::model::Location;
 use crate::engine::input::Target;
 use crate::exit::Exit;
@@ -61,6 +62,15 @@ pub enum NoticeKind {
     /// Two good cycles in a row after a failure.
     RuleRecovered {
         value: f64,
+        failed_for: Duration,
+    },
+    /// `if FAMILY is unreachable` tripped for its `for N cycles`.
+    Unreachable {
+        daemon: Daemon,
+    },
+    /// Two cycles in a row with a collection that worked, after [`NoticeKind::Unreachable`].
+    Reachable {
+        daemon: Daemon,
         failed_for: Duration,
     },
     /// An event rule (exited, crashed, signaled, `oom_killed`, `exit_code`) matched an exit.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::metrics::Daemon;
 use crate::config::model::MetricName;
 use crate::exit::{Exit, ExitStatus};
 
@@ -64,12 +65,32 @@ pub struct Sample {
     pub values: BTreeMap<MetricName, f64>,
     /// Online CPUs, to normalise host CPU percentages. `None` is taken as 1.
     pub cores: Option<u32>,
+    /// The daemon families collected for this sample, and how each collection went: a family that failed has no
+    /// values here, and its rules have no value this cycle (a failure is a fact, never a zero).
+    pub daemons: BTreeMap<Daemon, Collection>,
+}
+
+/// How one collection of a daemon family went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Collection {
+    /// The server answered. `restarted`: it is another instance than the one that answered last (redis's
+    /// `run_id`, memcached's pid and start time), so its counters start over and no change is taken across it.
+    Reached { restarted: bool },
+    /// It did not (refused, timed out, an answer that is no answer): `if FAMILY is unreachable` trips.
+    Failed,
 }
 
 impl Sample {
     #[must_use]
     pub fn new(target: Target) -> Self {
-        Sample { target, values: BTreeMap::new(), cores: None }
+        Sample { target, values: BTreeMap::new(), cores: None, daemons: BTreeMap::new() }
+    }
+
+    /// Records how the collection of `daemon` went.
+    #[must_use]
+    pub fn collection(mut self, daemon: Daemon, collection: Collection) -> Self {
+        self.daemons.insert(daemon, collection);
+        self
     }
 
     /// Adds a value for `family[:name]` (a convenience for the daemon's samplers and for tests).

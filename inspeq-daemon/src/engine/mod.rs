@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use crate::exit::{Exit, ExitStatus};
 pub use action::{Action, Notice, NoticeKind, RuleRef};
-pub use input::{ExitCause, Input, ProcessExit, Sample, Target, swap_used_percent};
+pub use input::{Collection, ExitCause, Input, ProcessExit, Sample, Target, swap_used_percent};
 pub use rule::{CycleRuleState, Phase, Transition};
 pub use time::Timestamp;
 pub use view::{RuleValue, RuleView};
@@ -220,7 +220,10 @@ impl TargetState {
                 | Condition::ExitCode { .. } => {
                     has_exit_rules = true;
                 }
-                Condition::Metric(_) | Condition::Forks { .. } | Condition::Worker { .. } => {}
+                Condition::Metric(_)
+                | Condition::Unreachable { .. }
+                | Condition::Forks { .. }
+                | Condition::Worker { .. } => {}
             }
         }
         TargetState {
@@ -410,25 +413,53 @@ fn on_sample(
     if silenced {
         t.reset_counts();
     }
+    // Another instance of the server answered: its counters started over, so no change is taken across it.
+    for (daemon, collection) in &sample.daemons {
+        if *collection == (Collection::Reached { restarted: true }) {
+            t.previous.retain(|metric, _| metric.family != daemon.name());
+        }
+    }
+    let failed = |family: &str| sample.daemons.iter().any(|(d, c)| *c == Collection::Failed && d.name() == family);
     for i in 0..t.rules.len() {
-        let Condition::Metric(rule) = &t.rules[i].rule.condition else {
-            continue;
+        let (value, tripped, cycles) = match &t.rules[i].rule.condition {
+            Condition::Metric(rule) => {
+                if failed(&rule.metric.family) {
+                    // Unknown this cycle: `status` must not show the value from before the failure as current.
+                    t.rules[i].last = None;
+                    continue;
+                }
+                let Some(value) = value::rule_value(rule, sample, &t.previous, now, cycle_time, host) else {
+                    continue;
+                };
+                (RuleValue::Metric(value), rule.op.holds(value, rule.threshold.value), rule.cycles)
+            }
+            Condition::Unreachable { daemon, cycles } => {
+                // Judged only in the cycles its family was collected (or tried).
+                let Some(collection) = sample.daemons.get(daemon) else { continue };
+                let reached = *collection != Collection::Failed;
+                (RuleValue::Reached(reached), !reached, *cycles)
+            }
+            _ => continue,
         };
-        let Some(value) = value::rule_value(rule, sample, &t.previous, now, cycle_time, host) else {
-            continue;
-        };
-        let tripped = rule.op.holds(value, rule.threshold.value);
-        let cycles = rule.cycles;
         // Kept while the rule may not act too (a deploy, `unmonitor`): `status` shows what it would compare.
-        t.rules[i].last = Some(RuleValue::Metric(value));
+        t.rules[i].last = Some(value.clone());
         if !judging {
             continue;
         }
         let transition = t.rules[i].cycle.observe(tripped, cycles, now);
-        let (kind, failing) = match transition {
-            Transition::None => continue,
-            Transition::Failed => (NoticeKind::RuleFailed { value }, true),
-            Transition::Recovered { failed_for } => (NoticeKind::RuleRecovered { value, failed_for }, false),
+        let (kind, failing) = match (transition, &t.rules[i].rule.condition, value) {
+            (Transition::None, ..) => continue,
+            (Transition::Failed, Condition::Unreachable { daemon, .. }, _) => {
+                (NoticeKind::Unreachable { daemon: *daemon }, true)
+            }
+            (Transition::Recovered { failed_for }, Condition::Unreachable { daemon, .. }, _) => {
+                (NoticeKind::Reachable { daemon: *daemon, failed_for }, false)
+            }
+            (Transition::Failed, _, RuleValue::Metric(value)) => (NoticeKind::RuleFailed { value }, true),
+            (Transition::Recovered { failed_for }, _, RuleValue::Metric(value)) => {
+                (NoticeKind::RuleRecovered { value, failed_for }, false)
+            }
+            _ => continue,
         };
         let event = t.event(kind, Some(&t.rules[i].rule));
         if t.fire(i, &event, failing, out) {
@@ -553,6 +584,7 @@ fn judge_exit(t: &mut TargetState, seen: &ProcessExit, init_restarts: bool, out:
                     holds
                 }
                 Condition::Metric(_)
+                | Condition::Unreachable { .. }
                 | Condition::Forks { .. }
                 | Condition::Restarts { .. }
                 | Condition::Worker { .. } => false,

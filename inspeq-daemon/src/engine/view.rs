@@ -25,6 +25,8 @@ pub enum RuleValue {
     /// A metric rule: the last value it compared, in the rule's unit (CPU in percent, bytes, a plain number; a
     /// counter's change over the cycle, or per second with `/sec`).
     Metric(f64),
+    /// `if FAMILY is unreachable`: whether the last collection of the family reached its server.
+    Reached(bool),
     /// `forks > N/sec`: the forks in the window the rule is measured over, ending now.
     Forks { forks: u64, window: Duration },
     /// `restarts > N within W`: the restarts in that window, ending now.

@@ -1,4 +1,7 @@
-//! Engines with rules on daemon metric families, for the engine's specifications (`engine_scenarios.rs`,
+//! Engines with rules on daemon metric families that `check` still refuses (mysql's, #14 part 2), built by hand
+//! with the catalogue's kind and unit: the engine's arithmetic is the same for every family (the collected ones
+//! are written as rules in `a_failed_collection_leaves_the_familys_rules_unknown_and_trips_is_unreachable` and
+//! tests/tests/daemons.rs). For the engine's specifications (`engine_scenarios.rs`,
 //! `engine_values.rs` include this file with `#[path]`: each test file is its own crate).
 
 use inspeq_daemon::config::amount::parse_amount;
@@ -7,9 +10,7 @@ use inspeq_daemon::config::metrics::{Scope, lookup};
 use inspeq_daemon::config::model::{Condition, MetricName, MetricRule, Op, Rule};
 use inspeq_daemon::engine::{EngineState, Timestamp};
 
-/// `service` with one `... then alert` rule per `rules` entry (`mysql:Queries > 1k/sec`), each on a daemon family
-/// and built by hand with the catalogue's kind and unit: `check` refuses rules on families inspeq does not collect
-/// yet (#14), and no collected metric is a counter, but the engine's counter arithmetic is what #14 relies on.
+/// `service` with one `... then alert` rule per `rules` entry (`mysql:Queries > 1k/sec`), each built by hand.
 pub fn daemon_rules(service: &str, rules: &[&str]) -> EngineState {
     let text = format!("check service {service}\n  if memory:rss > 1 then alert\n");
     let (mut config, diagnostics) = load([("services.d/daemon.inq", text.as_str())]);

@@ -14,8 +14,8 @@ use crate::config::bus_address;
 use crate::config::diagnostic::{Diagnostic, SourceFile};
 use crate::config::metrics::{self, EventSubject, MetricKind, Scope, Unit};
 use crate::config::model::{
-    ActionSpec, Check, CheckKind, Condition, InitKind, Job, MetricName, MetricRule, Op, ProcessSelector, Rule, Suffix,
-    UnitScope, Window, WorkerEvent,
+    ActionSpec, Check, CheckKind, Condition, DaemonAddress, DaemonSource, InitKind, Job, MetricName, MetricRule, Op,
+    ProcessSelector, Rule, Secret, Suffix, UnitScope, Window, WorkerEvent,
 };
 use crate::config::names::{self, ServiceName};
 
@@ -174,6 +174,7 @@ fn check_block(
         cgroup_root: None,
         restart_command: None,
         params: BTreeMap::new().into(),
+        daemons: Vec::new(),
         exposes: Vec::new(),
         rules: Vec::new(),
         location: location(file, block.head),
@@ -191,6 +192,7 @@ fn check_block(
     }
     items(file, block, kind, &mut check, cx, out);
     connection_parameters_used(file, &check, &given, out);
+    check.daemons = daemon_sources(&check);
     if block.items.is_empty() {
         out.push(file.warning(
             block.head,
@@ -297,6 +299,19 @@ fn parameters(
                     out.push(file.error(value.span, format!("invalid port `{v}`, expected a number from 1 to 65535")));
                 }
             }
+            // What a collector connects to is checked here, so that the daemon has nothing left to refuse.
+            "socket" if !v.starts_with('/') => out.push(file.error(
+                value.span,
+                format!("socket `{v}` is not an absolute path, expected the server's Unix socket, like /run/redis/redis-server.sock"),
+            )),
+            "endpoint" | "path" if !v.starts_with('/') => out.push(file.error(
+                value.span,
+                format!("`{}` `{v}` is not an absolute URL path, expected one like /status", key.value),
+            )),
+            "hostname" if v.is_empty() || v.contains(['/', ' ', '@']) => out.push(file.error(
+                value.span,
+                format!("invalid hostname `{v}`, expected a host name or an IP address, like localhost or 10.0.0.5"),
+            )),
             // Connection parameters of the daemon families: whether anything reads them depends on the rules.
             other if metrics::connection_parameter(other) => {}
             other => {
@@ -473,10 +488,7 @@ fn connection_parameters_used(file: &SourceFile<'_>, check: &Check, given: &Give
         if readers.is_empty() {
             continue;
         }
-        let has_rule = |family: &str| {
-            check.rules.iter().any(|r| matches!(&r.condition, Condition::Metric(m) if m.metric.family == family))
-        };
-        if readers.iter().any(|d| d.collected && has_rule(d.family)) {
+        if readers.iter().any(|d| d.collected && reads_family(check, d)) {
             continue;
         }
         let collected: Vec<&str> = readers.iter().filter(|d| d.collected).map(|d| d.family).collect();
@@ -494,6 +506,45 @@ fn connection_parameters_used(file: &SourceFile<'_>, check: &Check, given: &Give
         };
         out.push(file.warning(*span, message));
     }
+}
+
+/// Whether a rule of `check` reads `family`: a metric rule on one of its metrics, or `if FAMILY is unreachable`.
+fn reads_family(check: &Check, family: &metrics::DaemonFamily) -> bool {
+    check.rules.iter().any(|r| match &r.condition {
+        Condition::Metric(m) => m.metric.family == family.family,
+        Condition::Unreachable { daemon, .. } => *daemon == family.daemon,
+        _ => false,
+    })
+}
+
+/// Where each collected family this check's rules read answers: the check's `with` parameters the family takes
+/// (others are warned about as ignored), over the catalogue's defaults. A `socket`, where the family takes one, is
+/// preferred over `hostname` and `port`. The values were checked by [`parameters`].
+fn daemon_sources(check: &Check) -> Vec<DaemonSource> {
+    metrics::DAEMONS
+        .iter()
+        .filter(|family| family.collected && reads_family(check, family))
+        .map(|family| {
+            let param = |key: &str| -> Option<String> {
+                let (_, default) = family.params.iter().find(|(p, _)| *p == key)?;
+                check.params.get(key).cloned().or_else(|| default.map(str::to_owned))
+            };
+            let address = match param("socket") {
+                Some(path) => DaemonAddress::Unix(path),
+                None => DaemonAddress::Tcp {
+                    host: param("hostname").unwrap_or_else(|| "localhost".to_owned()),
+                    // An invalid port is an error of its own: this check does not run.
+                    port: param("port").and_then(|p| p.parse().ok()).unwrap_or(0),
+                },
+            };
+            DaemonSource {
+                daemon: family.daemon,
+                address,
+                password: param("password").map(Secret::new),
+                path: param("endpoint").or_else(|| param("path")),
+            }
+        })
+        .collect()
 }
 
 /// `a`, `a and b`, `a, b and c`.
@@ -540,6 +591,9 @@ fn condition(
         ast::Condition::EventCount { name, arg, op, amount, within } => {
             counted_event(file, name, arg, *op, amount, within, is_host, out)
         }
+        ast::Condition::State { subject, is, state, for_cycles } => {
+            state_condition(file, subject, is, state, for_cycles.as_ref(), is_host, out)
+        }
         ast::Condition::Compare { metric, op, amount, for_cycles, within } => {
             let subject = if metric.name.is_none() { metrics::event_subject(&metric.family.value) } else { None };
             match subject {
@@ -560,6 +614,65 @@ fn condition(
             }
         }
     }
+}
+
+/// `if FAMILY is unreachable [for N cycles]`: a daemon family's collection failing, judged each cycle.
+fn state_condition(
+    file: &SourceFile<'_>,
+    subject: &Text,
+    is: &Text,
+    state: &Text,
+    for_cycles: Option<&(Text, Option<Text>)>,
+    is_host: bool,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Condition> {
+    let collected: Vec<&str> = metrics::DAEMONS.iter().filter(|d| d.collected).map(|d| d.family).collect();
+    let Some(family) = metrics::daemon_family(&subject.value) else {
+        out.push(file.error(
+            subject.span,
+            format!(
+                "unknown daemon `{}`, expected one whose metrics inspeq collects: {}, like `redis is unreachable`",
+                subject.value,
+                and_list(&collected)
+            ),
+        ));
+        return None;
+    };
+    if is_host {
+        out.push(file.error(
+            subject.span,
+            format!(
+                "`{} is unreachable` is about a service's daemon, expected it in the `check service` that runs it",
+                family.family
+            ),
+        ));
+        return None;
+    }
+    if !family.collected {
+        out.push(file.error(
+            subject.span,
+            format!(
+                "`{} is unreachable` could never fire: inspeq does not collect {} metrics yet, expected one of {}",
+                family.family,
+                family.family,
+                and_list(&collected)
+            ),
+        ));
+        return None;
+    }
+    if is.value != "is" {
+        out.push(file.error(
+            is.span,
+            format!("unexpected `{}`, expected `is`, like `{} is unreachable`", is.value, family.family),
+        ));
+        return None;
+    }
+    if state.value != "unreachable" {
+        out.push(file.error(state.span, format!("unknown state `{}`, expected `unreachable`", state.value)));
+        return None;
+    }
+    let cycles = cycle_count(file, for_cycles, out)?;
+    Some(Condition::Unreachable { daemon: family.daemon, cycles })
 }
 
 /// `if WORD [ARG] then`: an event without a comparison (`exited`, `signaled SIGSEGV`, `worker crashed`).

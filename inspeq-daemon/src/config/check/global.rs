@@ -715,7 +715,8 @@ send alerts to s via slack with url https://hooks.slack.com/services/T/B/SECRET-
 send alerts to w via webhook with url http://x/h, secret SECRET-3
 send alerts to p via pagerduty with routing_key SECRET-4
 ";
-        let check = "check service db with password SECRET-5, port 5432\n  if crashed then alert\n";
+        // A redis rule reads the password (into the model's `DaemonSource`, a `Secret` too).
+        let check = "check service db with password SECRET-5, port 5432\n  if redis:used_memory > 1g then alert\n";
         let (config, diagnostics) = crate::config::load([("inspeq.conf", conf), ("services.d/db.inq", check)]);
         // Warnings only (the check's `password` is read by no collected family), and none shows a secret.
         assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:#?}");
