@@ -41,11 +41,12 @@ impl Daemon {
                     let did = responses.get(&target).map(Vec::as_slice).unwrap_or_default();
                     let error = match (&event.kind, &event.target) {
                         (engine::NoticeKind::Unreachable { daemon }, engine::Target::Service(service)) => {
-                            self.collections.error(service, *daemon)
+                            self.collections.error(service, *daemon).map(ToString::to_string)
                         }
                         _ => None,
                     };
-                    let Some(alert) = translate::alert(&self.config, &self.hostname, &event, did, error, at) else {
+                    let Some(alert) = translate::alert(&self.config, &self.hostname, &event, did, error.as_deref(), at)
+                    else {
                         continue;
                     };
                     tracing::info!("alert: {target}: {}", alert.event.kind());

@@ -8,7 +8,7 @@
 //! skips meanwhile report the failure again, so `if FAMILY is unreachable for N cycles` counts cycles, not
 //! attempts. A cycle that asks while a collection is still running is not queued twice.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 use tokio::{sync::mpsc, time::Instant};
 
@@ -36,7 +36,25 @@ pub struct Report {
     pub task: u64,
     /// When the answer (or the failure) came.
     pub at: Instant,
-    pub result: Result<Collected, String>,
+    pub result: Result<Collected, Failure>,
+}
+
+/// Why a cycle got no reading: the collector's error, and how long until the task connects again while it
+/// backs off (a cycle it skips reports the last error again).
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub error: Arc<CollectError>,
+    pub retry_in: Option<Duration>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        match self.retry_in {
+            Some(wait) => write!(f, " (connecting again in {}s)", wait.as_secs() + 1),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A collection that worked.
@@ -54,7 +72,7 @@ struct Task {
     asks: mpsc::Sender<()>,
     last_attempt: Option<Timestamp>,
     last_success: Option<Timestamp>,
-    error: Option<String>,
+    error: Option<Failure>,
 }
 
 /// Every collection task, by service and family.
@@ -91,8 +109,8 @@ impl Collections {
     }
 
     /// Why the last collection of `daemon` for `service` failed, while it fails.
-    pub fn error(&self, service: &str, daemon: Family) -> Option<&str> {
-        self.tasks.get(&(service.to_owned(), daemon)).and_then(|t| t.error.as_deref())
+    pub fn error(&self, service: &str, daemon: Family) -> Option<&Failure> {
+        self.tasks.get(&(service.to_owned(), daemon)).and_then(|t| t.error.as_ref())
     }
 
     /// What `status` shows of `service`'s collections at `now`.
@@ -105,7 +123,7 @@ impl Collections {
                 address: t.source.address.to_string(),
                 last_attempt_secs_ago: t.last_attempt.map(|at| now.since(at).as_secs()),
                 last_success_secs_ago: t.last_success.map(|at| now.since(at).as_secs()),
-                error: t.error.clone(),
+                error: t.error.as_ref().map(ToString::to_string),
             })
             .collect()
     }
@@ -154,11 +172,11 @@ async fn run(
     let mut instance: Option<String> = None;
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
-    let mut last_error = String::new();
+    let mut last_error: Option<Arc<CollectError>> = None;
     while asked.recv().await.is_some() {
-        let result = if retry_at.is_some_and(|at| Instant::now() < at) {
-            let wait = retry_at.map_or(0, |at| (at - Instant::now()).as_secs() + 1);
-            Err(format!("{last_error} (connecting again in {wait}s)"))
+        let backing_off = retry_at.filter(|at| Instant::now() < *at).zip(last_error.clone());
+        let result = if let Some((at, error)) = backing_off {
+            Err(Failure { error, retry_in: Some(at - Instant::now()) })
         } else {
             match collect_once(&mut collector).await {
                 Ok(reading) => {
@@ -174,8 +192,9 @@ async fn run(
                     failures = failures.saturating_add(1);
                     let wait = Duration::from_secs(1u64 << (failures - 1).min(6)).min(MAX_BACKOFF);
                     retry_at = Some(Instant::now() + wait);
-                    last_error = err.to_string();
-                    Err(last_error.clone())
+                    let error = Arc::new(err);
+                    last_error = Some(error.clone());
+                    Err(Failure { error, retry_in: None })
                 }
             }
         };
