@@ -45,14 +45,6 @@ impl Collector for Memstats {
         let body = self.page.get().await?;
         parse_vars(&body).ok_or_else(|| self.page.not("expvar's /debug/vars with memstats", &body))
     }
-
-    /// reqwest's pool keeps the connection; a request on one the server closed is retried by hyper itself.
-    fn connected(&self) -> bool {
-        false
-    }
-
-    /// A timed-out request's connection is dropped with its future.
-    fn disconnect(&mut self) {}
 }
 
 #[cfg(test)]

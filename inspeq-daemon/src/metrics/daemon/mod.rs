@@ -113,10 +113,15 @@ pub trait Collector: Send + 'static {
     fn collect(&mut self) -> impl Future<Output = Result<Reading, CollectError>> + Send;
 
     /// Whether a connection is kept from an earlier collection (a failure on it may only mean it went stale).
-    fn connected(&self) -> bool;
+    /// By default none is: the HTTP families' [`Page`] leaves keeping it to reqwest's pool, and hyper retries a
+    /// request on a connection the server closed.
+    fn connected(&self) -> bool {
+        false
+    }
 
-    /// Drops the connection: after a timeout, where in the exchange it stood is unknown.
-    fn disconnect(&mut self);
+    /// Drops the connection: after a timeout, where in the exchange it stood is unknown. By default there is
+    /// nothing to drop: a timed-out request's connection goes with its future, and the pool keeps no broken one.
+    fn disconnect(&mut self) {}
 }
 
 /// A byte stream to a server, TCP or a Unix socket, read through a buffer.

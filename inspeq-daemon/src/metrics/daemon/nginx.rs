@@ -55,14 +55,6 @@ impl Collector for Nginx {
         let page = self.page.get().await?;
         parse_status(&page).ok_or_else(|| self.page.not("nginx's stub_status page", &page))
     }
-
-    /// reqwest's pool keeps the connection; a request on one the server closed is retried by hyper itself.
-    fn connected(&self) -> bool {
-        false
-    }
-
-    /// A timed-out request's connection is dropped with its future; the pool keeps no broken one.
-    fn disconnect(&mut self) {}
 }
 
 #[cfg(test)]
