@@ -11,10 +11,6 @@ use inspeq_daemon::engine::{
     swap_used_percent,
 };
 
-#[path = "support/daemon_rules.rs"]
-mod daemon_rules;
-use daemon_rules::daemon_rules;
-
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 fn engine(files: &[(&str, &str)]) -> EngineState {
@@ -193,7 +189,10 @@ fn missing_data_skips_the_cycle_without_touching_the_rule() {
 
 #[test]
 fn counters_compare_the_change_per_cycle_or_per_second() {
-    let mut s = daemon_rules("db", &["mysql:Queries > 1k/sec", "mysql:Slow_queries > 10"]);
+    let mut s = engine(&[(
+        "services.d/db.inq",
+        "check service db\n  if mysql:Queries > 1k/sec then alert\n  if mysql:Slow_queries > 10 then alert\n",
+    )]);
     play(
         &mut s,
         vec![

@@ -12,10 +12,6 @@ use inspeq_daemon::engine::{
     Timestamp, step,
 };
 
-#[path = "support/daemon_rules.rs"]
-mod daemon_rules;
-use daemon_rules::daemon_rules;
-
 const MIB: f64 = 1024.0 * 1024.0;
 
 fn engine(text: &str) -> EngineState {
@@ -67,7 +63,8 @@ fn metric_rules_keep_the_last_value_they_compared_in_their_unit() {
 
 #[test]
 fn counter_rules_compare_the_change_over_the_cycle_or_per_second() {
-    let mut s = daemon_rules("web", &["mysql:Queries > 1000", "mysql:Queries > 100/sec"]);
+    let mut s =
+        engine("check service web\n  if mysql:Queries > 1000 then alert\n  if mysql:Queries > 100/sec then alert\n");
     step(&mut s, sample(&[("mysql:Queries", 5000.0)]), at(0));
     step(&mut s, sample(&[("mysql:Queries", 5300.0)]), at(15));
     assert_eq!(value(&s, "mysql:Queries > 1000", at(15)), Some(RuleValue::Metric(300.0)));

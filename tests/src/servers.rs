@@ -1,11 +1,14 @@
-//! Real servers for the daemon-metric tests (`tests/tests/daemons.rs`): Debian's `redis-server`, `memcached` and
-//! `nginx` (nginx-light), each started by the test on a free loopback port with a directory of its own (its
-//! configuration, pid file, socket, logs), as root where it allows that, and stopped when dropped. Plus the few
-//! protocol lines the tests send as load, written by hand like the collectors themselves.
+//! Real servers for the daemon-metric tests (`tests/tests/daemons.rs`): Debian's `redis-server`, `memcached`,
+//! `nginx` (nginx-light), `mariadbd` (mariadb-server) and `postgres` (postgresql), each started by the test on a
+//! free loopback port with a directory of its own (its configuration or data, pid file, socket, logs), as root
+//! where it allows that (PostgreSQL does not: it runs as Debian's `postgres` user), and stopped when dropped. Plus
+//! the load the tests send: a few protocol lines written by hand like the collectors themselves, and the
+//! databases' own command-line clients.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -18,6 +21,12 @@ pub const MEMCACHED: &str = "/usr/bin/memcached";
 pub const NGINX: &str = "/usr/sbin/nginx";
 /// A Go program that serves `expvar`'s `/debug/vars` (on its client port), for `memstats:*`.
 pub const ETCD: &str = "/usr/bin/etcd";
+pub const MARIADBD: &str = "/usr/sbin/mariadbd";
+pub const MARIADB_INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
+pub const MARIADB: &str = "/usr/bin/mariadb";
+/// Debian's PostgreSQL (bookworm's 15; trixie's 17 is found the same way by [`postgres_bin`]).
+pub const POSTGRES_LIB: &str = "/usr/lib/postgresql";
+pub const PSQL: &str = "/usr/bin/psql";
 
 /// How long a server may take to accept connections (a hang guard, not a timing assertion).
 const START_LIMIT: Duration = Duration::from_secs(20);
@@ -167,6 +176,132 @@ pub fn etcd(scratch: &Scratch, port: u16) -> Server {
         .arg("--initial-cluster")
         .arg(format!("inspeq-test={peer}"));
     Server::spawn(command, port, &dir, "etcd")
+}
+
+/// MariaDB's `mariadbd` on loopback `port` and on `dir/mysqld.sock`, its data made afresh by
+/// `mariadb-install-db` in `dir/data` (root may log in over the socket by `unix_socket` authentication, as on a
+/// Debian install), with `user`@127.0.0.1 identified by `password`, and no replication.
+pub fn mariadb(scratch: &Scratch, port: u16, user: &str, password: &str) -> Server {
+    let dir = scratch.dir.join("mariadb");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let install = Command::new(MARIADB_INSTALL_DB)
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .args(["--user=root", "--auth-root-authentication-method=socket", "--skip-test-db"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {MARIADB_INSTALL_DB}: {e}"));
+    assert!(install.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&install.stderr));
+    let init = dir.join("init.sql");
+    let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+    std::fs::write(&init, format!("CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{quoted}';\n")).unwrap();
+    let mut command = Command::new(MARIADBD);
+    command
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
+        .arg(format!("--port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg("--user=root")
+        .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
+        .arg(format!("--log-error={}", dir.join("error.log").display()))
+        .arg(format!("--init-file={}", init.display()))
+        .args(["--skip-log-bin", "--innodb-buffer-pool-size=16M", "--skip-name-resolve"]);
+    Server::spawn(command, port, &dir, "mariadb")
+}
+
+/// `sql` through the `mariadb` client as root over the server's socket (its load: each statement a query).
+pub fn mariadb_sql(server: &Server, sql: &str) {
+    let output = Command::new(MARIADB)
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", server.dir.join("mysqld.sock").display()))
+        .args(["--user=root", "--batch", "--execute", sql])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {MARIADB}: {e}"));
+    assert!(output.status.success(), "mariadb: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// The directory of the newest Debian PostgreSQL's programs (`/usr/lib/postgresql/15/bin`).
+pub fn postgres_bin() -> Option<PathBuf> {
+    let versions = std::fs::read_dir(POSTGRES_LIB).ok()?;
+    let mut found: Vec<(u32, PathBuf)> = versions
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+/// The uid and gid of Debian's `postgres` user: PostgreSQL refuses to run as root.
+fn postgres_user() -> (u32, u32) {
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam with a valid C string; the entry is read at once, before any other call could reuse it.
+    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(!entry.is_null(), "the postgresql package creates the user `postgres`");
+    // SAFETY: checked non-null above.
+    unsafe { ((*entry).pw_uid, (*entry).pw_gid) }
+}
+
+/// PostgreSQL's `postgres` on loopback `port` and with its socket in `dir` (`dir/.s.PGSQL.PORT`), a cluster made
+/// afresh by `initdb` in `dir/data`, run as the `postgres` user: local (socket) logins are trusted, TCP ones need
+/// the superuser `postgres`'s `password` (SCRAM-SHA-256).
+pub fn postgres(scratch: &Scratch, port: u16, password: &str) -> Server {
+    let bin = postgres_bin().expect("a Debian PostgreSQL in /usr/lib/postgresql");
+    let (uid, gid) = postgres_user();
+    let dir = scratch.dir.join("postgres");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pwfile = dir.join("pw");
+    std::fs::write(&pwfile, format!("{password}\n")).unwrap();
+    for path in [&dir, &pwfile] {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+    let data = dir.join("data");
+    let initdb = Command::new(bin.join("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-N"])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .uid(uid)
+        .gid(gid)
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running initdb: {e}"));
+    assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+    let mut command = Command::new(bin.join("postgres"));
+    command
+        .arg("-D")
+        .arg(&data)
+        .arg("-k")
+        .arg(&dir)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        .args(["-c", "shared_buffers=16MB", "-c", "max_connections=20"])
+        .uid(uid)
+        .gid(gid)
+        .current_dir(&dir);
+    Server::spawn(command, port, &dir, "postgres")
+}
+
+/// `sql` through `psql` as `postgres` over the server's socket (its load), from a file, so that each statement is
+/// a transaction of its own (`-c` would send them as one).
+pub fn psql(server: &Server, sql: &str) {
+    let file = server.dir.join("load.sql");
+    std::fs::write(&file, sql).unwrap();
+    let output = Command::new(PSQL)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres", "-h"])
+        .arg(&server.dir)
+        .args(["-p", &server.port.to_string(), "-f"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {PSQL}: {e}"));
+    assert!(output.status.success(), "psql: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// A RESP connection to a Redis, for load.

@@ -1,5 +1,5 @@
-//! Daemon metrics against the real servers: Debian's Redis, memcached, nginx and etcd (a Go program serving
-//! expvar's memstats), started by each test on a free
+//! Daemon metrics against the real servers: Debian's Redis, memcached, nginx, etcd (a Go program serving
+//! expvar's memstats), MariaDB and PostgreSQL, started by each test on a free
 //! loopback port (`tests::servers`), watched by the real `inspeqd` as a `check process` found by the pid file the
 //! test writes, with the family's connection parameters. Each test loads the server (SETs, sets, GETs), waits for
 //! the rules to fire at the values the server reports (counters as rates), reads the values back through
@@ -343,4 +343,187 @@ fn memstats_of_a_real_go_program_are_collected_and_a_hung_one_is_unreachable_unt
     etcd.signal(libc::SIGCONT);
     daemon.stdout.wait("the recovery", RECONNECT_LIMIT, |l| is_resolved(l, "etcd-test", "reachable"));
     drop(etcd);
+}
+
+#[test]
+fn mysql_rules_fire_at_mariadbs_values_over_tcp_and_the_socket_and_a_stopped_mariadb_is_unreachable() {
+    let test = "mysql_rules_fire_at_mariadbs_values_over_tcp_and_the_socket_and_a_stopped_mariadb_is_unreachable";
+    if !privileged_with(test, &[servers::MARIADBD, servers::MARIADB_INSTALL_DB, servers::MARIADB]) {
+        return;
+    }
+    let scratch = Scratch::new("mysql-metrics");
+    let port = servers::free_port();
+    let password = "pw-'\"x";
+    let mut mariadb = servers::mariadb(&scratch, port, "watch", password);
+    let pidfile = mariadb.pidfile.display().to_string();
+    let socket = mariadb.dir.join("mysqld.sock");
+    let daemon = Daemon::builder("mysql-metrics")
+        .file("inspeq.conf", &conf(servers::free_port()))
+        .file(
+            "services.d/mariadb.inq",
+            &format!(
+                "check process mariadb-tcp with pidfile {pidfile}, hostname 127.0.0.1, port {port}, username watch, \
+                 password \"pw-'\\\"x\"\n\
+                 \x20 if mysql:Queries > 300/sec then alert\n\
+                 \x20 if mysql:Com_select > 1000 then alert\n\
+                 \x20 if mysql:Threads_connected > 100 then alert\n\
+                 \x20 if mysql is unreachable for 2 cycles then alert\n\
+                 check process mariadb-root with pidfile {pidfile}, socket {socket}\n\
+                 \x20 if mysql:Open_tables > 100000 then alert\n\
+                 check process mariadb-lag with pidfile {pidfile}, socket {socket}\n\
+                 \x20 if mysql:Seconds_Behind_Master > 60 then alert\n\
+                 \x20 if mysql is unreachable then alert\n\
+                 check process mariadb-badauth with pidfile {pidfile}, hostname 127.0.0.1, port {port}, \
+                 username watch, password wrong\n\
+                 \x20 if mysql is unreachable then alert\n",
+                socket = socket.display(),
+            ),
+        )
+        .arg("--no-ebpf")
+        .start();
+
+    // Over TCP with a password (quotes and all), and over the socket as root with no password: Debian's
+    // `unix_socket` login. A wrong password is a failure with the server's words, not a zero.
+    let tcp = wait_collected(&daemon, "mariadb-tcp", "mysql");
+    assert_eq!(tcp["address"], format!("127.0.0.1:{port}"));
+    let unix = wait_collected(&daemon, "mariadb-root", "mysql");
+    assert_eq!(unix["address"], format!("unix:{}", socket.display()));
+    let refused =
+        daemon.stdout.wait("the wrong password alerted", LIMIT, |l| is_alert(l, "mariadb-badauth", "unreachable"));
+    assert!(refused.contains("Access denied"), "{refused}");
+    assert!(!refused.contains("wrong"), "the password in an alert: {refused}");
+    let tables = wait_for("Open_tables over the socket", LIMIT, || {
+        rule(&daemon, "mariadb-root", "mysql:Open_tables > 100000")?["value"].as_f64()
+    });
+    assert!(tables >= 1.0, "{tables}");
+    let threads = wait_for("Threads_connected", LIMIT, || {
+        rule(&daemon, "mariadb-tcp", "mysql:Threads_connected > 100")?["value"].as_f64()
+    });
+    assert!(threads >= 1.0, "inspeq's own connections at least: {threads}");
+
+    // A lag rule on a server that is no replica is not silently unknown: the collection fails, saying why.
+    let lag = daemon.stdout.wait("the lag rule's failure", LIMIT, |l| is_alert(l, "mariadb-lag", "unreachable"));
+    assert!(lag.contains("no replica"), "{lag}");
+
+    // Idle: inspeq's own queries are a few a second.
+    let idle = wait_for("a rate of Queries", LIMIT, || {
+        rule(&daemon, "mariadb-tcp", "mysql:Queries > 300/sec")?["value"].as_f64()
+    });
+    assert!((0.0..300.0).contains(&idle), "an idle MariaDB at {idle} queries/s");
+
+    // Load: batches of SELECTs, each a query, until the per-cycle and per-second rules fire.
+    let batch = "SELECT 1;".repeat(3000);
+    for _ in 0..100 {
+        servers::mariadb_sql(&mariadb, &batch);
+        let fired = |name: &str| daemon.stdout.count(|l| is_alert(l, "mariadb-tcp", "rule_failed") && l.contains(name));
+        if fired("mysql:Queries") > 0 && fired("mysql:Com_select") > 0 {
+            break;
+        }
+    }
+    let busy = daemon.stdout.wait("the Queries/sec alert", LIMIT, |l| {
+        is_alert(l, "mariadb-tcp", "rule_failed") && l.contains("mysql:Queries")
+    });
+    assert!(busy.contains("above 300/sec"), "{busy}");
+    daemon.stdout.wait("the Com_select alert", LIMIT, |l| {
+        is_alert(l, "mariadb-tcp", "rule_failed") && l.contains("mysql:Com_select")
+    });
+    assert!(show(&daemon, "mariadb-tcp", "mysql:Queries").contains("/s"));
+
+    // Stopped: the rules lose their values and the unreachable rule fires.
+    mariadb.stop();
+    let down = daemon.stdout.wait("the unreachable alert", LIMIT, |l| is_alert(l, "mariadb-tcp", "unreachable"));
+    assert!(down.contains(&format!("127.0.0.1:{port}")), "{down}");
+    let queries = rule(&daemon, "mariadb-tcp", "mysql:Queries > 300/sec").unwrap();
+    assert!(queries["value"].is_null(), "a value from before the failure: {queries}");
+}
+
+#[test]
+fn postgresql_rules_fire_at_the_servers_values_over_tcp_and_the_socket_and_a_stopped_server_is_unreachable() {
+    let test =
+        "postgresql_rules_fire_at_the_servers_values_over_tcp_and_the_socket_and_a_stopped_server_is_unreachable";
+    if !privileged_with(test, &[servers::PSQL]) {
+        return;
+    }
+    if servers::postgres_bin().is_none() {
+        tests::cannot_run(test, "no PostgreSQL in /usr/lib/postgresql (cargo xtask setup installs it)");
+        return;
+    }
+    let scratch = Scratch::new("postgresql-metrics");
+    let port = servers::free_port();
+    let password = "pg-'\"pw";
+    let mut pg = servers::postgres(&scratch, port, password);
+    let pidfile = pg.pidfile.display().to_string();
+    let daemon = Daemon::builder("postgresql-metrics")
+        .file("inspeq.conf", &conf(servers::free_port()))
+        .file(
+            "services.d/postgresql.inq",
+            &format!(
+                "check process pg-tcp with pidfile {pidfile}, hostname 127.0.0.1, port {port}, username postgres, \
+                 password \"pg-'\\\"pw\", database postgres\n\
+                 \x20 if postgresql:xact_commit > 200/sec then alert\n\
+                 \x20 if postgresql:total_size > 1m then alert\n\
+                 \x20 if postgresql:numbackends > 100 then alert\n\
+                 \x20 if postgresql:blk_hit_rate < 0 then alert\n\
+                 \x20 if postgresql is unreachable for 2 cycles then alert\n\
+                 check process pg-unix with pidfile {pidfile}, socket {dir}/.s.PGSQL.{port}\n\
+                 \x20 if postgresql:max_connections > 1000 then alert\n\
+                 check process pg-badauth with pidfile {pidfile}, hostname 127.0.0.1, port {port}, password wrong\n\
+                 \x20 if postgresql is unreachable then alert\n",
+                dir = pg.dir.display(),
+            ),
+        )
+        .arg("--no-ebpf")
+        .start();
+
+    // Over TCP with SCRAM and a password with quotes, and over the socket (trusted, as `postgres`).
+    let tcp = wait_collected(&daemon, "pg-tcp", "postgresql");
+    assert_eq!(tcp["address"], format!("127.0.0.1:{port}"));
+    wait_collected(&daemon, "pg-unix", "postgresql");
+    let max = wait_for("max_connections over the socket", LIMIT, || {
+        rule(&daemon, "pg-unix", "postgresql:max_connections > 1000")?["value"].as_f64()
+    });
+    assert_eq!(max, 20.0, "the server's setting");
+    let refused = daemon.stdout.wait("the wrong password alerted", LIMIT, |l| is_alert(l, "pg-badauth", "unreachable"));
+    assert!(refused.contains("password authentication failed"), "{refused}");
+    let backends =
+        wait_for("numbackends", LIMIT, || rule(&daemon, "pg-tcp", "postgresql:numbackends > 100")?["value"].as_f64());
+    assert!(backends >= 1.0, "inspeq's own connections at least: {backends}");
+    let hits =
+        wait_for("blk_hit_rate", LIMIT, || rule(&daemon, "pg-tcp", "postgresql:blk_hit_rate < 0")?["value"].as_f64());
+    assert!((0.0..=100.0).contains(&hits), "a percentage: {hits}");
+    let size =
+        wait_for("total_size", LIMIT, || rule(&daemon, "pg-tcp", "postgresql:total_size > 1m")?["value"].as_f64());
+    assert!(size < 1024.0 * 1024.0, "a fresh cluster's tables: {size}");
+
+    // A table of about 3 MiB takes total_size past 1m.
+    servers::psql(&pg, "CREATE TABLE big AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 25000) g;");
+    let grown = daemon
+        .stdout
+        .wait("the total_size alert", LIMIT, |l| is_alert(l, "pg-tcp", "rule_failed") && l.contains("total_size"));
+    assert!(grown.contains("above 1m"), "{grown}");
+
+    // Transactions: each statement of the file is one, until the per-second rule fires.
+    let idle = wait_for("a rate of xact_commit", LIMIT, || {
+        rule(&daemon, "pg-tcp", "postgresql:xact_commit > 200/sec")?["value"].as_f64()
+    });
+    assert!((0.0..200.0).contains(&idle), "an idle PostgreSQL at {idle} commits/s");
+    let batch = "SELECT 1;\n".repeat(2000);
+    for _ in 0..100 {
+        servers::psql(&pg, &batch);
+        if daemon.stdout.count(|l| is_alert(l, "pg-tcp", "rule_failed") && l.contains("xact_commit")) > 0 {
+            break;
+        }
+    }
+    let busy = daemon
+        .stdout
+        .wait("the commits/sec alert", LIMIT, |l| is_alert(l, "pg-tcp", "rule_failed") && l.contains("xact_commit"));
+    assert!(busy.contains("above 200/sec"), "{busy}");
+
+    // Stopped (a fast shutdown, which ends inspeq's session too): unknown, then unreachable.
+    pg.signal(libc::SIGINT);
+    let down = daemon.stdout.wait("the unreachable alert", LIMIT, |l| is_alert(l, "pg-tcp", "unreachable"));
+    assert!(down.contains(&format!("127.0.0.1:{port}")), "{down}");
+    let commits = rule(&daemon, "pg-tcp", "postgresql:xact_commit > 200/sec").unwrap();
+    assert!(commits["value"].is_null(), "a value from before the failure: {commits}");
+    pg.stop();
 }

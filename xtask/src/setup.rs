@@ -49,6 +49,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("nginx-light", "/usr/sbin/nginx"),
     // A real Go program serving expvar's /debug/vars, for memstats:*.
     ("etcd-server", "/usr/bin/etcd"),
+    // MariaDB and PostgreSQL for mysql:* and postgresql:*, with their clients for the tests' load.
+    ("mariadb-server", "/usr/sbin/mariadbd"),
+    ("mariadb-client", "/usr/bin/mariadb"),
+    ("postgresql", "/usr/bin/psql"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

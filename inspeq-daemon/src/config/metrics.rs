@@ -131,8 +131,8 @@ pub struct DaemonFamily {
     pub family: &'static str,
     /// Whether the daemon samples this family. A family that is not collected is in the catalogue so that its
     /// metric names resolve (and a misspelling gets the usual "expected one of"), but `check` refuses its rules:
-    /// they could never fire. Issue #14 turns this on family by family as each collector lands
-    /// (`metrics::daemon`): redis, memcached, nginx and memstats are collected.
+    /// they could never fire. Every family is collected now (`metrics::daemon`); the flag stays so that a
+    /// family added to the catalogue before its collector cannot pass `check`.
     pub collected: bool,
     /// `(parameter, default)`.
     pub params: &'static [(&'static str, Option<&'static str>)],
@@ -144,11 +144,13 @@ pub static DAEMONS: &[DaemonFamily] = &[
     DaemonFamily {
         daemon: Daemon::Mysql,
         family: "mysql",
-        collected: false,
+        collected: true,
+        // No default `socket`: `localhost` on port 3306 is the local socket, found where the distributions put
+        // it (`metrics::daemon::mysql`), as MySQL's own clients read `localhost`.
         params: &[
             ("hostname", Some("localhost")),
             ("port", Some("3306")),
-            ("socket", Some("/tmp/mysql.sock")),
+            ("socket", None),
             ("username", Some("root")),
             ("password", None),
         ],
@@ -305,15 +307,36 @@ pub static DAEMONS: &[DaemonFamily] = &[
     DaemonFamily {
         daemon: Daemon::Postgresql,
         family: "postgresql",
-        collected: false,
+        collected: true,
+        // `socket`: the Unix socket, or its directory as libpq's `host` takes it (`/run/postgresql`).
         params: &[
             ("database", None),
             ("hostname", Some("localhost")),
             ("port", Some("5432")),
+            ("socket", None),
             ("username", Some("postgres")),
+            ("password", None),
         ],
-        gauges: &["numbackends", "blk_hit_rate", "total_size"],
-        counters: &["rollbacks", "deadlocks", "seq_scans"],
+        gauges: &["numbackends", "blk_hit_rate", "total_size", "max_connections"],
+        counters: &[
+            "rollbacks",
+            "deadlocks",
+            "seq_scans",
+            "xact_commit",
+            "blks_read",
+            "blks_hit",
+            "tup_returned",
+            "tup_fetched",
+            "tup_inserted",
+            "tup_updated",
+            "tup_deleted",
+            "conflicts",
+            "temp_files",
+            "temp_bytes",
+            "buffers_clean",
+            "maxwritten_clean",
+            "buffers_alloc",
+        ],
     },
     DaemonFamily {
         daemon: Daemon::Memstats,
@@ -504,7 +527,7 @@ mod tests {
             assert_eq!(daemon_family(daemon.name()).map(|d| d.daemon), Some(daemon));
         }
         let collected: Vec<&str> = DAEMONS.iter().filter(|d| d.collected).map(|d| d.family).collect();
-        assert_eq!(collected, ["redis", "memcached", "nginx", "memstats"]);
+        assert_eq!(collected, ["mysql", "redis", "memcached", "nginx", "postgresql", "memstats"]);
     }
 
     #[test]

@@ -312,8 +312,15 @@ impl Check {
 pub struct DaemonSource {
     pub daemon: Daemon,
     pub address: DaemonAddress,
-    /// `password` (redis's `AUTH`).
+    /// `password` (redis's `AUTH`, MySQL's and PostgreSQL's login).
     pub password: Option<Secret>,
+    /// `username` (MySQL, PostgreSQL).
+    pub username: Option<String>,
+    /// `database` (PostgreSQL: the database whose tables `seq_scans` and `total_size` count).
+    pub database: Option<String>,
+    /// The family's metrics the check's rules read, by their catalogue names: a collector may ask for what
+    /// costs more only when it is read (MySQL's replica status, which needs a privilege of its own).
+    pub watched: std::collections::BTreeSet<&'static str>,
     /// The HTTP path of a status page (nginx's `endpoint`), starting with `/`.
     pub path: Option<String>,
 }

@@ -21,7 +21,8 @@ use crate::{
     control::protocol::CollectionStatus,
     engine::{Collection, Input, Sample, Target, Timestamp},
     metrics::daemon::{
-        CollectError, Collector, Reading, TIMEOUT, memcached::Memcached, memstats::Memstats, nginx::Nginx, redis::Redis,
+        CollectError, Collector, Reading, TIMEOUT, memcached::Memcached, memstats::Memstats, mysql::Mysql,
+        nginx::Nginx, postgresql::Postgresql, redis::Redis,
     },
 };
 
@@ -138,8 +139,8 @@ fn start(service: &str, source: &DaemonSource, id: u64, executor: &Executor) -> 
         Family::Memcached => tokio::spawn(run(Memcached::new(source), asked, events, service, daemon, id)),
         Family::Nginx => tokio::spawn(run(Nginx::new(source), asked, events, service, daemon, id)),
         Family::Memstats => tokio::spawn(run(Memstats::new(source), asked, events, service, daemon, id)),
-        // The checker refuses rules of the families no collector serves (`collected: false`).
-        Family::Mysql | Family::Postgresql => tokio::spawn(async {}),
+        Family::Mysql => tokio::spawn(run(Mysql::new(source), asked, events, service, daemon, id)),
+        Family::Postgresql => tokio::spawn(run(Postgresql::new(source), asked, events, service, daemon, id)),
     };
     Task { id, source: source.clone(), asks, last_attempt: None, last_success: None, error: None }
 }

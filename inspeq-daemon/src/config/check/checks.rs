@@ -541,10 +541,22 @@ fn daemon_sources(check: &Check) -> Vec<DaemonSource> {
                 daemon: family.daemon,
                 address,
                 password: param("password").map(Secret::new),
+                username: param("username"),
+                database: param("database"),
                 path: param("endpoint").or_else(|| param("path")),
+                watched: watched(check, family),
             }
         })
         .collect()
+}
+
+/// The catalogue names of `family`'s metrics that `check`'s rules read.
+fn watched(check: &Check, family: &metrics::DaemonFamily) -> std::collections::BTreeSet<&'static str> {
+    let rules = check.rules.iter().filter_map(|r| match &r.condition {
+        Condition::Metric(m) if m.metric.family == family.family => m.metric.name.as_deref(),
+        _ => None,
+    });
+    rules.filter_map(|name| family.gauges.iter().chain(family.counters).find(|n| **n == name).copied()).collect()
 }
 
 /// `a`, `a and b`, `a, b and c`.

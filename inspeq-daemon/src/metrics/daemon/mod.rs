@@ -8,12 +8,16 @@
 //! gauges as reported, counters as the server's totals; the engine makes counters rates. The daemon runs each
 //! collector in a task of its own, with the timeout and backoff (`daemon::collect`): nothing here knows the loop.
 //!
-//! Adding a family (mysql, postgresql) is one file here implementing [`Collector`], one arm in
-//! `daemon::collect::start`, and `collected: true` in the catalogue (`config::metrics::DAEMONS`).
+//! The tiny text protocols (Redis's `INFO`, memcached's `stats`) are written here; MySQL's and PostgreSQL's
+//! handshakes and authentication are not, and go through their client crates (`mysql_async`, `tokio-postgres`).
+//! Adding a family is one file here implementing [`Collector`], one arm in `daemon::collect::start`, and
+//! `collected: true` in the catalogue (`config::metrics::DAEMONS`).
 
 pub mod memcached;
 pub mod memstats;
+pub mod mysql;
 pub mod nginx;
+pub mod postgresql;
 pub mod redis;
 
 use std::{future::Future, pin::Pin, time::Duration};
@@ -95,6 +99,10 @@ pub enum CollectError {
     Page { url: String, expected: &'static str, found: String },
     #[error("`{url}` is not a URL inspeq can fetch: {source}")]
     Url { url: String, source: url::ParseError },
+    /// A client crate's own error that is none of the above (MySQL's, PostgreSQL's: a protocol step it could
+    /// not take).
+    #[error("{address}: {source}")]
+    Client { address: DaemonAddress, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
 impl CollectError {
