@@ -118,6 +118,14 @@ impl std::fmt::Display for Daemon {
     }
 }
 
+impl DaemonFamily {
+    /// The catalogue's own name of this family's metric `name`, if it has one.
+    #[must_use]
+    pub fn metric(&self, name: &str) -> Option<&'static str> {
+        self.gauges.iter().chain(self.counters).find(|n| **n == name).copied()
+    }
+}
+
 /// The daemon family named `family` (`redis`), if there is one.
 #[must_use]
 pub fn daemon_family(family: &str) -> Option<&'static DaemonFamily> {

@@ -556,7 +556,7 @@ fn watched(check: &Check, family: &metrics::DaemonFamily) -> std::collections::B
         Condition::Metric(m) if m.metric.family == family.family => m.metric.name.as_deref(),
         _ => None,
     });
-    rules.filter_map(|name| family.gauges.iter().chain(family.counters).find(|n| **n == name).copied()).collect()
+    rules.filter_map(|name| family.metric(name)).collect()
 }
 
 /// `a`, `a and b`, `a, b and c`.

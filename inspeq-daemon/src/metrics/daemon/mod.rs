@@ -55,11 +55,11 @@ impl Reading {
     pub fn of_fields<'a>(family: &DaemonFamily, fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut values = Vec::new();
         for (name, value) in fields {
-            let Some(known) = family.gauges.iter().chain(family.counters).find(|n| **n == name) else { continue };
+            let Some(known) = family.metric(name) else { continue };
             if let Ok(number) = value.trim().parse::<f64>()
                 && number.is_finite()
             {
-                values.push((*known, number));
+                values.push((known, number));
             }
         }
         Reading { values, instance: None }

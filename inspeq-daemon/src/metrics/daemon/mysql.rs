@@ -44,7 +44,8 @@ impl Mysql {
     pub fn new(source: &DaemonSource) -> Self {
         Mysql {
             address: source.address.clone(),
-            username: source.username.clone().unwrap_or_else(|| "root".to_owned()),
+            // The checker fills in the catalogue's default (`root`).
+            username: source.username.clone().unwrap_or_default(),
             password: source.password.clone(),
             lag: source.watched.contains(LAG),
             connection: None,

@@ -54,7 +54,8 @@ impl Postgresql {
     pub fn new(source: &DaemonSource) -> Self {
         Postgresql {
             address: source.address.clone(),
-            username: source.username.clone().unwrap_or_else(|| "postgres".to_owned()),
+            // The checker fills in the catalogue's default (`postgres`).
+            username: source.username.clone().unwrap_or_default(),
             database: source.database.clone(),
             password: source.password.clone(),
             client: None,
