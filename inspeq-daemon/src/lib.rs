@@ -34,5 +34,6 @@ pub mod init;
 pub mod kernel;
 pub mod logging;
 pub mod metrics;
+pub mod probe;
 pub mod signal;
 pub mod trace;

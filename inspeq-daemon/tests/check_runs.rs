@@ -288,8 +288,7 @@ fn problems(config: &Config, warnings: &BTreeSet<String>, status: &Status, log: 
         let complaint =
             ["ignored", "not watched", "invalid", "cannot", "not a valid", "unknown"].iter().any(|w| lower.contains(w));
         // Not about the configuration: the kernel tier this test forces, and what an `exec` that fired found.
-        let elsewhere =
-            message.starts_with("kernel: ") || message.starts_with("exec: ") || message.starts_with("collect: ");
+        let elsewhere = ["kernel: ", "exec: ", "collect: ", "probe: "].iter().any(|p| message.starts_with(p));
         if level == "ERROR" || (level == "WARN" || complaint) && !elsewhere {
             problems.push(format!("the daemon said: {line}"));
         }
@@ -331,6 +330,12 @@ fn problems(config: &Config, warnings: &BTreeSet<String>, status: &Status, log: 
                 Some(_) => {}
             }
         }
+        // Every probe the rules ask runs (whether anything answers at a fixture's address is this machine's
+        // business), and says how it went.
+        probes_ran(&check.name, check, &service.probes, &mut problems);
+    }
+    if let Some(host) = &config.host {
+        probes_ran("host", host, &status.host_probes, &mut problems);
     }
     for rule in config.host.iter().flat_map(|h| &h.rules) {
         if !status.host.iter().any(|r| r.rule == rule.text) {
@@ -347,6 +352,36 @@ fn problems(config: &Config, warnings: &BTreeSet<String>, status: &Status, log: 
             .push(format!("`{target}`: rule `{rule}` had no value after {CYCLES} cycles: its metric is not sampled"));
     }
     problems
+}
+
+/// Whether a probe of a watched check has not run yet.
+fn probes_pending(config: &Config, status: &Status) -> bool {
+    let mut problems = Vec::new();
+    for check in &config.services {
+        if let Some(service) = status.services.iter().find(|s| s.name == check.name) {
+            probes_ran(&check.name, check, &service.probes, &mut problems);
+        }
+    }
+    if let Some(host) = &config.host {
+        probes_ran("host", host, &status.host_probes, &mut problems);
+    }
+    !problems.is_empty()
+}
+
+fn probes_ran(
+    name: &str,
+    check: &inspeq_daemon::config::model::Check,
+    shown: &[inspeq_daemon::control::protocol::ProbeStatus],
+    problems: &mut Vec<String>,
+) {
+    for probe in &check.probes {
+        let what = probe.target.to_string();
+        match shown.iter().find(|p| p.probe == what) {
+            None => problems.push(format!("`{name}`: {what} is not probed")),
+            Some(p) if p.last_attempt_secs_ago.is_none() => problems.push(format!("`{name}`: {what} never ran")),
+            Some(_) => {}
+        }
+    }
 }
 
 /// Runs the daemon on `conf` until every metric rule has a value or [`CYCLES`] cycles passed; the last status.
@@ -380,7 +415,7 @@ async fn run(config: &Config, conf: &Path, scratch: &Path) -> anyhow::Result<Sta
         let cycle = config.settings.cycle_time;
         for _ in 0..=CYCLES {
             last = status(&socket).await;
-            if last.as_ref().is_some_and(|s| without_value(config, s).is_empty()) {
+            if last.as_ref().is_some_and(|s| without_value(config, s).is_empty() && !probes_pending(config, s)) {
                 break;
             }
             tokio::time::sleep(cycle).await;

@@ -5,10 +5,13 @@
 //! has an owner, carried apart from the route for the outbox to choose), `restart web`, `reload web`,
 //! `unmonitor web`, `exec /path args`.
 
+use std::net::SocketAddr;
+
+use inspeq_daemon::config::model::ProbeId;
 use inspeq_daemon::config::{Diagnostic, load};
 use inspeq_daemon::engine::{
-    Action, EngineState, Exit, ExitCause, ExitStatus, Input, NoticeKind, ProcessExit, Sample, Target, Timestamp, step,
-    swap_used_percent,
+    Action, EngineState, Exit, ExitCause, ExitStatus, Input, NoticeKind, Probed, ProcessExit, Sample, Target,
+    Timestamp, step, swap_used_percent,
 };
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -37,6 +40,17 @@ fn describe(action: &Action) -> String {
                 NoticeKind::Unreachable { daemon } => format!("`{text}`: {daemon} unreachable"),
                 NoticeKind::Reachable { daemon, failed_for } => {
                     format!("recovered `{text}`: {daemon} reached after {}s", failed_for.as_secs())
+                }
+                NoticeKind::ProbeFailed { probe } => format!("`{text}`: probe {} fails", probe.0),
+                NoticeKind::ProbeAnswers { probe, failed_for } => {
+                    format!("recovered `{text}`: probe {} answers after {}s", probe.0, failed_for.as_secs())
+                }
+                NoticeKind::ListenerStopped { port, address, pid } => match (address, pid) {
+                    (Some(address), Some(pid)) => format!("`{text}`: pid {pid} closed {address}"),
+                    _ => format!("`{text}`: port {port} not listed"),
+                },
+                NoticeKind::Listening { port, failed_for } => {
+                    format!("recovered `{text}`: port {port} listened on after {}s", failed_for.as_secs())
                 }
                 NoticeKind::ProcessDown => "down".to_owned(),
                 NoticeKind::ProcessUp { pid } => format!("up as pid {pid}"),
@@ -851,4 +865,172 @@ fn worker_deaths_by_a_signal_are_events_and_can_be_counted() {
         ],
     );
     assert_eq!(s.counts("puma"), (0, 4, 1));
+}
+
+/// What probe `probe` of `service` found: `Some(ms)` answered in that time, `None` failed.
+fn probed(service: &str, probe: u32, answer: Option<f64>) -> Input {
+    let probed = match answer {
+        Some(millis) => Probed::Answered { millis, certificate_left: None },
+        None => Probed::Failed,
+    };
+    Input::Sample(Sample::new(Target::Service(service.to_owned())).probed(ProbeId(probe), probed))
+}
+
+/// A TLS probe's answer: the certificate ends in `days`.
+fn certificate(service: &str, probe: u32, days: f64) -> Input {
+    let probed = Probed::Answered { millis: 3.0, certificate_left: Some(days * 86_400.0) };
+    Input::Sample(Sample::new(Target::Service(service.to_owned())).probed(ProbeId(probe), probed))
+}
+
+#[test]
+fn a_probe_fails_after_its_cycles_recovers_after_two_answers_and_one_probe_serves_two_rules() {
+    let mut s = engine(&[(
+        "web.inq",
+        "check service web\n\
+         \x20 if http \"http://127.0.0.1:8080/health\" fails for 2 cycles then alert, restart\n\
+         \x20 if http \"http://127.0.0.1:8080/health\" time > 500ms for 2 cycles then alert\n\
+         \x20 if port 8080 is closed then alert\n",
+    )]);
+    let failed = "alert - web: `http \"http://127.0.0.1:8080/health\" fails for 2 cycles`: probe 0 fails";
+    let slow = "alert - web: failed `http \"http://127.0.0.1:8080/health\" time > 500ms for 2 cycles` (700)";
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 100), NONE),
+            (1, probed("web", 0, Some(20.0)), NONE),
+            (2, probed("web", 0, None), NONE),
+            (3, probed("web", 0, None), &[failed, "restart web"]),
+            // Still failing: one incident, one restart.
+            (4, probed("web", 0, None), NONE),
+            // Answers, slowly: the failure needs two answers to end, the time rule two slow ones to fire.
+            (5, probed("web", 0, Some(700.0)), NONE),
+            (
+                6,
+                probed("web", 0, Some(700.0)),
+                &[
+                    "alert - web: recovered `http \"http://127.0.0.1:8080/health\" fails for 2 cycles`: probe 0 answers after 3s",
+                    slow,
+                ],
+            ),
+            // A failure is no time: the time rule has no value, and neither trips nor recovers.
+            (7, probed("web", 0, None), NONE),
+            (8, probed("web", 0, Some(10.0)), NONE),
+            (
+                9,
+                probed("web", 0, Some(10.0)),
+                &[
+                    "alert - web: recovered `http \"http://127.0.0.1:8080/health\" time > 500ms for 2 cycles` (10) after 3s",
+                ],
+            ),
+            // The port probe is the second probe: its rule reads only its own answers.
+            (10, probed("web", 1, None), &["alert - web: `port 8080 is closed`: probe 1 fails"]),
+        ],
+    );
+}
+
+#[test]
+fn a_probe_of_a_service_its_init_system_stopped_is_not_judged() {
+    let mut s = engine(&[("web.inq", "check service web\n  if port 8080 is closed then alert, restart\n")]);
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 100), NONE),
+            (1, Input::ServiceDown { service: "web".into(), stopped: true }, NONE),
+            (2, probed("web", 0, None), NONE),
+            (3, probed("web", 0, None), NONE),
+            // Started again by the operator, it is judged again; a crash leaves it judged too.
+            (4, started("web", 101), NONE),
+            (5, probed("web", 0, None), &["alert - web: `port 8080 is closed`: probe 0 fails", "restart web"]),
+        ],
+    );
+}
+
+#[test]
+fn a_certificate_alerts_within_its_span_and_a_failed_handshake_is_no_expiry() {
+    let mut s =
+        engine(&[("web.inq", "check service web\n  if tls \"example.com:443\" expires within 14 days then alert\n")]);
+    play(
+        &mut s,
+        vec![
+            (0, certificate("web", 0, 30.0), NONE),
+            (1, probed("web", 0, None), NONE),
+            (
+                2,
+                certificate("web", 0, 13.5),
+                &["alert - web: failed `tls \"example.com:443\" expires within 14 days` (13.5)"],
+            ),
+            // Already ended: still the same incident.
+            (3, certificate("web", 0, -1.0), NONE),
+            (4, certificate("web", 0, 90.0), NONE),
+            (
+                5,
+                certificate("web", 0, 90.0),
+                &["alert - web: recovered `tls \"example.com:443\" expires within 14 days` (90) after 3s"],
+            ),
+        ],
+    );
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn listening(service: &str, addresses: &[&str]) -> Input {
+    Input::Sample(Sample::new(Target::Service(service.to_owned())).listening(addresses.iter().map(|a| addr(a))))
+}
+
+fn closed(service: &str, address: &str, pid: u32) -> Input {
+    Input::ListenerClosed { service: service.to_owned(), address: addr(address), pid }
+}
+
+#[test]
+fn a_listener_stops_when_its_last_socket_on_the_port_closes_and_recovers_when_listed_again() {
+    let mut s = engine(&[("web.inq", "check service web\n  if listening 8080 stopped then alert, restart\n")]);
+    let stopped = "alert - web: `listening 8080 stopped`: pid 100 closed [::]:8080";
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 100), NONE),
+            // Not listening yet while it starts: no stop.
+            (1, listening("web", &[]), NONE),
+            (2, listening("web", &["0.0.0.0:8080", "[::]:8080", "127.0.0.1:9000"]), NONE),
+            // One of its two sockets on the port closes: it still listens there.
+            (3, closed("web", "0.0.0.0:8080", 100), NONE),
+            (4, closed("web", "127.0.0.1:9000", 100), NONE),
+            (5, closed("web", "[::]:8080", 100), &[stopped, "restart web"]),
+            // The next list agrees: the same incident.
+            (6, listening("web", &[]), NONE),
+            (
+                7,
+                listening("web", &["0.0.0.0:8080"]),
+                &["alert - web: recovered `listening 8080 stopped`: port 8080 listened on after 2s"],
+            ),
+            // Gone from a list with no close reported (a tier without eBPF): a stop too.
+            (8, listening("web", &[]), &["alert - web: `listening 8080 stopped`: port 8080 not listed", "restart web"]),
+        ],
+    );
+}
+
+#[test]
+fn a_listener_is_not_judged_while_the_service_is_down_or_restarted_and_not_yet_listening() {
+    let mut s = engine(&[("web.inq", "check service web\n  if listening 8080 stopped then alert\n")]);
+    play(
+        &mut s,
+        vec![
+            (0, started("web", 100), NONE),
+            (1, listening("web", &["0.0.0.0:8080"]), NONE),
+            (2, Input::ServiceDown { service: "web".into(), stopped: true }, NONE),
+            (3, closed("web", "0.0.0.0:8080", 100), NONE),
+            (4, listening("web", &[]), NONE),
+            // Started again: not seen listening yet, so a list without the port is no stop.
+            (5, started("web", 101), NONE),
+            (6, listening("web", &[]), NONE),
+            (7, listening("web", &["0.0.0.0:8080"]), NONE),
+            (
+                8,
+                closed("web", "0.0.0.0:8080", 101),
+                &["alert - web: `listening 8080 stopped`: pid 101 closed 0.0.0.0:8080"],
+            ),
+        ],
+    );
 }

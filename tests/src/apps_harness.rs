@@ -5,7 +5,8 @@
 //! units into a scratch directory, with free loopback ports, and the whole manager
 //! goes when it is dropped.
 //!
-//! The Rack app (`config.ru`) answers `/` with `ok PID` and `/bloat?mb=N` by
+//! The Rack app (`config.ru`) answers `/` with `ok PID`, `/health` with `healthy` (or a 500 while a file `sick`
+//! is beside it), and `/bloat?mb=N` by
 //! allocating and touching N MiB in the worker that serves the request, which
 //! keeps it: the one way to make one Puma worker grow on demand. Sidekiq loads
 //! `worker.rb`, whose `Bloat` job does the same inside Sidekiq.
@@ -58,6 +59,13 @@ run lambda { |env|
   case request.path_info
   when "/"
     [200, { "content-type" => "text/plain" }, ["ok #{Process.pid}\n"]]
+  when "/health"
+    # `sick` in its directory (the working directory) makes it answer 500, as an app whose database went away does.
+    if File.exist?("sick")
+      [500, { "content-type" => "text/plain" }, ["sick\n"]]
+    else
+      [200, { "content-type" => "text/plain" }, ["healthy\n"]]
+    end
   when "/bloat"
     mb = Integer(request.params.fetch("mb"))
     $hoard << ("x" * (mb * 1024 * 1024))

@@ -19,6 +19,8 @@ use crate::init_harness::{Scratch, wait_for};
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 pub const MEMCACHED: &str = "/usr/bin/memcached";
 pub const NGINX: &str = "/usr/sbin/nginx";
+/// Certificates for the TLS probes' tests.
+pub const OPENSSL: &str = "/usr/bin/openssl";
 /// A Go program that serves `expvar`'s `/debug/vars` (on its client port), for `memstats:*`.
 pub const ETCD: &str = "/usr/bin/etcd";
 pub const MARIADBD: &str = "/usr/sbin/mariadbd";
@@ -135,6 +137,11 @@ pub fn memcached(scratch: &Scratch, port: u16) -> Server {
 /// `nginx` in the foreground on loopback `port`, with its `stub_status` page at `/nginx_status` and every other
 /// path answering `ok`; its temporary files and logs in `dir`.
 pub fn nginx(scratch: &Scratch, port: u16) -> Server {
+    nginx_with(scratch, port, "")
+}
+
+/// [`nginx`] with more `http` configuration (another `server` block).
+pub fn nginx_with(scratch: &Scratch, port: u16, more: &str) -> Server {
     let dir = scratch.dir.join("nginx");
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
     let d = dir.display();
@@ -148,7 +155,8 @@ pub fn nginx(scratch: &Scratch, port: u16) -> Server {
                fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
                keepalive_requests 1000000;\n\
                server {{\n    listen 127.0.0.1:{port};\n    location = /nginx_status {{ stub_status; }}\n\
-                 location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
+                 location = /missing {{ return 404 \"gone\\n\"; }}\n\
+                 location / {{ return 200 \"ok\\n\"; }}\n  }}\n{more}}}\n"
         ),
     )
     .unwrap();
@@ -156,6 +164,57 @@ pub fn nginx(scratch: &Scratch, port: u16) -> Server {
     // `-e`: its first error log, before the configuration names one, goes here too, not to /var/log/nginx.
     command.arg("-c").arg(&conf).arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log"));
     Server::spawn(command, port, &dir, "nginx")
+}
+
+/// A server certificate for `localhost` and 127.0.0.1 that ends in `days` days, signed by a CA made for it, by
+/// `openssl` in `dir`: the CA's certificate (what a probe's `ca_file` names), the server's certificate and key.
+pub struct Certificate {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn certificate(dir: &Path, days: u32) -> Certificate {
+    std::fs::create_dir_all(dir).unwrap();
+    let file = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let out = Command::new(OPENSSL).args(args).current_dir(dir).output().expect("running openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ca_args = [
+        &["req", "-x509"][..],
+        &ec,
+        &["-days", "365", "-subj", "/CN=inspeq test CA", "-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat();
+    openssl(&ca_args);
+    let csr = [&["req"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"]].concat();
+    openssl(&csr);
+    std::fs::write(
+        file("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let days = days.to_string();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        &days,
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    Certificate { ca: file("ca.pem"), cert: file("cert.pem"), key: file("key.pem") }
 }
 
 /// `etcd` alone (a one-member cluster) with its client URL on loopback `port` and its peer URL on another free

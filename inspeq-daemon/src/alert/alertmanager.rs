@@ -45,7 +45,9 @@ impl Alertmanager {
                     Status::Resolved => {
                         let started = match &alert.event {
                             AlertKind::RuleRecovered(RuleState { for_secs: Some(secs), .. })
-                            | AlertKind::Reachable { for_secs: secs, .. } => alert.at - Duration::from_secs(*secs),
+                            | AlertKind::Reachable { for_secs: secs, .. }
+                            | AlertKind::ProbeAnswers { for_secs: secs, .. }
+                            | AlertKind::Listening { for_secs: secs, .. } => alert.at - Duration::from_secs(*secs),
                             _ => alert.at,
                         };
                         (started, alert.at)

@@ -136,6 +136,36 @@ pub enum AlertKind {
         /// How long it had been unreachable.
         for_secs: u64,
     },
+    /// A probe's `is closed` / `fails` rule tripped: the port, URL or TLS server did not answer as asked.
+    ProbeFailed {
+        rule: String,
+        /// What was probed (`http http://127.0.0.1:8080/health`, `port localhost:8080`).
+        probe: String,
+        /// Why the last probe failed, in the prober's words (`HTTP 500 Internal Server Error, expected below 400`).
+        error: String,
+    },
+    /// The probe answers again: two probes in a row did.
+    ProbeAnswers {
+        rule: String,
+        probe: String,
+        for_secs: u64,
+    },
+    /// `listening PORT stopped`: the service no longer listens on the port. `address` and `pid`: the socket that
+    /// closed and the process that closed it, when the kernel reported it.
+    ListenerStopped {
+        rule: String,
+        port: u16,
+        #[serde(default)]
+        address: Option<String>,
+        #[serde(default)]
+        pid: Option<u32>,
+    },
+    /// The service listens on the port again.
+    Listening {
+        rule: String,
+        port: u16,
+        for_secs: u64,
+    },
     /// The init system restarted the service (inspeq asked, or it did on its own).
     Restarted {
         pid: Option<u32>,
@@ -185,6 +215,8 @@ pub struct RuleState {
 pub enum Comparison {
     Above,
     Below,
+    /// A certificate's end within the threshold's span.
+    Within,
 }
 
 /// What inspeq did about an event.
@@ -250,6 +282,10 @@ impl AlertKind {
             AlertKind::RuleRecovered(_) => "rule_recovered",
             AlertKind::Unreachable { .. } => "unreachable",
             AlertKind::Reachable { .. } => "reachable",
+            AlertKind::ProbeFailed { .. } => "probe_failed",
+            AlertKind::ProbeAnswers { .. } => "probe_answers",
+            AlertKind::ListenerStopped { .. } => "listener_stopped",
+            AlertKind::Listening { .. } => "listening",
             AlertKind::Restarted { .. } => "restarted",
             AlertKind::FlapDetected { .. } => "flap_detected",
             AlertKind::Unmonitored { .. } => "unmonitored",
@@ -264,6 +300,8 @@ impl AlertKind {
             AlertKind::ProcessUp { .. }
             | AlertKind::RuleRecovered(_)
             | AlertKind::Reachable { .. }
+            | AlertKind::ProbeAnswers { .. }
+            | AlertKind::Listening { .. }
             | AlertKind::JobRan { .. } => Status::Resolved,
             _ => Status::Firing,
         }
@@ -291,6 +329,12 @@ impl AlertKind {
             }
             AlertKind::Unreachable { rule, .. } | AlertKind::Reachable { rule, .. } => {
                 stateful(format!("rule:{rule}"), "InspeqDaemonUnreachable", Severity::Error)
+            }
+            AlertKind::ProbeFailed { rule, .. } | AlertKind::ProbeAnswers { rule, .. } => {
+                stateful(format!("rule:{rule}"), "InspeqProbeFailed", Severity::Error)
+            }
+            AlertKind::ListenerStopped { rule, .. } | AlertKind::Listening { rule, .. } => {
+                stateful(format!("rule:{rule}"), "InspeqListenerStopped", Severity::Critical)
             }
             AlertKind::JobOverdue { job, .. } | AlertKind::JobRan { job } => {
                 stateful(format!("job:{job}"), "InspeqJobOverdue", Severity::Warning)
@@ -557,6 +601,24 @@ mod tests {
                 daemon: "redis".into(),
                 for_secs: 45,
             },
+            AlertKind::ProbeFailed {
+                rule: "http \"http://127.0.0.1:8080/health\" fails for 2 cycles".into(),
+                probe: "http http://127.0.0.1:8080/health".into(),
+                error: "HTTP 500 Internal Server Error, expected a status below 400".into(),
+            },
+            AlertKind::ProbeAnswers {
+                rule: "port 8080 is closed".into(),
+                probe: "port localhost:8080".into(),
+                for_secs: 30,
+            },
+            AlertKind::ListenerStopped {
+                rule: "listening 8080 stopped".into(),
+                port: 8080,
+                address: Some("0.0.0.0:8080".into()),
+                pid: Some(42),
+            },
+            AlertKind::ListenerStopped { rule: "listening 8080 stopped".into(), port: 8080, address: None, pid: None },
+            AlertKind::Listening { rule: "listening 8080 stopped".into(), port: 8080, for_secs: 5 },
             AlertKind::Restarted { pid: None },
             AlertKind::FlapDetected { restarts: 5, within_secs: 60 },
             AlertKind::Unmonitored { reason: "flapping".into() },

@@ -62,6 +62,17 @@ fn what(alert: &Alert) -> String {
         AlertKind::Reachable { daemon, for_secs, .. } => {
             format!("{t}: {daemon} answers again, after {} unreachable", duration(*for_secs))
         }
+        AlertKind::ProbeFailed { probe, error, .. } => format!("{t}: {probe} fails: {error}"),
+        AlertKind::ProbeAnswers { probe, for_secs, .. } => {
+            format!("{t}: {probe} answers again, after {} failing", duration(*for_secs))
+        }
+        AlertKind::ListenerStopped { port, address, pid, .. } => match (address, pid) {
+            (Some(address), Some(pid)) => format!("{t} stopped listening on port {port}: pid {pid} closed {address}"),
+            _ => format!("{t} stopped listening on port {port}"),
+        },
+        AlertKind::Listening { port, for_secs, .. } => {
+            format!("{t} listens on port {port} again, after {}", duration(*for_secs))
+        }
         AlertKind::Restarted { pid: Some(pid) } => format!("{t} was restarted (new pid {pid})"),
         AlertKind::Restarted { pid: None } => format!("{t} was restarted"),
         AlertKind::FlapDetected { restarts, within_secs } => {
@@ -80,6 +91,7 @@ fn comparison(rule: &RuleState) -> &'static str {
     match rule.comparison {
         Comparison::Above => "above",
         Comparison::Below => "below",
+        Comparison::Within => "within",
     }
 }
 
@@ -188,6 +200,31 @@ pub fn details(alert: &Alert) -> Vec<(String, String)> {
             add("daemon", daemon.clone());
             add("for", duration(*for_secs));
         }
+        AlertKind::ProbeFailed { rule, probe, error } => {
+            add("rule", rule.clone());
+            add("probe", probe.clone());
+            add("error", error.clone());
+        }
+        AlertKind::ProbeAnswers { rule, probe, for_secs } => {
+            add("rule", rule.clone());
+            add("probe", probe.clone());
+            add("for", duration(*for_secs));
+        }
+        AlertKind::ListenerStopped { rule, port, address, pid } => {
+            add("rule", rule.clone());
+            add("port", port.to_string());
+            if let Some(address) = address {
+                add("address", address.clone());
+            }
+            if let Some(pid) = pid {
+                add("pid", pid.to_string());
+            }
+        }
+        AlertKind::Listening { rule, port, for_secs } => {
+            add("rule", rule.clone());
+            add("port", port.to_string());
+            add("for", duration(*for_secs));
+        }
         AlertKind::FlapDetected { restarts, within_secs } => {
             add("restarts", restarts.to_string());
             add("within", duration(*within_secs));
@@ -278,9 +315,12 @@ pub fn structured(alert: &Alert) -> Value {
     let status = alert.event.status();
     let (starts, ends) = match (status, &alert.event) {
         (super::Status::Resolved, AlertKind::RuleRecovered(RuleState { for_secs: Some(secs), .. }))
-        | (super::Status::Resolved, AlertKind::Reachable { for_secs: secs, .. }) => {
-            (alert.at - std::time::Duration::from_secs(*secs), rfc3339(alert.at))
-        }
+        | (
+            super::Status::Resolved,
+            AlertKind::Reachable { for_secs: secs, .. }
+            | AlertKind::ProbeAnswers { for_secs: secs, .. }
+            | AlertKind::Listening { for_secs: secs, .. },
+        ) => (alert.at - std::time::Duration::from_secs(*secs), rfc3339(alert.at)),
         (super::Status::Resolved, _) => (alert.at, rfc3339(alert.at)),
         // Alertmanager's webhook marks "not ended" with the zero time.
         (super::Status::Firing, _) => (alert.at, "0001-01-01T00:00:00Z".to_owned()),

@@ -64,6 +64,8 @@ pub enum DurationError {
     Invalid(String),
     #[error("a zero-length window can never hold a restart, expected a duration of at least one second")]
     Zero,
+    #[error("invalid time `{0}`, expected a number and ms, s or m, like `500ms`, `2s` or `1.5s`")]
+    Short(String),
 }
 
 /// A window for `within`: a time span or a number of cycles.
@@ -110,15 +112,66 @@ pub fn parse_window(words: &[&str]) -> Result<Span, DurationError> {
 #[must_use]
 pub fn window_text(d: Duration) -> String {
     match d.as_secs() {
+        s if s % 86_400 == 0 && s > 0 => format!("{} days", s / 86_400),
         s if s % 3600 == 0 && s > 0 => format!("{} hours", s / 3600),
         s if s % 60 == 0 && s > 0 => format!("{} minutes", s / 60),
         s => format!("{s} seconds"),
     }
 }
 
+/// A probe's time (`500ms`, `2s`, `1.5s`, `3 seconds`): a decimal count and `ms` or a unit of seconds or minutes,
+/// above zero and below a day.
+///
+/// # Errors
+/// [`DurationError::Short`] for anything else, zero included.
+pub fn parse_short_duration(words: &[&str]) -> Result<Duration, DurationError> {
+    let joined = words.join(" ");
+    let invalid = || DurationError::Short(joined.clone());
+    let (count, unit) = match words {
+        [count, unit] => (*count, *unit),
+        [one] => {
+            let split = one.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(invalid)?;
+            one.split_at(split)
+        }
+        _ => return Err(invalid()),
+    };
+    let well_formed = !count.is_empty()
+        && count.bytes().filter(|b| *b == b'.').count() <= 1
+        && !count.starts_with('.')
+        && !count.ends_with('.');
+    if !well_formed {
+        return Err(invalid());
+    }
+    let count: f64 = count.parse().map_err(|_| invalid())?;
+    let millis = match unit {
+        "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1000.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000.0,
+        _ => return Err(invalid()),
+    };
+    let millis = count * millis;
+    if !(1.0..86_400_000.0).contains(&millis) {
+        return Err(invalid());
+    }
+    Ok(Duration::from_secs_f64(millis / 1000.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_durations_take_milliseconds_seconds_and_minutes() {
+        let ms = |w: &[&str]| parse_short_duration(w).map(|d| d.as_millis());
+        assert_eq!(ms(&["500ms"]), Ok(500));
+        assert_eq!(ms(&["1.5s"]), Ok(1500));
+        assert_eq!(ms(&["3", "seconds"]), Ok(3000));
+        assert_eq!(ms(&["2m"]), Ok(120_000));
+        assert_eq!(ms(&["0s"]), Err(DurationError::Short("0s".to_owned())));
+        for bad in [&["5"][..], &["5x"], &[".5s"], &["1..5s"], &["0.1ms"], &["2", "days"]] {
+            assert!(parse_short_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
 
     #[test]
     fn amounts_scale_by_powers_of_1024_and_keep_their_text() {

@@ -113,6 +113,23 @@ pub enum Condition {
     State { subject: Text, is: Text, state: Text, for_cycles: Option<(Text, Option<Text>)> },
     /// `worker crashed > 3 within 1 minute`: an event of two words, counted in a window.
     EventCount { name: Text, arg: Text, op: (Op, Span), amount: Text, within: Vec<Text> },
+    /// `port 8080 is closed`, `http "URL" with status 200 fails for 3 cycles`, `tls "host:443" expires within 14
+    /// days`, `http "URL" time > 500ms`, `listening 8080 stopped`: a kind of probe, what it reaches (a number or a
+    /// quoted string), its options, and what is asked of it.
+    Probe { kind: Text, target: Text, params: Vec<(Text, Text)>, test: Box<ProbeTest> },
+}
+
+/// What a probe rule asks, as written after the probe.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProbeTest {
+    /// `is closed [for N cycles]`.
+    State { is: Text, state: Text, for_cycles: Option<(Text, Option<Text>)> },
+    /// `fails [for N cycles]`, `stopped`.
+    Verb { verb: Text, for_cycles: Option<(Text, Option<Text>)> },
+    /// `expires within 14 days`.
+    Within { verb: Text, within: Vec<Text> },
+    /// `time > 500ms [for N cycles]`.
+    Compare { measure: Text, op: (Op, Span), amount: Text, for_cycles: Option<(Text, Option<Text>)> },
 }
 
 #[derive(Clone, Debug, PartialEq)]

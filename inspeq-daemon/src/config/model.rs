@@ -286,6 +286,9 @@ pub struct Check {
     /// The daemon families this check's rules read (a metric rule on `redis:*`, `if redis is unreachable`), each
     /// with where its server is: what the daemon collects for it every cycle. One per family, in catalogue order.
     pub daemons: Vec<DaemonSource>,
+    /// The active probes this check's rules ask (`port`, `http`, `tls`), each once however many rules read it,
+    /// by [`ProbeId`]: what the daemon probes every cycle (or `interval`).
+    pub probes: Vec<Probe>,
     pub exposes: Vec<String>,
     pub rules: Vec<Rule>,
     pub location: Location,
@@ -460,6 +463,96 @@ pub enum Condition {
         what: WorkerEvent,
         more_than: Option<(u32, Window)>,
     },
+    /// `port 8080 is closed`, `http "URL" fails`, `http "URL" time > 500ms`, `tls "host:443" expires within 14
+    /// days`: what an active probe of the check found, judged once per probe, like a metric rule.
+    Probe {
+        probe: ProbeId,
+        test: ProbeTest,
+    },
+    /// `listening 8080 stopped`: a TCP socket of the service listening on `port` closed. The kernel reports the
+    /// close the moment it happens (eBPF); every cycle's list of the service's listeners (`sock_diag`) catches it
+    /// too, where the kernel side cannot. Judged again once the port is listened on.
+    ListenerStopped {
+        port: u16,
+    },
+}
+
+/// A check's probe, by its place in [`Check::probes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProbeId(pub u32);
+
+/// What a probe rule asks of its probe.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ProbeTest {
+    /// `is closed`, `fails`: the probe failed in `cycles` probes in a row.
+    Fails { cycles: u32 },
+    /// `time OP DURATION`: the probe's response time in milliseconds, in probes that answered.
+    Time { op: Op, millis: f64, cycles: u32 },
+    /// `expires within DURATION`: the server's certificate ends sooner than `within` from now (or has ended).
+    Expires { within: Duration },
+}
+
+/// An active probe: what it reaches, how long it may take, how often it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub target: ProbeTarget,
+    /// The whole probe (connect, handshake, request, body) must end within this.
+    pub timeout: Duration,
+    /// `with interval DURATION`: probe at most this often; `None` is every cycle.
+    pub interval: Option<Duration>,
+}
+
+/// What a probe reaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeTarget {
+    /// `port 8080` (localhost), `port "[::1]:8080"`, `port "/run/app.sock"`: a TCP connect, or a Unix stream
+    /// socket's.
+    Port(DaemonAddress),
+    /// `http "http://127.0.0.1:8080/health"`: a GET.
+    Http(HttpProbe),
+    /// `tls "example.com:443"`: a TLS handshake, for the certificate's expiry.
+    Tls(TlsProbe),
+}
+
+/// `http "URL" [with status N, body "REGEX", ca_file PATH, timeout D]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpProbe {
+    /// `http` or `https`, checked.
+    pub url: url::Url,
+    /// The status the answer must have; `None` takes any status below 400. Redirects are not followed.
+    pub status: Option<u16>,
+    /// A regular expression the body (its first [`HttpProbe::BODY_LIMIT`] bytes) must match, checked to compile by
+    /// [`crate::config::names::body_pattern`].
+    pub body: Option<String>,
+    /// A PEM file of CA certificates trusted besides the system's, for `https`.
+    pub ca_file: Option<String>,
+}
+
+impl HttpProbe {
+    /// How much of a body is read to match `body`.
+    pub const BODY_LIMIT: usize = 1 << 20;
+}
+
+/// `tls "HOST:PORT" [with server_name NAME, ca_file PATH, timeout D]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsProbe {
+    pub host: String,
+    pub port: u16,
+    /// The name the certificate must carry (and the SNI sent): the host unless given.
+    pub server_name: String,
+    /// A PEM file of CA certificates trusted besides the system's.
+    pub ca_file: Option<String>,
+}
+
+impl std::fmt::Display for ProbeTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeTarget::Port(address) => write!(f, "port {address}"),
+            ProbeTarget::Http(http) => write!(f, "http {}", http.url),
+            ProbeTarget::Tls(tls) if tls.host.contains(':') => write!(f, "tls [{}]:{}", tls.host, tls.port),
+            ProbeTarget::Tls(tls) => write!(f, "tls {}:{}", tls.host, tls.port),
+        }
+    }
 }
 
 /// Which worker deaths a `worker` rule counts.
@@ -489,7 +582,7 @@ impl Condition {
     /// Event rules are evaluated when an observation arrives rather than once per cycle.
     #[must_use]
     pub fn is_event(&self) -> bool {
-        !matches!(self, Condition::Metric(_) | Condition::Unreachable { .. })
+        !matches!(self, Condition::Metric(_) | Condition::Unreachable { .. } | Condition::Probe { .. })
     }
 }
 

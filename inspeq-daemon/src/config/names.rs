@@ -1,5 +1,6 @@
 //! The values the daemon validates again where it uses them, each by one function that `check` calls too: a
-//! service name that reaches an init system ([`ServiceName`]) and a `matching` pattern ([`process_pattern`]).
+//! service name that reaches an init system ([`ServiceName`]), a `matching` pattern ([`process_pattern`]) and an
+//! `http` probe's `body` pattern ([`body_pattern`]).
 //!
 //! They live here, in the pure half, so that `inspeqctl check` refuses at the value's file:line:col exactly
 //! what the daemon would refuse later (and used to log without a location, leaving the service unwatched). The
@@ -77,6 +78,14 @@ pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// The regex crate's error: a syntax error, or a pattern over [`REGEX_SIZE_LIMIT`] compiled.
 pub fn process_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build()
+}
+
+/// An `http` probe's `body "REGEX"`, compiled as the daemon matches answers with it (same size cap).
+///
+/// # Errors
+/// The regex crate's error: a syntax error, or a pattern over [`REGEX_SIZE_LIMIT`] compiled.
+pub fn body_pattern(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build()
 }
 
 #[cfg(test)]

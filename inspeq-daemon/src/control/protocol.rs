@@ -135,6 +135,9 @@ pub struct Status {
     pub kernel: KernelHealth,
     pub services: Vec<ServiceStatus>,
     pub host: Vec<RuleStatus>,
+    /// The host check's active probes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_probes: Vec<ProbeStatus>,
     pub jobs: Vec<JobStatus>,
     /// Latest values per target (only in `export`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -186,6 +189,40 @@ pub struct ServiceStatus {
     /// and why it fails while it does. Absent for services without daemon-metric rules, and from older daemons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub collections: Vec<CollectionStatus>,
+    /// The check's active probes (`port`, `http`, `tls`): when each last ran and answered, how long it took,
+    /// and why it fails while it does. Absent for checks without probe rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeStatus>,
+    /// The TCP sockets the service listens on, with their accept queues, as the last cycle listed them (for
+    /// services with `listening` or `accept_queue` rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One active probe of a check.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    /// What it probes (`http http://127.0.0.1:8080/health`, `port localhost:8080`, `tls example.com:443`).
+    pub probe: String,
+    /// Null before the first probe came back.
+    pub last_attempt_secs_ago: Option<u64>,
+    /// Null while no probe has answered yet.
+    pub last_success_secs_ago: Option<u64>,
+    /// How long the last answer took.
+    pub last_time_ms: Option<f64>,
+    /// Why the last probe failed; null while it answers.
+    pub error: Option<String>,
+}
+
+/// One listening TCP socket of a service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    /// `0.0.0.0:8080`, `[::]:8080`.
+    pub address: String,
+    /// Connections waiting for `accept()`.
+    pub accept_queue: u32,
+    /// The listen backlog: the most that may wait.
+    pub backlog: u32,
 }
 
 /// One daemon family's collection for a service.
@@ -262,6 +299,10 @@ pub enum Unit {
     /// `/sec` on a percentage (the checker warns): the percentage divided by the cycle time.
     PercentPerSec,
     ExitCode,
+    /// A probe's response time.
+    Milliseconds,
+    /// The time left on a certificate.
+    Days,
 }
 
 impl Unit {
@@ -275,6 +316,8 @@ impl Unit {
             Self::BytesPerSec => format!("{}/s", bytes(value)),
             Self::PercentPerSec => format!("{value:.1}%/s"),
             Self::ExitCode => format!("{value:.0}"),
+            Self::Milliseconds => format!("{value:.1} ms"),
+            Self::Days => format!("{value:.1} days"),
         }
     }
 }

@@ -43,6 +43,9 @@ impl Daemon {
                         (engine::NoticeKind::Unreachable { daemon }, engine::Target::Service(service)) => {
                             self.collections.error(service, *daemon).map(ToString::to_string)
                         }
+                        (engine::NoticeKind::ProbeFailed { probe }, target) => {
+                            self.probes.error(target, *probe).map(ToString::to_string)
+                        }
                         _ => None,
                     };
                     let Some(alert) = translate::alert(&self.config, &self.hostname, &event, did, error.as_deref(), at)

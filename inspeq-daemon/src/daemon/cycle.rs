@@ -114,6 +114,7 @@ impl Daemon {
         }
         // Daemon metrics come back as events, each stepped when it arrives.
         self.collections.ask_all();
+        self.probes.ask_all();
         self.step(Input::Cycle, now);
         if let Some(statsd) = &mut self.statsd {
             statsd.send(&lines);

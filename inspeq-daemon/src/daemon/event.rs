@@ -34,6 +34,8 @@ pub enum Event {
     Subscribed { service: String, result: Result<Option<ChangeSubscription>, InitError> },
     /// A daemon family's collection task answered (values, or why it failed).
     Collected(super::collect::Report),
+    /// A probe task answered (what the probe found, or why it failed).
+    Probed(super::probes::Report),
     /// SIGTERM or SIGINT.
     Shutdown,
     /// Time to tell systemd's watchdog we are alive.

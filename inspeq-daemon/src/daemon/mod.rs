@@ -30,6 +30,7 @@ mod executor;
 mod history;
 pub mod notify;
 mod observe;
+mod probes;
 mod reload;
 mod services;
 mod state_lock;
@@ -139,6 +140,7 @@ struct Daemon {
     history: History,
     /// The daemon-metric collection tasks and what they last said.
     collections: collect::Collections,
+    probes: probes::Probes,
     statsd: Option<Statsd>,
     notifier: Notifier,
     observations: u64,
@@ -224,6 +226,7 @@ async fn start(options: Options) -> anyhow::Result<(Daemon, Inbox)> {
         executor: Executor::new(events),
         history: History::default(),
         collections: collect::Collections::default(),
+        probes: probes::Probes::default(),
         statsd,
         notifier: Notifier::from_env(),
         observations: 0,
@@ -380,6 +383,7 @@ impl Daemon {
             }
             Event::Cycle => self.cycle(),
             Event::Collected(report) => self.collected(report),
+            Event::Probed(report) => self.probed(report),
             Event::Control(control) => self.control(control),
             Event::Shutdown => {}
         }

@@ -12,7 +12,7 @@ use crate::{
     alert::template,
     config::{
         metrics::{self, MetricKind, Scope, Unit as CatalogueUnit},
-        model::{Condition, MetricRule, Rule},
+        model::{Condition, MetricRule, ProbeTest, Rule},
     },
     control::protocol::{
         AlertHealth, JobStatus, KernelHealth, LastExit, LogHealth, MetricValue, RuleStatus, ServiceStatus, Status,
@@ -32,6 +32,12 @@ fn rules(daemon: &Daemon, target: &Target, now: Timestamp) -> Vec<RuleStatus> {
         .into_iter()
         .map(|view| {
             let mut shown = rule_value(view.rule, view.value.as_ref());
+            if let Condition::Probe { probe, .. } = view.rule.condition
+                && shown.value.is_none()
+                && let Some(error) = daemon.probes.error(target, probe)
+            {
+                shown.text = format!("fails: {error}");
+            }
             if let Target::Service(service) = target
                 && let Some(text) = collection_text(daemon, service, view.rule, &shown)
             {
@@ -137,6 +143,31 @@ fn rule_value(rule: &Rule, value: Option<&RuleValue>) -> Shown {
             none(None, if *reached { "reached".to_owned() } else { "unreachable".to_owned() })
         }
         (Condition::Unreachable { daemon, .. }, _) => none(None, format!("{daemon} not collected yet")),
+        (Condition::Probe { test: ProbeTest::Fails { .. }, .. }, Some(RuleValue::Reached(answered))) => {
+            none(None, if *answered { "answers".to_owned() } else { "fails".to_owned() })
+        }
+        (Condition::Probe { test: ProbeTest::Time { .. }, .. }, Some(RuleValue::Metric(ms))) => Shown {
+            value: Some(*ms),
+            unit: Some(Unit::Milliseconds),
+            text: Unit::Milliseconds.format(*ms),
+            last_exit: None,
+        },
+        (Condition::Probe { test: ProbeTest::Expires { .. }, .. }, Some(RuleValue::Metric(days))) => {
+            let text = format!("the certificate ends in {}", Unit::Days.format(*days));
+            Shown { value: Some(*days), unit: Some(Unit::Days), text, last_exit: None }
+        }
+        (Condition::Probe { test: ProbeTest::Fails { .. }, .. }, _) => none(None, "not probed yet".to_owned()),
+        (Condition::Probe { test: ProbeTest::Time { .. }, .. }, _) => {
+            none(Some(Unit::Milliseconds), "no answer yet".to_owned())
+        }
+        (Condition::Probe { .. }, _) => none(Some(Unit::Days), "no certificate seen yet".to_owned()),
+        (Condition::ListenerStopped { port }, Some(RuleValue::Listening(true))) => {
+            none(None, format!("listening on port {port}"))
+        }
+        (Condition::ListenerStopped { port }, Some(RuleValue::Listening(false))) => {
+            none(None, format!("not listening on port {port}"))
+        }
+        (Condition::ListenerStopped { port }, _) => none(None, format!("not seen listening on port {port} yet")),
         (Condition::Forks { .. }, Some(RuleValue::Forks { forks, window })) => {
             let rate = *forks as f64 / window.as_secs_f64().max(f64::MIN_POSITIVE);
             let text = format!(
@@ -255,6 +286,8 @@ impl Daemon {
                     workers: WorkerCounts { crashed, oom_killed },
                     rules: rules(self, &Target::Service(name.clone()), now),
                     collections: self.collections.status(name, now),
+                    probes: self.probes.status(&Target::Service(name.clone()), now),
+                    listeners: Vec::new(),
                 }
             })
             .collect();
@@ -276,6 +309,7 @@ impl Daemon {
             },
             services,
             host: rules(self, &Target::Host, now),
+            host_probes: self.probes.status(&Target::Host, now),
             jobs: self
                 .engine
                 .jobs()

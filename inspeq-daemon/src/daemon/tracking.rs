@@ -28,6 +28,7 @@ impl Daemon {
             }
         }
         self.sync_collections();
+        self.sync_probes();
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {
             self.lookup(&name);

@@ -9,7 +9,7 @@ use crate::{
     config::{
         ast::Op,
         metrics::Unit,
-        model::{Condition, Config},
+        model::{Check, Condition, Config, ProbeId, ProbeTest},
     },
     // One way of writing values, in alerts and in `status`.
     control::protocol::{bytes, number},
@@ -24,10 +24,7 @@ fn rule_state(
     value: f64,
     for_secs: Option<u64>,
 ) -> RuleState {
-    let check = match target {
-        engine::Target::Host => config.host.as_ref(),
-        engine::Target::Service(name) => config.services.iter().find(|c| &c.name == name),
-    };
+    let check = check_of(config, target);
     let found = check.and_then(|c| c.rules.iter().find(|r| r.text == rule.text && r.location == rule.location));
     let mut shown = number(value);
     let (metric, comparison, threshold) = match found.map(|r| &r.condition) {
@@ -45,23 +42,46 @@ fn rule_state(
             (metric, comparison, m.threshold.text.clone())
         }
         Some(Condition::Forks { per_sec }) => ("forks".to_owned(), Comparison::Above, format!("{per_sec}/sec")),
+        Some(Condition::Probe { probe, test: ProbeTest::Time { op, millis, .. } }) => {
+            let probed = check.and_then(|c| c.probes.get(probe.0 as usize)).map(|p| p.target.to_string());
+            let comparison = if matches!(op, Op::Lt | Op::Le) { Comparison::Below } else { Comparison::Above };
+            shown = format!("{value:.0} ms");
+            (format!("{} time", probed.unwrap_or_default()), comparison, format!("{millis} ms"))
+        }
+        Some(Condition::Probe { probe, test: ProbeTest::Expires { within } }) => {
+            let probed = check.and_then(|c| c.probes.get(probe.0 as usize)).map(|p| p.target.to_string());
+            shown = format!("expiring in {value:.1} days");
+            let within = crate::config::amount::window_text(*within);
+            (format!("{} certificate", probed.unwrap_or_default()), Comparison::Within, within)
+        }
         _ => (String::new(), Comparison::Above, String::new()),
     };
     RuleState { rule: rule.text.clone(), metric, comparison, value: shown, threshold, for_secs }
 }
 
-/// The alert for one engine event, or `None` for events no channel needs. `collect_error` is why the last
-/// collection of an [`NoticeKind::Unreachable`] daemon failed, which the daemon keeps and the engine does not.
+fn check_of<'a>(config: &'a Config, target: &engine::Target) -> Option<&'a Check> {
+    match target {
+        engine::Target::Host => config.host.as_ref(),
+        engine::Target::Service(name) => config.services.iter().find(|c| &c.name == name),
+    }
+}
+
+/// The alert for one engine event, or `None` for events no channel needs. `error` is why the last collection of
+/// an [`NoticeKind::Unreachable`] daemon, or the last probe of a [`NoticeKind::ProbeFailed`], failed, which the
+/// daemon keeps and the engine does not.
 pub fn alert(
     config: &Config,
     hostname: &str,
     event: &engine::Notice,
     responses: &[Response],
-    collect_error: Option<&str>,
+    error: Option<&str>,
     at: SystemTime,
 ) -> Option<alert::Alert> {
     let service = event.target.to_string();
     let rule = event.rule.as_ref();
+    let probed = |probe: &ProbeId| {
+        check_of(config, &event.target).and_then(|c| c.probes.get(probe.0 as usize)).map(|p| p.target.to_string())
+    };
     let kind = match &event.kind {
         NoticeKind::RuleFailed { value } => {
             alert::AlertKind::RuleFailed(rule_state(config, &event.target, rule?, *value, None))
@@ -76,8 +96,27 @@ pub fn alert(
         NoticeKind::Unreachable { daemon } => alert::AlertKind::Unreachable {
             rule: rule?.text.clone(),
             daemon: daemon.name().to_owned(),
-            error: collect_error.unwrap_or("no answer").to_owned(),
+            error: error.unwrap_or("no answer").to_owned(),
         },
+        NoticeKind::ProbeFailed { probe } => alert::AlertKind::ProbeFailed {
+            rule: rule?.text.clone(),
+            probe: probed(probe)?,
+            error: error.unwrap_or("no answer").to_owned(),
+        },
+        NoticeKind::ProbeAnswers { probe, failed_for } => alert::AlertKind::ProbeAnswers {
+            rule: rule?.text.clone(),
+            probe: probed(probe)?,
+            for_secs: failed_for.as_secs(),
+        },
+        NoticeKind::ListenerStopped { port, address, pid } => alert::AlertKind::ListenerStopped {
+            rule: rule?.text.clone(),
+            port: *port,
+            address: address.map(|a| a.to_string()),
+            pid: *pid,
+        },
+        NoticeKind::Listening { port, failed_for } => {
+            alert::AlertKind::Listening { rule: rule?.text.clone(), port: *port, for_secs: failed_for.as_secs() }
+        }
         NoticeKind::Reachable { daemon, failed_for } => alert::AlertKind::Reachable {
             rule: rule?.text.clone(),
             daemon: daemon.name().to_owned(),

@@ -1,10 +1,11 @@
 //! What the engine asks the daemon to do: plain data, carried out by the executor (init systems, alert channels,
 //! argv execution). Actions say what, never how.
 
+use core::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::metrics::Daemon;
-use crate::config::model::Location;
+use crate::config::model::{Location, ProbeId};
 use crate::engine::input::Target;
 use crate::exit::Exit;
 
@@ -71,6 +72,28 @@ pub enum NoticeKind {
     /// Two cycles in a row with a collection that worked, after [`NoticeKind::Unreachable`].
     Reachable {
         daemon: Daemon,
+        failed_for: Duration,
+    },
+    /// A probe's `is closed` / `fails` rule tripped for its `for N cycles`.
+    ProbeFailed {
+        probe: ProbeId,
+    },
+    /// Two probes in a row answered, after [`NoticeKind::ProbeFailed`].
+    ProbeAnswers {
+        probe: ProbeId,
+        failed_for: Duration,
+    },
+    /// `listening PORT stopped`: the service no longer listens on `port`. `address` and `pid`: the socket that
+    /// closed and the process that closed it, when the kernel reported the close (not when a cycle's list of
+    /// listeners found the port gone).
+    ListenerStopped {
+        port: u16,
+        address: Option<SocketAddr>,
+        pid: Option<u32>,
+    },
+    /// The service listens on `port` again, after [`NoticeKind::ListenerStopped`].
+    Listening {
+        port: u16,
         failed_for: Duration,
     },
     /// An event rule (exited, crashed, signaled, `oom_killed`, `exit_code`) matched an exit.

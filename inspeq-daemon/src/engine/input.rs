@@ -1,10 +1,11 @@
 //! What the daemon feeds the engine: observations from the kernel and the init systems, metric samples, the cycle
 //! tick, and operator requests. Plain data, built by the daemon's edges.
 
-use std::collections::BTreeMap;
+use core::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::metrics::Daemon;
-use crate::config::model::MetricName;
+use crate::config::model::{MetricName, ProbeId};
 use crate::exit::{Exit, ExitStatus};
 
 /// What a sample or an event is about.
@@ -46,6 +47,9 @@ pub enum Input {
     RestartFailed { service: String, reason: String },
     /// A process of the service forked.
     Forked { service: String },
+    /// A TCP socket of the service listening on `address` closed, as the kernel reported it the moment it did,
+    /// and while nobody was stopping the service (the daemon asked the init system first).
+    ListenerClosed { service: String, address: SocketAddr, pid: u32 },
     /// The cycle timer fired: job deadlines, fork-rate and flap windows are checked.
     Cycle,
     /// `inspeqctl deploy start`: silence rules for `deploy_length` or until `DeployFinished`.
@@ -68,6 +72,22 @@ pub struct Sample {
     /// The daemon families collected for this sample, and how each collection went: a family that failed has no
     /// values here, and its rules have no value this cycle (a failure is a fact, never a zero).
     pub daemons: BTreeMap<Daemon, Collection>,
+    /// The check's probes that ran for this sample, and what each found. A probe not here did not run (its
+    /// interval has not passed): its rules are not judged this cycle.
+    pub probes: BTreeMap<ProbeId, Probed>,
+    /// The addresses the service's TCP sockets listen on, when they were listed for this sample (`sock_diag`).
+    pub listeners: Option<BTreeSet<SocketAddr>>,
+}
+
+/// What one probe found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Probed {
+    /// It answered as the probe asks (connected; the HTTP status and body expected; a handshake), in `millis`.
+    /// `certificate_left`: for a TLS probe, the seconds until the server's certificate expires (negative once it
+    /// has).
+    Answered { millis: f64, certificate_left: Option<f64> },
+    /// It did not: refused, timed out, the wrong status or body, a failed handshake.
+    Failed,
 }
 
 /// How one collection of a daemon family went.
@@ -83,13 +103,34 @@ pub enum Collection {
 impl Sample {
     #[must_use]
     pub fn new(target: Target) -> Self {
-        Sample { target, values: BTreeMap::new(), cores: None, daemons: BTreeMap::new() }
+        Sample {
+            target,
+            values: BTreeMap::new(),
+            cores: None,
+            daemons: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            listeners: None,
+        }
     }
 
     /// Records how the collection of `daemon` went.
     #[must_use]
     pub fn collection(mut self, daemon: Daemon, collection: Collection) -> Self {
         self.daemons.insert(daemon, collection);
+        self
+    }
+
+    /// Records what probe `probe` found.
+    #[must_use]
+    pub fn probed(mut self, probe: ProbeId, probed: Probed) -> Self {
+        self.probes.insert(probe, probed);
+        self
+    }
+
+    /// Records the addresses the service listens on.
+    #[must_use]
+    pub fn listening(mut self, addresses: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.listeners = Some(addresses.into_iter().collect());
         self
     }
 

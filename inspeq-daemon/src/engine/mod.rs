@@ -6,6 +6,7 @@
 
 pub mod action;
 pub mod input;
+mod listen;
 pub mod rule;
 pub mod time;
 pub mod value;
@@ -17,13 +18,13 @@ use std::time::Duration;
 
 pub use crate::exit::{Exit, ExitStatus};
 pub use action::{Action, Notice, NoticeKind, RuleRef};
-pub use input::{Collection, ExitCause, Input, ProcessExit, Sample, Target, swap_used_percent};
+pub use input::{Collection, ExitCause, Input, Probed, ProcessExit, Sample, Target, swap_used_percent};
 pub use rule::{CycleRuleState, Phase, Transition};
 pub use time::Timestamp;
 pub use view::{RuleValue, RuleView};
 
 use crate::config::model::{
-    ActionSpec, Check, CheckKind, Condition, Config, Job, RestartLimit, Rule, Window, WorkerEvent,
+    ActionSpec, Check, CheckKind, Condition, Config, Job, ProbeTest, RestartLimit, Rule, Window, WorkerEvent,
 };
 use value::Previous;
 use window::{Forks, Instants};
@@ -64,6 +65,9 @@ struct TargetState {
     /// The service went down while alerts were silenced (a deploy): judged at the first cycle after the
     /// silence if it is still down, with the exit that took it down, if one was seen.
     down_while_silenced: Option<Option<ProcessExit>>,
+    /// Where the service's TCP sockets listen, as last listed and since told by the kernel's closes: a
+    /// `listening PORT stopped` rule fires when the last of them on its port is gone.
+    listeners: std::collections::BTreeSet<core::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,6 +226,8 @@ impl TargetState {
                 }
                 Condition::Metric(_)
                 | Condition::Unreachable { .. }
+                | Condition::Probe { .. }
+                | Condition::ListenerStopped { .. }
                 | Condition::Forks { .. }
                 | Condition::Worker { .. } => {}
             }
@@ -247,6 +253,7 @@ impl TargetState {
             unmonitored: false,
             has_exit_rules,
             down_while_silenced: None,
+            listeners: std::collections::BTreeSet::new(),
         }
     }
 
@@ -354,6 +361,11 @@ pub fn step(state: &mut EngineState, input: Input, now: Timestamp) -> Vec<Action
                 on_forked(t, now, silenced, &mut out);
             }
         }
+        Input::ListenerClosed { service, address, pid } => {
+            if let Some(t) = state.targets.get_mut(&Target::Service(service)) {
+                listen::on_closed(t, address, pid, now, silenced, &mut out);
+            }
+        }
         Input::Cycle => on_cycle(state, now, &mut out),
         Input::DeployStarted => {
             state.silenced_until = Some(now + state.deploy_length);
@@ -439,6 +451,33 @@ fn on_sample(
                 let reached = *collection != Collection::Failed;
                 (RuleValue::Reached(reached), !reached, *cycles)
             }
+            Condition::Probe { probe, test } => {
+                // Judged only in the cycles the probe ran, and not while the init system has the service stopped
+                // on request: an operator's `systemctl stop` closes its port, and that is no failure to restart.
+                let Some(probed) = sample.probes.get(probe) else { continue };
+                if t.status == Status::Stopped {
+                    t.rules[i].last = None;
+                    t.rules[i].cycle.reset_count();
+                    continue;
+                }
+                match (test, *probed) {
+                    (ProbeTest::Fails { cycles }, probed) => {
+                        let answered = probed != Probed::Failed;
+                        (RuleValue::Reached(answered), !answered, *cycles)
+                    }
+                    (ProbeTest::Time { op, millis, cycles }, Probed::Answered { millis: took, .. }) => {
+                        (RuleValue::Metric(took), op.holds(took, *millis), *cycles)
+                    }
+                    (ProbeTest::Expires { within }, Probed::Answered { certificate_left: Some(left), .. }) => {
+                        (RuleValue::Metric(left / 86_400.0), left < within.as_secs_f64(), 1)
+                    }
+                    // No answer, no time and no certificate: unknown this cycle, as a failed collection is.
+                    (ProbeTest::Time { .. } | ProbeTest::Expires { .. }, _) => {
+                        t.rules[i].last = None;
+                        continue;
+                    }
+                }
+            }
             _ => continue,
         };
         // Kept while the rule may not act too (a deploy, `unmonitor`): `status` shows what it would compare.
@@ -455,6 +494,12 @@ fn on_sample(
             (Transition::Recovered { failed_for }, Condition::Unreachable { daemon, .. }, _) => {
                 (NoticeKind::Reachable { daemon: *daemon, failed_for }, false)
             }
+            (Transition::Failed, Condition::Probe { probe, test: ProbeTest::Fails { .. } }, _) => {
+                (NoticeKind::ProbeFailed { probe: *probe }, true)
+            }
+            (Transition::Recovered { failed_for }, Condition::Probe { probe, test: ProbeTest::Fails { .. } }, _) => {
+                (NoticeKind::ProbeAnswers { probe: *probe, failed_for }, false)
+            }
             (Transition::Failed, _, RuleValue::Metric(value)) => (NoticeKind::RuleFailed { value }, true),
             (Transition::Recovered { failed_for }, _, RuleValue::Metric(value)) => {
                 (NoticeKind::RuleRecovered { value, failed_for }, false)
@@ -469,11 +514,16 @@ fn on_sample(
     for (metric, value) in &sample.values {
         t.previous.insert(metric.clone(), (*value, now));
     }
+    if let Some(listeners) = &sample.listeners {
+        listen::on_listed(t, listeners, now, silenced, out);
+    }
 }
 
 fn on_started(t: &mut TargetState, pid: u32, now: Timestamp, silenced: bool, out: &mut Vec<Action>) {
     // A new process starts its counters from zero: deltas against the old one would be meaningless.
     t.previous.clear();
+    // Nor has it listened anywhere yet: `listening N stopped` waits until it is seen listening.
+    listen::forget(t);
     let was = t.status;
     t.status = Status::Up;
     t.down_while_silenced = None;
@@ -585,6 +635,8 @@ fn judge_exit(t: &mut TargetState, seen: &ProcessExit, init_restarts: bool, out:
                 }
                 Condition::Metric(_)
                 | Condition::Unreachable { .. }
+                | Condition::Probe { .. }
+                | Condition::ListenerStopped { .. }
                 | Condition::Forks { .. }
                 | Condition::Restarts { .. }
                 | Condition::Worker { .. } => false,

@@ -25,8 +25,11 @@ pub enum RuleValue {
     /// A metric rule: the last value it compared, in the rule's unit (CPU in percent, bytes, a plain number; a
     /// counter's change over the cycle, or per second with `/sec`).
     Metric(f64),
-    /// `if FAMILY is unreachable`: whether the last collection of the family reached its server.
+    /// `if FAMILY is unreachable`, `port N is closed`, `http URL fails`: whether the last collection of the
+    /// family reached its server, the last probe answered.
     Reached(bool),
+    /// `listening PORT stopped`: whether the service was listening on the port when last seen.
+    Listening(bool),
     /// `forks > N/sec`: the forks in the window the rule is measured over, ending now.
     Forks { forks: u64, window: Duration },
     /// `restarts > N within W`: the restarts in that window, ending now.

@@ -19,7 +19,7 @@ use crate::config::model::{
 };
 use crate::config::names::{self, ServiceName};
 
-use super::{Context, at, location, route_known, unknown_route};
+use super::{Context, at, location, probes, route_known, unknown_route};
 
 const PARAMS: &str = "owner, init, scope, bus, cgroup_root, pidfile, matching, restart_command, hostname, port, socket, username, password, database, endpoint or path";
 
@@ -175,6 +175,7 @@ fn check_block(
         restart_command: None,
         params: BTreeMap::new().into(),
         daemons: Vec::new(),
+        probes: Vec::new(),
         exposes: Vec::new(),
         rules: Vec::new(),
         location: location(file, block.head),
@@ -575,7 +576,7 @@ fn collapse(text: &str) -> String {
 fn check_rule(
     file: &SourceFile<'_>,
     rule: &ast::RuleText,
-    check: &Check,
+    check: &mut Check,
     cx: &Context,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Rule> {
@@ -594,11 +595,14 @@ fn check_rule(
 fn condition(
     file: &SourceFile<'_>,
     cond: &ast::Condition,
-    check: &Check,
+    check: &mut Check,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Condition> {
     let is_host = check.kind == CheckKind::Host;
     match cond {
+        ast::Condition::Probe { kind, target, params, test } => {
+            probes::probe_condition(file, (kind, target, params, test), check, out)
+        }
         ast::Condition::Event { name, arg } => event_condition(file, name, arg.as_ref(), is_host, out),
         ast::Condition::EventCount { name, arg, op, amount, within } => {
             counted_event(file, name, arg, *op, amount, within, is_host, out)
@@ -1001,7 +1005,7 @@ fn resolve_metric(
 }
 
 /// `for N cycles` (or `for N`): at least one; without it, one cycle is enough.
-fn cycle_count(
+pub(super) fn cycle_count(
     file: &SourceFile<'_>,
     for_cycles: Option<&(Text, Option<Text>)>,
     out: &mut Vec<Diagnostic>,

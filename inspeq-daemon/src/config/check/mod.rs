@@ -8,6 +8,7 @@
 
 mod checks;
 mod global;
+mod probes;
 pub mod secrets;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,241 @@
+//! Is it serving? Active probes (`port`, `http`, `tls`) against real servers: Debian's nginx-light as a `check
+//! process` with a TLS server whose certificate (made by `openssl`, signed by a CA made for it) ends in days, and
+//! Debian's Puma as a unit of a real systemd user manager (`tests::apps_harness`) that answers 500, hangs under
+//! SIGSTOP, and dies.
+//!
+//! Alerts are read on the daemon's standard output (`alert: firing service=NAME event=KIND ...`). Waits are
+//! bounded (hang guards); nothing here asserts how fast anything happened.
+
+use std::time::Duration;
+
+use tests::{
+    apps_harness::{Apps, PROGRAMS},
+    daemon_harness::{Daemon, is_alert},
+    init_harness::{Scratch, kill9, wait_for},
+    privileged_with,
+    servers::{self, Server},
+};
+
+/// Hang guard for what takes a few one-second cycles.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// How many cycles have sampled the host (the length of `show host load:1`): a clock in cycles.
+fn cycles(daemon: &Daemon) -> usize {
+    let show = daemon.ctl_ok(&["show", "host", "load:1"]);
+    if show.contains("no values yet") { 0 } else { show.lines().nth(1).unwrap_or("").chars().count() }
+}
+
+/// Waits until `n` more cycles have run: time for anything late to show up.
+fn wait_cycles(daemon: &Daemon, n: usize) {
+    let start = cycles(daemon);
+    wait_for(&format!("{n} more cycles"), LIMIT, || (cycles(daemon) >= start + n).then_some(()));
+}
+
+/// A host check whose sampled load counts cycles.
+const HOST: &str = "check host\n  if load:1 > 100000 then alert\n";
+
+fn is_resolved(line: &str, service: &str, event: &str) -> bool {
+    line.starts_with(&format!("alert: resolved service={service} event={event} "))
+}
+
+/// The probe `probe` of service `name` in `status --json`.
+fn probe(daemon: &Daemon, name: &str, probe: &str) -> Option<serde_json::Value> {
+    let service = daemon.service(name)?;
+    service["probes"].as_array()?.iter().find(|p| p["probe"] == probe).cloned()
+}
+
+/// The rule `text` of service `name` in `status --json`.
+fn rule(daemon: &Daemon, name: &str, text: &str) -> Option<serde_json::Value> {
+    let service = daemon.service(name)?;
+    service["rules"].as_array()?.iter().find(|r| r["rule"] == text).cloned()
+}
+
+/// Alert lines of `event` about `service`, firing or resolved, whose text has `with`.
+fn alerts(daemon: &Daemon, service: &str, event: &str, with: &str) -> usize {
+    daemon.stdout.count(|l| (is_alert(l, service, event) || is_resolved(l, service, event)) && l.contains(with))
+}
+
+/// nginx with a TLS server on `tls_port` whose certificate ends in 5 days.
+fn nginx_tls(scratch: &Scratch, port: u16, tls_port: u16) -> (Server, servers::Certificate) {
+    let certificate = servers::certificate(&scratch.dir.join("tls"), 5);
+    let tls = format!(
+        "  server {{\n    listen 127.0.0.1:{tls_port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
+         \x20   location / {{ return 200 \"secure\\n\"; }}\n  }}\n",
+        certificate.cert.display(),
+        certificate.key.display()
+    );
+    (servers::nginx_with(scratch, port, &tls), certificate)
+}
+
+#[test]
+fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_alerted_and_a_stopped_nginx_fails() {
+    let test =
+        "nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_alerted_and_a_stopped_nginx_fails";
+    if !privileged_with(test, &[servers::NGINX, servers::OPENSSL]) {
+        return;
+    }
+    let scratch = Scratch::new("serving-nginx");
+    let (port, tls_port) = (servers::free_port(), servers::free_port());
+    let (mut nginx, certificate) = nginx_tls(&scratch, port, tls_port);
+    let (pidfile, ca) = (nginx.pidfile.display().to_string(), certificate.ca.display().to_string());
+    let daemon = Daemon::builder("serving-nginx")
+        .file("inspeq.conf", "set cycle_time 1\n")
+        .file(
+            "services.d/nginx.inq",
+            &format!(
+                "check process nginx with pidfile {pidfile}\n\
+                 \x20 if port {port} is closed then alert\n\
+                 \x20 if http \"http://127.0.0.1:{port}/\" with body \"^ok\" fails then alert\n\
+                 \x20 if http \"http://127.0.0.1:{port}/\" with body \"^ok\" time < 60s then alert\n\
+                 \x20 if http \"http://127.0.0.1:{port}/missing\" fails then alert\n\
+                 \x20 if http \"https://localhost:{tls_port}/\" with ca_file {ca}, body secure fails then alert\n\
+                 \x20 if http \"https://localhost:{tls_port}/\" fails then alert\n\
+                 \x20 if tls \"localhost:{tls_port}\" with ca_file {ca} expires within 14 days then alert\n\
+                 \x20 if tls \"localhost:{tls_port}\" with ca_file {ca} expires within 2 days then alert\n\
+                 \x20 if tls \"127.0.0.1:{tls_port}\" with ca_file {ca}, server_name example.com fails then alert\n"
+            ),
+        )
+        .arg("--no-ebpf")
+        .start();
+
+    // The certificate ends in 5 days: within 14, not within 2.
+    let expiry = daemon.stdout.wait("the certificate's expiry alert", LIMIT, |l| {
+        is_alert(l, "nginx", "rule_failed") && l.contains("within 14 days")
+    });
+    assert!(expiry.contains(&format!("tls localhost:{tls_port} certificate is expiring in ")), "{expiry}");
+    let days = wait_for("the certificate's days left", LIMIT, || {
+        rule(&daemon, "nginx", &format!("tls \"localhost:{tls_port}\" with ca_file {ca} expires within 2 days"))?
+            ["value"]
+            .as_f64()
+    });
+    assert!((4.9..5.01).contains(&days), "{days} days left");
+
+    // A 404 is a failure; so is a certificate nobody trusts, and one for another name.
+    let missing =
+        daemon.stdout.wait("the 404 alert", LIMIT, |l| is_alert(l, "nginx", "probe_failed") && l.contains("/missing"));
+    assert!(missing.contains("HTTP 404 Not Found, expected a status below 400"), "{missing}");
+    let untrusted = daemon.stdout.wait("the untrusted certificate's alert", LIMIT, |l| {
+        is_alert(l, "nginx", "probe_failed") && l.contains(&format!("https://localhost:{tls_port}/ fails"))
+    });
+    assert!(untrusted.contains("certificate"), "{untrusted}");
+    let name = daemon.stdout.wait("the wrong name's alert", LIMIT, |l| {
+        is_alert(l, "nginx", "probe_failed") && l.contains(&format!("tls 127.0.0.1:{tls_port}"))
+    });
+    assert!(name.contains("handshake") && name.contains("certificate"), "{name}");
+
+    // What answers is timed: the time rule compares every answer, and `status` shows the probes' last times.
+    daemon.stdout.wait("the time rule", LIMIT, |l| {
+        is_alert(l, "nginx", "rule_failed") && l.contains(&format!("http http://127.0.0.1:{port}/ time is"))
+    });
+    let tcp = wait_for("the port probe's answer", LIMIT, || {
+        probe(&daemon, "nginx", &format!("port localhost:{port}")).filter(|p| p["last_time_ms"].is_f64())
+    });
+    assert!(tcp["error"].is_null(), "{tcp}");
+    let https = wait_for("the trusted https probe's answer", LIMIT, || {
+        probe(&daemon, "nginx", &format!("http https://localhost:{tls_port}/"))
+            .filter(|p| p["last_success_secs_ago"].is_u64())
+    });
+    assert!(https["last_time_ms"].as_f64().unwrap() > 0.0, "{https}");
+    // Only the probes that should fail did.
+    for bad in ["is closed", &format!("http http://127.0.0.1:{port}/ fails"), "2 days"] {
+        assert_eq!(
+            alerts(&daemon, "nginx", "probe_failed", bad) + alerts(&daemon, "nginx", "rule_failed", bad),
+            0,
+            "{bad}: {:#?}",
+            daemon.stdout.all()
+        );
+    }
+
+    // nginx stops: its port is closed and its pages fail, with the system's reason.
+    nginx.stop();
+    let closed = daemon.stdout.wait("the closed port's alert", LIMIT, |l| {
+        is_alert(l, "nginx", "probe_failed") && l.contains(&format!("port localhost:{port} fails"))
+    });
+    assert!(closed.contains("refused"), "{closed}");
+    let page = daemon.stdout.wait("the page's alert", LIMIT, |l| {
+        is_alert(l, "nginx", "probe_failed") && l.contains(&format!("http http://127.0.0.1:{port}/ fails"))
+    });
+    assert!(page.contains("GET http://127.0.0.1"), "{page}");
+    // Without answers the time and the certificate are unknown, not zero.
+    let unknown = wait_for("the time rule without a value", LIMIT, || {
+        let r = rule(&daemon, "nginx", &format!("http \"http://127.0.0.1:{port}/\" with body \"^ok\" time < 60s"))?;
+        (r["value"].is_null() && r["value_text"].as_str()?.starts_with("fails:")).then_some(r)
+    });
+    assert!(unknown["value_text"].as_str().unwrap().contains("refused"), "{unknown}");
+}
+
+#[test]
+fn a_sick_or_hung_puma_fails_its_http_probe_a_dead_one_is_restarted_by_its_port_rule_and_a_stop_is_left_alone() {
+    let test =
+        "a_sick_or_hung_puma_fails_its_http_probe_a_dead_one_is_restarted_by_its_port_rule_and_a_stop_is_left_alone";
+    if !privileged_with(test, PROGRAMS) {
+        return;
+    }
+    let apps = Apps::new("serving");
+    let master = apps.start_puma();
+    let port = apps.puma_port;
+    let health = format!("http \"http://127.0.0.1:{port}/health\" with body healthy, timeout 1s fails for 2 cycles");
+    let daemon = Daemon::builder("serving-puma")
+        .file("inspeq.conf", "set cycle_time 1\n")
+        .file("host.inq", HOST)
+        .file(
+            "services.d/puma.inq",
+            &format!(
+                "check service puma with scope user\n\
+                 \x20 if {health} then alert\n\
+                 \x20 if port {port} is closed for 2 cycles then alert, restart\n"
+            ),
+        )
+        .env("XDG_RUNTIME_DIR", &apps.manager.runtime_dir)
+        .start();
+    assert_eq!(daemon.wait_up("puma", LIMIT), master);
+    wait_for("the health probe's first answer", LIMIT, || {
+        probe(&daemon, "puma", &format!("http http://127.0.0.1:{port}/health"))
+            .filter(|p| p["last_success_secs_ago"].is_u64())
+    });
+
+    // The app answers 500: the probe fails after two cycles, and recovers when it is healthy again.
+    std::fs::write(apps.dir.join("sick"), "").unwrap();
+    let sick = daemon.stdout.wait("the 500's alert", LIMIT, |l| is_alert(l, "puma", "probe_failed"));
+    assert!(sick.contains("HTTP 500 Internal Server Error"), "{sick}");
+    std::fs::remove_file(apps.dir.join("sick")).unwrap();
+    daemon.stdout.wait("the health probe's recovery", LIMIT, |l| is_resolved(l, "puma", "probe_answers"));
+
+    // Hung (master and workers stopped): the kernel still completes connections, so the port is open, but no
+    // page comes back within the probe's second.
+    let procs = apps.unit_procs("puma.service");
+    for pid in &procs {
+        unsafe { libc::kill(*pid as i32, libc::SIGSTOP) };
+    }
+    let hung = daemon.stdout.wait_nth("the hung puma's alert", 1, LIMIT, |l| is_alert(l, "puma", "probe_failed"));
+    assert!(hung.contains("/health fails") && hung.contains("no answer within 1s"), "{hung}");
+    for pid in &procs {
+        unsafe { libc::kill(*pid as i32, libc::SIGCONT) };
+    }
+    daemon.stdout.wait_nth("the hung puma's recovery", 1, LIMIT, |l| is_resolved(l, "puma", "probe_answers"));
+    assert_eq!(alerts(&daemon, "puma", "probe_failed", "port localhost"), 0, "{:#?}", daemon.stdout.all());
+
+    // Dead (the master killed, its workers follow): the port closes, and the port rule restarts it.
+    kill9(master);
+    let closed = daemon.stdout.wait("the closed port's alert", LIMIT, |l| {
+        is_alert(l, "puma", "probe_failed") && l.contains("port localhost")
+    });
+    assert!(closed.contains("refused"), "{closed}");
+    let restarted = daemon.wait_up_not("puma", Some(master), LIMIT);
+    apps.wait_puma_ready();
+    daemon.stdout.wait("the port's recovery", LIMIT, |l| {
+        is_resolved(l, "puma", "probe_answers") && l.contains("port localhost")
+    });
+
+    // An operator's stop closes the port too: that is no failure, and nothing restarts it.
+    apps.manager.systemctl_ok(&["stop", "puma.service"]);
+    let before = daemon.stdout.all().len();
+    let stopped =
+        wait_for("status to show puma down", LIMIT, || daemon.service("puma").filter(|s| s["state"] == "down"));
+    assert!(stopped["pid"].is_null(), "{stopped}");
+    // Five cycles: more than the two a closed port needs.
+    wait_cycles(&daemon, 5);
+    let after: Vec<String> = daemon.stdout.all().into_iter().skip(before).collect();
+    assert!(after.iter().all(|l| !l.contains("event=probe_failed")), "{after:#?}");
+    assert_eq!(apps.active_state("puma.service"), "inactive", "inspeq restarted a stopped puma (was {restarted})");
+}
