@@ -67,6 +67,41 @@ fn nginx_tls(scratch: &Scratch, port: u16, tls_port: u16) -> (Server, servers::C
     (servers::nginx_with(scratch, port, &tls), certificate)
 }
 
+/// nginx's listeners as `status` shows them, then a reload that moves the TLS server to another port: the
+/// kernel reports the old listener's close, and only that port's rule fires.
+fn listeners_and_a_reload_onto_another_port(daemon: &Daemon, nginx: &Server, port: u16, tls_port: u16) {
+    // Its listeners, from the kernel: both ports (the probes' own connections may be waiting in them).
+    let listed = wait_for("nginx's listeners in status", LIMIT, || {
+        let service = daemon.service("nginx")?;
+        let listeners = service["listeners"].as_array()?.clone();
+        (listeners.len() == 2).then_some(listeners)
+    });
+    for listener in &listed {
+        assert!(listener["accept_queue"].is_u64(), "{listener}");
+        assert!(listener["backlog"].as_u64().unwrap() > 0, "{listener}");
+    }
+
+    // Reloaded onto another port: the old listener closes when the last process holding it (the old worker,
+    // once it has finished its connections) lets go, and the kernel says so at once.
+    let moved = servers::free_port();
+    let conf = nginx.dir.join("nginx.conf");
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace(&format!("listen 127.0.0.1:{tls_port} ssl"), &format!("listen 127.0.0.1:{moved} ssl"));
+    std::fs::write(&conf, text).unwrap();
+    nginx.signal(libc::SIGHUP);
+    let stopped = daemon.stdout.wait("the moved listener's alert", LIMIT, |l| is_alert(l, "nginx", "listener_stopped"));
+    let closer: u32 = stopped
+        .split(&format!("stopped listening on port {tls_port}: pid "))
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("{stopped}"));
+    assert!(stopped.contains(&format!("closed 127.0.0.1:{tls_port}")), "{stopped}");
+    assert!(closer > 0, "{stopped}");
+    assert_eq!(alerts(daemon, "nginx", "listener_stopped", &format!("port {port}")), 0, "{:#?}", daemon.stdout.all());
+}
+
 #[test]
 fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_alerted_and_a_stopped_nginx_fails() {
     let test =
@@ -92,10 +127,11 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
                  \x20 if http \"https://localhost:{tls_port}/\" fails then alert\n\
                  \x20 if tls \"localhost:{tls_port}\" with ca_file {ca} expires within 14 days then alert\n\
                  \x20 if tls \"localhost:{tls_port}\" with ca_file {ca} expires within 2 days then alert\n\
-                 \x20 if tls \"127.0.0.1:{tls_port}\" with ca_file {ca}, server_name example.com fails then alert\n"
+                 \x20 if tls \"127.0.0.1:{tls_port}\" with ca_file {ca}, server_name example.com fails then alert\n\
+                 \x20 if listening {port} stopped then alert\n\
+                 \x20 if listening {tls_port} stopped then alert\n"
             ),
         )
-        .arg("--no-ebpf")
         .start();
 
     // The certificate ends in 5 days: within 14, not within 2.
@@ -146,6 +182,8 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
         );
     }
 
+    listeners_and_a_reload_onto_another_port(&daemon, &nginx, port, tls_port);
+
     // nginx stops: its port is closed and its pages fail, with the system's reason.
     nginx.stop();
     let closed = daemon.stdout.wait("the closed port's alert", LIMIT, |l| {
@@ -183,7 +221,9 @@ fn a_sick_or_hung_puma_fails_its_http_probe_a_dead_one_is_restarted_by_its_port_
             &format!(
                 "check service puma with scope user\n\
                  \x20 if {health} then alert\n\
-                 \x20 if port {port} is closed for 2 cycles then alert, restart\n"
+                 \x20 if port {port} is closed for 2 cycles then alert, restart\n\
+                 \x20 if listening {port} stopped then alert\n\
+                 \x20 if accept_queue > 5 for 2 cycles then alert\n"
             ),
         )
         .env("XDG_RUNTIME_DIR", &apps.manager.runtime_dir)
@@ -209,11 +249,37 @@ fn a_sick_or_hung_puma_fails_its_http_probe_a_dead_one_is_restarted_by_its_port_
     }
     let hung = daemon.stdout.wait_nth("the hung puma's alert", 1, LIMIT, |l| is_alert(l, "puma", "probe_failed"));
     assert!(hung.contains("/health fails") && hung.contains("no answer within 1s"), "{hung}");
+    // Connections pile up in its accept queue: the kernel's count, with no probe of its own.
+    let clients: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("the kernel accepts for puma"))
+        .collect();
+    let queued = daemon
+        .stdout
+        .wait("the accept queue's alert", LIMIT, |l| is_alert(l, "puma", "rule_failed") && l.contains("accept_queue"));
+    let waiting: f64 = queued
+        .split("accept_queue is ")
+        .nth(1)
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{queued}"));
+    assert!(waiting >= 20.0, "{queued}");
+    let listener = wait_for("the queue in status", LIMIT, || {
+        let listeners = daemon.service("puma")?["listeners"].as_array()?.clone();
+        listeners.into_iter().find(|l| l["accept_queue"].as_u64().is_some_and(|q| q >= 20))
+    });
+    assert_eq!(listener["address"], format!("127.0.0.1:{port}"), "{listener}");
+    drop(clients);
     for pid in &procs {
         unsafe { libc::kill(*pid as i32, libc::SIGCONT) };
     }
     daemon.stdout.wait_nth("the hung puma's recovery", 1, LIMIT, |l| is_resolved(l, "puma", "probe_answers"));
     assert_eq!(alerts(&daemon, "puma", "probe_failed", "port localhost"), 0, "{:#?}", daemon.stdout.all());
+
+    // A killed worker closes nothing: the listening socket is the master's, shared with the workers.
+    let worker = apps.puma_workers()[0];
+    kill9(worker);
+    let workers = apps.wait_puma_workers_replaced(&[worker]);
+    assert!(!workers.contains(&worker));
 
     // Dead (the master killed, its workers follow): the port closes, and the port rule restarts it.
     kill9(master);
@@ -238,4 +304,6 @@ fn a_sick_or_hung_puma_fails_its_http_probe_a_dead_one_is_restarted_by_its_port_
     let after: Vec<String> = daemon.stdout.all().into_iter().skip(before).collect();
     assert!(after.iter().all(|l| !l.contains("event=probe_failed")), "{after:#?}");
     assert_eq!(apps.active_state("puma.service"), "inactive", "inspeq restarted a stopped puma (was {restarted})");
+    // Neither the worker's death, nor the crash, nor the stop was a listener stopping: each closed it as it ended.
+    assert_eq!(alerts(&daemon, "puma", "listener_stopped", ""), 0, "{:#?}", daemon.stdout.all());
 }

@@ -80,6 +80,9 @@ pub static BUILTIN: &[MetricDef] = &[
     m("cpu", "total", CpuSeconds, Percent, Process),
     m("cpu", "total_user", CpuSeconds, Percent, Process),
     m("cpu", "total_system", CpuSeconds, Percent, Process),
+    // The longest accept queue of the service's listening TCP sockets (connections waiting for `accept()`), from
+    // the kernel's `sock_diag`; 0 for a service that listens nowhere.
+    MetricDef { family: "accept_queue", name: None, kind: Gauge, unit: Count, scope: Process },
 ];
 
 /// `disk:<mount point>` is open-ended: any absolute path names a mount point.

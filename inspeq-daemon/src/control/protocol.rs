@@ -202,6 +202,9 @@ pub struct ServiceStatus {
 /// One active probe of a check.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProbeStatus {
+    /// Its number in the check: two probes of the same target with other options have the same `probe`.
+    #[serde(default)]
+    pub id: u32,
     /// What it probes (`http http://127.0.0.1:8080/health`, `port localhost:8080`, `tls example.com:443`).
     pub probe: String,
     /// Null before the first probe came back.

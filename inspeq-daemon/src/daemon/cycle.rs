@@ -20,11 +20,12 @@ use crate::{
 impl Daemon {
     /// The kernel watch settings a service's rules need.
     pub(super) fn watch_settings(check: &config::model::Check) -> WatchSettings {
-        // `listeners`: wired by the listening rules.
         let mut settings = WatchSettings { forks: false, rss: None, total_rss: None, listeners: false };
         for rule in &check.rules {
             match &rule.condition {
                 Condition::Forks { .. } => settings.forks = true,
+                // The kernel reports the close of a listening socket of the service the moment it happens.
+                Condition::ListenerStopped { .. } => settings.listeners = true,
                 Condition::Metric(m)
                     if m.metric.family == "memory" && matches!(m.op, config::ast::Op::Gt | config::ast::Op::Ge) =>
                 {
@@ -116,6 +117,7 @@ impl Daemon {
         // Daemon metrics come back as events, each stepped when it arrives.
         self.collections.ask_all();
         self.probes.ask_all();
+        self.list_listeners();
         self.step(Input::Cycle, now);
         if let Some(statsd) = &mut self.statsd {
             statsd.send(&lines);

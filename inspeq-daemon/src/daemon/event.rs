@@ -34,6 +34,10 @@ pub enum Event {
     Subscribed { service: String, result: Result<Option<ChangeSubscription>, InitError> },
     /// A daemon family's collection task answered (values, or why it failed).
     Collected(super::collect::Report),
+    /// A cycle's listing of the services' listening sockets came back.
+    Listed(super::listeners::Listing),
+    /// The init system's word on a service whose listening socket closed (`None`: no answer).
+    CloseConfirmed { service: String, address: std::net::SocketAddr, pid: u32, status: Option<ServiceStatus> },
     /// A probe task answered (what the probe found, or why it failed).
     Probed(super::probes::Report),
     /// SIGTERM or SIGINT.

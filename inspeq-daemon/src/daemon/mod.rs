@@ -28,6 +28,7 @@ mod cycle;
 mod event;
 mod executor;
 mod history;
+mod listeners;
 pub mod notify;
 mod observe;
 mod probes;
@@ -141,6 +142,9 @@ struct Daemon {
     /// The daemon-metric collection tasks and what they last said.
     collections: collect::Collections,
     probes: probes::Probes,
+    /// A listing of the listening sockets is running (one at a time), and whether the last one failed.
+    listing: bool,
+    listing_failed: bool,
     statsd: Option<Statsd>,
     notifier: Notifier,
     observations: u64,
@@ -227,6 +231,8 @@ async fn start(options: Options) -> anyhow::Result<(Daemon, Inbox)> {
         history: History::default(),
         collections: collect::Collections::default(),
         probes: probes::Probes::default(),
+        listing: false,
+        listing_failed: false,
         statsd,
         notifier: Notifier::from_env(),
         observations: 0,
@@ -384,6 +390,10 @@ impl Daemon {
             Event::Cycle => self.cycle(),
             Event::Collected(report) => self.collected(report),
             Event::Probed(report) => self.probed(report),
+            Event::Listed(listing) => self.listed(listing),
+            Event::CloseConfirmed { service, address, pid, status } => {
+                self.close_confirmed(&service, address, pid, status);
+            }
             Event::Control(control) => self.control(control),
             Event::Shutdown => {}
         }

@@ -70,6 +70,9 @@ pub(super) enum Observed {
     WorkerEnded { pid: u32 },
     /// A process of the service forked: `child` joins its members, the engine counts the fork.
     Forked { child: u32 },
+    /// A listening socket of the service closed while it ran: judged once the init system says nobody is
+    /// stopping it (`Daemon::listener_closed`).
+    ListenerClosed { address: std::net::SocketAddr, pid: u32 },
     /// An RSS crossing the memory rules see now rather than at the next cycle.
     Sample(Sample),
     /// Nothing to do: an RSS move by the watch's delta, a crossing of a process other than the main one, lost
@@ -106,7 +109,10 @@ pub(super) fn observe(observation: &Observation, service: ServiceView<'_>) -> Ob
             Sample::new(Target::Service(name.to_owned())).with("memory:total_rss", *total_bytes as f64),
         ),
         Observation::EventsLost { .. } => Observed::Nothing,
-        // wired by the listening rules
+        // While the service stops, restarts or is not up, its sockets close with it: that is no news.
+        Observation::ListenerClosed { pid, addr, .. } if service.judges_workers() => {
+            Observed::ListenerClosed { address: *addr, pid: *pid }
+        }
         Observation::ListenerClosed { .. } => Observed::Nothing,
     }
 }
@@ -158,6 +164,7 @@ impl Daemon {
                     service.members.insert(child);
                     self.step(Input::Forked { service: name }, now);
                 }
+                Observed::ListenerClosed { address, pid } => self.listener_closed(&name, address, pid),
                 Observed::Sample(sample) => {
                     self.record(&sample, now, &mut Vec::new());
                     self.step(Input::Sample(sample), now);
@@ -405,6 +412,36 @@ mod tests {
                 "lost records are the caller's to log",
                 Observation::EventsLost { kind: "exit", count: 3 },
                 up(),
+                Observed::Nothing,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_listeners_close_is_news_only_while_the_service_runs_and_nobody_stops_it() {
+        let address: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let closed =
+            |pid| Observation::ListenerClosed { watch: WatchId(1), pid, addr: address, cgroup_id: 7, ktime_ns: 5 };
+        play(vec![
+            ("the main process closes it", closed(MAIN), up(), Observed::ListenerClosed { address, pid: MAIN }),
+            (
+                "so does the last worker holding it",
+                closed(WORKER),
+                up(),
+                Observed::ListenerClosed { address, pid: WORKER },
+            ),
+            (
+                "not while it is stopped on request",
+                closed(MAIN),
+                ServiceView { stopping: true, ..up() },
+                Observed::Nothing,
+            ),
+            ("nor while inspeq restarts it", closed(MAIN), ServiceView { restarting: true, ..up() }, Observed::Nothing),
+            ("nor while it is not up", closed(MAIN), ServiceView { up: false, ..up() }, Observed::Nothing),
+            (
+                "nor after its main process's exit",
+                closed(WORKER),
+                ServiceView { started: false, ..up() },
                 Observed::Nothing,
             ),
         ]);

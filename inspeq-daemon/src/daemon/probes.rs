@@ -83,7 +83,8 @@ impl Probes {
         self.tasks
             .range((target.clone(), ProbeId(0))..)
             .take_while(|((t, _), _)| t == target)
-            .map(|(_, t)| ProbeStatus {
+            .map(|((_, id), t)| ProbeStatus {
+                id: id.0,
                 probe: t.probe.target.to_string(),
                 last_attempt_secs_ago: t.last_attempt.map(|at| now.since(at).as_secs()),
                 last_success_secs_ago: t.last_success.map(|at| now.since(at).as_secs()),

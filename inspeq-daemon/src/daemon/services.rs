@@ -54,6 +54,8 @@ pub struct Service {
     /// The last exit was a crash the init system said it restarts by itself: if it
     /// reports the service down instead, it gave up (systemd's start limit).
     pub awaiting_init_restart: bool,
+    /// Its listening sockets as the last cycle listed them, less those the kernel has seen close since.
+    pub listeners: Vec<kernel::Listener>,
 }
 
 /// A main-process exit waiting for the init system's word on it.
@@ -101,6 +103,7 @@ impl Service {
             pending_exit: None,
             held: Vec::new(),
             last_exited: None,
+            listeners: Vec::new(),
             awaiting_init_restart: false,
         })
     }

@@ -288,7 +288,7 @@ impl Daemon {
                     rules: rules(self, &Target::Service(name.clone()), now),
                     collections: self.collections.status(name, now),
                     probes: self.probes.status(&Target::Service(name.clone()), now),
-                    listeners: Vec::new(),
+                    listeners: self.listener_status(name),
                 }
             })
             .collect();

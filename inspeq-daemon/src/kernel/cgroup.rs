@@ -145,6 +145,20 @@ pub fn path_of(id: u64) -> Option<PathBuf> {
     None
 }
 
+/// The ids of the cgroup at `dir` and of every cgroup below it.
+pub fn ids_below(dir: &Path) -> Vec<u64> {
+    let mut ids = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&dir) else { continue };
+        ids.push(meta.ino());
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+        }
+    }
+    ids
+}
+
 /// The pids in the cgroup at `dir` and its descendants.
 pub fn procs_recursive(dir: &Path, out: &mut Vec<u32>) {
     let mut stack = vec![dir.to_path_buf()];

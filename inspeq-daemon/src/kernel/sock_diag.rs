@@ -284,6 +284,49 @@ pub fn listeners() -> Result<Vec<Listener>, SockDiagError> {
     Ok(out)
 }
 
+/// Whose a listening socket is: a service's cgroup (its directory and those below it, the sockets created there
+/// carry their ids), else its processes (the sockets their descriptors hold, read from `/proc/PID/fd` of those
+/// processes only: on a kernel that sends no cgroup id, and for a service without a cgroup of its own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Cgroup(std::path::PathBuf),
+    Processes(Vec<u32>),
+}
+
+/// The listeners among `all` that `owner`'s are. Blocking (cgroup directories, `/proc/PID/fd`): the daemon calls
+/// it off the loop.
+#[must_use]
+pub fn owned(all: &[Listener], owner: &Owner, members: &[u32]) -> Vec<Listener> {
+    let by_cgroup = all.iter().all(|l| l.cgroup_id.is_some());
+    match owner {
+        Owner::Cgroup(dir) if by_cgroup => {
+            let ids = super::cgroup::ids_below(dir);
+            all.iter().filter(|l| l.cgroup_id.is_some_and(|id| ids.contains(&id))).cloned().collect()
+        }
+        Owner::Cgroup(_) | Owner::Processes(_) => {
+            let pids = match owner {
+                Owner::Processes(pids) => pids.as_slice(),
+                Owner::Cgroup(_) => members,
+            };
+            let inodes: std::collections::BTreeSet<u64> = pids.iter().flat_map(|pid| socket_inodes(*pid)).collect();
+            all.iter().filter(|l| inodes.contains(&l.inode)).cloned().collect()
+        }
+    }
+}
+
+/// The inodes of the sockets process `pid` holds (`socket:[INODE]` links in `/proc/PID/fd`).
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|target| {
+            let text = target.to_str()?;
+            text.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
 fn socket() -> Result<OwnedFd, SockDiagError> {
     // SAFETY: plain socket(2); the result is checked before use.
     let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
