@@ -31,6 +31,11 @@
 //!                                                with that backlog, never accepting; prints the port, then
 //!                                                closes the socket at a `close` line on stdin (prints
 //!                                                `closed`) and exits at the end of stdin
+//!   inspeq-workload listen-bench PORT            a TCP listener on 127.0.0.1:PORT (backlog 64), never accepting
+//!                                                by itself, driven by stdin lines for `bench serving`:
+//!                                                `close` closes it and prints `closed NS`, `open` listens again
+//!                                                (`open`), `drain` accepts and closes what waits (`drained N`);
+//!                                                NS is CLOCK_MONOTONIC in nanoseconds just after close(2)
 //!   inspeq-workload serve MARKS                  a long-running server for the daemon tests: appends
 //!                                                `START pid`, then `HUP pid` per SIGHUP (it survives reloads)
 //!                                                to MARKS; on SIGUSR1 it grows by 96 MiB of touched memory
@@ -298,6 +303,54 @@ fn listen(ip: &str, backlog: i32) {
     }
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: what the benchmark compares alert arrivals with.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn listen_bench(port: u16) {
+    use std::os::fd::AsRawFd as _;
+    let open = || {
+        let socket = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("bind {port}: {e}"));
+        // SAFETY: listen(2) again on our own socket, to set the backlog std does not take.
+        unsafe { libc::listen(socket.as_raw_fd(), 64) };
+        socket
+    };
+    let mut out = std::io::stdout().lock();
+    let mut socket = Some(open());
+    writeln!(out, "open").unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lines() {
+        match line.unwrap().trim() {
+            "close" => {
+                drop(socket.take());
+                writeln!(out, "closed {}", monotonic_ns()).unwrap();
+            }
+            "open" => {
+                socket = Some(open());
+                writeln!(out, "open").unwrap();
+            }
+            "drain" => {
+                let mut drained = 0;
+                if let Some(listener) = &socket {
+                    listener.set_nonblocking(true).unwrap();
+                    while let Ok((conn, _)) = listener.accept() {
+                        drop(conn);
+                        drained += 1;
+                    }
+                    listener.set_nonblocking(false).unwrap();
+                }
+                writeln!(out, "drained {drained}").unwrap();
+            }
+            _ => {}
+        }
+        out.flush().unwrap();
+    }
+}
+
 /// This process's CPU time so far.
 fn cpu_time() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -400,6 +453,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("demo") => demo(),
         Some("demo-service") => demo_service(),
+        Some("listen-bench") => listen_bench(num(1) as u16),
         Some("serve") => serve(args.get(1).expect("serve MARKS")),
         Some("puma") => puma(args.get(1).expect("puma MARKS"), if args.len() > 2 { num(2) } else { 0 }),
         Some("exit-after") => {

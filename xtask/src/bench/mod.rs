@@ -4,6 +4,7 @@
 
 mod e2e;
 mod kernel;
+mod serving;
 
 use std::path::PathBuf;
 
@@ -29,6 +30,12 @@ pub enum Which {
         #[command(flatten)]
         options: e2e::Options,
     },
+    /// How fast a service that stops serving is seen: a listener's close → alert, a first queued connection →
+    /// the accept-queue alert; and the probes' CPU per probe per cycle.
+    Serving {
+        #[command(flatten)]
+        options: serving::Options,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -36,6 +43,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Kernel { exits, storm_secs, rounds } => kernel::run(exits, storm_secs, rounds),
         Which::E2e { options } => e2e::run(&options),
+        Which::Serving { options } => serving::run(&options),
     }
 }
 
