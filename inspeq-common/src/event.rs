@@ -16,6 +16,8 @@ pub enum EventKind {
     Rss = 3,
     /// [`RssTotalChange`]
     RssTotal = 4,
+    /// [`ListenClosed`]
+    ListenClosed = 5,
 }
 
 impl EventKind {
@@ -26,6 +28,7 @@ impl EventKind {
             2 => Some(Self::Fork),
             3 => Some(Self::Rss),
             4 => Some(Self::RssTotal),
+            5 => Some(Self::ListenClosed),
             _ => None,
         }
     }
@@ -132,6 +135,31 @@ pub struct RssTotalChange {
     pub threshold_bytes: u64,
 }
 
+/// `AF_INET` ([`ListenClosed::family`]): the address is the first 4 bytes of `addr`.
+pub const LISTEN_FAMILY_INET: u16 = 2;
+/// `AF_INET6` ([`ListenClosed::family`]): `addr` is the whole IPv6 address.
+pub const LISTEN_FAMILY_INET6: u16 = 10;
+
+/// A listening TCP socket of a watched process closed (`LISTEN` → `CLOSE`):
+/// the process closed it, shut it down, or exited (killed or not) holding the
+/// last reference to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenClosed {
+    pub header: Header,
+    /// The process whose task closed it (the daemon's pid for it).
+    pub tgid: u32,
+    /// `LISTEN_FAMILY_INET` or `LISTEN_FAMILY_INET6`.
+    pub family: u16,
+    /// The local port, host byte order.
+    pub port: u16,
+    /// The local address in network byte order: IPv4 in the first 4 bytes (the
+    /// rest zero), IPv6 in all 16.
+    pub addr: [u8; 16],
+    /// The cgroup v2 id of the task that closed it.
+    pub cgroup_id: u64,
+}
+
 /// The largest record; the daemon's decoder never reads more than this.
 pub const MAX_EVENT_SIZE: usize = size_of::<ProcessExit>();
 
@@ -140,6 +168,8 @@ const _: () = assert!(size_of::<ProcessExit>() == 64);
 const _: () = assert!(size_of::<ProcessFork>() == 32);
 const _: () = assert!(size_of::<RssChange>() == 48);
 const _: () = assert!(size_of::<RssTotalChange>() == 40);
+const _: () = assert!(size_of::<ListenClosed>() == 48);
+const _: () = assert!(align_of::<ListenClosed>() == 8);
 // RingBuf::reserve requires alignment that divides 8.
 const _: () = assert!(align_of::<ProcessExit>() == 8);
 
@@ -152,4 +182,5 @@ mod pod {
     unsafe impl aya::Pod for super::ProcessFork {}
     unsafe impl aya::Pod for super::RssChange {}
     unsafe impl aya::Pod for super::RssTotalChange {}
+    unsafe impl aya::Pod for super::ListenClosed {}
 }

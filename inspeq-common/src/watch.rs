@@ -113,6 +113,20 @@ pub mod globals {
     pub const PIDNS_NS_INUM: &str = "PIDNS_NS_INUM_OFF";
     /// `mark_victim` tracepoint: offset of `pid`.
     pub const TP_OOM_PID: &str = "TP_OOM_PID_OFF";
+    /// `inet_sock_set_state` tracepoint: offset of `oldstate` (int).
+    pub const TP_SOCK_OLDSTATE: &str = "TP_SOCK_OLDSTATE_OFF";
+    /// `inet_sock_set_state` tracepoint: offset of `newstate` (int).
+    pub const TP_SOCK_NEWSTATE: &str = "TP_SOCK_NEWSTATE_OFF";
+    /// `inet_sock_set_state` tracepoint: offset of `sport` (`__u16`, host order).
+    pub const TP_SOCK_SPORT: &str = "TP_SOCK_SPORT_OFF";
+    /// `inet_sock_set_state` tracepoint: offset of `family` (`__u16`).
+    pub const TP_SOCK_FAMILY: &str = "TP_SOCK_FAMILY_OFF";
+    /// `inet_sock_set_state` tracepoint: offset of `protocol` (`__u16`).
+    pub const TP_SOCK_PROTOCOL: &str = "TP_SOCK_PROTOCOL_OFF";
+    /// `inet_sock_set_state` tracepoint: offset of `saddr` (`__u8[4]`).
+    pub const TP_SOCK_SADDR: &str = "TP_SOCK_SADDR_OFF";
+    /// `inet_sock_set_state` tracepoint: offset of `saddr_v6` (`__u8[16]`).
+    pub const TP_SOCK_SADDR_V6: &str = "TP_SOCK_SADDR_V6_OFF";
     /// The page size, to turn `rss_stat` page counts into bytes.
     pub const PAGE_SIZE: &str = "PAGE_SIZE";
 }
@@ -153,6 +167,9 @@ pub struct WatchConfig {
 pub const WATCH_FLAG_FORKS: u32 = 1 << 0;
 /// [`WatchConfig::flags`]: track RSS (thresholds and deltas).
 pub const WATCH_FLAG_RSS: u32 = 1 << 1;
+/// [`WatchConfig::flags`]: report when a listening TCP socket of a watched
+/// process closes ([`ListenClosed`](crate::ListenClosed)).
+pub const WATCH_FLAG_LISTEN: u32 = 1 << 2;
 
 /// Kernel-side RSS state of one watched process. The daemon seeds it for the
 /// processes a watch already has when it starts (their RSS from /proc), so a
@@ -196,11 +213,15 @@ pub struct ExitKey {
 }
 
 /// Per-CPU counter slots: emitted records per kind, then failed reservations
-/// (drops) per kind. Index = `COUNTER_EMITTED + kind` or `COUNTER_DROPPED + kind`.
+/// (drops) per kind. Index = `COUNTER_EMITTED + kind` or `COUNTER_DROPPED + kind`;
+/// kinds are 1..=7 at most before the two ranges would overlap.
 pub const COUNTER_EMITTED: u32 = 0;
-pub const COUNTER_DROPPED: u32 = 4;
+pub const COUNTER_DROPPED: u32 = 8;
 /// Number of slots in `COUNTERS`.
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 16;
+
+const _: () = assert!(crate::EventKind::ListenClosed as u32 + COUNTER_EMITTED < COUNTER_DROPPED);
+const _: () = assert!(crate::EventKind::ListenClosed as u32 + COUNTER_DROPPED < COUNTER_SLOTS);
 
 const _: () = assert!(size_of::<WatchConfig>() == 48);
 const _: () = assert!(size_of::<RssState>() == 24);

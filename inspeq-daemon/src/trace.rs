@@ -123,6 +123,14 @@ pub fn to_json(o: &Observation) -> serde_json::Value {
             "threshold_bytes": threshold_bytes,
             "ktime_ns": ktime_ns,
         }),
+        Observation::ListenerClosed { pid, addr, cgroup_id, ktime_ns, .. } => json!({
+            "kind": "listener_closed",
+            "pid": pid,
+            "address": addr.ip().to_string(),
+            "port": addr.port(),
+            "cgroup_id": cgroup_id,
+            "ktime_ns": ktime_ns,
+        }),
         Observation::EventsLost { kind, count } => json!({ "kind": "lost", "record": kind, "count": count }),
     }
 }
@@ -155,6 +163,9 @@ pub fn to_text(o: &Observation) -> String {
         Observation::RssTotalCrossed { pid, direction, total_bytes, threshold_bytes, .. } => {
             format!("total   {direction} total={} threshold={} (pid={pid})", mib(*total_bytes), mib(*threshold_bytes))
         }
+        Observation::ListenerClosed { pid, addr, cgroup_id, .. } => {
+            format!("closed  pid={pid} listener={addr} cgroup={cgroup_id}")
+        }
         Observation::EventsLost { kind, count } => format!("lost    {count} {kind} records (ring buffer full)"),
     }
 }
@@ -173,7 +184,7 @@ fn ready(monitor: &Monitor, target: &WatchTarget, json: bool, stdout: &mut impl 
                 "kind": "ready",
                 "mode": mode,
                 "reason": monitor.mode().reason(),
-                "blind_spots": monitor.mode().blind_spots(),
+                "blind_spots": monitor.blind_spots(),
                 "attach_us": attach_us,
                 "missing": monitor.missing_tracepoints(),
                 "programs": programs,
@@ -214,7 +225,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         }
     };
     monitor
-        .watch(&target, WatchSettings { forks: true, rss, total_rss: args.rss_total_threshold })
+        .watch(&target, WatchSettings { forks: true, rss, total_rss: args.rss_total_threshold, listeners: true })
         .map_err(|e: KernelError| anyhow::Error::new(e).context(format!("cannot watch {target:?}")))?;
 
     let mut stdout = std::io::stdout().lock();
@@ -224,8 +235,8 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let deadline = args.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut batch = Vec::new();
-    // Observations received per kind (exit, fork, rss), and records lost.
-    let mut received = [0u64; 3];
+    // Observations received per kind (exit, fork, rss, listener closes), and records lost.
+    let mut received = [0u64; 4];
     let mut lost = 0;
     loop {
         batch.clear();
@@ -247,6 +258,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
                 Observation::ProcessExited(_) => received[0] += 1,
                 Observation::ProcessForked { .. } => received[1] += 1,
                 Observation::RssCrossed { .. } | Observation::RssTotalCrossed { .. } => received[2] += 1,
+                Observation::ListenerClosed { .. } => received[3] += 1,
                 Observation::EventsLost { count, .. } => lost += count,
             }
             if args.quiet {
@@ -269,12 +281,21 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         writeln!(
             stdout,
             "{}",
-            json!({ "kind": "stats", "received": received, "lost": lost, "emitted": stats.emitted, "dropped": stats.dropped, "undecodable": stats.undecodable })
+            json!({
+                "kind": "stats",
+                "received": received,
+                "lost": lost,
+                "emitted": stats.emitted,
+                "dropped": stats.dropped,
+                "listen_emitted": stats.listen_emitted,
+                "listen_dropped": stats.listen_dropped,
+                "undecodable": stats.undecodable,
+            })
         )?;
     } else {
         eprintln!(
-            "inspeqd trace: observations received (exits, forks, rss) {received:?}, lost {lost}; kernel counters: emitted {:?}, dropped {:?}",
-            stats.emitted, stats.dropped
+            "inspeqd trace: observations received (exits, forks, rss, listener closes) {received:?}, lost {lost}; kernel counters: emitted {:?} and {} listener closes, dropped {:?} and {}",
+            stats.emitted, stats.listen_emitted, stats.dropped, stats.listen_dropped
         );
     }
     Ok(())
@@ -313,5 +334,21 @@ mod tests {
             json!({"kind": "exited", "pid": 10, "exit_code": null, "signal": 9, "core_dumped": false,
                    "oom_killed": true, "rss_bytes": 8192, "cgroup_id": 77, "ktime_ns": 5})
         );
+    }
+
+    #[test]
+    fn listener_json_and_text() {
+        let o = Observation::ListenerClosed {
+            watch: crate::kernel::WatchId(1),
+            pid: 10,
+            addr: "[::1]:8080".parse().unwrap(),
+            cgroup_id: 77,
+            ktime_ns: 5,
+        };
+        assert_eq!(
+            to_json(&o),
+            json!({"kind": "listener_closed", "pid": 10, "address": "::1", "port": 8080, "cgroup_id": 77, "ktime_ns": 5})
+        );
+        assert_eq!(to_text(&o), "closed  pid=10 listener=[::1]:8080 cgroup=77");
     }
 }

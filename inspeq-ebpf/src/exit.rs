@@ -12,6 +12,10 @@
 //! Before 6.16 the tracepoint also fires after `exit_mm`: the mm is gone, and the
 //! RSS at exit is the last value the RSS program saw for the process.
 //!
+//! A tree member of a watch that asks for listener closes is copied to
+//! `listen::LISTEN_EXITED` before it leaves `WATCH_TGIDS`: its sockets close
+//! later in `do_exit`.
+//!
 //! The record's pids, and the `WATCH_TGIDS`/`RSS_STATE` keys, are the daemon's
 //! (see `pidns`); `EXITS_SEEN` and `OOM_VICTIMS`, which only the programs use,
 //! stay keyed by the kernel's own numbers.
@@ -27,14 +31,16 @@ use aya_ebpf::{
 };
 use inspeq_common::{
     EXIT_FLAG_OOM_KILLED, EXIT_FLAG_RSS_KNOWN, EXIT_FLAG_STATUS_KNOWN, EventKind, ExitKey, Header, ProcessExit,
+    WATCH_FLAG_LISTEN,
 };
 
 use crate::{
     emit::emit,
+    listen,
     oom::OOM_VICTIMS,
     rss::{self, RSS_STATE},
     task,
-    watch::{self, WATCH_TGIDS},
+    watch::{self, Origin, WATCH_TGIDS},
 };
 
 /// Offset of `group_dead` in the tracepoint's record, or `u32::MAX` when the
@@ -53,7 +59,7 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     // The kernel's numbers, for the programs' own maps; `tgid` is the daemon's.
     let host_tgid = (pid_tgid >> 32) as u32;
     let pid = pid_tgid as u32;
-    let Some((cfg, _, tgid)) = watch::current(host_tgid) else {
+    let Some((cfg, origin, tgid)) = watch::current(host_tgid) else {
         return Ok(());
     };
     let task = unsafe { bpf_get_current_task() } as *const u8;
@@ -112,6 +118,11 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     // After the exit record: a total crossing down that the exit causes follows it.
     rss::leave_total(tgid, &cfg);
 
+    // Its files close after this tracepoint (`exit_files`): a listener among them
+    // must still find the watch once the entry below is gone (see `listen`).
+    if matches!(origin, Origin::Tree) && cfg.flags & WATCH_FLAG_LISTEN != 0 {
+        listen::member_exiting(host_tgid, task, &cfg);
+    }
     let _ = WATCH_TGIDS.remove(tgid);
     let _ = RSS_STATE.remove(tgid);
     let _ = OOM_VICTIMS.remove(host_tgid);

@@ -4,7 +4,9 @@
 //! - `exit`: `sched:sched_process_exit` → one [`ProcessExit`] per dying process;
 //! - `fork`: `task_newtask` (raw) → [`ProcessFork`], and process-tree inheritance;
 //! - `rss`: `rss_stat` (raw) → [`RssChange`] on threshold crossings and large moves;
-//! - `oom`: `oom:mark_victim` → marks a process so its exit says "OOM killed".
+//! - `oom`: `oom:mark_victim` → marks a process so its exit says "OOM killed";
+//! - `listen`: `sock:inet_sock_set_state` → [`ListenClosed`] when a watched
+//!   process's listening TCP socket closes.
 //!
 //! `watch` decides whether the current task is watched; `emit` owns the ring buffer,
 //! the wakeup policy and the counters; `task` reads kernel structs at offsets the
@@ -15,6 +17,7 @@
 //! [`ProcessExit`]: inspeq_common::ProcessExit
 //! [`ProcessFork`]: inspeq_common::ProcessFork
 //! [`RssChange`]: inspeq_common::RssChange
+//! [`ListenClosed`]: inspeq_common::ListenClosed
 #![no_std]
 #![no_main]
 // `atomic_xadd` for the per-watch RSS totals: the BPF target has no atomic RMW
@@ -25,6 +28,7 @@
 mod emit;
 mod exit;
 mod fork;
+mod listen;
 mod oom;
 mod pidns;
 mod rss;
@@ -57,6 +61,12 @@ pub fn inspeq_rss(ctx: RawTracePointContext) -> i32 {
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn inspeq_oom(ctx: TracePointContext) -> u32 {
     let _ = oom::try_mark_victim(&ctx);
+    0
+}
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inspeq_listen(ctx: TracePointContext) -> u32 {
+    let _ = listen::try_listen(&ctx);
     0
 }
 

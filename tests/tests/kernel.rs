@@ -126,7 +126,10 @@ fn an_unwatched_cgroup_produces_nothing() {
     runtime().block_on(async {
         let mut monitor = ebpf(Options::default());
         monitor
-            .watch(&WatchTarget::Cgroup(watched.dir.clone()), WatchSettings { forks: true, rss: None, total_rss: None })
+            .watch(
+                &WatchTarget::Cgroup(watched.dir.clone()),
+                WatchSettings { forks: true, rss: None, total_rss: None, listeners: false },
+            )
             .unwrap();
         let mut quiet = Vec::new();
         for i in 0..20 {
@@ -169,7 +172,10 @@ fn a_watched_pid_tree_includes_children_and_grandchildren() {
             .unwrap();
         let root_pid = root.id();
         let id = monitor
-            .watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None, total_rss: None })
+            .watch(
+                &WatchTarget::Tree(root_pid),
+                WatchSettings { forks: true, rss: None, total_rss: None, listeners: false },
+            )
             .unwrap();
 
         let mut unrelated = Command::new("/bin/sh").arg("-c").arg("exit 9").spawn().unwrap();
@@ -208,7 +214,12 @@ fn rss_crossing_is_reported_once_each_way() {
     let cg = TestCgroup::new("rss");
     runtime().block_on(async {
         let mut monitor = ebpf(Options::default());
-        let settings = WatchSettings { forks: false, rss: Some(RssLimits::threshold(32 << 20)), total_rss: None };
+        let settings = WatchSettings {
+            forks: false,
+            rss: Some(RssLimits::threshold(32 << 20)),
+            total_rss: None,
+            listeners: false,
+        };
         monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), settings).unwrap();
         let mut child = workload(&["alloc", "64", "100", "100"], &[&cg.dir]).spawn().unwrap();
         let pid = child.id();
@@ -364,7 +375,10 @@ fn a_full_ring_buffer_reports_lost_events_with_the_kernel_count() {
         // One page of ring, and nobody reading while the storm runs.
         let mut monitor = ebpf(Options { ring_bytes: Some(4096), ..Options::default() });
         monitor
-            .watch(&WatchTarget::Cgroup(cg.dir.clone()), WatchSettings { forks: true, rss: None, total_rss: None })
+            .watch(
+                &WatchTarget::Cgroup(cg.dir.clone()),
+                WatchSettings { forks: true, rss: None, total_rss: None, listeners: false },
+            )
             .unwrap();
         assert!(workload(&["storm-n", "2000"], &[&cg.dir]).status().unwrap().success());
 
@@ -497,7 +511,10 @@ fn the_proc_connector_follows_a_process_tree_and_leaves_others_alone() {
             .unwrap();
         let root_pid = root.id();
         let id = monitor
-            .watch(&WatchTarget::Tree(root_pid), WatchSettings { forks: true, rss: None, total_rss: None })
+            .watch(
+                &WatchTarget::Tree(root_pid),
+                WatchSettings { forks: true, rss: None, total_rss: None, listeners: false },
+            )
             .unwrap();
         let mut unrelated = Command::new("/bin/sh").arg("-c").arg("exit 9").spawn().unwrap();
         let unrelated_pid = unrelated.id();
@@ -713,7 +730,7 @@ fn a_watch_armed_on_a_process_already_above_its_threshold_reports_the_crossing_a
             assert!(Instant::now() < deadline, "the workload never reached 64 MiB");
             std::thread::sleep(Duration::from_millis(5));
         }
-        let settings = WatchSettings { forks: false, rss: Some(RssLimits::threshold(32 << 20)), total_rss: None };
+        let settings = WatchSettings { forks: false, rss: Some(RssLimits::threshold(32 << 20)), total_rss: None, listeners: false };
         monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), settings).unwrap();
         let seen = collect(&mut monitor, Duration::from_secs(1), |o| !o.is_empty()).await;
         let first = seen.first().expect("nothing reported at arming");
@@ -745,7 +762,7 @@ fn a_watch_total_crossing_is_reported_when_its_processes_together_cross() {
     runtime().block_on(async {
         let mut monitor = ebpf(Options::default());
         // No process alone reaches 96 MiB; two of 64 MiB together do.
-        let settings = WatchSettings { forks: false, rss: None, total_rss: Some(96 << 20) };
+        let settings = WatchSettings { forks: false, rss: None, total_rss: Some(96 << 20), listeners: false };
         monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), settings).unwrap();
         let mut first = workload(&["alloc", "64", "1500", "100"], &[&cg.dir]).spawn().unwrap();
         let mut second = workload(&["alloc", "64", "1500", "100"], &[&cg.dir]).spawn().unwrap();

@@ -20,7 +20,8 @@ use crate::{
 impl Daemon {
     /// The kernel watch settings a service's rules need.
     pub(super) fn watch_settings(check: &config::model::Check) -> WatchSettings {
-        let mut settings = WatchSettings { forks: false, rss: None, total_rss: None };
+        // `listeners`: wired by the listening rules.
+        let mut settings = WatchSettings { forks: false, rss: None, total_rss: None, listeners: false };
         for rule in &check.rules {
             match &rule.condition {
                 Condition::Forks { .. } => settings.forks = true,

@@ -106,6 +106,8 @@ pub(super) fn observe(observation: &Observation, service: ServiceView<'_>) -> Ob
             Sample::new(Target::Service(name.to_owned())).with("memory:total_rss", *total_bytes as f64),
         ),
         Observation::EventsLost { .. } => Observed::Nothing,
+        // wired by the listening rules
+        Observation::ListenerClosed { .. } => Observed::Nothing,
     }
 }
 

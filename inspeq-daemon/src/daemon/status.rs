@@ -226,7 +226,8 @@ impl Daemon {
         let stats = self.monitor.stats();
         let mode = self.monitor.mode();
         let (tier, fallback_reason) = (mode.name().to_owned(), mode.reason().map(str::to_owned));
-        let blind_spots = mode.blind_spots().iter().map(|b| (*b).to_owned()).collect();
+        // The tier's, and those of eBPF programs this kernel could not attach.
+        let blind_spots = self.monitor.blind_spots().iter().map(|b| (*b).to_owned()).collect();
         let services = self
             .services
             .iter()

@@ -1,11 +1,15 @@
 //! Raw ring-buffer records → [`Observation`]s. Pure: bytes in, values out, and a
 //! typed error for a record this build does not understand (never a panic).
 
-use std::mem::size_of;
+use std::{
+    mem::size_of,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+};
 
 use inspeq_common::{
-    EXIT_FLAG_OOM_KILLED, EXIT_FLAG_RSS_KNOWN, EXIT_FLAG_STATUS_KNOWN, EventKind, Header, ProcessExit, ProcessFork,
-    RSS_CROSSED_DOWN, RSS_CROSSED_UP, RSS_MOVED, RssChange, RssTotalChange,
+    EXIT_FLAG_OOM_KILLED, EXIT_FLAG_RSS_KNOWN, EXIT_FLAG_STATUS_KNOWN, EventKind, Header, LISTEN_FAMILY_INET,
+    LISTEN_FAMILY_INET6, ListenClosed, ProcessExit, ProcessFork, RSS_CROSSED_DOWN, RSS_CROSSED_UP, RSS_MOVED,
+    RssChange, RssTotalChange,
 };
 
 use super::observation::{ExitStatus, Observation, ProcessExited, RssDirection, WatchId};
@@ -25,6 +29,8 @@ pub enum DecodeError {
     SizeMismatch { kind: EventKind, header: u16, expected: usize },
     #[error("RSS record with unknown direction {0}")]
     BadDirection(u32),
+    #[error("listener record with address family {0}, neither AF_INET nor AF_INET6")]
+    BadFamily(u16),
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> T {
@@ -123,7 +129,30 @@ pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
                 ktime_ns: e.header.ktime_ns,
             }
         }
+        EventKind::ListenClosed => {
+            let e: ListenClosed = sized(kind, &header, bytes)?;
+            Observation::ListenerClosed {
+                watch,
+                pid: e.tgid,
+                addr: listen_addr(e.family, &e.addr, e.port)?,
+                cgroup_id: e.cgroup_id,
+                ktime_ns: e.header.ktime_ns,
+            }
+        }
     })
+}
+
+/// A listener's address from the record: the address bytes are in network
+/// order, the port in host order (as the tracepoint gives them).
+fn listen_addr(family: u16, addr: &[u8; 16], port: u16) -> Result<SocketAddr, DecodeError> {
+    match family {
+        LISTEN_FAMILY_INET => {
+            let ip = Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]);
+            Ok(SocketAddr::V4(SocketAddrV4::new(ip, port)))
+        }
+        LISTEN_FAMILY_INET6 => Ok(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(*addr), port, 0, 0))),
+        other => Err(DecodeError::BadFamily(other)),
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +251,56 @@ mod tests {
         // A total never "moves": only crossings leave the kernel.
         let moved = RssTotalChange { direction: RSS_MOVED, ..total };
         assert_eq!(decode(&bytes_of(&moved)), Err(DecodeError::BadDirection(RSS_MOVED)));
+    }
+
+    fn listener(family: u16, addr: [u8; 16], port: u16) -> ListenClosed {
+        ListenClosed {
+            header: Header::new(EventKind::ListenClosed, size_of::<ListenClosed>(), 3, 77),
+            tgid: 1234,
+            family,
+            port,
+            addr,
+            cgroup_id: 25,
+        }
+    }
+
+    #[test]
+    fn listener_records_become_listener_closed() {
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(
+            decode(&bytes_of(&listener(LISTEN_FAMILY_INET, v4, 8080))).unwrap(),
+            Observation::ListenerClosed {
+                watch: WatchId(3),
+                pid: 1234,
+                addr: "127.0.0.1:8080".parse().unwrap(),
+                cgroup_id: 25,
+                ktime_ns: 77,
+            }
+        );
+        // Network-order address bytes, host-order port: [::1]:443.
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        let Observation::ListenerClosed { addr, .. } =
+            decode(&bytes_of(&listener(LISTEN_FAMILY_INET6, v6, 443))).unwrap()
+        else {
+            panic!("not a listener record")
+        };
+        assert_eq!(addr, "[::1]:443".parse::<SocketAddr>().unwrap());
+        // Listening on every address.
+        let Observation::ListenerClosed { addr, .. } =
+            decode(&bytes_of(&listener(LISTEN_FAMILY_INET, [0; 16], 22))).unwrap()
+        else {
+            panic!("not a listener record")
+        };
+        assert_eq!(addr, "0.0.0.0:22".parse::<SocketAddr>().unwrap());
+    }
+
+    #[test]
+    fn malformed_listener_records_are_errors() {
+        assert_eq!(decode(&bytes_of(&listener(1, [0; 16], 80))), Err(DecodeError::BadFamily(1)));
+        let raw = bytes_of(&listener(LISTEN_FAMILY_INET, [0; 16], 80));
+        assert!(matches!(decode(&raw[..40]), Err(DecodeError::BadSize { kind: EventKind::ListenClosed, .. })));
     }
 
     #[test]

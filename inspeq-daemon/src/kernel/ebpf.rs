@@ -26,7 +26,7 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
 };
 use inspeq_common::{
-    CGROUP_WALK_ANCESTOR_IDS, CGROUP_WALK_ANCESTORS, CGROUP_WALK_HELPER, COUNTER_DROPPED, COUNTER_EMITTED,
+    CGROUP_WALK_ANCESTOR_IDS, CGROUP_WALK_ANCESTORS, CGROUP_WALK_HELPER, COUNTER_DROPPED, COUNTER_EMITTED, EventKind,
     MAP_COUNTERS, MAP_EVENTS, MAP_READER_STATE, MAP_RSS_STATE, MAP_RSS_TOTALS, MAP_TREE_WATCHES, MAP_WATCH_CGROUPS,
     MAP_WATCH_TGIDS, READER_IDLE, READER_POLLING, RssState, RssTotal, WatchConfig, globals,
 };
@@ -55,14 +55,51 @@ const COUNTER_PERIOD: Duration = Duration::from_millis(100);
 /// The object built by build.rs from `inspeq-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspeq"));
 
-/// (program, category, tracepoint, required): an optional program that fails to
-/// attach costs a feature, not the daemon. An empty category means a raw
-/// tracepoint.
-const PROGRAMS: [(&str, &str, &str, bool); 4] = [
-    ("inspeq_exit", "sched", "sched_process_exit", true),
-    ("inspeq_fork", "", "task_newtask", true),
-    ("inspeq_rss", "", "rss_stat", false),
-    ("inspeq_oom", "oom", "mark_victim", false),
+/// One program of the object and where it attaches.
+struct Program {
+    name: &'static str,
+    /// An empty category means a raw tracepoint.
+    category: &'static str,
+    tracepoint: &'static str,
+    /// What the daemon cannot see without it: `None` for a program the eBPF tier
+    /// cannot run without. An optional program that fails to attach costs a
+    /// feature, not the daemon, and this goes into the tier's blind spots.
+    without: Option<&'static str>,
+}
+
+const PROGRAMS: [Program; 5] = [
+    Program { name: "inspeq_exit", category: "sched", tracepoint: "sched_process_exit", without: None },
+    Program { name: "inspeq_fork", category: "", tracepoint: "task_newtask", without: None },
+    Program {
+        name: "inspeq_rss",
+        category: "",
+        tracepoint: "rss_stat",
+        without: Some("RSS crossings are seen at the cycle's sample, not the instant"),
+    },
+    Program {
+        name: "inspeq_oom",
+        category: "oom",
+        tracepoint: "mark_victim",
+        without: Some("OOM kills are not flagged (a SIGKILL is reported)"),
+    },
+    Program {
+        name: "inspeq_listen",
+        category: "sock",
+        tracepoint: "inet_sock_set_state",
+        without: Some("a listening socket's close is seen only at the cycle's socket scan"),
+    },
+];
+
+/// The `inet_sock_set_state` fields the listener program reads, by the global
+/// that carries each one's offset.
+const LISTEN_FIELDS: [(&str, &str); 7] = [
+    (globals::TP_SOCK_OLDSTATE, "oldstate"),
+    (globals::TP_SOCK_NEWSTATE, "newstate"),
+    (globals::TP_SOCK_SPORT, "sport"),
+    (globals::TP_SOCK_FAMILY, "family"),
+    (globals::TP_SOCK_PROTOCOL, "protocol"),
+    (globals::TP_SOCK_SADDR, "saddr"),
+    (globals::TP_SOCK_SADDR_V6, "saddr_v6"),
 ];
 
 /// Kernel struct offsets and tracepoint field offsets the programs need, and how
@@ -70,6 +107,9 @@ const PROGRAMS: [(&str, &str, &str, bool); 4] = [
 /// the version number).
 struct Offsets {
     globals: Vec<(&'static str, u32)>,
+    /// Optional programs not to attach, and why: their tracepoint's format lacks
+    /// a field they read.
+    skip: Vec<(&'static str, String)>,
     layout: Layout,
     /// How to walk a task's cgroups without the ancestor helper
     /// (`CGROUP_WALK_ANCESTOR_IDS` or `CGROUP_WALK_ANCESTORS`), when BTF tells.
@@ -141,6 +181,12 @@ impl Offsets {
             (globals::TP_OOM_PID, field("oom", "mark_victim", "pid").unwrap_or(u32::MAX)),
         ];
         let mut globals = globals;
+        let mut skip = Vec::new();
+        match listen_fields(tracefs_root) {
+            Ok(fields) => globals.extend(fields),
+            // No such tracepoint, or not the fields the program reads: it stays detached.
+            Err(err) => skip.push(("inspeq_listen", super::error_chain(&err))),
+        }
         let cgroup_walk = cgroup_walk(&btf, &mut globals);
         let pids_translated = !pid_ns.is_initial();
         if pids_translated {
@@ -148,6 +194,7 @@ impl Offsets {
         }
         Ok(Self {
             globals,
+            skip,
             layout: Layout {
                 exit_group_dead: group_dead.is_some(),
                 rss_percpu,
@@ -158,6 +205,15 @@ impl Offsets {
             cgroup_walk,
         })
     }
+}
+
+/// The offsets of the `sock:inet_sock_set_state` fields the listener program
+/// reads, from the tracepoint's `format`.
+fn listen_fields(tracefs_root: &Path) -> Result<Vec<(&'static str, u32)>, tracefs::TracefsError> {
+    LISTEN_FIELDS
+        .iter()
+        .map(|(global, name)| Ok((*global, tracefs::field_offset(tracefs_root, "sock", "inet_sock_set_state", name)?)))
+        .collect()
 }
 
 /// The offsets a walk from a task to its cgroup2 ancestors needs
@@ -260,6 +316,8 @@ pub struct EbpfMonitor {
     page_size: u64,
     /// Programs that did not attach (optional ones), for `status`.
     pub missing: Vec<String>,
+    /// What the daemon cannot see because of them (their `Program::without`).
+    pub blind_spots: Vec<&'static str>,
     /// Kernel ids of the attached programs (for `bpftool prog show id N`).
     pub program_ids: Vec<(&'static str, u32)>,
     /// Time from `start` being called to the last program attached.
@@ -293,7 +351,8 @@ impl EbpfMonitor {
         // The helper first; where tracing programs may not call it (before 6.1),
         // the verifier rejects them, and the walk of the task's cgroup takes over.
         let mut layout = offsets.layout;
-        let (mut ebpf, missing, program_ids) = match load_and_attach(&offsets, options, CGROUP_WALK_HELPER) {
+        let (mut ebpf, missing, program_ids, blind_spots) = match load_and_attach(&offsets, options, CGROUP_WALK_HELPER)
+        {
             Ok(loaded) => loaded,
             Err(first) => match offsets.cgroup_walk {
                 Some(walk) => {
@@ -342,6 +401,7 @@ impl EbpfMonitor {
             layout,
             page_size: procfs::page_size(),
             missing,
+            blind_spots,
             program_ids,
             attach_time: started.elapsed(),
         })
@@ -586,17 +646,26 @@ impl EbpfMonitor {
     fn check_counters(&mut self, out: &mut Vec<Observation>) {
         self.last_counter_check = Instant::now();
         let sum = |slot: u32| -> u64 { self.counters.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0) };
-        for (i, kind) in ["exit", "fork", "rss"].into_iter().enumerate() {
-            let k = i as u32 + 1;
-            let dropped = sum(COUNTER_DROPPED + k);
-            self.stats.emitted[i] = sum(COUNTER_EMITTED + k);
-            self.stats.dropped[i] = dropped;
-            let new = dropped.saturating_sub(self.seen_dropped[i]);
+        // Total crossings are counted with the RSS records (see rss.rs).
+        let kinds = [
+            ("exit", EventKind::Exit),
+            ("fork", EventKind::Fork),
+            ("rss", EventKind::Rss),
+            ("listen", EventKind::ListenClosed),
+        ];
+        let (mut emitted, mut dropped) = ([0; 4], [0; 4]);
+        for (i, (kind, k)) in kinds.into_iter().enumerate() {
+            emitted[i] = sum(COUNTER_EMITTED + k as u32);
+            dropped[i] = sum(COUNTER_DROPPED + k as u32);
+            let new = dropped[i].saturating_sub(self.seen_dropped[i]);
             if new > 0 {
-                self.seen_dropped[i] = dropped;
+                self.seen_dropped[i] = dropped[i];
                 out.push(Observation::EventsLost { kind, count: new });
             }
         }
+        self.stats.emitted = [emitted[0], emitted[1], emitted[2]];
+        self.stats.dropped = [dropped[0], dropped[1], dropped[2]];
+        (self.stats.listen_emitted, self.stats.listen_dropped) = (emitted[3], dropped[3]);
     }
 
     pub fn stats(&mut self) -> KernelStats {
@@ -622,9 +691,9 @@ fn crossed_up(cfg: &WatchConfig, pid: u32, rss: u64, cgroup_id: u64, ktime_ns: u
     }
 }
 
-/// Loaded and attached programs, the optional ones that did not attach, and the
-/// kernel ids of those that did.
-type Loaded = (Ebpf, Vec<String>, Vec<(&'static str, u32)>);
+/// Loaded and attached programs, the optional ones that did not attach, the
+/// kernel ids of those that did, and what the missing ones leave unseen.
+type Loaded = (Ebpf, Vec<String>, Vec<(&'static str, u32)>, Vec<&'static str>);
 
 /// Loads the object with the offsets and the given way of finding ancestor
 /// cgroups, and attaches every program.
@@ -644,7 +713,16 @@ fn load_and_attach(offsets: &Offsets, options: &Options, cgroup_walk: u32) -> Re
 
     let mut missing = Vec::new();
     let mut program_ids = Vec::new();
-    for (program, category, tracepoint, required) in PROGRAMS {
+    let mut blind_spots = Vec::new();
+    for Program { name: program, category, tracepoint, without } in PROGRAMS {
+        let full_name =
+            if category.is_empty() { format!("raw:{tracepoint}") } else { format!("{category}:{tracepoint}") };
+        if let Some((_, why)) = offsets.skip.iter().find(|(name, _)| *name == program) {
+            tracing::warn!("kernel: {full_name} not attached ({why}); that feature is off");
+            missing.push(full_name);
+            blind_spots.extend(without);
+            continue;
+        }
         let result = (|| {
             let prog = ebpf.program_mut(program).ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
             if category.is_empty() {
@@ -659,18 +737,17 @@ fn load_and_attach(offsets: &Offsets, options: &Options, cgroup_walk: u32) -> Re
                 prog.info().map(|info| info.id())
             }
         })();
-        match result {
-            Ok(id) => program_ids.push((program, id)),
-            Err(source) if required => return Err(KernelError::Attach { program, source: Box::new(source) }),
-            Err(source) => {
-                let name =
-                    if category.is_empty() { format!("raw:{tracepoint}") } else { format!("{category}:{tracepoint}") };
-                tracing::warn!("kernel: {name} not attached ({source}); that feature is off");
-                missing.push(name);
+        match (result, without) {
+            (Ok(id), _) => program_ids.push((program, id)),
+            (Err(source), None) => return Err(KernelError::Attach { program, source: Box::new(source) }),
+            (Err(source), Some(unseen)) => {
+                tracing::warn!("kernel: {full_name} not attached ({source}); that feature is off");
+                missing.push(full_name);
+                blind_spots.push(unseen);
             }
         }
     }
-    Ok((ebpf, missing, program_ids))
+    Ok((ebpf, missing, program_ids, blind_spots))
 }
 
 fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Observation>, stats: &mut KernelStats) {
@@ -692,6 +769,37 @@ fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Observation>, stats: &m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_listener_program_needs_every_field_it_reads() {
+        let root = tempfile::tempdir().unwrap();
+        // No such tracepoint: the program stays detached, nothing else fails.
+        assert!(matches!(listen_fields(root.path()), Err(tracefs::TracefsError::Read { .. })));
+        let dir = root.path().join("events/sock/inet_sock_set_state");
+        std::fs::create_dir_all(&dir).unwrap();
+        let field = |decl: &str, off: u32| format!("\tfield:{decl};\toffset:{off};\tsize:2;\tsigned:0;\n");
+        let mut format: String = [
+            ("int oldstate", 16),
+            ("int newstate", 20),
+            ("__u16 sport", 24),
+            ("__u16 family", 28),
+            ("__u16 protocol", 30),
+            ("__u8 saddr[4]", 32),
+        ]
+        .iter()
+        .map(|(decl, off)| field(decl, *off))
+        .collect();
+        std::fs::write(dir.join("format"), &format).unwrap();
+        assert!(
+            matches!(listen_fields(root.path()), Err(tracefs::TracefsError::NoField { field, .. }) if field == "saddr_v6")
+        );
+        format.push_str(&field("__u8 saddr_v6[16]", 40));
+        std::fs::write(dir.join("format"), &format).unwrap();
+        let offsets: StdHashMap<&str, u32> = listen_fields(root.path()).unwrap().into_iter().collect();
+        assert_eq!(offsets[globals::TP_SOCK_OLDSTATE], 16);
+        assert_eq!(offsets[globals::TP_SOCK_SADDR_V6], 40);
+        assert_eq!(offsets.len(), LISTEN_FIELDS.len());
+    }
 
     #[test]
     fn the_running_kernel_has_what_pid_translation_reads() {

@@ -315,7 +315,8 @@ impl ProcMonitor {
                 Observation::ProcessExited(_) => self.stats.emitted[0] += 1,
                 Observation::ProcessForked { .. } => self.stats.emitted[1] += 1,
                 Observation::RssCrossed { .. } | Observation::RssTotalCrossed { .. } => self.stats.emitted[2] += 1,
-                Observation::EventsLost { .. } => {}
+                // This tier never sees a listener close.
+                Observation::ListenerClosed { .. } | Observation::EventsLost { .. } => {}
             }
         }
     }

@@ -125,6 +125,10 @@ impl Default for Options {
     }
 }
 
+/// The tiers without eBPF produce no [`Observation::ListenerClosed`]: a listener
+/// that went away is found by the cycle's socket scan.
+const LISTENERS_PER_CYCLE: &str = "a listening socket's close is seen only at the cycle's socket scan";
+
 /// Which path delivers observations. `reason` says why the tiers above it are
 /// not used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,28 +175,35 @@ impl Mode {
                 "RSS crossings are seen at the cycle's sample, not the instant",
                 "OOM kills are not flagged (a SIGKILL is reported)",
                 "RSS at exit",
+                LISTENERS_PER_CYCLE,
             ],
             Self::Pidfd { .. } => &[
                 "exit statuses (unless the process is still a zombie; the init system may supply them)",
                 "processes that live less than a cycle",
                 "processes beyond the first 256 are seen exiting only at the next scan",
                 "RSS crossings between samples, OOM kills",
+                LISTENERS_PER_CYCLE,
             ],
             Self::Fallback { .. } => &[
                 "exits until the next cycle's poll",
                 "exit statuses of processes already reaped (the init system may supply them)",
                 "processes that live less than a cycle",
                 "RSS crossings between polls, OOM kills",
+                LISTENERS_PER_CYCLE,
             ],
         }
     }
 }
 
-/// Counters of the kernel path, per record kind (exit, fork, rss).
+/// Counters of the kernel path, per record kind (exit, fork, rss), and of
+/// listener closes apart (eBPF only; not yet in `status` or the Prometheus page,
+/// whose per-kind arrays are part of the control protocol).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelStats {
     pub emitted: [u64; 3],
     pub dropped: [u64; 3],
+    pub listen_emitted: u64,
+    pub listen_dropped: u64,
     pub undecodable: u64,
 }
 
@@ -295,6 +306,16 @@ impl Monitor {
         match &self.backend {
             Backend::Ebpf(m) => &m.missing,
             _ => &[],
+        }
+    }
+
+    /// What the running tier cannot see: [`Mode::blind_spots`], and on the eBPF
+    /// tier what its programs that did not attach would have seen (a kernel
+    /// without `sock:inet_sock_set_state` sees listener closes only per cycle).
+    pub fn blind_spots(&self) -> Vec<&'static str> {
+        match &self.backend {
+            Backend::Ebpf(m) => m.blind_spots.clone(),
+            _ => self.mode.blind_spots().to_vec(),
         }
     }
 

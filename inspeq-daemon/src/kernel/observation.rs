@@ -3,7 +3,7 @@
 //! module knows which one is running. An exit's status is [`ExitStatus`], the one
 //! type the engine and the alerts carry on (`crate::exit`).
 
-use std::fmt;
+use std::{fmt, net::SocketAddr};
 
 use crate::exit::Exit;
 pub use crate::exit::ExitStatus;
@@ -90,6 +90,19 @@ pub enum Observation {
         threshold_bytes: u64,
         ktime_ns: u64,
     },
+    /// A listening TCP socket of a watched process closed: it called `close` or
+    /// `shutdown` on it, or exited (killed or not) holding it. `pid` is the
+    /// process whose task closed it, `addr` the address and port it listened on
+    /// (`0.0.0.0`/`::` for all addresses), `cgroup_id` that task's cgroup. Only
+    /// the eBPF tier sees it happen, and only for watches with
+    /// [`WatchSettings::listeners`](super::WatchSettings::listeners).
+    ListenerClosed {
+        watch: WatchId,
+        pid: u32,
+        addr: SocketAddr,
+        cgroup_id: u64,
+        ktime_ns: u64,
+    },
     /// The kernel could not hand over `count` records (the ring buffer was full);
     /// `kind` names the record kind that was lost.
     EventsLost {
@@ -105,7 +118,8 @@ impl Observation {
             Self::ProcessExited(e) => Some(e.watch),
             Self::ProcessForked { watch, .. }
             | Self::RssCrossed { watch, .. }
-            | Self::RssTotalCrossed { watch, .. } => Some(*watch),
+            | Self::RssTotalCrossed { watch, .. }
+            | Self::ListenerClosed { watch, .. } => Some(*watch),
             Self::EventsLost { .. } => None,
         }
     }

@@ -80,6 +80,31 @@ mod tests {
 \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:1;\n\
 \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
 
+    // `sock:inet_sock_set_state` on the reference VM (6.18); 5.10 to 7.2 have the same offsets.
+    const SOCK_STATE_6_18: &str = "name: inet_sock_set_state\nID: 2287\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;\n\
+\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;\n\
+\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;\n\
+\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;\n\
+\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;\n\
+\tfield:__u16 protocol;\toffset:30;\tsize:2;\tsigned:0;\n\
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n\
+\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;\n\
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;\n\
+\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;\n";
+
+    #[test]
+    fn reads_the_socket_state_fields() {
+        let offsets: Vec<Option<u32>> = ["oldstate", "newstate", "sport", "family", "protocol", "saddr", "saddr_v6"]
+            .iter()
+            .map(|f| field_offset_in(SOCK_STATE_6_18, f))
+            .collect();
+        assert_eq!(offsets, [16, 20, 24, 28, 30, 32, 40].map(Some));
+    }
+
     #[test]
     fn reads_offsets_of_both_layouts() {
         assert_eq!(field_offset_in(FORK_6_18, "child_pid"), Some(20));

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use inspeq_common::{WATCH_FLAG_FORKS, WATCH_FLAG_RSS, WatchConfig};
+use inspeq_common::{WATCH_FLAG_FORKS, WATCH_FLAG_LISTEN, WATCH_FLAG_RSS, WatchConfig};
 
 use super::observation::WatchId;
 
@@ -49,6 +49,10 @@ pub struct WatchSettings {
     /// Report when the watch's total RSS (the sum over its processes, kept in the
     /// kernel) reaches this many bytes, and when it falls below seven eighths of it.
     pub total_rss: Option<u64>,
+    /// Report when a listening TCP socket of a watched process closes
+    /// ([`Observation::ListenerClosed`](super::Observation::ListenerClosed); eBPF
+    /// only: the other tiers learn it from the cycle's socket scan).
+    pub listeners: bool,
 }
 
 impl WatchSettings {
@@ -61,6 +65,9 @@ impl WatchSettings {
         if self.rss.is_some() || self.total_rss.is_some() {
             flags |= WATCH_FLAG_RSS;
         }
+        if self.listeners {
+            flags |= WATCH_FLAG_LISTEN;
+        }
         let total = self.total_rss.unwrap_or(0);
         WatchConfig {
             watch_id: id.0,
@@ -71,5 +78,20 @@ impl WatchSettings {
             total_threshold: total,
             total_hysteresis: total / 8,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_setting_is_its_flag() {
+        let flags = |settings: WatchSettings| settings.to_wire(WatchId(4)).flags;
+        assert_eq!(flags(WatchSettings::default()), 0);
+        assert_eq!(flags(WatchSettings { forks: true, ..Default::default() }), WATCH_FLAG_FORKS);
+        assert_eq!(flags(WatchSettings { total_rss: Some(1 << 30), ..Default::default() }), WATCH_FLAG_RSS);
+        assert_eq!(flags(WatchSettings { listeners: true, ..Default::default() }), WATCH_FLAG_LISTEN);
+        assert_eq!(WatchSettings { listeners: true, ..Default::default() }.to_wire(WatchId(4)).watch_id, 4);
     }
 }
