@@ -19,6 +19,8 @@
 //! - `decode`: raw records → observations (pure).
 //! - `btf`, `tracefs`: offsets of kernel struct members and tracepoint fields.
 //! - `cgroup`: cgroup v2 paths and ids.
+//! - `sock_diag`: the host's listening TCP sockets (`NETLINK_SOCK_DIAG`), with
+//!   each one's accept queue and cgroup, for the cycle's socket scan.
 //! - `pidns`: inspeqd's pid namespace, which decides how pids are read (eBPF
 //!   translates outside the initial one) and which tiers can serve.
 
@@ -31,6 +33,7 @@ mod observation;
 mod pidfd;
 mod pidns;
 mod proc_connector;
+pub mod sock_diag;
 mod tracefs;
 mod watch;
 
@@ -40,6 +43,7 @@ pub use decode::{DecodeError, decode};
 pub use ebpf::Layout;
 pub use observation::{ExitStatus, Observation, ProcessExited, RssDirection, WatchId};
 pub use pidns::PidNamespace;
+pub use sock_diag::{Listener, SockDiagError, listeners};
 pub use watch::{RssLimits, WatchSettings, WatchTarget};
 
 pub use self::{
@@ -126,7 +130,7 @@ impl Default for Options {
 }
 
 /// The tiers without eBPF produce no [`Observation::ListenerClosed`]: a listener
-/// that went away is found by the cycle's socket scan.
+/// that went away is found by the cycle's socket scan ([`sock_diag::listeners`]).
 const LISTENERS_PER_CYCLE: &str = "a listening socket's close is seen only at the cycle's socket scan";
 
 /// Which path delivers observations. `reason` says why the tiers above it are
