@@ -1,20 +1,23 @@
 //! The kernel pipeline against the running kernel: the eBPF programs load, watch
-//! what they are told to, and report exits, forks, RSS crossings, OOM kills and
-//! drops exactly; the tiers without eBPF (the process connector, pidfds, /proc
-//! polling) report the same exits, as far as each can. Root and BTF needed (see
-//! `tests::privileged`).
+//! what they are told to, and report exits, forks, RSS crossings, OOM kills,
+//! listening sockets closing and drops exactly; the tiers without eBPF (the
+//! process connector, pidfds, /proc polling) report the same exits, as far as
+//! each can; the sock_diag dump lists listeners with their accept queues and
+//! cgroups. Root and BTF needed (see `tests::privileged`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead as _, BufReader, Write as _},
-    os::unix::process::ExitStatusExt as _,
-    process::{Command, Stdio},
+    io::{BufRead as _, BufReader, Lines, Write as _},
+    net::{IpAddr, SocketAddr, TcpStream},
+    os::unix::{fs::MetadataExt as _, process::ExitStatusExt as _},
+    path::Path,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use inspeq_daemon::kernel::{
-    ExitStatus, Mode, Monitor, Observation, Options, ProcessExited, RssDirection, RssLimits, WatchSettings,
-    WatchTarget, monotonic_ns,
+    ExitStatus, Mode, Monitor, Observation, Options, ProcessExited, RssDirection, RssLimits, WatchId, WatchSettings,
+    WatchTarget, listeners, monotonic_ns,
 };
 use tests::{TestCgroup, inspeqd, privileged, sh_in};
 
@@ -23,7 +26,7 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_inspeq-workload");
 /// `inspeq-workload ARGS`, joining `cgroups` itself right after exec: a child
 /// moved between fork and exec would bring a copy of this (large, multi-threaded)
 /// test process's address space into the cgroup first.
-fn workload(args: &[&str], cgroups: &[&std::path::Path]) -> Command {
+fn workload(args: &[&str], cgroups: &[&Path]) -> Command {
     let mut command = Command::new(WORKLOAD);
     let joined: Vec<String> = cgroups.iter().map(|c| c.display().to_string()).collect();
     command.args(args).env("INSPEQ_JOIN_CGROUP", joined.join(":"));
@@ -249,7 +252,7 @@ fn an_oom_killed_process_is_reported_as_such() {
     }
     let watched = TestCgroup::new("oom");
     // The memory limit: cgroup v1's memory controller on hybrid hosts, else v2's memory.max.
-    let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
+    let v1 = Path::new("/sys/fs/cgroup/memory");
     let (limit_cg, limit_file) = if v1.join("memory.limit_in_bytes").exists() {
         (Some(TestCgroup::new_under(v1, "oom")), "memory.limit_in_bytes")
     } else {
@@ -260,8 +263,7 @@ fn an_oom_killed_process_is_reported_as_such() {
     runtime().block_on(async {
         let mut monitor = ebpf(Options::default());
         monitor.watch(&WatchTarget::Cgroup(watched.dir.clone()), WatchSettings::default()).unwrap();
-        let cgroups: Vec<&std::path::Path> =
-            if limit_cg.is_some() { vec![&watched.dir, &limit_dir] } else { vec![&watched.dir] };
+        let cgroups: Vec<&Path> = if limit_cg.is_some() { vec![&watched.dir, &limit_dir] } else { vec![&watched.dir] };
         let mut child = workload(&["alloc", "128", "0", "0"], &cgroups).spawn().unwrap();
         let pid = child.id();
         let status = child.wait().unwrap();
@@ -838,7 +840,7 @@ wait
 "#;
 
 /// The JSON lines of one `inspeqd trace` output file.
-fn trace_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+fn trace_lines(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display()))).collect()
 }
@@ -941,4 +943,239 @@ fn pids_are_those_of_the_watchers_own_pid_namespace() {
 /// A fresh directory under the temporary directory, named after the test, removed when dropped.
 fn tempdir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("inspeq-kernel-{name}-")).tempdir().unwrap()
+}
+
+/// A TCP listener `inspeq-workload listen` holds, never accepting.
+struct Listening {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    addr: SocketAddr,
+}
+
+impl Listening {
+    /// Listens on `ip` and a free port with `backlog`, in `cgroups` (none: where this test runs).
+    fn start(ip: &str, backlog: u32, cgroups: &[&Path]) -> Self {
+        let mut child = workload(&["listen", ip, &backlog.to_string()], cgroups)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port: u16 = lines.next().expect("the listener's port").unwrap().parse().unwrap();
+        let addr = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port);
+        Self { child, stdin, lines, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Closes the listening socket (the process lives on) and waits until it has.
+    fn close(&mut self) {
+        writeln!(self.stdin.as_mut().unwrap(), "close").unwrap();
+        assert_eq!(self.lines.next().unwrap().unwrap(), "closed");
+    }
+
+    /// Kills the process with SIGKILL while it listens, and reaps it.
+    fn kill(&mut self) {
+        // SAFETY: our own child, not yet reaped.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGKILL) };
+        assert_eq!(self.child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+
+    /// Ends the process (after `close`) and reaps it.
+    fn end(mut self) {
+        drop(self.stdin.take());
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The listener closes among `observations`: (watch, pid, address).
+fn listener_closes(observations: &[Observation]) -> Vec<(WatchId, u32, SocketAddr)> {
+    observations
+        .iter()
+        .filter_map(|o| match o {
+            Observation::ListenerClosed { watch, pid, addr, .. } => Some((*watch, *pid, *addr)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The cgroup id of the cgroup directory `dir`.
+fn cgroup_id(dir: &Path) -> u64 {
+    std::fs::metadata(dir).unwrap().ino()
+}
+
+const LISTENERS: WatchSettings = WatchSettings { forks: false, rss: None, total_rss: None, listeners: true };
+
+/// eBPF, with the listener program attached: every kernel of the matrix has its tracepoint.
+fn ebpf_with_listeners() -> Monitor {
+    let monitor = ebpf(Options::default());
+    assert!(
+        monitor.program_ids().iter().any(|(name, _)| *name == "inspeq_listen"),
+        "the listener program did not attach: missing {:?}",
+        monitor.missing_tracepoints()
+    );
+    monitor
+}
+
+/// Observations until each of `pids` has exited and `closes` listener closes were
+/// reported, and for 300 ms more, so that a second report would be seen too.
+async fn until_closed(monitor: &mut Monitor, pids: &[u32], closes: usize) -> Vec<Observation> {
+    let mut seen = collect(monitor, Duration::from_secs(5), |o| {
+        listener_closes(o).len() >= closes && pids.iter().all(|p| exits(o).iter().any(|e| e.pid == *p))
+    })
+    .await;
+    seen.extend(collect(monitor, Duration::from_millis(300), |_| false).await);
+    seen
+}
+
+#[test]
+fn a_listener_closed_or_killed_in_a_watched_cgroup_is_reported_once() {
+    if !privileged("a_listener_closed_or_killed_in_a_watched_cgroup_is_reported_once") {
+        return;
+    }
+    let cg = TestCgroup::new("listen-cgroup");
+    runtime().block_on(async {
+        let mut monitor = ebpf_with_listeners();
+        let id = monitor.watch(&WatchTarget::Cgroup(cg.dir.clone()), LISTENERS).unwrap();
+        // (a) close(2) on the listener, the process living on; (b) SIGKILL while listening,
+        // the socket closed by the dying process's exit.
+        let mut closed = Listening::start("127.0.0.1", 8, &[&cg.dir]);
+        let mut killed = Listening::start("::1", 8, &[&cg.dir]);
+        closed.close();
+        killed.kill();
+        let (closed_pid, closed_addr, killed_pid, killed_addr) = (closed.pid(), closed.addr, killed.pid(), killed.addr);
+        closed.end();
+        let seen = until_closed(&mut monitor, &[closed_pid, killed_pid], 2).await;
+        assert_eq!(
+            listener_closes(&seen),
+            vec![(id, closed_pid, closed_addr), (id, killed_pid, killed_addr)],
+            "one close each, in order: {seen:?}"
+        );
+        for o in &seen {
+            if let Observation::ListenerClosed { cgroup_id: cg_id, .. } = o {
+                assert_eq!(*cg_id, cgroup_id(&cg.dir), "{o:?}");
+            }
+        }
+    });
+}
+
+#[test]
+fn a_listener_closed_or_killed_in_a_watched_process_tree_is_reported_once() {
+    if !privileged("a_listener_closed_or_killed_in_a_watched_process_tree_is_reported_once") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut monitor = ebpf_with_listeners();
+        let mut closed = Listening::start("::1", 8, &[]);
+        let mut killed = Listening::start("127.0.0.1", 8, &[]);
+        let closed_id = monitor.watch(&WatchTarget::Tree(closed.pid()), LISTENERS).unwrap();
+        let killed_id = monitor.watch(&WatchTarget::Tree(killed.pid()), LISTENERS).unwrap();
+        closed.close();
+        // Its exit takes it out of WATCH_TGIDS before its files close: the close must
+        // still be found to be this watch's.
+        killed.kill();
+        let (closed_pid, closed_addr, killed_pid, killed_addr) = (closed.pid(), closed.addr, killed.pid(), killed.addr);
+        closed.end();
+        let seen = until_closed(&mut monitor, &[closed_pid, killed_pid], 2).await;
+        assert_eq!(
+            listener_closes(&seen),
+            vec![(closed_id, closed_pid, closed_addr), (killed_id, killed_pid, killed_addr)],
+            "one close each, in order: {seen:?}"
+        );
+    });
+}
+
+#[test]
+fn listener_closes_of_unwatched_processes_and_of_watches_not_asking_are_not_reported() {
+    if !privileged("listener_closes_of_unwatched_processes_and_of_watches_not_asking_are_not_reported") {
+        return;
+    }
+    let asking = TestCgroup::new("listen-asking");
+    let not_asking = TestCgroup::new("listen-not-asking");
+    let unwatched = TestCgroup::new("listen-unwatched");
+    runtime().block_on(async {
+        let mut monitor = ebpf_with_listeners();
+        let id = monitor.watch(&WatchTarget::Cgroup(asking.dir.clone()), LISTENERS).unwrap();
+        monitor.watch(&WatchTarget::Cgroup(not_asking.dir.clone()), WatchSettings::default()).unwrap();
+        let mut tree = Listening::start("127.0.0.1", 8, &[]);
+        monitor.watch(&WatchTarget::Tree(tree.pid()), WatchSettings::default()).unwrap();
+        for dir in [&not_asking.dir, &unwatched.dir] {
+            let mut closed = Listening::start("127.0.0.1", 8, &[dir]);
+            let mut killed = Listening::start("::1", 8, &[dir]);
+            closed.close();
+            killed.kill();
+            closed.end();
+        }
+        tree.kill();
+        // A sentinel in the watch that asks: once its close is reported, the
+        // others' would have been too (one ring, in order per CPU).
+        let mut sentinel = Listening::start("127.0.0.1", 8, &[&asking.dir]);
+        sentinel.close();
+        let (pid, addr) = (sentinel.pid(), sentinel.addr);
+        sentinel.end();
+        let seen = until_closed(&mut monitor, &[pid], 1).await;
+        assert_eq!(listener_closes(&seen), vec![(id, pid, addr)], "only the sentinel's close: {seen:?}");
+    });
+}
+
+#[test]
+fn sock_diag_lists_a_listener_with_its_accept_queue_backlog_and_cgroup() {
+    if !privileged("sock_diag_lists_a_listener_with_its_accept_queue_backlog_and_cgroup") {
+        return;
+    }
+    let cg = TestCgroup::new("sock-diag");
+    let mut v4 = Listening::start("127.0.0.1", 8, &[&cg.dir]);
+    let v6 = Listening::start("::1", 4, &[&cg.dir]);
+    // Connections the listener never accepts: they wait in its accept queue
+    // (within its backlog of 8, so none is refused).
+    const CONNECTIONS: u32 = 5;
+    let clients: Vec<TcpStream> = (0..CONNECTIONS).map(|_| TcpStream::connect(v4.addr).unwrap()).collect();
+    // The handshake's last ACK may still be on its way when connect returns.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let found = loop {
+        let all = listeners().expect("the sock_diag dump");
+        let found = all.iter().find(|l| l.addr == v4.addr).cloned();
+        if found.as_ref().is_some_and(|l| l.accept_queue == CONNECTIONS) || Instant::now() > deadline {
+            break (found, all);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (Some(listener), all) = found else { panic!("no listener on {} in {:#?}", v4.addr, found.1) };
+    assert_eq!(listener.accept_queue, CONNECTIONS, "{listener:?}");
+    assert_eq!(listener.backlog, 8, "{listener:?}");
+    assert_eq!(listener.uid, 0, "{listener:?}");
+    // INET_DIAG_CGROUP_ID: every kernel of the matrix (5.10+) sends it.
+    assert_eq!(listener.cgroup_id, Some(cgroup_id(&cg.dir)), "{listener:?}");
+    // Its inode is the socket the workload holds.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", v4.pid()))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.display().to_string())
+        .collect();
+    assert!(fds.contains(&format!("socket:[{}]", listener.inode)), "{listener:?} not among {fds:?}");
+
+    let listener6 = all.iter().find(|l| l.addr == v6.addr).unwrap_or_else(|| panic!("no {} in {all:#?}", v6.addr));
+    assert_eq!((listener6.accept_queue, listener6.backlog), (0, 4), "{listener6:?}");
+    assert_eq!(listener6.cgroup_id, Some(cgroup_id(&cg.dir)), "{listener6:?}");
+    // The connections themselves are no listeners.
+    let ports: BTreeSet<u16> = clients.iter().map(|c| c.local_addr().unwrap().port()).chain([v4.addr.port()]).collect();
+    assert_eq!(all.iter().filter(|l| ports.contains(&l.addr.port())).count(), 1, "{all:#?}");
+
+    v4.close();
+    let after = listeners().expect("the sock_diag dump");
+    assert!(!after.iter().any(|l| l.addr == v4.addr), "{} still listed after close: {after:#?}", v4.addr);
+    assert!(after.iter().any(|l| l.addr == v6.addr));
+    v4.end();
 }

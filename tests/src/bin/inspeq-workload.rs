@@ -27,6 +27,10 @@
 //!   inspeq-workload demo                         the misbehaving service of `cargo xtask demo`: a crash,
 //!                                                SIGTERM, SIGKILL, a 64 MiB bloat, and (with
 //!                                                INSPEQ_OOM_CGROUP=DIR, a memory-limited cgroup) an OOM kill
+//!   inspeq-workload listen IP BACKLOG            a TCP listener on IP (127.0.0.1, ::1) and a free port,
+//!                                                with that backlog, never accepting; prints the port, then
+//!                                                closes the socket at a `close` line on stdin (prints
+//!                                                `closed`) and exits at the end of stdin
 //!   inspeq-workload serve MARKS                  a long-running server for the daemon tests: appends
 //!                                                `START pid`, then `HUP pid` per SIGHUP (it survives reloads)
 //!                                                to MARKS; on SIGUSR1 it grows by 96 MiB of touched memory
@@ -231,6 +235,69 @@ fn serve(marks: &str) -> ! {
     }
 }
 
+/// A listening socket on `ip` and a port the kernel picks, with `backlog`, by
+/// hand: std's `TcpListener` always asks for a backlog of 128. Returns the
+/// socket and its port.
+fn listener(ip: std::net::IpAddr, backlog: i32) -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let family = if ip.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2), checked.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: both address structs are plain data; zeroed is valid for either.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match ip {
+        std::net::IpAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from_ne_bytes(v4.octets());
+            size_of::<libc::sockaddr_in>()
+        }
+        std::net::IpAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_addr.s6_addr = v6.octets();
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    let mut len = len as libc::socklen_t;
+    // SAFETY: storage holds a valid address of `len` bytes; listen and getsockname on our socket.
+    unsafe {
+        assert_eq!(
+            libc::bind(fd.as_raw_fd(), (&raw const storage).cast(), len),
+            0,
+            "bind: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::listen(fd.as_raw_fd(), backlog), 0, "listen: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::getsockname(fd.as_raw_fd(), (&raw mut storage).cast(), &mut len), 0);
+    }
+    // The port sits at the same offset (after the family) in both structs, in network order.
+    // SAFETY: storage holds at least a sockaddr_in now.
+    let port = u16::from_be(unsafe { (*(&raw const storage).cast::<libc::sockaddr_in>()).sin_port });
+    (fd, port)
+}
+
+fn listen(ip: &str, backlog: i32) {
+    let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+    let (fd, port) = listener(ip, backlog);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{port}").unwrap();
+    out.flush().unwrap();
+    let mut fd = Some(fd);
+    for line in std::io::stdin().lines() {
+        if line.unwrap().trim() == "close" {
+            drop(fd.take());
+            writeln!(out, "closed").unwrap();
+            out.flush().unwrap();
+        }
+    }
+}
+
 /// This process's CPU time so far.
 fn cpu_time() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -341,6 +408,7 @@ fn main() {
         }
         Some("thread-exit") => thread_exit(num(1) as i32),
         Some("leader-exit") => leader_exit(num(1) as i32),
+        Some("listen") => listen(args.get(1).expect("listen IP BACKLOG"), num(2) as i32),
         Some("alloc") => alloc(num(1) as usize, Duration::from_millis(num(2)), Duration::from_millis(num(3))),
         Some("storm") => {
             let secs = Duration::from_secs(num(1));
@@ -401,7 +469,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | statuses N | thread-exit CODE | leader-exit CODE | demo | serve MARKS"
+                "usage: inspeq-workload alloc MIB HOLD_MS AFTER_MS | storm SECS | storm-n N | exits N GAP_US | statuses N | thread-exit CODE | leader-exit CODE | listen IP BACKLOG | demo | serve MARKS"
             );
             std::process::exit(2);
         }
