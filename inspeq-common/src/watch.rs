@@ -24,10 +24,11 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_READER_STATE: &str = "READER_STATE";
 
 /// Array `TREE_WATCHES`, one `u32`: how many process-tree watches the daemon
-/// holds. Read only when pids are translated into the daemon's pid namespace
+/// holds. Read when pids are translated into the daemon's pid namespace
 /// (`globals::PIDNS_TRANSLATE`): with none, a task need not be translated to look
 /// it up in `WATCH_TGIDS`, which spares every page fault of the host a walk of its
-/// `struct pid`.
+/// `struct pid`. The listener program reads it too: with none, no exited tree
+/// member can be in `LISTEN_EXITED`.
 pub const MAP_TREE_WATCHES: &str = "TREE_WATCHES";
 
 /// The reader sleeps until woken: records use the kernel's adaptive notification.

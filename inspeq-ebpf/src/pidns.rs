@@ -61,7 +61,8 @@ pub fn translating() -> bool {
     PIDNS_TRANSLATE.load() != 0
 }
 
-/// Whether the daemon holds any process-tree watch (translation mode only).
+/// Whether the daemon holds any process-tree watch (published in every mode;
+/// read when translating, and by the listener program).
 #[inline(always)]
 pub fn tree_watches() -> bool {
     TREE_WATCHES.get(0).is_some_and(|n| *n != 0)

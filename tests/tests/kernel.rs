@@ -808,13 +808,19 @@ ready() { i=0; until grep -q '"kind":"ready"' "$1" 2>/dev/null; do i=$((i+1)); [
 seen() { i=0; until grep -q "$2" "$1" 2>/dev/null; do i=$((i+1)); [ $i -lt 500 ] || return 1; sleep 0.02; done; }
 record() { wait "$1"; echo "$1 $? $2" >> "$OUT/waited"; }
 
-# A cgroup watch: exits (a code, a signal), an RSS crossing and a fork.
+# A cgroup watch: exits (a code, a signal), an RSS crossing, a fork and a listener's close.
 "$INSPEQD" trace --json --cgroup "$CG" --rss-threshold 16m > "$OUT/cgroup.jsonl" 2> "$OUT/cgroup.err" & CGTRACE=$!
 ready "$OUT/cgroup.jsonl"
 sh -c 'echo 0 > "$CG/cgroup.procs"; exit 7' & record $! code
 sh -c 'echo 0 > "$CG/cgroup.procs"; kill -9 $$' & record $! signal
 INSPEQ_JOIN_CGROUP="$CG" "$WORKLOAD" alloc 32 50 0 & record $! rss
 sh -c 'echo 0 > "$CG/cgroup.procs"; sh -c "exit 5" & echo $! > "$OUT/cgroup-child"; wait $!; exit 6' & record $! parent
+# A listener killed while listening (its socket closes in its exit), its stdin a
+# fifo held open read-write so it never ends.
+mkfifo "$OUT/listen-in"
+INSPEQ_JOIN_CGROUP="$CG" "$WORKLOAD" listen 127.0.0.1 8 <> "$OUT/listen-in" > "$OUT/listen-port" & LISTENER=$!
+seen "$OUT/listen-port" '[0-9]' || exit 91
+kill -9 "$LISTENER"; record "$LISTENER" listener
 
 # A process-tree watch (WATCH_TGIDS): the root waits on a fifo until watched.
 mkfifo "$OUT/go"
@@ -834,7 +840,7 @@ sleep 0.5
 kill -9 "$SLEEPER"
 record "$SLEEPER" pidfd
 
-seen "$OUT/cgroup.jsonl" "\"pid\":$(cat "$OUT/cgroup-child")," && seen "$OUT/tree.jsonl" "\"pid\":$ROOT," && seen "$OUT/pidfd.jsonl" "\"pid\":$SLEEPER,"
+seen "$OUT/cgroup.jsonl" '"kind":"listener_closed"' && seen "$OUT/cgroup.jsonl" "\"pid\":$(cat "$OUT/cgroup-child")," && seen "$OUT/tree.jsonl" "\"pid\":$ROOT," && seen "$OUT/pidfd.jsonl" "\"pid\":$SLEEPER,"
 kill -TERM "$CGTRACE" "$TREETRACE" "$PIDFDTRACE"
 wait
 "#;
@@ -918,6 +924,15 @@ fn pids_are_those_of_the_watchers_own_pid_namespace() {
         "no fork {parent} → {child}: {cgroup:#?}"
     );
     assert_eq!(exit_line(&cgroup, child), Some((Some(5), None)));
+    let listener = pid_of("listener");
+    let port: u64 = file("listen-port").trim().parse().unwrap();
+    assert!(
+        cgroup.iter().any(|l| l["kind"] == "listener_closed"
+            && l["pid"] == listener
+            && l["port"] == port
+            && l["address"] == "127.0.0.1"),
+        "no close of {listener}'s listener on port {port}: {cgroup:#?}"
+    );
 
     let tree = trace_lines(&out.join("tree.jsonl"));
     let root = pid_of("tree");

@@ -120,7 +120,8 @@ pub fn matrix(options: &Options) -> anyhow::Result<Summary> {
     let initrd = root.join("initrd.cpio");
     if !guests.is_empty() {
         let base = initramfs::base(&root, &[&binaries.tests, &binaries.workload, &binaries.inspeqd])?;
-        initramfs::with_job(&base, &guest_job(options, &binaries), &initrd)?;
+        let modules: Vec<&(String, Vec<PathBuf>)> = fetched.iter().filter_map(|k| k.modules.as_ref()).collect();
+        initramfs::with_job(&base, &guest_job(options, &binaries), &modules, &initrd)?;
     }
     let timeout = options.timeout_for(cases.len());
     let settings = qemu::Settings { memory_mib: options.memory, timeout };

@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # The kernel matrix guest's /init (cargo xtask kernels, xtask/src/kernels.rs):
 # mounts what the kernel tests use, makes /sys/fs/cgroup a pure cgroup2 with the
-# memory controller on for child cgroups, runs /inspeq/job.sh (written for each
+# memory controller on for child cgroups, brings up loopback, loads the modules
+# the host copied for this kernel, runs /inspeq/job.sh (written for each
 # run) between markers on the serial console, and powers off. The host reads the
 # markers: no "begin" means the guest never reached its test driver.
 
@@ -20,6 +21,15 @@ for controller in memory pids cpu io; do
     echo "+$controller" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
 done
 ip link set lo up 2>/dev/null
+# Modules the tests need that Debian builds as modules (inet_diag and tcp_diag
+# for the sock_diag dump): the host copies them per kernel release, with their
+# load order, as there is no modprobe here.
+modules=/lib/modules/$(uname -r)
+if [ -f "$modules/inspeq-load" ]; then
+    while read -r module; do
+        insmod "$modules/$module.ko" || echo "inspeq-guest: insmod $module failed"
+    done < "$modules/inspeq-load"
+fi
 
 echo "inspeq-guest: uname $(uname -r)"
 echo "inspeq-guest: cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"

@@ -4,7 +4,7 @@
 //! `inspeqd` beside itself), without debug info, with their shared libraries and
 //! dynamic loader. Built once per change of its inputs (`initramfs.cpio`, its
 //! inputs listed in `initramfs.key`); each run appends a small archive holding
-//! only the job, `/inspeq/job.sh`.
+//! only the job, `/inspeq/job.sh`, and the few kernel modules the tests need.
 
 use std::{
     collections::BTreeSet,
@@ -69,12 +69,27 @@ pub fn base(dir: &Path, binaries: &[&Path]) -> anyhow::Result<PathBuf> {
     Ok(archive)
 }
 
-/// `base` followed by an archive holding `job` as `/inspeq/job.sh`, written to `out`.
-pub fn with_job(base: &Path, job: &str, out: &Path) -> anyhow::Result<()> {
+/// `base` followed by an archive holding `job` as `/inspeq/job.sh` and each
+/// kernel's modules (release, files in load order) as
+/// `/lib/modules/RELEASE/NAME.ko`, with their order in
+/// `/lib/modules/RELEASE/inspeq-load` for init.sh, written to `out`. One archive
+/// serves every kernel: each guest loads the modules of its own `uname -r`.
+pub fn with_job(base: &Path, job: &str, modules: &[&(String, Vec<PathBuf>)], out: &Path) -> anyhow::Result<()> {
     std::fs::copy(base, out).with_context(|| format!("copying {} to {}", base.display(), out.display()))?;
     let file = std::fs::OpenOptions::new().append(true).open(out)?;
     let mut cpio = cpio::Writer::new(std::io::BufWriter::new(file));
     cpio.file("inspeq/job.sh", 0o755, job.as_bytes())?;
+    for (release, files) in modules {
+        let mut order = String::new();
+        for file in files {
+            let name = file.file_name().and_then(|n| n.to_str()).context("a module file without a name")?;
+            let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            cpio.file(&format!("lib/modules/{release}/{name}"), 0o644, &data)?;
+            order.push_str(name.trim_end_matches(".ko"));
+            order.push('\n');
+        }
+        cpio.file(&format!("lib/modules/{release}/inspeq-load"), 0o644, order.as_bytes())?;
+    }
     cpio.finish()?.flush()?;
     Ok(())
 }
