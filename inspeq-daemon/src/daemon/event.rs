@@ -36,8 +36,8 @@ pub enum Event {
     Collected(super::collect::Report),
     /// A cycle's listing of the services' listening sockets came back.
     Listed(super::listeners::Listing),
-    /// The init system's word on a service whose listening socket closed (`None`: no answer).
-    CloseConfirmed { service: String, address: std::net::SocketAddr, pid: u32, status: Option<ServiceStatus> },
+    /// The init system's and the kernel's word on a service whose listening socket closed.
+    CloseConfirmed(super::listeners::Confirmed),
     /// A probe task answered (what the probe found, or why it failed).
     Probed(super::probes::Report),
     /// SIGTERM or SIGINT.

@@ -6,13 +6,15 @@
 //! on, and `accept_queue`, the longest queue of connections waiting for `accept()`), shown in `status`.
 //!
 //! The kernel reports a listener's close the moment it happens (eBPF). Before the engine hears of it the init
-//! system is asked ([`Event::CloseConfirmed`]): an operator's `systemctl stop` or `restart` closes the sockets
-//! first, and only a service still up and not being stopped has stopped listening. A close while its main
-//! process's exit is being settled is that exit's, not news of its own.
+//! system is asked, and the kernel lists the service's listeners once more ([`Event::CloseConfirmed`]): an
+//! operator's `systemctl stop` or `restart` closes the sockets first, a `listen()` that failed on a taken port
+//! goes from LISTEN to CLOSE too, and another socket may still hold the port. Only a service still up, not being
+//! stopped, and no longer listening on the port has stopped listening. A close while its main process's exit is
+//! being settled is that exit's, not news of its own.
 
 use std::{net::SocketAddr, sync::Arc};
 
-use super::{Daemon, event::Event, executor::Executor};
+use super::{Daemon, event::Event, executor::Executor, services::Service};
 use crate::{
     config::model::{Check, Condition},
     control::protocol::ListenerStatus,
@@ -62,28 +64,84 @@ impl Executor {
         });
     }
 
-    /// Asks `backend` whether `service` is being stopped, after a listener of it closed; the answer comes back as
+    /// Asks `backend` (if the service has one) whether `service` is being stopped, and the kernel whether the
+    /// service still listens on the closed socket's port (a `listen()` that failed on a taken port also goes from
+    /// LISTEN to CLOSE; another socket may hold the port), after a listener of it closed; the answers come back as
     /// [`Event::CloseConfirmed`].
-    pub fn confirm_close(&self, backend: Arc<dyn InitSystem>, service: ServiceName, address: SocketAddr, pid: u32) {
+    pub fn confirm_close(&self, close: Close) {
         self.spawn_send(async move {
-            let limit = crate::init::DEFAULT_LOOKUP_TIMEOUT;
-            let status = match tokio::time::timeout(limit, backend.lookup(&service)).await {
-                Ok(Ok(status)) => Some(status),
-                Ok(Err(err)) => {
-                    tracing::warn!("service `{service}`: after a listener closed, its lookup failed: {err}");
-                    None
+            let Close { backend, service, address, pid, owner, members } = close;
+            let status = match backend {
+                Some(backend) => {
+                    let limit = crate::init::DEFAULT_LOOKUP_TIMEOUT;
+                    match tokio::time::timeout(limit, backend.lookup(&service)).await {
+                        Ok(Ok(status)) => Some(status),
+                        Ok(Err(err)) => {
+                            tracing::warn!("service `{service}`: after a listener closed, its lookup failed: {err}");
+                            None
+                        }
+                        Err(_) => None,
+                    }
                 }
-                Err(_) => None,
+                None => None,
             };
-            Event::CloseConfirmed { service: service.to_string(), address, pid, status }
+            let listed = tokio::task::spawn_blocking(move || {
+                let all = sock_diag::listeners()?;
+                Ok::<_, SockDiagError>(sock_diag::owned(&all, &owner, &members))
+            })
+            .await;
+            // A listing that failed says nothing: the kernel's word on the close stands.
+            let still_listening = match listed {
+                Ok(Ok(own)) => own.iter().any(|l| l.addr.port() == address.port()),
+                _ => false,
+            };
+            Event::CloseConfirmed(Confirmed { service: service.to_string(), address, pid, status, still_listening })
         });
     }
+}
+
+/// A listener's close, to be confirmed.
+pub struct Close {
+    pub backend: Option<Arc<dyn InitSystem>>,
+    pub service: ServiceName,
+    pub address: SocketAddr,
+    pub pid: u32,
+    pub owner: Owner,
+    pub members: Vec<u32>,
+}
+
+/// What the init system and the kernel said of a service whose listening socket closed.
+pub struct Confirmed {
+    pub service: String,
+    pub address: SocketAddr,
+    pub pid: u32,
+    /// The init system's answer (`None`: it has none, or gave none).
+    pub status: Option<ServiceStatus>,
+    /// A socket of the service still listens on the port.
+    pub still_listening: bool,
 }
 
 /// Whether the init system's answer leaves the close as news: the service up, its main process the same, nobody
 /// stopping or restarting it.
 fn still_serving(status: &ServiceStatus, main: Option<u32>) -> bool {
     status.state == ServiceState::Up && !status.intent.stops() && status.main_pid == main
+}
+
+/// Whose sockets are `service`'s, and its processes. A cgroup is the service's own only when the kernel watches
+/// the service by it (a unit's); a `check process` lives in whatever cgroup started it, with other processes'
+/// sockets.
+fn owner(service: &Service) -> (Owner, Vec<u32>) {
+    let cgroup = service
+        .status
+        .as_ref()
+        .and_then(|st| st.cgroup.as_ref())
+        .filter(|_| service.watch.is_some_and(|(_, how)| how == "cgroup"));
+    let members: Vec<u32> = service.members.iter().copied().chain(service.main_pid()).collect();
+    let owner = match cgroup {
+        Some(cgroup) => Owner::Cgroup(cgroup.path.clone()),
+        None => Owner::Processes(members.clone()),
+    };
+    (owner, members)
 }
 
 impl Daemon {
@@ -150,23 +208,28 @@ impl Daemon {
         }
     }
 
-    /// The kernel saw a listening socket of `name` close while it ran: asks the init system before the engine
-    /// hears of it.
+    /// The kernel saw a listening socket of `name` close while it ran: asks the init system and the kernel's
+    /// listing before the engine hears of it.
     pub(super) fn listener_closed(&mut self, name: &str, address: SocketAddr, pid: u32) {
-        let now = self.now();
         let Some(service) = self.services.get_mut(name) else { return };
         service.listeners.retain(|l| l.addr != address);
         tracing::info!("service `{name}`: pid {pid} closed its listening socket {address}");
-        match service.backend.clone() {
-            Some(backend) => self.executor.confirm_close(backend, service.name.clone(), address, pid),
-            None => self.step(Input::ListenerClosed { service: name.to_owned(), address, pid }, now),
-        }
+        let (owner, members) = owner(service);
+        let backend = service.backend.clone();
+        let close = Close { backend, service: service.name.clone(), address, pid, owner, members };
+        self.executor.confirm_close(close);
     }
 
-    /// The init system answered about a service whose listener closed.
-    pub(super) fn close_confirmed(&mut self, name: &str, address: SocketAddr, pid: u32, status: Option<ServiceStatus>) {
+    /// The init system and the kernel answered about a service whose listener closed.
+    pub(super) fn close_confirmed(&mut self, confirmed: Confirmed) {
+        let Confirmed { service: name, address, pid, status, still_listening } = confirmed;
         let now = self.now();
-        let Some(service) = self.services.get(name) else { return };
+        let Some(service) = self.services.get(&name) else { return };
+        if still_listening {
+            let port = address.port();
+            tracing::info!("service `{name}`: still listens on port {port}; the close of {address} is no stop");
+            return;
+        }
         let settling_exit = service.pending_exit.is_some() || service.restarting || service.started.is_none();
         let serving = status.as_ref().is_none_or(|s| still_serving(s, service.main_pid()));
         if settling_exit || !serving {
@@ -174,7 +237,7 @@ impl Daemon {
             tracing::info!("service `{name}`: its listener {address} closed as it stops ({why}); not judged");
             return;
         }
-        self.step(Input::ListenerClosed { service: name.to_owned(), address, pid }, now);
+        self.step(Input::ListenerClosed { service: name, address, pid }, now);
     }
 
     /// What `status` shows of `service`'s listeners.

@@ -391,9 +391,7 @@ impl Daemon {
             Event::Collected(report) => self.collected(report),
             Event::Probed(report) => self.probed(report),
             Event::Listed(listing) => self.listed(listing),
-            Event::CloseConfirmed { service, address, pid, status } => {
-                self.close_confirmed(&service, address, pid, status);
-            }
+            Event::CloseConfirmed(confirmed) => self.close_confirmed(confirmed),
             Event::Control(control) => self.control(control),
             Event::Shutdown => {}
         }
