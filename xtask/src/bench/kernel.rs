@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use super::{machine, output_path, quantile};
+use super::{figure as f, machine, quantile};
 use crate::command::{self, cargo, is_root, workspace_root};
 
 pub(super) struct Binaries {
@@ -330,20 +330,7 @@ pub fn run(exits: u32, storm_secs: u32, rounds: u32) -> anyhow::Result<()> {
     let report =
         json!({ "machine": machine(), "latency": latency, "idle": idle, "storms": storms, "program_costs": costs });
 
-    let path = output_path("kernel");
-    std::fs::create_dir_all(path.parent().unwrap())?;
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-    print_table(&report);
-    println!("\nwritten to {}", path.display());
-    Ok(())
-}
-
-fn f(v: &Value) -> String {
-    match v.as_f64() {
-        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
-        Some(x) => format!("{x:.2}"),
-        None => "-".into(),
-    }
+    super::write_report("kernel", &report, print_table)
 }
 
 fn print_table(r: &Value) {

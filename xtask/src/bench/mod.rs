@@ -52,6 +52,25 @@ fn output_path(name: &str) -> PathBuf {
     workspace_root().join("target/bench").join(format!("{name}.json"))
 }
 
+/// Writes `report` to `target/bench/NAME.json`, prints it with `table`, and says where it went.
+fn write_report(name: &str, report: &serde_json::Value, table: fn(&serde_json::Value)) -> anyhow::Result<()> {
+    let path = output_path(name);
+    std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
+    std::fs::write(&path, serde_json::to_string_pretty(report)?)?;
+    table(report);
+    println!("\nwritten to {}", path.display());
+    Ok(())
+}
+
+/// A figure for a table: whole above 100, two decimals below, `-` for none.
+fn figure(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.2}"),
+        None => "-".into(),
+    }
+}
+
 /// The `q` quantile (0..=1) of sorted `values`, nearest rank.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {

@@ -28,8 +28,9 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use super::{
+    figure as f,
     kernel::{Binaries, Cgroup},
-    machine, output_path, quantile,
+    machine, quantile,
 };
 use crate::command::{self, cargo, is_root, workspace_root};
 
@@ -354,20 +355,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "first_queued_connection_to_alert": queues,
         "probe_costs": costs,
     });
-    let path = output_path("serving");
-    std::fs::create_dir_all(path.parent().unwrap())?;
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-    print_table(&report);
-    println!("\nwritten to {}", path.display());
-    Ok(())
-}
-
-fn f(v: &Value) -> String {
-    match v.as_f64() {
-        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
-        Some(x) => format!("{x:.3}"),
-        None => "-".into(),
-    }
+    super::write_report("serving", &report, print_table)
 }
 
 fn print_table(r: &Value) {
