@@ -130,6 +130,7 @@ fn print_status(status: &Status) {
     }
     if !status.host.is_empty() {
         println!("\nhost");
+        print_probes(&status.host_probes);
         for rule in &status.host {
             print_rule(rule);
         }
@@ -164,12 +165,30 @@ fn print_status(status: &Status) {
                 ),
             }
         }
+        print_probes(&s.probes);
+        for l in &s.listeners {
+            println!("  listening on {}: {} waiting for accept (backlog {})", l.address, l.accept_queue, l.backlog);
+        }
         for rule in &s.rules {
             print_rule(rule);
         }
     }
     for j in &status.jobs {
         println!("\njob {} every {}s{}", j.name, j.every_secs, if j.overdue { " OVERDUE" } else { "" });
+    }
+}
+
+/// `  http http://127.0.0.1:8080/health: answered in 3.1 ms 0s ago`, or why it fails.
+fn print_probes(probes: &[inspeq_daemon::control::protocol::ProbeStatus]) {
+    let when = |secs: Option<u64>| secs.map_or_else(|| "never".to_owned(), |s| format!("{s}s ago"));
+    for p in probes {
+        match (&p.error, p.last_time_ms) {
+            (Some(error), _) => {
+                println!("  {}: fails: {error} (last answered {})", p.probe, when(p.last_success_secs_ago))
+            }
+            (None, Some(ms)) => println!("  {}: answered in {ms:.1} ms {}", p.probe, when(p.last_success_secs_ago)),
+            (None, None) => println!("  {}: not probed yet", p.probe),
+        }
     }
 }
 
