@@ -167,54 +167,64 @@ pub fn nginx_with(scratch: &Scratch, port: u16, more: &str) -> Server {
 }
 
 /// A server certificate for `localhost` and 127.0.0.1 that ends in `days` days, signed by a CA made for it, by
-/// `openssl` in `dir`: the CA's certificate (what a probe's `ca_file` names), the server's certificate and key.
+/// `openssl` in `dir`: the CA's certificate (what a probe's `ca_file` names), the server's certificate and key,
+/// and a second certificate for the same key, signed by the same CA, that ended in February 2024.
 pub struct Certificate {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub expired: PathBuf,
 }
 
 pub fn certificate(dir: &Path, days: u32) -> Certificate {
-    std::fs::create_dir_all(dir).unwrap();
+    std::fs::create_dir_all(dir.join("issued")).unwrap();
     let file = |name: &str| dir.join(name);
     let openssl = |args: &[&str]| {
         let out = Command::new(OPENSSL).args(args).current_dir(dir).output().expect("running openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let ca_args = [
-        &["req", "-x509"][..],
-        &ec,
-        &["-days", "365", "-subj", "/CN=inspeq test CA", "-keyout", "ca.key", "-out", "ca.pem"],
-    ]
-    .concat();
-    openssl(&ca_args);
-    let csr = [&["req"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"]].concat();
-    openssl(&csr);
+    // `openssl ca` takes any validity, in the past too; the CA's spans every certificate it signs here, as a real
+    // CA's spans its certificates'.
+    std::fs::write(file("index.txt"), "").unwrap();
+    std::fs::write(file("serial"), "1000\n").unwrap();
     std::fs::write(
-        file("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        file("ca.cnf"),
+        "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = issued\nserial = serial\n\
+         certificate = ca.pem\nprivate_key = ca.key\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
+         [any]\ncommonName = supplied\n\
+         [authority]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
+         subjectKeyIdentifier = hash\n\
+         [server]\nsubjectAltName = DNS:localhost,IP:127.0.0.1\nbasicConstraints = CA:FALSE\n\
+         extendedKeyUsage = serverAuth\nauthorityKeyIdentifier = keyid\n",
     )
     .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[&["req", "-new"][..], &ec, &["-subj", "/CN=inspeq test CA", "-keyout", "ca.key", "-out", "ca.csr"]].concat(),
+    );
+    let sign = ["ca", "-config", "ca.cnf", "-batch", "-notext"];
+    openssl(
+        &[
+            &sign[..],
+            &["-selfsign", "-startdate", "20230101000000Z", "-enddate", "20360101000000Z"],
+            &["-extensions", "authority", "-in", "ca.csr", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[&["req", "-new"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"]].concat(),
+    );
     let days = days.to_string();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        &days,
-        "-extfile",
-        "server.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    Certificate { ca: file("ca.pem"), cert: file("cert.pem"), key: file("key.pem") }
+    openssl(&[&sign[..], &["-days", &days, "-extensions", "server", "-in", "server.csr", "-out", "cert.pem"]].concat());
+    openssl(
+        &[
+            &sign[..],
+            &["-startdate", "20240101000000Z", "-enddate", "20240201000000Z"],
+            &["-extensions", "server", "-in", "server.csr", "-out", "expired.pem"],
+        ]
+        .concat(),
+    );
+    Certificate { ca: file("ca.pem"), cert: file("cert.pem"), key: file("key.pem"), expired: file("expired.pem") }
 }
 
 /// `etcd` alone (a one-member cluster) with its client URL on loopback `port` and its peer URL on another free

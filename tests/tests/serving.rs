@@ -55,26 +55,30 @@ fn alerts(daemon: &Daemon, service: &str, event: &str, with: &str) -> usize {
     daemon.stdout.count(|l| (is_alert(l, service, event) || is_resolved(l, service, event)) && l.contains(with))
 }
 
-/// nginx with a TLS server on `tls_port` whose certificate ends in 5 days.
-fn nginx_tls(scratch: &Scratch, port: u16, tls_port: u16) -> (Server, servers::Certificate) {
+/// nginx with a TLS server on `tls_port` whose certificate ends in 5 days, and one on `expired_port` whose
+/// certificate has ended.
+fn nginx_tls(scratch: &Scratch, port: u16, tls_port: u16, expired_port: u16) -> (Server, servers::Certificate) {
     let certificate = servers::certificate(&scratch.dir.join("tls"), 5);
-    let tls = format!(
-        "  server {{\n    listen 127.0.0.1:{tls_port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
-         \x20   location / {{ return 200 \"secure\\n\"; }}\n  }}\n",
-        certificate.cert.display(),
-        certificate.key.display()
-    );
-    (servers::nginx_with(scratch, port, &tls), certificate)
+    let server = |port: u16, cert: &std::path::Path| {
+        format!(
+            "  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
+             \x20   location / {{ return 200 \"secure\\n\"; }}\n  }}\n",
+            cert.display(),
+            certificate.key.display()
+        )
+    };
+    let servers = server(tls_port, &certificate.cert) + &server(expired_port, &certificate.expired);
+    (servers::nginx_with(scratch, port, &servers), certificate)
 }
 
 /// nginx's listeners as `status` shows them, then a reload that moves the TLS server to another port: the
 /// kernel reports the old listener's close, and only that port's rule fires.
 fn listeners_and_a_reload_onto_another_port(daemon: &Daemon, nginx: &Server, port: u16, tls_port: u16) {
-    // Its listeners, from the kernel: both ports (the probes' own connections may be waiting in them).
+    // Its listeners, from the kernel: its three ports (the probes' own connections may be waiting in them).
     let listed = wait_for("nginx's listeners in status", LIMIT, || {
         let service = daemon.service("nginx")?;
         let listeners = service["listeners"].as_array()?.clone();
-        (listeners.len() == 2).then_some(listeners)
+        (listeners.len() == 3).then_some(listeners)
     });
     for listener in &listed {
         assert!(listener["accept_queue"].is_u64(), "{listener}");
@@ -110,8 +114,8 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
         return;
     }
     let scratch = Scratch::new("serving-nginx");
-    let (port, tls_port) = (servers::free_port(), servers::free_port());
-    let (mut nginx, certificate) = nginx_tls(&scratch, port, tls_port);
+    let (port, tls_port, expired_port) = (servers::free_port(), servers::free_port(), servers::free_port());
+    let (mut nginx, certificate) = nginx_tls(&scratch, port, tls_port, expired_port);
     let (pidfile, ca) = (nginx.pidfile.display().to_string(), certificate.ca.display().to_string());
     let daemon = Daemon::builder("serving-nginx")
         .file("inspeq.conf", "set cycle_time 1\n")
@@ -128,6 +132,9 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
                  \x20 if tls \"localhost:{tls_port}\" with ca_file {ca} expires within 14 days then alert\n\
                  \x20 if tls \"localhost:{tls_port}\" with ca_file {ca} expires within 2 days then alert\n\
                  \x20 if tls \"127.0.0.1:{tls_port}\" with ca_file {ca}, server_name example.com fails then alert\n\
+                 \x20 if tls \"localhost:{expired_port}\" with ca_file {ca} expires within 14 days then alert\n\
+                 \x20 if tls \"localhost:{expired_port}\" with ca_file {ca} fails then alert\n\
+                 \x20 if http \"https://localhost:{expired_port}/\" with ca_file {ca} fails then alert\n\
                  \x20 if listening {port} stopped then alert\n\
                  \x20 if listening {tls_port} stopped then alert\n"
             ),
@@ -145,6 +152,17 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
             .as_f64()
     });
     assert!((4.9..5.01).contains(&days), "{days} days left");
+
+    // An ended certificate is measured, not a failed handshake: its time left is negative. A client (the https
+    // probe) refuses it.
+    let ended = daemon.stdout.wait("the ended certificate's alert", LIMIT, |l| {
+        is_alert(l, "nginx", "rule_failed") && l.contains(&format!("tls localhost:{expired_port} certificate"))
+    });
+    assert!(ended.contains("certificate is expiring in -"), "{ended}");
+    let refused = daemon.stdout.wait("the https probe of the ended certificate", LIMIT, |l| {
+        is_alert(l, "nginx", "probe_failed") && l.contains(&format!("https://localhost:{expired_port}/ fails"))
+    });
+    assert!(refused.contains("Expired") || refused.contains("expired"), "{refused}");
 
     // A 404 is a failure; so is a certificate nobody trusts, and one for another name.
     let missing =
@@ -173,7 +191,8 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
     });
     assert!(https["last_time_ms"].as_f64().unwrap() > 0.0, "{https}");
     // Only the probes that should fail did.
-    for bad in ["is closed", &format!("http http://127.0.0.1:{port}/ fails"), "2 days"] {
+    let ended_fails = format!("tls localhost:{expired_port} fails");
+    for bad in ["is closed", &format!("http http://127.0.0.1:{port}/ fails"), "2 days", &ended_fails] {
         assert_eq!(
             alerts(&daemon, "nginx", "probe_failed", bad) + alerts(&daemon, "nginx", "rule_failed", bad),
             0,
