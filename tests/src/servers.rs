@@ -142,6 +142,16 @@ pub fn nginx(scratch: &Scratch, port: u16) -> Server {
 
 /// [`nginx`] with more `http` configuration (another `server` block).
 pub fn nginx_with(scratch: &Scratch, port: u16, more: &str) -> Server {
+    let (dir, conf) = nginx_conf(scratch, port, more);
+    let mut command = Command::new(NGINX);
+    // `-e`: its first error log, before the configuration names one, goes here too, not to /var/log/nginx.
+    command.arg("-c").arg(&conf).arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log"));
+    Server::spawn(command, port, &dir, "nginx")
+}
+
+/// nginx's directory and configuration (foreground, one worker, `ok` at every path but `/missing` and the
+/// `stub_status` page), for [`nginx_with`] or a unit: `(dir, nginx.conf)`.
+pub fn nginx_conf(scratch: &Scratch, port: u16, more: &str) -> (PathBuf, PathBuf) {
     let dir = scratch.dir.join("nginx");
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
     let d = dir.display();
@@ -160,10 +170,7 @@ pub fn nginx_with(scratch: &Scratch, port: u16, more: &str) -> Server {
         ),
     )
     .unwrap();
-    let mut command = Command::new(NGINX);
-    // `-e`: its first error log, before the configuration names one, goes here too, not to /var/log/nginx.
-    command.arg("-c").arg(&conf).arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log"));
-    Server::spawn(command, port, &dir, "nginx")
+    (dir, conf)
 }
 
 /// A server certificate for `localhost` and 127.0.0.1 that ends in `days` days, signed by a CA made for it, by

@@ -1,7 +1,8 @@
-//! Is it serving? Active probes (`port`, `http`, `tls`) against real servers: Debian's nginx-light as a `check
-//! process` with a TLS server whose certificate (made by `openssl`, signed by a CA made for it) ends in days, and
-//! Debian's Puma as a unit of a real systemd user manager (`tests::apps_harness`) that answers 500, hangs under
-//! SIGSTOP, and dies.
+//! Is it serving? Active probes (`port`, `http`, `tls`) and the kernel's view of listeners against real servers:
+//! Debian's nginx-light as a `check process` with TLS servers whose certificates (made by `openssl`, signed by a
+//! CA made for them) end in days or have ended, and reloaded onto another port, also as a unit of a real systemd
+//! user manager; and Debian's Puma as a unit of that manager (`tests::apps_harness`) that answers 500, hangs
+//! under SIGSTOP with its accept queue filling, loses a worker, dies, and is stopped by an operator.
 //!
 //! Alerts are read on the daemon's standard output (`alert: firing service=NAME event=KIND ...`). Waits are
 //! bounded (hang guards); nothing here asserts how fast anything happened.
@@ -11,7 +12,7 @@ use std::time::Duration;
 use tests::{
     apps_harness::{Apps, PROGRAMS},
     daemon_harness::{Daemon, is_alert},
-    init_harness::{Scratch, kill9, wait_for},
+    init_harness::{Scratch, UserManager, kill9, wait_for},
     privileged_with,
     servers::{self, Server},
 };
@@ -325,4 +326,68 @@ fn a_sick_or_hung_puma_fails_its_http_probe_a_dead_one_is_restarted_by_its_port_
     assert_eq!(apps.active_state("puma.service"), "inactive", "inspeq restarted a stopped puma (was {restarted})");
     // Neither the worker's death, nor the crash, nor the stop was a listener stopping: each closed it as it ended.
     assert_eq!(alerts(&daemon, "puma", "listener_stopped", ""), 0, "{:#?}", daemon.stdout.all());
+}
+
+#[test]
+fn nginx_under_systemd_reloaded_onto_another_port_stops_listening_there_and_a_stop_is_no_stop() {
+    let test = "nginx_under_systemd_reloaded_onto_another_port_stops_listening_there_and_a_stop_is_no_stop";
+    let mut programs = vec![servers::NGINX];
+    programs.extend_from_slice(&PROGRAMS[..3]);
+    if !privileged_with(test, &programs) {
+        return;
+    }
+    let manager = UserManager::start("serving-nginx-unit");
+    let scratch = Scratch::new("serving-nginx-unit");
+    let (port, moving, moved) = (servers::free_port(), servers::free_port(), servers::free_port());
+    let second =
+        format!("  server {{\n    listen 127.0.0.1:{moving};\n    location / {{ return 200 \"two\\n\"; }}\n  }}\n");
+    let (dir, conf) = servers::nginx_conf(&scratch, port, &second);
+    manager.add_unit(
+        "nginx.service",
+        &format!(
+            "[Unit]\nDescription=nginx (inspeq serving test)\n\n[Service]\n\
+             ExecStart={} -c {} -p {} -e {}/error.log\nExecReload=/bin/kill -HUP $MAINPID\nTimeoutStopSec=30\n",
+            servers::NGINX,
+            conf.display(),
+            dir.display(),
+            dir.display()
+        ),
+    );
+    manager.systemctl_ok(&["start", "nginx.service"]);
+    wait_for("nginx to listen", LIMIT, || std::net::TcpStream::connect(("127.0.0.1", moving)).ok().map(|_| ()));
+    let daemon = Daemon::builder("serving-nginx-unit")
+        .file("inspeq.conf", "set cycle_time 1\n")
+        .file("host.inq", HOST)
+        .file(
+            "services.d/nginx.inq",
+            &format!(
+                "check service nginx with scope user\n\
+                 \x20 if listening {port} stopped then alert\n\
+                 \x20 if listening {moving} stopped then alert\n"
+            ),
+        )
+        .env("XDG_RUNTIME_DIR", &manager.runtime_dir)
+        .start();
+    daemon.wait_up("nginx", LIMIT);
+    // Its listeners are the unit's: the sockets created in its cgroup.
+    wait_for("nginx's two listeners in status", LIMIT, || {
+        let listeners = daemon.service("nginx")?["listeners"].as_array()?.clone();
+        (listeners.len() == 2).then_some(())
+    });
+
+    // `systemctl reload` onto another port: the old socket closes once the old worker lets go of it.
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace(&format!("listen 127.0.0.1:{moving};"), &format!("listen 127.0.0.1:{moved};"));
+    std::fs::write(&conf, text).unwrap();
+    manager.systemctl_ok(&["reload", "nginx.service"]);
+    let stopped = daemon.stdout.wait("the moved listener's alert", LIMIT, |l| is_alert(l, "nginx", "listener_stopped"));
+    assert!(stopped.contains(&format!("stopped listening on port {moving}")), "{stopped}");
+    assert!(stopped.contains(&format!("closed 127.0.0.1:{moving}")), "{stopped}");
+
+    // An operator's stop closes the other port too: no stop of listening, the init system was asked.
+    manager.systemctl_ok(&["stop", "nginx.service"]);
+    wait_for("status to show nginx down", LIMIT, || daemon.service("nginx").filter(|s| s["state"] == "down"));
+    wait_cycles(&daemon, 3);
+    assert_eq!(alerts(&daemon, "nginx", "listener_stopped", &format!("port {port}")), 0, "{:#?}", daemon.stdout.all());
 }
