@@ -17,6 +17,14 @@ use crate::{
     metrics,
 };
 
+/// What a check's rules read of its processes each cycle.
+fn process_needs(check: &config::model::Check) -> metrics::process::Needs {
+    check.rules.iter().fold(metrics::process::Needs::default(), |needs, rule| match &rule.condition {
+        Condition::Metric(m) => needs.and(metrics::process::Needs::of(&m.metric.to_string())),
+        _ => needs,
+    })
+}
+
 impl Daemon {
     /// The kernel watch settings a service's rules need.
     pub(super) fn watch_settings(check: &config::model::Check) -> WatchSettings {
@@ -109,7 +117,18 @@ impl Daemon {
         for name in &names {
             let Some(service) = self.services.get(name) else { continue };
             let Some(main) = service.main_pid() else { continue };
-            let values = metrics::process::sample(Some(main), service.live_members());
+            // Only what its rules read: a service whose rules are all events costs no read.
+            let needs = process_needs(&service.check);
+            if needs.nothing() {
+                continue;
+            }
+            let cgroup = service
+                .status
+                .as_ref()
+                .and_then(|s| s.cgroup.as_ref())
+                .filter(|_| service.watch.is_some_and(|(_, how)| how == "cgroup"))
+                .map(|c| c.path.as_path());
+            let values = metrics::process::sample_needed(needs, main, || service.live_members(), cgroup);
             let sample = values.iter().fold(Sample::new(Target::Service(name.clone())), |s, (m, v)| s.with(m, *v));
             self.record(&sample, now, &mut lines);
             self.step(Input::Sample(sample), now);
