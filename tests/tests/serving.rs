@@ -56,9 +56,13 @@ fn alerts(daemon: &Daemon, service: &str, event: &str, with: &str) -> usize {
     daemon.stdout.count(|l| (is_alert(l, service, event) || is_resolved(l, service, event)) && l.contains(with))
 }
 
-/// nginx with a TLS server on `tls_port` whose certificate ends in 5 days, and one on `expired_port` whose
-/// certificate has ended.
-fn nginx_tls(scratch: &Scratch, port: u16, tls_port: u16, expired_port: u16) -> (Server, servers::Certificate) {
+/// nginx with a TLS server on `tls_port` whose certificate ends in 5 days, one on `expired_port` whose
+/// certificate has ended, and a plain one on IPv6 loopback's `v6_port` and on the Unix socket `socket`.
+fn nginx_tls(
+    scratch: &Scratch,
+    (port, tls_port, expired_port, v6_port): (u16, u16, u16, u16),
+    socket: &std::path::Path,
+) -> (Server, servers::Certificate) {
     let certificate = servers::certificate(&scratch.dir.join("tls"), 5);
     let server = |port: u16, cert: &std::path::Path| {
         format!(
@@ -68,18 +72,22 @@ fn nginx_tls(scratch: &Scratch, port: u16, tls_port: u16, expired_port: u16) -> 
             certificate.key.display()
         )
     };
-    let servers = server(tls_port, &certificate.cert) + &server(expired_port, &certificate.expired);
+    let plain = format!(
+        "  server {{\n    listen [::1]:{v6_port};\n    listen unix:{};\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n",
+        socket.display()
+    );
+    let servers = server(tls_port, &certificate.cert) + &server(expired_port, &certificate.expired) + &plain;
     (servers::nginx_with(scratch, port, &servers), certificate)
 }
 
 /// nginx's listeners as `status` shows them, then a reload that moves the TLS server to another port: the
 /// kernel reports the old listener's close, and only that port's rule fires.
 fn listeners_and_a_reload_onto_another_port(daemon: &Daemon, nginx: &Server, port: u16, tls_port: u16) {
-    // Its listeners, from the kernel: its three ports (the probes' own connections may be waiting in them).
+    // Its listeners, from the kernel: its four TCP ports (the probes' own connections may be waiting in them).
     let listed = wait_for("nginx's listeners in status", LIMIT, || {
         let service = daemon.service("nginx")?;
         let listeners = service["listeners"].as_array()?.clone();
-        (listeners.len() == 3).then_some(listeners)
+        (listeners.len() == 4).then_some(listeners)
     });
     for listener in &listed {
         assert!(listener["accept_queue"].is_u64(), "{listener}");
@@ -116,8 +124,11 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
     }
     let scratch = Scratch::new("serving-nginx");
     let (port, tls_port, expired_port) = (servers::free_port(), servers::free_port(), servers::free_port());
-    let (mut nginx, certificate) = nginx_tls(&scratch, port, tls_port, expired_port);
+    let v6_port = std::net::TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap().port();
+    let socket = scratch.dir.join("web.sock");
+    let (mut nginx, certificate) = nginx_tls(&scratch, (port, tls_port, expired_port, v6_port), &socket);
     let (pidfile, ca) = (nginx.pidfile.display().to_string(), certificate.ca.display().to_string());
+    let sock = socket.display();
     let daemon = Daemon::builder("serving-nginx")
         .file("inspeq.conf", "set cycle_time 1\n")
         .file(
@@ -125,6 +136,8 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
             &format!(
                 "check process nginx with pidfile {pidfile}\n\
                  \x20 if port {port} is closed then alert\n\
+                 \x20 if port \"[::1]:{v6_port}\" is closed then alert\n\
+                 \x20 if port \"{sock}\" is closed then alert\n\
                  \x20 if http \"http://127.0.0.1:{port}/\" with body \"^ok\" fails then alert\n\
                  \x20 if http \"http://127.0.0.1:{port}/\" with body \"^ok\" time < 60s then alert\n\
                  \x20 if http \"http://127.0.0.1:{port}/missing\" fails then alert\n\
@@ -186,6 +199,11 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
         probe(&daemon, "nginx", &format!("port localhost:{port}")).filter(|p| p["last_time_ms"].is_f64())
     });
     assert!(tcp["error"].is_null(), "{tcp}");
+    for answered in [format!("port [::1]:{v6_port}"), format!("port unix:{sock}")] {
+        let p =
+            wait_for(&answered, LIMIT, || probe(&daemon, "nginx", &answered).filter(|p| p["last_time_ms"].is_f64()));
+        assert!(p["error"].is_null(), "{p}");
+    }
     let https = wait_for("the trusted https probe's answer", LIMIT, || {
         probe(&daemon, "nginx", &format!("http https://localhost:{tls_port}/"))
             .filter(|p| p["last_success_secs_ago"].is_u64())
@@ -214,6 +232,10 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
         is_alert(l, "nginx", "probe_failed") && l.contains(&format!("http http://127.0.0.1:{port}/ fails"))
     });
     assert!(page.contains("GET http://127.0.0.1"), "{page}");
+    // Over IPv6 and the Unix socket too.
+    for probe in [format!("port [::1]:{v6_port} fails"), format!("port unix:{sock} fails")] {
+        daemon.stdout.wait(&probe, LIMIT, |l| is_alert(l, "nginx", "probe_failed") && l.contains(&probe));
+    }
     // Without answers the time and the certificate are unknown, not zero.
     let unknown = wait_for("the time rule without a value", LIMIT, || {
         let r = rule(&daemon, "nginx", &format!("http \"http://127.0.0.1:{port}/\" with body \"^ok\" time < 60s"))?;
