@@ -115,6 +115,30 @@ fn listeners_and_a_reload_onto_another_port(daemon: &Daemon, nginx: &Server, por
     assert_eq!(alerts(daemon, "nginx", "listener_stopped", &format!("port {port}")), 0, "{:#?}", daemon.stdout.all());
 }
 
+/// nginx stops: its ports are closed and its pages fail, with the system's reason; what they measured is unknown.
+fn a_stopped_nginx_fails(daemon: &Daemon, nginx: &mut Server, port: u16, v6_port: u16, socket: &std::path::Path) {
+    let sock = socket.display();
+    nginx.stop();
+    let closed = daemon.stdout.wait("the closed port's alert", LIMIT, |l| {
+        is_alert(l, "nginx", "probe_failed") && l.contains(&format!("port localhost:{port} fails"))
+    });
+    assert!(closed.contains("refused"), "{closed}");
+    let page = daemon.stdout.wait("the page's alert", LIMIT, |l| {
+        is_alert(l, "nginx", "probe_failed") && l.contains(&format!("http http://127.0.0.1:{port}/ fails"))
+    });
+    assert!(page.contains("GET http://127.0.0.1"), "{page}");
+    // Over IPv6 and the Unix socket too.
+    for probe in [format!("port [::1]:{v6_port} fails"), format!("port unix:{sock} fails")] {
+        daemon.stdout.wait(&probe, LIMIT, |l| is_alert(l, "nginx", "probe_failed") && l.contains(&probe));
+    }
+    // Without answers the time and the certificate are unknown, not zero.
+    let unknown = wait_for("the time rule without a value", LIMIT, || {
+        let r = rule(daemon, "nginx", &format!("http \"http://127.0.0.1:{port}/\" with body \"^ok\" time < 60s"))?;
+        (r["value"].is_null() && r["value_text"].as_str()?.starts_with("fails:")).then_some(r)
+    });
+    assert!(unknown["value_text"].as_str().unwrap().contains("refused"), "{unknown}");
+}
+
 #[test]
 fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_alerted_and_a_stopped_nginx_fails() {
     let test =
@@ -222,26 +246,7 @@ fn nginx_is_probed_over_tcp_http_and_tls_a_certificate_days_from_its_end_is_aler
 
     listeners_and_a_reload_onto_another_port(&daemon, &nginx, port, tls_port);
 
-    // nginx stops: its port is closed and its pages fail, with the system's reason.
-    nginx.stop();
-    let closed = daemon.stdout.wait("the closed port's alert", LIMIT, |l| {
-        is_alert(l, "nginx", "probe_failed") && l.contains(&format!("port localhost:{port} fails"))
-    });
-    assert!(closed.contains("refused"), "{closed}");
-    let page = daemon.stdout.wait("the page's alert", LIMIT, |l| {
-        is_alert(l, "nginx", "probe_failed") && l.contains(&format!("http http://127.0.0.1:{port}/ fails"))
-    });
-    assert!(page.contains("GET http://127.0.0.1"), "{page}");
-    // Over IPv6 and the Unix socket too.
-    for probe in [format!("port [::1]:{v6_port} fails"), format!("port unix:{sock} fails")] {
-        daemon.stdout.wait(&probe, LIMIT, |l| is_alert(l, "nginx", "probe_failed") && l.contains(&probe));
-    }
-    // Without answers the time and the certificate are unknown, not zero.
-    let unknown = wait_for("the time rule without a value", LIMIT, || {
-        let r = rule(&daemon, "nginx", &format!("http \"http://127.0.0.1:{port}/\" with body \"^ok\" time < 60s"))?;
-        (r["value"].is_null() && r["value_text"].as_str()?.starts_with("fails:")).then_some(r)
-    });
-    assert!(unknown["value_text"].as_str().unwrap().contains("refused"), "{unknown}");
+    a_stopped_nginx_fails(&daemon, &mut nginx, port, v6_port, &socket);
 }
 
 #[test]
