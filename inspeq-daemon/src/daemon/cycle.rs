@@ -122,12 +122,7 @@ impl Daemon {
             if needs.nothing() {
                 continue;
             }
-            let cgroup = service
-                .status
-                .as_ref()
-                .and_then(|s| s.cgroup.as_ref())
-                .filter(|_| service.watch.is_some_and(|(_, how)| how == "cgroup"))
-                .map(|c| c.path.as_path());
+            let cgroup = service.own_cgroup();
             let values = metrics::process::sample_needed(needs, main, || service.live_members(), cgroup);
             let sample = values.iter().fold(Sample::new(Target::Service(name.clone())), |s, (m, v)| s.with(m, *v));
             self.record(&sample, now, &mut lines);

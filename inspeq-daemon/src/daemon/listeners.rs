@@ -127,18 +127,11 @@ fn still_serving(status: &ServiceStatus, main: Option<u32>) -> bool {
     status.state == ServiceState::Up && !status.intent.stops() && status.main_pid == main
 }
 
-/// Whose sockets are `service`'s, and its processes. A cgroup is the service's own only when the kernel watches
-/// the service by it (a unit's); a `check process` lives in whatever cgroup started it, with other processes'
-/// sockets.
+/// Whose sockets are `service`'s (its own cgroup's, else its processes'), and its processes.
 fn owner(service: &Service) -> (Owner, Vec<u32>) {
-    let cgroup = service
-        .status
-        .as_ref()
-        .and_then(|st| st.cgroup.as_ref())
-        .filter(|_| service.watch.is_some_and(|(_, how)| how == "cgroup"));
     let members: Vec<u32> = service.members.iter().copied().chain(service.main_pid()).collect();
-    let owner = match cgroup {
-        Some(cgroup) => Owner::Cgroup(cgroup.path.clone()),
+    let owner = match service.own_cgroup() {
+        Some(cgroup) => Owner::Cgroup(cgroup.to_path_buf()),
         None => Owner::Processes(members.clone()),
     };
     (owner, members)
@@ -155,18 +148,7 @@ impl Daemon {
             .iter()
             .filter(|(_, s)| reads_listeners(&s.check) && s.started.is_some())
             .map(|(name, s)| {
-                // A cgroup is the service's own only when the kernel watches the service by it (a unit's); a
-                // `check process` lives in whatever cgroup started it, with other processes' sockets.
-                let cgroup = s
-                    .status
-                    .as_ref()
-                    .and_then(|st| st.cgroup.as_ref())
-                    .filter(|_| s.watch.is_some_and(|(_, how)| how == "cgroup"));
-                let members: Vec<u32> = s.members.iter().copied().chain(s.main_pid()).collect();
-                let owner = match cgroup {
-                    Some(cgroup) => Owner::Cgroup(cgroup.path.clone()),
-                    None => Owner::Processes(members.clone()),
-                };
+                let (owner, members) = owner(s);
                 (name.clone(), owner, members)
             })
             .collect();

@@ -112,6 +112,14 @@ impl Service {
         self.status.as_ref().filter(|s| s.state == ServiceState::Up).and_then(|s| s.main_pid)
     }
 
+    /// The service's own cgroup directory: only when the kernel watches it by its cgroup (a unit's). A `check
+    /// process` lives in whatever cgroup started it, with other processes, so what that cgroup holds (its sockets,
+    /// its CPU) is not the service's.
+    pub fn own_cgroup(&self) -> Option<&Path> {
+        let cgroup = self.status.as_ref().and_then(|s| s.cgroup.as_ref())?;
+        self.watch.is_some_and(|(_, how)| how == "cgroup").then_some(cgroup.path.as_path())
+    }
+
     /// The service's processes now, read when asked (the cycle's metrics,
     /// `status`'s count): its cgroup's, from `cgroup.procs` at the path the init
     /// system gave and in the cgroups below (finding the cgroup by id would walk
