@@ -12,7 +12,7 @@
 //! stopped, and no longer listening on the port has stopped listening. A close while its main process's exit is
 //! being settled is that exit's, not news of its own.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use super::{Daemon, event::Event, executor::Executor, services::Service};
 use crate::{
@@ -41,19 +41,13 @@ pub(super) fn reads_listeners(check: &Check) -> bool {
 }
 
 impl Executor {
-    /// Lists the listeners of `services` (name, whose sockets, its processes) in a blocking task; the result comes
-    /// back as [`Event::Listed`].
-    pub fn list_listeners(&self, services: Vec<(String, Owner, Vec<u32>)>) {
+    /// Lists the listeners of `services` (name, whose sockets) in a blocking task; the result comes back as
+    /// [`Event::Listed`].
+    pub fn list_listeners(&self, services: Vec<(String, Owner)>) {
         self.spawn_send(async move {
             let listed = tokio::task::spawn_blocking(move || {
                 let all = sock_diag::listeners()?;
-                Ok(services
-                    .into_iter()
-                    .map(|(name, owner, members)| {
-                        let own = sock_diag::owned(&all, &owner, &members);
-                        (name, own)
-                    })
-                    .collect())
+                Ok(services.into_iter().map(|(name, owner)| (name, sock_diag::owned(&all, &owner))).collect())
             })
             .await;
             let result = match listed {
@@ -70,7 +64,7 @@ impl Executor {
     /// [`Event::CloseConfirmed`].
     pub fn confirm_close(&self, close: Close) {
         self.spawn_send(async move {
-            let Close { backend, service, address, pid, owner, members } = close;
+            let Close { backend, service, address, pid, owner } = close;
             let status = match backend {
                 Some(backend) => {
                     let limit = crate::init::DEFAULT_LOOKUP_TIMEOUT;
@@ -87,7 +81,7 @@ impl Executor {
             };
             let listed = tokio::task::spawn_blocking(move || {
                 let all = sock_diag::listeners()?;
-                Ok::<_, SockDiagError>(sock_diag::owned(&all, &owner, &members))
+                Ok::<_, SockDiagError>(sock_diag::owned(&all, &owner))
             })
             .await;
             // A listing that failed says nothing: the kernel's word on the close stands.
@@ -107,7 +101,6 @@ pub struct Close {
     pub address: SocketAddr,
     pub pid: u32,
     pub owner: Owner,
-    pub members: Vec<u32>,
 }
 
 /// What the init system and the kernel said of a service whose listening socket closed.
@@ -127,14 +120,12 @@ fn still_serving(status: &ServiceStatus, main: Option<u32>) -> bool {
     status.state == ServiceState::Up && !status.intent.stops() && status.main_pid == main
 }
 
-/// Whose sockets are `service`'s (its own cgroup's, else its processes'), and its processes.
-fn owner(service: &Service) -> (Owner, Vec<u32>) {
-    let members: Vec<u32> = service.members.iter().copied().chain(service.main_pid()).collect();
-    let owner = match service.own_cgroup() {
-        Some(cgroup) => Owner::Cgroup(cgroup.to_path_buf()),
-        None => Owner::Processes(members.clone()),
-    };
-    (owner, members)
+/// Whose sockets are `service`'s: its own cgroup's, else its processes'.
+fn owner(service: &Service) -> Owner {
+    Owner {
+        cgroup: service.own_cgroup().map(Path::to_path_buf),
+        processes: service.members.iter().copied().chain(service.main_pid()).collect(),
+    }
 }
 
 impl Daemon {
@@ -143,14 +134,11 @@ impl Daemon {
         if self.listing {
             return;
         }
-        let services: Vec<(String, Owner, Vec<u32>)> = self
+        let services: Vec<(String, Owner)> = self
             .services
             .iter()
             .filter(|(_, s)| reads_listeners(&s.check) && s.started.is_some())
-            .map(|(name, s)| {
-                let (owner, members) = owner(s);
-                (name.clone(), owner, members)
-            })
+            .map(|(name, s)| (name.clone(), owner(s)))
             .collect();
         if services.is_empty() {
             return;
@@ -196,9 +184,13 @@ impl Daemon {
         let Some(service) = self.services.get_mut(name) else { return };
         service.listeners.retain(|l| l.addr != address);
         tracing::info!("service `{name}`: pid {pid} closed its listening socket {address}");
-        let (owner, members) = owner(service);
-        let backend = service.backend.clone();
-        let close = Close { backend, service: service.name.clone(), address, pid, owner, members };
+        let close = Close {
+            backend: service.backend.clone(),
+            service: service.name.clone(),
+            address,
+            pid,
+            owner: owner(service),
+        };
         self.executor.confirm_close(close);
     }
 

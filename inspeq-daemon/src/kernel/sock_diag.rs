@@ -284,31 +284,27 @@ pub fn listeners() -> Result<Vec<Listener>, SockDiagError> {
     Ok(out)
 }
 
-/// Whose a listening socket is: a service's cgroup (its directory and those below it, the sockets created there
-/// carry their ids), else its processes (the sockets their descriptors hold, read from `/proc/PID/fd` of those
-/// processes only: on a kernel that sends no cgroup id, and for a service without a cgroup of its own).
+/// Whose listening sockets to pick: a service's cgroup (its directory and those below it; the sockets created
+/// there carry their ids), and its processes (the sockets their descriptors hold, read from `/proc/PID/fd` of those
+/// processes only), which decide for a service without a cgroup of its own and on a kernel that sends no cgroup id.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Owner {
-    Cgroup(std::path::PathBuf),
-    Processes(Vec<u32>),
+pub struct Owner {
+    pub cgroup: Option<std::path::PathBuf>,
+    pub processes: Vec<u32>,
 }
 
-/// The listeners among `all` that `owner`'s are. Blocking (cgroup directories, `/proc/PID/fd`): the daemon calls
+/// The listeners among `all` that are `owner`'s. Blocking (cgroup directories, `/proc/PID/fd`): the daemon calls
 /// it off the loop.
 #[must_use]
-pub fn owned(all: &[Listener], owner: &Owner, members: &[u32]) -> Vec<Listener> {
-    let by_cgroup = all.iter().all(|l| l.cgroup_id.is_some());
-    match owner {
-        Owner::Cgroup(dir) if by_cgroup => {
+pub fn owned(all: &[Listener], owner: &Owner) -> Vec<Listener> {
+    match &owner.cgroup {
+        Some(dir) if all.iter().all(|l| l.cgroup_id.is_some()) => {
             let ids = super::cgroup::ids_below(dir);
             all.iter().filter(|l| l.cgroup_id.is_some_and(|id| ids.contains(&id))).cloned().collect()
         }
-        Owner::Cgroup(_) | Owner::Processes(_) => {
-            let pids = match owner {
-                Owner::Processes(pids) => pids.as_slice(),
-                Owner::Cgroup(_) => members,
-            };
-            let inodes: std::collections::BTreeSet<u64> = pids.iter().flat_map(|pid| socket_inodes(*pid)).collect();
+        _ => {
+            let inodes: std::collections::BTreeSet<u64> =
+                owner.processes.iter().flat_map(|pid| socket_inodes(*pid)).collect();
             all.iter().filter(|l| inodes.contains(&l.inode)).cloned().collect()
         }
     }
