@@ -18,6 +18,7 @@
 //! - [`metrics`]: per-cycle host and process metrics from procfs.
 //! - [`export`]: statsd export.
 //! - [`trace`]: `inspeqd trace`, printing observations live.
+//! - [`timing`]: per-stage timestamps of an alert's way, for benchmarks (`--timing`).
 //! - [`signal`]: signal names and numbers, one table.
 //! - `logging`: the stderr log backend (a bounded queue and a writer thread).
 //! - `assets`: man pages and shell completions from the binaries' argument definitions.
@@ -36,4 +37,5 @@ pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod signal;
+pub mod timing;
 pub mod trace;

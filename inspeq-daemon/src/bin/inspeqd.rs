@@ -40,6 +40,9 @@ struct Cli {
     /// Do not use pidfds (with --no-ebpf --no-proc-connector: /proc polling every cycle).
     #[arg(long)]
     no_pidfd: bool,
+    /// Log a `timing:` line (CLOCK_MONOTONIC µs) at each stage of an exit's way to its alert: for benchmarks.
+    #[arg(long)]
+    timing: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -68,6 +71,9 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Lives to the end of `run`, so the last lines (`inspeqd stopping`) are written.
     let _log = logging::init(cli.log_level);
+    if cli.timing {
+        inspeq_daemon::timing::enable();
+    }
     // One thread: the daemon's work is I/O-bound and a single reader keeps the
     // wakeup path short.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -53,6 +53,7 @@ impl Daemon {
                         continue;
                     };
                     tracing::info!("alert: {target}: {}", alert.event.kind());
+                    crate::timing::stamp("alert_raised", &alert.service, format_args!(" event={}", alert.event.kind()));
                     // The engine keeps the rule's route and the check's owner apart, as the outbox picks them.
                     let target = alert::Target { route: route.as_deref(), owner: owner.as_deref() };
                     if let Err(err) = self.outbox.raise(alert.clone(), target) {
@@ -61,8 +62,12 @@ impl Daemon {
                     }
                     self.raised += 1;
                 }
-                Action::Restart { service } => self.init_action(&service, "restart"),
+                Action::Restart { service } => {
+                    crate::timing::stamp("restart_decided", &service, format_args!(" by=inspeq"));
+                    self.init_action(&service, "restart");
+                }
                 Action::InitRestarts { service } => {
+                    crate::timing::stamp("restart_decided", &service, format_args!(" by=init"));
                     tracing::info!("service `{service}`: its init system restarts it; inspeq sends no second restart");
                 }
                 Action::Reload { service } => self.init_action(&service, "reload"),

@@ -77,6 +77,9 @@ impl Daemon {
             };
             let name = metric.to_string();
             self.history.record(&target, &name, reading.value);
+            if self.statsd.is_none() {
+                continue;
+            }
             // statsd sums counters itself: a counter goes as its change this cycle.
             lines.push(match reading.delta {
                 Some(delta) => statsd::line(&self.hostname, &target, &name, delta, StatsdKind::Counter),
@@ -87,6 +90,9 @@ impl Daemon {
 
     /// The cycle: sample metrics, look up services that are not up.
     pub(super) fn cycle(&mut self) {
+        let started = crate::timing::enabled().then(std::time::Instant::now);
+        let (mut sampling, mut recording, mut stepping) =
+            (std::time::Duration::ZERO, std::time::Duration::ZERO, std::time::Duration::ZERO);
         let now = self.now();
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in &names {
@@ -115,18 +121,36 @@ impl Daemon {
             self.step(Input::Sample(sample), now);
         }
         for name in &names {
-            let Some(service) = self.services.get(name) else { continue };
+            let Some(service) = self.services.get_mut(name) else { continue };
             let Some(main) = service.main_pid() else { continue };
             // Only what its rules read: a service whose rules are all events costs no read.
             let needs = process_needs(&service.check);
             if needs.nothing() {
                 continue;
             }
+            let at = std::time::Instant::now();
+            // The kernel keeps these only for the thresholds the watch was given.
+            let settings = Self::watch_settings(&service.check);
+            let kernel = metrics::process::KernelRss {
+                main: settings.rss.and_then(|_| self.monitor.process_rss(main)),
+                total: settings.total_rss.and(service.watch).and_then(|(id, _)| self.monitor.rss_total(id)),
+            };
+            let mut files = std::mem::take(&mut service.files);
+            let service = &*service;
             let cgroup = service.own_cgroup();
-            let values = metrics::process::sample_needed(needs, main, || service.live_members(), cgroup);
+            let values =
+                metrics::process::sample_needed(needs, main, || service.live_members(), cgroup, kernel, &mut files);
+            if let Some(service) = self.services.get_mut(name) {
+                service.files = files;
+            }
             let sample = values.iter().fold(Sample::new(Target::Service(name.clone())), |s, (m, v)| s.with(m, *v));
+            let sampled = std::time::Instant::now();
             self.record(&sample, now, &mut lines);
+            let recorded = std::time::Instant::now();
             self.step(Input::Sample(sample), now);
+            sampling += sampled - at;
+            recording += recorded - sampled;
+            stepping += recorded.elapsed();
         }
         // Daemon metrics come back as events, each stepped when it arrives.
         self.collections.ask_all();
@@ -136,6 +160,30 @@ impl Daemon {
         if let Some(statsd) = &mut self.statsd {
             statsd.send(&lines);
         }
+        if let Some(started) = started {
+            crate::timing::stamp(
+                "cycle",
+                "-",
+                format_args!(
+                    " took_us={} sampling_us={} recording_us={} stepping_us={}",
+                    started.elapsed().as_micros(),
+                    sampling.as_micros(),
+                    recording.as_micros(),
+                    stepping.as_micros()
+                ),
+            );
+        }
+        self.release_pages_in = match self.release_pages_in {
+            Some(0) => {
+                tokio::task::spawn_blocking(|| match super::footprint::release_clean_file_pages() {
+                    Ok(kib) => tracing::info!("memory: {kib} KiB of start-up code pages given back to the page cache"),
+                    Err(err) => tracing::debug!("memory: reading /proc/self/smaps: {err}"),
+                });
+                None
+            }
+            Some(n) => Some(n - 1),
+            None => None,
+        };
         if self.metrics_page.is_some() {
             let page = prometheus::render(&self.snapshot());
             if let Some(tx) = &self.metrics_page {

@@ -22,15 +22,24 @@ use crate::{
 /// How many samples each metric keeps.
 pub const SLOTS: usize = 240;
 
+/// Target → metric → values: nested, so that a cycle's record looks a series up
+/// by borrowed names and allocates only for a new one.
 #[derive(Default)]
 pub struct History {
-    series: BTreeMap<(String, String), VecDeque<f64>>,
+    series: BTreeMap<String, BTreeMap<String, VecDeque<f64>>>,
 }
 
 impl History {
     /// Adds a value in the metric's catalogue unit (see [`shown`]).
     pub fn record(&mut self, target: &str, metric: &str, value: f64) {
-        let series = self.series.entry((target.to_owned(), metric.to_owned())).or_default();
+        if !self.series.contains_key(target) {
+            self.series.insert(target.to_owned(), BTreeMap::new());
+        }
+        let Some(metrics) = self.series.get_mut(target) else { return };
+        if !metrics.contains_key(metric) {
+            metrics.insert(metric.to_owned(), VecDeque::with_capacity(SLOTS));
+        }
+        let Some(series) = metrics.get_mut(metric) else { return };
         if series.len() == SLOTS {
             series.pop_front();
         }
@@ -40,19 +49,23 @@ impl History {
     /// Oldest first.
     pub fn values(&self, target: &str, metric: &str) -> Vec<f64> {
         self.series
-            .get(&(target.to_owned(), metric.to_owned()))
+            .get(target)
+            .and_then(|metrics| metrics.get(metric))
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default()
     }
 
     /// The latest value of every metric, for `export`.
     pub fn latest(&self) -> impl Iterator<Item = (&str, &str, f64)> {
-        self.series.iter().filter_map(|((t, m), s)| Some((t.as_str(), m.as_str(), *s.back()?)))
+        self.series
+            .iter()
+            .flat_map(|(t, metrics)| metrics.iter().map(move |(m, s)| (t, m, s)))
+            .filter_map(|(t, m, s)| Some((t.as_str(), m.as_str(), *s.back()?)))
     }
 
     /// Forgets targets no longer configured.
     pub fn retain_targets(&mut self, keep: impl Fn(&str) -> bool) {
-        self.series.retain(|(t, _), _| keep(t));
+        self.series.retain(|t, _| keep(t));
     }
 }
 

@@ -27,6 +27,7 @@ mod control;
 mod cycle;
 mod event;
 mod executor;
+mod footprint;
 mod history;
 mod listeners;
 pub mod notify;
@@ -154,6 +155,8 @@ struct Daemon {
     metrics_page: Option<tokio::sync::watch::Sender<String>>,
     /// A reload task is running.
     reloading: bool,
+    /// Cycles until the start-up's (or a reload's) code pages are given back (`footprint.rs`).
+    release_pages_in: Option<u32>,
     /// `inspeqctl reload`s waiting for it.
     reload_waiters: Vec<tokio::sync::oneshot::Sender<Reply>>,
 }
@@ -240,12 +243,17 @@ async fn start(options: Options) -> anyhow::Result<(Daemon, Inbox)> {
         socket: socket.clone(),
         metrics_page,
         reloading: false,
+        release_pages_in: Some(RELEASE_AFTER_CYCLES),
         reload_waiters: Vec::new(),
     };
     Ok((daemon, Inbox { events: events_rx, control: control_rx }))
 }
 
 /// Runs the daemon until `shutdown` completes or SIGTERM/SIGINT arrives.
+/// Cycles after the start or a reload until its pages are given back: by then
+/// the services are resolved and subscribed to.
+const RELEASE_AFTER_CYCLES: u32 = 3;
+
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let (mut daemon, mut inbox) = start(options).await?;
     daemon.add_services();

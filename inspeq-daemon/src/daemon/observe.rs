@@ -131,6 +131,13 @@ impl Daemon {
             let Some(service) = self.services.get_mut(&name) else { continue };
             match observe(&observation, ServiceView::of(service)) {
                 Observed::MainExited(exit) => {
+                    if let Observation::ProcessExited(exited) = &observation {
+                        crate::timing::stamp(
+                            "exit_received",
+                            &name,
+                            format_args!(" kernel_us={}", exited.ktime_ns / 1000),
+                        );
+                    }
                     service.members.remove(&exit.exit.pid);
                     tracing::info!(
                         "service `{name}`: main process {} exited: {:?}{}",

@@ -72,6 +72,7 @@ impl Daemon {
     /// operator reading the log must learn that the files on disk are not what runs.
     pub(super) fn finish_reload(&mut self, result: anyhow::Result<Reloaded>) {
         self.reloading = false;
+        self.release_pages_in = Some(super::RELEASE_AFTER_CYCLES);
         let result = result.and_then(|reloaded| self.apply_reload(reloaded));
         self.notifier.notify("READY=1");
         let reply = match &result {

@@ -29,6 +29,8 @@ pub struct Service {
     pub status: Option<ServiceStatus>,
     /// The kernel watch and what it watches (`cgroup` or `tree`).
     pub watch: Option<(WatchId, &'static str)>,
+    /// The files the cycle samples it from, kept open.
+    pub files: crate::metrics::process::OpenFiles,
     /// Processes of the service as the kernel reported them: those at the watch's
     /// start, then forks (only reported when a `forks` rule asks) less exits. See
     /// [`Service::live_members`] for the service's processes now.
@@ -94,6 +96,7 @@ impl Service {
             backend: None,
             status: None,
             watch: None,
+            files: crate::metrics::process::OpenFiles::default(),
             members: BTreeSet::new(),
             looking_up: false,
             reported_missing: false,

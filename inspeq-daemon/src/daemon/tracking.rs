@@ -77,8 +77,13 @@ impl Daemon {
                 // The init system's record is about its main pid: the wrapper, when
                 // the exit seen is the server's behind a shell.
                 let pid = before.main_pid.unwrap_or(exit.exit.pid);
+                let known = backend.main_exit_known(&service.name, pid, &exit.exit.status);
                 service.pending_exit = Some(PendingExit { exit, before });
-                self.executor.main_exit(backend, service.name.clone(), pid, before.init_restarts);
+                match known {
+                    // What it announced already settles it: no question, no wait.
+                    Some(record) => self.settle_exit(name, Some(record)),
+                    None => self.executor.main_exit(backend, service.name.clone(), pid, before.init_restarts),
+                }
             }
             None => {
                 self.step(Input::ProcessExited(exit), now);
@@ -94,6 +99,7 @@ impl Daemon {
         let now = self.now();
         let Some(service) = self.services.get_mut(name) else { return };
         let Some(PendingExit { mut exit, before }) = service.pending_exit.take() else { return };
+        crate::timing::stamp("init_answered", name, format_args!(""));
         let intent_before = before.intent;
         let init = service.backend.as_ref().map_or("the init system", |b| b.kind().name());
         let record = record.filter(|r| r.pid == before.main_pid.unwrap_or(exit.exit.pid));

@@ -349,18 +349,20 @@ pub type InitFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, InitError>> +
 
 /// Stops a change subscription when dropped.
 pub struct ChangeSubscription {
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ChangeSubscription {
-    pub(crate) fn new(task: tokio::task::JoinHandle<()>) -> Self {
-        Self { task }
+    pub(crate) fn new(tasks: Vec<tokio::task::JoinHandle<()>>) -> Self {
+        Self { tasks }
     }
 }
 
 impl Drop for ChangeSubscription {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -397,6 +399,16 @@ pub trait InitSystem: Send + Sync {
             let status = self.lookup(service).await?;
             Ok(Some(MainExit { pid, status: ExitStatus::Unknown, clean: false, intent: status.intent }))
         })
+    }
+
+    /// What the manager's announcements already say about the exit of main
+    /// process `pid` by `status`, without asking and without waiting: the
+    /// event loop calls it as the exit arrives. `Some` only when the answer
+    /// cannot be other than what [`Self::main_exit`] would give later (see
+    /// systemd's); `None` (the default) sends the question to `main_exit`.
+    fn main_exit_known(&self, service: &ServiceName, pid: u32, status: &ExitStatus) -> Option<MainExit> {
+        let _ = (service, pid, status);
+        None
     }
 
     /// Pushes a [`ServiceChange`] into `changes` whenever the manager announces

@@ -14,6 +14,13 @@
 //! namespace; the main pid is translated into inspeqd's on lookup (see `nspid`),
 //! and each unit's recent translations are kept to compare `ExecMainPID` with
 //! the pid of an exit the kernel side reported.
+//!
+//! How a main process ended is judged from the unit's record (`record.rs`), as
+//! the unit's own `PropertiesChanged` signals carry it at the reap; only when
+//! they have not said enough within [`SIGNAL_GRACE`] is it read property by
+//! property.
+
+mod record;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -23,18 +30,20 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
+use record::{Judged, Mirror, Record, ServiceHalf, Settings, UnitHalf, is_restart_job, judge, known_at_once};
 use zbus::{
     Connection, MatchRule, MessageStream,
     message::Type as MessageType,
     zvariant::{OwnedObjectPath, OwnedValue},
 };
 
+use crate::exit::ExitStatus;
+
 use super::{
     ChangeSubscription, InitError, InitFuture, InitKind, InitSystem, Intent, MainExit, ServiceCgroup, ServiceChange,
     ServiceName, ServiceState, ServiceStatus, Timeouts, cgroup2_mount, detect_wrapper, nspid,
 };
-use crate::exit::ExitStatus;
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
@@ -127,8 +136,24 @@ fn unit_name(service: &ServiceName) -> String {
 /// forget the one whose exit is still being settled).
 const REMEMBERED_PIDS: usize = 4;
 
+/// How long an exit waits for the unit's signals to say how it ended before the
+/// record is also read property by property. systemd reaps within a millisecond
+/// or two when it is not busy; the reads are the way when it sends no usable
+/// record (or the subscription is gone).
+const SIGNAL_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Per unit, recent main pids as (inspeqd's pid, the manager's pid).
 type PidMap = Arc<Mutex<HashMap<String, VecDeque<(u32, u32)>>>>;
+
+/// A subscribed unit's record as its signals keep it, with its settings.
+#[derive(Clone)]
+struct Mirrored {
+    record: tokio::sync::watch::Receiver<Option<Record>>,
+    settings: Settings,
+}
+
+/// Per unit, the mirror of its subscription.
+type Mirrors = Arc<Mutex<HashMap<String, Mirrored>>>;
 
 /// A systemd manager over one D-Bus connection.
 #[derive(Clone)]
@@ -137,6 +162,7 @@ pub struct Systemd {
     cgroup_root: Option<PathBuf>,
     timeouts: Timeouts,
     main_pids: PidMap,
+    mirrors: Mirrors,
 }
 
 impl Systemd {
@@ -174,6 +200,7 @@ impl Systemd {
             cgroup_root: options.cgroup_root.or_else(cgroup2_mount),
             timeouts: options.timeouts,
             main_pids: PidMap::default(),
+            mirrors: Mirrors::default(),
         })
     }
 
@@ -311,6 +338,96 @@ impl Systemd {
         Some(ServiceCgroup { path, id })
     }
 
+    /// The unit's record as property reads give it. One property per call (the
+    /// calls pipelined on the connection): if a new main process replaced the
+    /// record meanwhile the values are a mix, so `ExecMainPID` is read again
+    /// after the rest and the record read again until it agrees.
+    async fn read_record(&self, path: &str) -> zbus::Result<Record> {
+        loop {
+            let (pid, code, status, started, reaped, result, restarts) = tokio::join!(
+                self.get::<u32>(path, SERVICE, "ExecMainPID"),
+                self.get::<i32>(path, SERVICE, "ExecMainCode"),
+                self.get::<i32>(path, SERVICE, "ExecMainStatus"),
+                self.get::<u64>(path, SERVICE, "ExecMainStartTimestampMonotonic"),
+                self.get::<u64>(path, SERVICE, "ExecMainExitTimestampMonotonic"),
+                self.string_property(path, SERVICE, "Result"),
+                self.get::<u32>(path, SERVICE, "NRestarts"),
+            );
+            let (left_active, sub, job) = tokio::join!(
+                self.get::<u64>(path, UNIT, "ActiveExitTimestampMonotonic"),
+                self.string_property(path, UNIT, "SubState"),
+                self.get::<(u32, OwnedObjectPath)>(path, UNIT, "Job"),
+            );
+            let (id, job) = job?;
+            let record = Record {
+                service: ServiceHalf {
+                    pid: pid?,
+                    code: code?,
+                    status: status?,
+                    started: started?,
+                    reaped: reaped?,
+                    result: result?,
+                    restarts: restarts?,
+                },
+                unit: UnitHalf { left_active: left_active?, sub: sub?, job: (id, (id != 0).then_some(job)) },
+                current: true,
+                earlier: Vec::new(),
+            };
+            if self.get::<u32>(path, SERVICE, "ExecMainPID").await? == record.service.pid {
+                return Ok(record);
+            }
+        }
+    }
+
+    /// The unit's settings that say which signals the manager sends it.
+    async fn settings(&self, path: &str) -> zbus::Result<Settings> {
+        let (restart, kill, restart_kill, watchdog, sighup, exec_stop) = tokio::join!(
+            self.string_property(path, SERVICE, "Restart"),
+            self.get::<i32>(path, SERVICE, "KillSignal"),
+            // Since systemd 244 and 240: an older manager does not have them.
+            self.get::<i32>(path, SERVICE, "RestartKillSignal"),
+            self.get::<i32>(path, SERVICE, "WatchdogSignal"),
+            self.get::<bool>(path, SERVICE, "SendSIGHUP"),
+            self.property(path, SERVICE, "ExecStop"),
+        );
+        let mut own_signals: Vec<i32> = [kill?].into_iter().chain(restart_kill.ok()).chain(watchdog.ok()).collect();
+        if sighup? {
+            own_signals.push(libc::SIGHUP);
+        }
+        // Unreadable counts as set: then nothing is settled without the record.
+        let exec_stop = exec_stop.map_or(true, |v| !matches!(&*v, zbus::zvariant::Value::Array(a) if a.is_empty()));
+        Ok(Settings { restart: restart?, own_signals, exec_stop })
+    }
+
+    /// Reads the record until it is about the exit of `pid` (the manager's
+    /// `expected`): until the manager has reaped it, or a successor replaced it.
+    async fn read_exit(
+        &self,
+        unit: &str,
+        pid: u32,
+        expected: u32,
+        restarts_before: Option<u32>,
+    ) -> zbus::Result<Judged> {
+        let path = self.unit_path(unit).await?;
+        let path = path.as_str();
+        let restart = self.string_property(path, SERVICE, "Restart").await?;
+        loop {
+            // Two reads while it is not reaped, the whole record once it is.
+            let (main, code) = tokio::join!(
+                self.get::<u32>(path, SERVICE, "ExecMainPID"),
+                self.get::<i32>(path, SERVICE, "ExecMainCode")
+            );
+            if main? == expected && code? == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                continue;
+            }
+            match judge(&self.read_record(path).await?, pid, expected, restarts_before, &restart) {
+                Judged::NotYet => continue,
+                judged => return Ok(judged),
+            }
+        }
+    }
+
     /// Starts a job (`RestartUnit`, `ReloadUnit`) and waits for its `JobRemoved`.
     async fn job(&self, service: &ServiceName, method: &'static str, action: &'static str) -> Result<(), InitError> {
         let dbus = |source| InitError::DBus { service: service.to_string(), action, source: Box::new(source) };
@@ -387,17 +504,10 @@ impl InitSystem for Systemd {
     }
 
     /// Waits until the manager has reaped `pid` (the kernel reports the exit
-    /// before systemd handles its SIGCHLD), within the lookup timeout, then reads
-    /// one moment's `ExecMain*` record, `Result`, `Restart` and the unit's
-    /// `ActiveExitTimestampMonotonic`. Whether the exit was asked for follows
-    /// from the order of events, which systemd's own timestamps keep: a stop or
-    /// restart job makes the unit leave `active` *before* it signals the main
-    /// process, so `ActiveExit < ExecMainExit`; a process that dies on its own is
-    /// reaped first and the unit leaves `active` afterwards (`ActiveExit >=
-    /// ExecMainExit`). No signal has to win a race with the kernel's report.
-    ///
-    /// When a new main process already replaced the record, `NRestarts` tells a
-    /// restart systemd did by itself (counted) from an operator's (not counted).
+    /// before systemd handles its SIGCHLD), within the lookup timeout, and judges
+    /// its exit from one moment's record (`record::judge`): from the unit's
+    /// signals, which carry it at the reap, or, when they have not said enough
+    /// within [`SIGNAL_GRACE`], from property reads.
     fn main_exit<'a>(
         &'a self,
         service: &'a ServiceName,
@@ -411,79 +521,37 @@ impl InitSystem for Systemd {
             let unit = unit_name(service);
             // ExecMainPID is the manager's number for what the kernel side reported as `pid`.
             let expected = self.manager_pid(&unit, pid);
+            let mirrored = self.mirrors.lock().unwrap_or_else(PoisonError::into_inner).get(&unit).cloned();
+            // A subscription that ended leaves its mirror behind, silent.
+            let mirrored = mirrored.filter(|m| m.record.has_changed().is_ok());
             let read = async {
-                let path = self.unit_path(&unit).await.map_err(dbus)?;
-                let path = path.as_str();
-                loop {
-                    let (main, code) = tokio::join!(
-                        self.get::<u32>(path, SERVICE, "ExecMainPID"),
-                        self.get::<i32>(path, SERVICE, "ExecMainCode")
-                    );
-                    let main = main.map_err(dbus)?;
-                    if main == 0 {
-                        // The record is gone with the unit: systemd unloads a unit
-                        // that ended `inactive` (stopped) and that nobody references
-                        // (the subscription's `Ref` normally prevents it); a failed
-                        // one it keeps.
-                        return Ok(Some(MainExit {
-                            pid,
-                            status: ExitStatus::Unknown,
-                            clean: true,
-                            intent: Intent::Stop,
-                        }));
-                    }
-                    if main != expected {
-                        // A new main process is there already: systemd counts the
-                        // restarts it does by itself, not an operator's.
-                        let now: u32 = self.get(path, SERVICE, "NRestarts").await.map_err(dbus)?;
-                        let intent = match restarts_before {
-                            Some(before) if now > before => Intent::AutoRestart,
-                            Some(_) => Intent::Restart,
-                            None => Intent::Run,
+                let judged = match mirrored {
+                    Some(mirrored) => {
+                        let restart = &mirrored.settings.restart;
+                        let signalled = signalled(mirrored.record, pid, expected, restarts_before, restart);
+                        let read = async {
+                            tokio::time::sleep(SIGNAL_GRACE).await;
+                            self.read_exit(&unit, pid, expected, restarts_before).await
                         };
-                        return Ok(Some(MainExit { pid, status: ExitStatus::Unknown, clean: false, intent }));
+                        tokio::select! {
+                            Some(judged) = signalled => judged,
+                            judged = read => judged.map_err(dbus)?,
+                        }
                     }
-                    // Read with the pid: a code of another process is never taken
-                    // for this one's (the pid is checked again below).
-                    let code = code.map_err(dbus)?;
-                    if code == 0 {
-                        // Not reaped yet: systemd handles SIGCHLD within a millisecond or
-                        // two, and every alert about this exit waits for the answer.
-                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                        continue;
+                    None => self.read_exit(&unit, pid, expected, restarts_before).await.map_err(dbus)?,
+                };
+                Ok(Some(match judged {
+                    Judged::Exit(exit) => exit,
+                    Judged::AskedBy(exit, job) => {
+                        let restart = self.string_property(job.as_str(), JOB, "JobType").await;
+                        // A job that ended in between reads as none: a stop.
+                        let intent =
+                            if restart.is_ok_and(|t| is_restart_job(&t)) { Intent::Restart } else { Intent::Stop };
+                        MainExit { intent, ..exit }
                     }
-                    // Asked all at once (the calls are pipelined on the connection;
-                    // every alert about this exit waits for the answers).
-                    let (value, started, reaped, result, restart, left_active, sub, job) = tokio::join!(
-                        self.get::<i32>(path, SERVICE, "ExecMainStatus"),
-                        self.get::<u64>(path, SERVICE, "ExecMainStartTimestampMonotonic"),
-                        self.get::<u64>(path, SERVICE, "ExecMainExitTimestampMonotonic"),
-                        self.string_property(path, SERVICE, "Result"),
-                        self.string_property(path, SERVICE, "Restart"),
-                        self.get::<u64>(path, UNIT, "ActiveExitTimestampMonotonic"),
-                        self.string_property(path, UNIT, "SubState"),
-                        self.job_type(path),
-                    );
-                    let (value, started, reaped) =
-                        (value.map_err(dbus)?, started.map_err(dbus)?, reaped.map_err(dbus)?);
-                    let (result, restart, left_active, sub) =
-                        (result.map_err(dbus)?, restart.map_err(dbus)?, left_active.map_err(dbus)?, sub.map_err(dbus)?);
-                    // One property per call: if a new process replaced the record
-                    // meanwhile, the values are a mix; read it again.
-                    if self.get::<u32>(path, SERVICE, "ExecMainPID").await.map_err(dbus)? != expected {
-                        continue;
-                    }
-                    let asked = started < left_active && left_active < reaped && result != "watchdog";
-                    let intent = if asked {
-                        if job.as_deref().is_some_and(is_restart_job) { Intent::Restart } else { Intent::Stop }
-                    } else if sub == "auto-restart" || restarts_by_itself(&restart, &result) {
-                        Intent::AutoRestart
-                    } else {
-                        Intent::Run
-                    };
-                    let status = exec_main_status(code, value);
-                    return Ok(Some(MainExit { pid, status, clean: result == "success", intent }));
-                }
+                    // Both ways wait past it; never taken.
+                    Judged::NotYet => return Ok(None),
+                }))
             };
             match tokio::time::timeout(limit, read).await {
                 Ok(result) => result,
@@ -495,6 +563,17 @@ impl InitSystem for Systemd {
                 }),
             }
         })
+    }
+
+    /// From the unit's mirrored record and settings (`record::known_at_once`):
+    /// a kill -9 of a running unit's main process is settled as it arrives.
+    fn main_exit_known(&self, service: &ServiceName, pid: u32, status: &ExitStatus) -> Option<MainExit> {
+        let unit = unit_name(service);
+        let expected = self.manager_pid(&unit, pid);
+        let mirrors = self.mirrors.lock().unwrap_or_else(PoisonError::into_inner);
+        let mirrored = mirrors.get(&unit).filter(|m| m.record.has_changed().is_ok())?;
+        let record = mirrored.record.borrow();
+        known_at_once(record.as_ref()?, &mirrored.settings, pid, expected, status)
     }
 
     fn reload<'a>(&'a self, service: &'a ServiceName) -> InitFuture<'a, ()> {
@@ -533,13 +612,41 @@ impl InitSystem for Systemd {
                     unit_name(service)
                 );
             }
+            let unit = unit_name(service);
+            let (mut mirror, record) = Mirror::new();
+            let settings = if unit.ends_with(".service") {
+                // Signals that came meanwhile wait in the stream, newer than this read.
+                if let Ok(now) = self.read_record(path.as_str()).await {
+                    mirror.seed(now);
+                }
+                self.settings(path.as_str()).await.map_err(dbus)?
+            } else {
+                Settings::default()
+            };
+            self.mirrors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(unit, Mirrored { record: record.clone(), settings });
+            // Signals are taken the moment they come (an exit waits on them); the
+            // lookups they prompt go in a task of their own, one per burst.
+            let signals = tokio::spawn(async move {
+                while let Some(message) = stream.next().await {
+                    let Ok(message) = message else { continue };
+                    let body = message.body();
+                    let Ok((interface, changed, _invalidated)) =
+                        body.deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
+                    else {
+                        continue;
+                    };
+                    mirror.signal(&interface, &changed);
+                }
+            });
             let this = self.clone();
             let service = service.clone();
             let mut last = this.lookup(&service).await.ok().map(|s| key(&s));
-            let task = tokio::spawn(async move {
-                while stream.next().await.is_some() {
-                    // One restart is a burst of signals: one lookup for all that are queued.
-                    while let Some(Some(_)) = stream.next().now_or_never() {}
+            let mut bursts = record;
+            let lookups = tokio::spawn(async move {
+                while bursts.changed().await.is_ok() {
                     let Ok(status) = this.lookup(&service).await else { continue };
                     if last.as_ref() == Some(&key(&status)) {
                         continue;
@@ -550,31 +657,33 @@ impl InitSystem for Systemd {
                     }
                 }
             });
-            Ok(Some(ChangeSubscription::new(task)))
+            Ok(Some(ChangeSubscription::new(vec![signals, lookups])))
         })
     }
 }
 
-/// `ExecMainCode` (a `CLD_*` code from waitid) and `ExecMainStatus` as an exit
-/// status: `CLD_EXITED` carries the exit code, `CLD_KILLED`/`CLD_DUMPED` the signal;
-/// any other code says nothing (never a code 0 it did not record).
-fn exec_main_status(code: i32, status: i32) -> ExitStatus {
-    match code {
-        libc::CLD_EXITED => ExitStatus::Code(status),
-        libc::CLD_KILLED => ExitStatus::Signal { signal: status, core_dumped: false },
-        libc::CLD_DUMPED => ExitStatus::Signal { signal: status, core_dumped: true },
-        _ => ExitStatus::Unknown,
+/// Waits until the unit's mirrored record judges the exit of `pid`; `None` when
+/// the subscription ended first.
+async fn signalled(
+    mut record: tokio::sync::watch::Receiver<Option<Record>>,
+    pid: u32,
+    expected: u32,
+    restarts_before: Option<u32>,
+    restart: &str,
+) -> Option<Judged> {
+    loop {
+        let judged = record.borrow_and_update().as_ref().map(|r| judge(r, pid, expected, restarts_before, restart));
+        match judged {
+            Some(Judged::NotYet) | None => {}
+            Some(judged) => return Some(judged),
+        }
+        record.changed().await.ok()?;
     }
 }
 
 /// What makes a status change worth announcing.
 fn key(status: &ServiceStatus) -> (ServiceState, Option<u32>, Option<u64>, Intent) {
     (status.state, status.main_pid, status.cgroup.as_ref().map(|c| c.id), status.intent)
-}
-
-/// Job types that stop the unit and start it again.
-fn is_restart_job(job: &str) -> bool {
-    matches!(job, "restart" | "try-restart" | "reload-or-restart" | "try-reload-or-restart")
 }
 
 /// The intent a lookup reads: the queued job says what was asked; without
@@ -591,26 +700,9 @@ fn lookup_intent(job: Option<&str>, active: &str, sub: &str) -> Intent {
     }
 }
 
-/// Whether systemd restarts the unit by itself after a main process that
-/// ended with `result`, under its `Restart=` setting (systemd.service(5)'s
-/// table; `RestartPreventExitStatus=` and the start limit are left to the
-/// lookups that follow: a unit systemd gives up on ends `failed`).
-fn restarts_by_itself(restart: &str, result: &str) -> bool {
-    let signal = matches!(result, "signal" | "core-dump");
-    match restart {
-        "always" => true,
-        "on-success" => result == "success",
-        "on-failure" => result != "success",
-        "on-abnormal" => signal || matches!(result, "watchdog" | "timeout"),
-        "on-watchdog" => result == "watchdog",
-        "on-abort" => signal,
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{record::exec_main_status, *};
 
     #[test]
     fn plain_names_are_services_and_unit_names_stay() {

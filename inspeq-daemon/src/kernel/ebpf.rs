@@ -536,6 +536,19 @@ impl EbpfMonitor {
         self.cgroups.insert(cg, cfg, 0).map_err(|source| KernelError::Map { name: MAP_WATCH_CGROUPS, source })
     }
 
+    /// A watched process's RSS at its last change (`RSS_STATE`), kept while its
+    /// watch has an RSS threshold.
+    pub fn process_rss(&self, pid: u32) -> Option<u64> {
+        let state = self.rss_state.get(&pid, 0).ok()?;
+        (state.total_watch != 0).then_some(state.now_bytes)
+    }
+
+    /// The watch's RSS total (`RSS_TOTALS`), kept while it has a total threshold.
+    pub fn rss_total(&self, id: WatchId) -> Option<u64> {
+        let total = self.rss_totals.get(&id.0, 0).ok()?;
+        u64::try_from(total.bytes).ok()
+    }
+
     pub fn unwatch(&mut self, id: WatchId) {
         if let Some(keys) = self.watches.remove(&id) {
             self.remove_keys(keys);

@@ -344,6 +344,24 @@ impl Monitor {
         Ok(id)
     }
 
+    /// A watched process's RSS as the kernel keeps it, when it does: with eBPF,
+    /// for a process of a watch with an RSS threshold (`memory:rss` rules).
+    pub fn process_rss(&self, pid: u32) -> Option<u64> {
+        match &self.backend {
+            Backend::Ebpf(m) => m.process_rss(pid),
+            _ => None,
+        }
+    }
+
+    /// The watch's total RSS as the kernel keeps it, when it does: with eBPF,
+    /// for a watch with a total threshold (`memory:total_rss` rules).
+    pub fn rss_total(&self, id: WatchId) -> Option<u64> {
+        match &self.backend {
+            Backend::Ebpf(m) => m.rss_total(id),
+            _ => None,
+        }
+    }
+
     /// Stops a watch; the kernel side forgets its processes.
     pub fn unwatch(&mut self, id: WatchId) {
         match &mut self.backend {

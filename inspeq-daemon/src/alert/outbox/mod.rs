@@ -1,5 +1,6 @@
-//! The durable outbox: every alert is on disk before anyone is told it was
-//! raised, and leaves the disk only when its channel has taken it.
+//! The durable outbox: every alert goes to disk as it goes to its channel (the
+//! sync never delays a delivery), and leaves the disk only when its channel has
+//! taken it.
 //!
 //! [`Outbox::raise`] never waits: it picks the route and hands the alert to the
 //! writer thread (`writer.rs`), the outbox's one owner, which group-commits

@@ -39,13 +39,45 @@ pub(super) struct Segment {
 struct State {
     path: PathBuf,
     alerts: Vec<Alert>,
+    /// Written: the file exists. Until then striking and moving touch only memory.
+    on_disk: bool,
 }
 
 impl Segment {
     /// Writes `alerts` to a new segment at `path`.
+    #[cfg(test)]
     pub(super) fn create(path: PathBuf, alerts: Vec<Alert>) -> io::Result<Arc<Self>> {
-        write_atomically(&path, &segment::encode(&alerts))?;
-        Ok(Arc::new(Self { state: Mutex::new(State { path, alerts }) }))
+        let segment = Self::pending(path, alerts);
+        segment.persist()?;
+        Ok(segment)
+    }
+
+    /// A segment of `alerts` at `path`, not written yet: its alerts can go to
+    /// their workers while [`Self::persist`] syncs it, so a delivery never waits
+    /// for the disk. Only the writer thread strikes or moves segments, after it
+    /// has persisted what it handed out, so the file is there by then.
+    pub(super) fn pending(path: PathBuf, alerts: Vec<Alert>) -> Arc<Self> {
+        Arc::new(Self { state: Mutex::new(State { path, alerts, on_disk: false }) })
+    }
+
+    /// Stamps `stage` for each of its alerts ([`crate::timing`]).
+    pub(super) fn stamp(&self, stage: &str) {
+        if crate::timing::enabled() {
+            for alert in &self.state().alerts {
+                crate::timing::stamp(stage, &alert.service, format_args!(" event={}", alert.event.kind()));
+            }
+        }
+    }
+
+    /// Writes the segment with the alerts not struck meanwhile (none can be: see [`Self::pending`]).
+    pub(super) fn persist(&self) -> io::Result<()> {
+        let mut state = self.state();
+        if state.on_disk || state.alerts.is_empty() {
+            return Ok(());
+        }
+        write_atomically(&state.path, &segment::encode(&state.alerts))?;
+        state.on_disk = true;
+        Ok(())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -61,6 +93,10 @@ impl Segment {
     pub(super) fn strike(&self, seqs: &[u64]) -> io::Result<()> {
         let mut state = self.state();
         state.alerts.retain(|a| !seqs.contains(&a.seq));
+        if !state.on_disk {
+            // Never written (writing it failed): nothing on disk to change.
+            return Ok(());
+        }
         if state.alerts.is_empty() {
             remove_durably(&state.path)
         } else {
@@ -73,7 +109,9 @@ impl Segment {
     pub(super) fn move_to(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state();
         let to = dir.join(state.path.file_name().unwrap_or_default());
-        fs::rename(&state.path, &to)?;
+        if state.on_disk {
+            fs::rename(&state.path, &to)?;
+        }
         state.path = to;
         Ok(())
     }
@@ -209,7 +247,9 @@ fn read_segment(path: PathBuf, loaded: &mut Loaded) {
         let _ = fs::remove_file(&path);
     }
     if !decoded.alerts.is_empty() {
-        loaded.segments.push(Arc::new(Segment { state: Mutex::new(State { path, alerts: decoded.alerts }) }));
+        loaded
+            .segments
+            .push(Arc::new(Segment { state: Mutex::new(State { path, alerts: decoded.alerts, on_disk: true }) }));
     }
 }
 

@@ -134,6 +134,11 @@ impl Worker {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(SendError::Timeout(timeout)),
         }
+        if crate::timing::enabled() {
+            for alert in &alerts {
+                crate::timing::stamp("alert_accepted", &alert.service, format_args!(" event={}", alert.event.kind()));
+            }
+        }
         let delivered: Vec<Queued> = self.queue.drain(..n).collect();
         // So that a crash now resends at most this one message.
         let (done, struck) = oneshot::channel();
