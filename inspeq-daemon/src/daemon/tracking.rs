@@ -163,17 +163,17 @@ impl Daemon {
                 self.watches.remove(&id);
             }
             if let Some(target) = &target {
-                match self.monitor.watch(target, Self::watch_settings(&service.check)) {
+                // The cgroup's path comes with the status: no search of the cgroup tree by id.
+                let members = match (&status.cgroup, target) {
+                    (Some(cgroup), _) => kernel::cgroup_members(&cgroup.path),
+                    (None, kernel::WatchTarget::Tree(pid)) => kernel::tree_members(*pid),
+                    (None, _) => Vec::new(),
+                };
+                match self.monitor.watch_with(target, Self::watch_settings(&service.check), &members) {
                     Ok(id) => {
                         let how = if matches!(target, kernel::WatchTarget::Tree(_)) { "tree" } else { "cgroup" };
                         service.watch = Some((id, how));
                         self.watches.insert(id, name.to_owned());
-                        // The cgroup's path comes with the status: no search of the cgroup tree by id.
-                        let members = match (&status.cgroup, target) {
-                            (Some(cgroup), _) => kernel::cgroup_members(&cgroup.path),
-                            (None, kernel::WatchTarget::Tree(pid)) => kernel::tree_members(*pid),
-                            (None, _) => Vec::new(),
-                        };
                         service.members = members.into_iter().collect();
                     }
                     Err(err) => tracing::warn!("service `{name}`: cannot watch {target:?}: {err}"),

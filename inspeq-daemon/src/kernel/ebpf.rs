@@ -410,7 +410,15 @@ impl EbpfMonitor {
     /// Arms a watch. Its processes' RSS is seeded first (from /proc), so that a
     /// process already above its threshold is reported now, not at a crossing
     /// that will never come, and the watch's total starts with what they hold.
-    pub fn watch(&mut self, id: WatchId, target: &WatchTarget, settings: WatchSettings) -> Result<(), KernelError> {
+    /// `known`: the target's members as the caller listed them, for a cgroup
+    /// known by id alone (seeded from them).
+    pub fn watch(
+        &mut self,
+        id: WatchId,
+        target: &WatchTarget,
+        settings: WatchSettings,
+        known: &[u32],
+    ) -> Result<(), KernelError> {
         let cfg = settings.to_wire(id);
         // Only a watch with an RSS threshold needs its members (and their /proc reads) now.
         let seeds = cfg.rss_threshold != 0 || cfg.total_threshold != 0;
@@ -420,7 +428,7 @@ impl EbpfMonitor {
                 let cg = cgroup::id_of(&dir)?;
                 (Keys::Cgroup(cg), if seeds { super::cgroup_members(&dir) } else { Vec::new() }, cg)
             }
-            WatchTarget::CgroupId(cg) => (Keys::Cgroup(*cg), Vec::new(), *cg),
+            WatchTarget::CgroupId(cg) => (Keys::Cgroup(*cg), if seeds { known.to_vec() } else { Vec::new() }, *cg),
             WatchTarget::Tree(pid) => {
                 let pids = super::descendants_and_self(*pid);
                 if pids.is_empty() {

@@ -333,9 +333,23 @@ impl Monitor {
 
     /// Starts watching `target`; observations about it carry the returned id.
     pub fn watch(&mut self, target: &WatchTarget, settings: WatchSettings) -> Result<WatchId, KernelError> {
+        self.watch_with(target, settings, &[])
+    }
+
+    /// [`Self::watch`], with `members`, the target's processes as the caller has
+    /// just listed them: a cgroup known by its id alone cannot be listed here
+    /// without a search of the whole cgroup tree, and the eBPF side seeds its
+    /// RSS figures (each member's, and the total `memory:total_rss` rules read)
+    /// from them.
+    pub fn watch_with(
+        &mut self,
+        target: &WatchTarget,
+        settings: WatchSettings,
+        members: &[u32],
+    ) -> Result<WatchId, KernelError> {
         let id = WatchId(self.next_id);
         match &mut self.backend {
-            Backend::Ebpf(m) => m.watch(id, target, settings)?,
+            Backend::Ebpf(m) => m.watch(id, target, settings, members)?,
             Backend::ProcConnector(m) => m.watch(id, target, settings)?,
             Backend::Pidfd(m) => m.watch(id, target, settings)?,
             Backend::Proc(m) => m.watch(id, target, settings)?,
