@@ -88,12 +88,18 @@ impl Daemon {
         }
     }
 
-    /// The cycle: sample metrics, look up services that are not up.
+    /// The cycle: look up services that are not up, sample the host, ask the
+    /// collection tasks, and start sampling the services, in slices
+    /// ([`Self::sample_slice`]) so that an event never waits for more than one.
     pub(super) fn cycle(&mut self) {
-        let started = crate::timing::enabled().then(std::time::Instant::now);
-        let (mut sampling, mut recording, mut stepping) =
-            (std::time::Duration::ZERO, std::time::Duration::ZERO, std::time::Duration::ZERO);
+        if self.sampling.is_some() {
+            // The last cycle's slices are not done (a loop busy for a whole cycle): finish them first.
+            while self.sampling.is_some() {
+                self.sample_slice();
+            }
+        }
         let now = self.now();
+        let started = crate::timing::enabled().then(std::time::Instant::now);
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in &names {
             let up = self.services.get(name).is_some_and(|s| s.main_pid().is_some());
@@ -120,56 +126,39 @@ impl Daemon {
             self.record(&sample, now, &mut lines);
             self.step(Input::Sample(sample), now);
         }
-        for name in &names {
-            let Some(service) = self.services.get_mut(name) else { continue };
-            let Some(main) = service.main_pid() else { continue };
-            // Only what its rules read: a service whose rules are all events costs no read.
-            let needs = process_needs(&service.check);
-            if needs.nothing() {
-                continue;
-            }
-            let at = std::time::Instant::now();
-            // The kernel keeps these only for the thresholds the watch was given.
-            let settings = Self::watch_settings(&service.check);
-            let kernel = metrics::process::KernelRss {
-                main: settings.rss.and_then(|_| self.monitor.process_rss(main)),
-                total: settings.total_rss.and(service.watch).and_then(|(id, _)| self.monitor.rss_total(id)),
-            };
-            let mut files = std::mem::take(&mut service.files);
-            let service = &*service;
-            let cgroup = service.own_cgroup();
-            let values =
-                metrics::process::sample_needed(needs, main, || service.live_members(), cgroup, kernel, &mut files);
-            if let Some(service) = self.services.get_mut(name) {
-                service.files = files;
-            }
-            let sample = values.iter().fold(Sample::new(Target::Service(name.clone())), |s, (m, v)| s.with(m, *v));
-            let sampled = std::time::Instant::now();
-            self.record(&sample, now, &mut lines);
-            let recorded = std::time::Instant::now();
-            self.step(Input::Sample(sample), now);
-            sampling += sampled - at;
-            recording += recorded - sampled;
-            stepping += recorded.elapsed();
-        }
         // Daemon metrics come back as events, each stepped when it arrives.
         self.collections.ask_all();
         self.probes.ask_all();
         self.list_listeners();
+        self.sampling = Some(Sampling { now, names: names.into(), lines, started, spent: Default::default() });
+    }
+
+    /// Samples the next [`SLICE`] services of the cycle under way; after the
+    /// last, steps the engine's cycle and sends what was sampled. The loop calls
+    /// it between events while a cycle's sampling is under way.
+    pub(super) fn sample_slice(&mut self) {
+        let Some(mut sampling) = self.sampling.take() else { return };
+        let now = sampling.now;
+        for _ in 0..SLICE {
+            let Some(name) = sampling.names.pop_front() else { break };
+            self.sample_service(&name, now, &mut sampling);
+        }
+        if !sampling.names.is_empty() {
+            self.sampling = Some(sampling);
+            return;
+        }
         self.step(Input::Cycle, now);
         if let Some(statsd) = &mut self.statsd {
-            statsd.send(&lines);
+            statsd.send(&sampling.lines);
         }
-        if let Some(started) = started {
+        if let Some(started) = sampling.started {
+            let [sampled, recorded, stepped] = sampling.spent.map(|d| d.as_micros());
             crate::timing::stamp(
                 "cycle",
                 "-",
                 format_args!(
-                    " took_us={} sampling_us={} recording_us={} stepping_us={}",
-                    started.elapsed().as_micros(),
-                    sampling.as_micros(),
-                    recording.as_micros(),
-                    stepping.as_micros()
+                    " took_us={} sampling_us={sampled} recording_us={recorded} stepping_us={stepped}",
+                    started.elapsed().as_micros()
                 ),
             );
         }
@@ -191,6 +180,57 @@ impl Daemon {
             }
         }
     }
+
+    /// Samples one service for the cycle under way: only what its rules read.
+    fn sample_service(&mut self, name: &str, now: Timestamp, sampling: &mut Sampling) {
+        let Some(service) = self.services.get_mut(name) else { return };
+        let Some(main) = service.main_pid() else { return };
+        // Only what its rules read: a service whose rules are all events costs no read.
+        let needs = process_needs(&service.check);
+        if needs.nothing() {
+            return;
+        }
+        let at = std::time::Instant::now();
+        // The kernel keeps these only for the thresholds the watch was given.
+        let settings = Self::watch_settings(&service.check);
+        let kernel = metrics::process::KernelRss {
+            main: settings.rss.and_then(|_| self.monitor.process_rss(main)),
+            total: settings.total_rss.and(service.watch).and_then(|(id, _)| self.monitor.rss_total(id)),
+        };
+        let mut files = std::mem::take(&mut service.files);
+        let service = &*service;
+        let cgroup = service.own_cgroup();
+        let values =
+            metrics::process::sample_needed(needs, main, || service.live_members(), cgroup, kernel, &mut files);
+        if let Some(service) = self.services.get_mut(name) {
+            service.files = files;
+        }
+        let sample = values.iter().fold(Sample::new(Target::Service(name.to_owned())), |s, (m, v)| s.with(m, *v));
+        let sampled = std::time::Instant::now();
+        self.record(&sample, now, &mut sampling.lines);
+        let recorded = std::time::Instant::now();
+        self.step(Input::Sample(sample), now);
+        sampling.spent[0] += sampled - at;
+        sampling.spent[1] += recorded - sampled;
+        sampling.spent[2] += recorded.elapsed();
+    }
+}
+
+/// How many services one slice of the cycle samples: at most about a
+/// millisecond of reads before the loop takes the next event.
+const SLICE: usize = 16;
+
+/// A cycle's sampling under way.
+pub(super) struct Sampling {
+    /// The cycle's instant, for every slice's samples.
+    now: Timestamp,
+    /// The services not sampled yet.
+    names: std::collections::VecDeque<String>,
+    /// statsd lines so far.
+    lines: Vec<String>,
+    /// For the `timing: cycle` line: when it began, and the time spent sampling, recording, stepping.
+    started: Option<std::time::Instant>,
+    spent: [std::time::Duration; 3],
 }
 
 #[cfg(test)]

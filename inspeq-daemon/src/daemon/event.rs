@@ -15,6 +15,8 @@ pub enum Event {
     Kernel(Vec<Observation>),
     /// The cycle timer fired: sample metrics, look up missing services.
     Cycle,
+    /// The next slice of the cycle's service sampling.
+    SampleSlice,
     /// A lookup finished: which init system knows the service (if any) and what it said.
     Resolved { service: String, found: Option<(Arc<dyn InitSystem>, ServiceStatus)>, errors: Vec<InitError> },
     /// An init system announced a change on its own (systemd).

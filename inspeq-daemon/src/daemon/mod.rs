@@ -155,6 +155,8 @@ struct Daemon {
     metrics_page: Option<tokio::sync::watch::Sender<String>>,
     /// A reload task is running.
     reloading: bool,
+    /// The cycle's sampling under way, slice by slice (`cycle.rs`).
+    sampling: Option<cycle::Sampling>,
     /// Cycles until the start-up's (or a reload's) code pages are given back (`footprint.rs`).
     release_pages_in: Option<u32>,
     /// `inspeqctl reload`s waiting for it.
@@ -243,6 +245,7 @@ async fn start(options: Options) -> anyhow::Result<(Daemon, Inbox)> {
         socket: socket.clone(),
         metrics_page,
         reloading: false,
+        sampling: None,
         release_pages_in: Some(RELEASE_AFTER_CYCLES),
         reload_waiters: Vec::new(),
     };
@@ -286,6 +289,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             Some(event) = inbox.events.recv() => Some(event),
             Some(control) = inbox.control.recv() => Some(Event::Control(control)),
             _ = cycle.tick() => Some(Event::Cycle),
+            // While a cycle's sampling is under way, a slice between events; the
+            // yield first lets the other tasks (the outbox's workers, D-Bus) run too.
+            () = tokio::task::yield_now(), if daemon.sampling.is_some() => Some(Event::SampleSlice),
             _ = hup.recv() => Some(Event::Reload),
             _ = term.recv() => Some(Event::Shutdown),
             _ = int.recv() => Some(Event::Shutdown),
@@ -396,6 +402,7 @@ impl Daemon {
                 }
             }
             Event::Cycle => self.cycle(),
+            Event::SampleSlice => self.sample_slice(),
             Event::Collected(report) => self.collected(report),
             Event::Probed(report) => self.probed(report),
             Event::Listed(listing) => self.listed(listing),

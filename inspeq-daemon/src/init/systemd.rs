@@ -647,7 +647,17 @@ impl InitSystem for Systemd {
             let mut bursts = record;
             let lookups = tokio::spawn(async move {
                 while bursts.changed().await.is_ok() {
-                    let Ok(status) = this.lookup(&service).await else { continue };
+                    bursts.borrow_and_update();
+                    let Ok(mut status) = this.lookup(&service).await else { continue };
+                    // A burst during the lookup (a restart is several): its reads may
+                    // straddle a transition, so read again after the last one.
+                    while bursts.has_changed().unwrap_or(false) {
+                        bursts.borrow_and_update();
+                        match this.lookup(&service).await {
+                            Ok(again) => status = again,
+                            Err(_) => break,
+                        }
+                    }
                     if last.as_ref() == Some(&key(&status)) {
                         continue;
                     }
